@@ -1,0 +1,84 @@
+"""The small interface every segmentation engine implements.
+
+The node only talks to this interface, so the model can be swapped (LISA at any
+precision, or the deterministic plumbing engine used to test the node) without
+touching ROS code.
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+
+from lisa_ros.core.types import EngineOutput
+
+
+class EngineError(RuntimeError):
+    """An engine failed for a reason the user can act on (message says how)."""
+
+
+class EngineOutOfMemory(EngineError):
+    """The accelerator ran out of memory; caches have been cleared."""
+
+
+class Engine(abc.ABC):
+    """(RGB image, instruction, conversation) -> masks, scores, explanation.
+
+    Engines are used from one worker thread at a time; they need not be
+    thread-safe. ``frame_key`` identifies the frame (e.g. stamp + frame_id) so an
+    engine may cache per-frame work (SAM's image embedding) across instructions.
+    """
+
+    model_id: str = ""
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load weights. Raises EngineError with an actionable message."""
+
+    @abc.abstractmethod
+    def segment(
+        self,
+        image: np.ndarray,
+        instruction: str,
+        *,
+        frame_key: Hashable,
+        conversation_id: str = "default",
+    ) -> EngineOutput:
+        """image: (H, W, 3) uint8 RGB. Raises EngineError / EngineOutOfMemory."""
+
+    @abc.abstractmethod
+    def reset(self, conversation_id: str | None = None) -> None:
+        """Forget a conversation's history (all conversations when None)."""
+
+    @abc.abstractmethod
+    def unload(self) -> None:
+        """Release the model and every cache, GPU memory included."""
+
+    def clear_caches(self) -> None:
+        """Drop per-frame caches (after an OOM or a timeout). Default: nothing."""
+
+    def memory_stats(self) -> dict[str, float]:
+        """Accelerator memory figures for diagnostics, e.g. {"gpu_allocated_mb": ...}."""
+        return {}
+
+
+ENGINE_TYPES = ("lisa", "plumbing")
+
+
+def create_engine(engine_type: str, options: Mapping[str, Any]) -> Engine:
+    """Build (but do not load) an engine from its type name and options.
+
+    Imports lazily so the plumbing engine works without torch installed.
+    Raises ValueError naming the bad option.
+    """
+    if engine_type == "lisa":
+        from lisa_ros.model.engine import LisaEngine
+
+        return LisaEngine.from_options(options)
+    if engine_type == "plumbing":
+        from lisa_ros.core.plumbing_engine import PlumbingEngine
+
+        return PlumbingEngine.from_options(options)
+    raise ValueError(f"unknown engine type {engine_type!r}; expected one of {ENGINE_TYPES}")

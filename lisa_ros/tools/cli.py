@@ -1,0 +1,38 @@
+"""``lisa-ros``: one entry point, one module per sub-command.
+
+Each module named in COMMANDS provides ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their command runs, so
+``lisa-ros eval`` does not pay for importing torch or rclpy.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "make-tiny-checkpoint": ("lisa_ros.tools.make_tiny_checkpoint", "write a tiny random LISA checkpoint (tests, demo)"),
+    "convert": ("lisa_ros.tools.convert", "convert a LISA .bin checkpoint to safetensors"),
+    "make-sample-bag": ("lisa_ros.tools.make_sample_bag", "write the sample rosbag2 used by the demo"),
+    "replay": ("lisa_ros.tools.replay", "replay a rosbag2 through a lisa_node and record its answers"),
+    "eval": ("lisa_ros.tools.evaluate", "score predicted masks against ground truth (gIoU, cIoU, report)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="lisa-ros", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    modules = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text)
+        if name == chosen:
+            modules[name] = importlib.import_module(module_name)
+            modules[name].add_arguments(command_parser)
+    args = parser.parse_args(argv)
+    return int(modules[args.command].run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
