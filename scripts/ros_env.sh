@@ -1,0 +1,25 @@
+# Source this file (bash) to get the lisa_ros environment in a shell:
+#   - the project venv and, unless a ROS 2 install is sourced, the ROS 2 wheels in it
+#   - the colcon install of lisa_ros (.ws/install), unless called with --no-install
+#   - DDS kept on 127.0.0.1 (Fast DDS profile) on a ROS_DOMAIN_ID of this run's own
+_lisa_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_lisa_venv="$_lisa_repo/.venv"
+export VIRTUAL_ENV="$_lisa_venv"
+export PATH="$_lisa_venv/bin:$PATH"
+if [ -z "${ROS_DISTRO:-}" ]; then
+  export AMENT_PREFIX_PATH="$_lisa_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+  export CMAKE_PREFIX_PATH="$_lisa_venv${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+  export LD_LIBRARY_PATH="$_lisa_venv/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+export FASTRTPS_DEFAULT_PROFILES_FILE="$_lisa_repo/config/fastdds_localhost.xml"
+export FASTDDS_DEFAULT_PROFILES_FILE="$FASTRTPS_DEFAULT_PROFILES_FILE"
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 1 ))}"
+if [ "${1:-}" != "--no-install" ] && [ -f "$_lisa_repo/.ws/install/local_setup.bash" ]; then
+  # shellcheck disable=SC1091
+  _lisa_nounset=$([[ $- == *u* ]] && echo 1); set +u
+  source "$_lisa_repo/.ws/install/local_setup.bash"
+  [ -z "$_lisa_nounset" ] || set -u; unset _lisa_nounset
+fi
+unset _lisa_repo _lisa_venv
