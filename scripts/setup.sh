@@ -52,7 +52,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # were built on; point them at this Python's and this venv's numpy headers.
     py_inc="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
     np_inc="$("$py" -c 'import numpy; print(numpy.get_include())')"
-    grep -rl '/opt/python/cp311-cp311' "$venv/share" --include='*.cmake' 2>/dev/null | while read -r f; do
+    for f in $(grep -rl '/opt/python/cp311-cp311' "$venv/share" --include='*.cmake' || true); do
       sed -i -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$np_inc#g" \
              -e "s#/opt/python/cp311-cp311/include/python3.11#$py_inc#g" "$f"
     done
