@@ -1,0 +1,178 @@
+"""Camera image bytes -> (H, W, 3) uint8 RGB, validated first, without ROS.
+
+Why not cv_bridge directly: the PyPI cv_bridge ignores ``step`` (row padding),
+its big-endian path uses ``ndarray.newbyteorder`` (removed in NumPy 2), and it
+allocates before checking sizes. So every message is validated here (declared
+size, step, data length, pixel budget) before any conversion, and the pixel
+work itself is done by NumPy/OpenCV (cvtColor for YUV and Bayer), which is what
+cv_bridge does underneath.
+
+Depth-like encodings (16UC1, 32FC1) are mapped to normalised grey: the valid
+pixels (non-zero for 16UC1, finite for 32FC1) are scaled linearly from their min
+to their max onto 1..255, invalid pixels become 0 (a constant image becomes 128).
+mono16 is intensity, mapped by keeping the high byte (value >> 8).
+"""
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+
+# encoding -> (bytes per pixel, channels, dtype)
+_LAYOUTS: dict[str, tuple[int, int, str]] = {
+    "rgb8": (3, 3, "u1"),
+    "bgr8": (3, 3, "u1"),
+    "rgba8": (4, 4, "u1"),
+    "bgra8": (4, 4, "u1"),
+    "mono8": (1, 1, "u1"),
+    "8UC1": (1, 1, "u1"),
+    "mono16": (2, 1, "u2"),
+    "16UC1": (2, 1, "u2"),
+    "32FC1": (4, 1, "f4"),
+    "yuv422": (2, 2, "u1"),  # ROS's yuv422 is UYVY byte order
+    "uyvy": (2, 2, "u1"),
+    "yuv422_yuy2": (2, 2, "u1"),  # YUYV byte order
+    "yuyv": (2, 2, "u1"),
+}
+# ROS names the Bayer pattern by its first row; OpenCV by the second (cv_bridge's table).
+_BAYER_CODES = {
+    "rggb": cv2.COLOR_BayerBG2RGB,
+    "bggr": cv2.COLOR_BayerRG2RGB,
+    "gbrg": cv2.COLOR_BayerGR2RGB,
+    "grbg": cv2.COLOR_BayerGB2RGB,
+}
+for _pattern in _BAYER_CODES:
+    _LAYOUTS[f"bayer_{_pattern}8"] = (1, 1, "u1")
+    _LAYOUTS[f"bayer_{_pattern}16"] = (2, 1, "u2")
+
+SUPPORTED_ENCODINGS = tuple(sorted(_LAYOUTS))
+DEFAULT_MAX_PIXELS = 7680 * 4320  # 8K
+
+
+class ImageError(ValueError):
+    """The image cannot be used; the message says what is wrong and what to fix."""
+
+
+def raw_to_rgb(
+    encoding: str,
+    width: int,
+    height: int,
+    step: int,
+    is_bigendian: bool,
+    data,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Convert the fields of a sensor_msgs/Image to a new (H, W, 3) uint8 RGB array."""
+    layout = _LAYOUTS.get(encoding)
+    if layout is None:
+        raise ImageError(
+            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
+        )
+    pixel_bytes, channels, dtype = layout
+    _check_size(width, height, max_pixels)
+    row_bytes = width * pixel_bytes
+    if step < row_bytes:
+        raise ImageError(
+            f"step {step} is smaller than width*bytes_per_pixel = {width}*{pixel_bytes} = {row_bytes} "
+            f"for {encoding}; fix the publisher's step field"
+        )
+    buffer = np.frombuffer(data, dtype=np.uint8) if len(data) else np.empty(0, np.uint8)
+    if buffer.size != step * height:
+        raise ImageError(
+            f"data length {buffer.size} does not match step*height = {step}*{height} = {step * height} "
+            f"({encoding} {width}x{height}); the message is truncated or its header is wrong"
+        )
+    if encoding in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv") and width % 2:
+        raise ImageError(f"{encoding} needs an even width (2 pixels share chroma), got {width}")
+
+    rows = buffer.reshape(height, step)[:, :row_bytes]
+    order = ">" if is_bigendian else "<"
+    pixels = np.ascontiguousarray(rows).view(np.dtype(dtype).newbyteorder(order) if dtype != "u1" else dtype)
+    pixels = pixels.reshape(height, width, channels) if channels > 1 else pixels.reshape(height, width)
+    return _to_rgb(encoding, pixels.astype(pixels.dtype.newbyteorder("=")))
+
+
+def compressed_to_rgb(fmt: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (JPEG or PNG) to (H, W, 3) uint8 RGB.
+
+    The declared size is read from the file header and checked before decoding;
+    truncated or corrupted data is refused instead of being half-decoded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if "compresseddepth" in fmt.lower():
+        raise ImageError(f"compressedDepth images are not supported (format {fmt!r}); send depth uncompressed")
+    raw = bytes(data)
+    if not raw:
+        raise ImageError("compressed image has no data")
+    try:
+        with Image.open(io.BytesIO(raw)) as picture:
+            if picture.format not in ("JPEG", "PNG"):
+                raise ImageError(f"compressed data is {picture.format}, expected JPEG or PNG")
+            _check_size(picture.width, picture.height, max_pixels)
+            picture.load()  # raises on truncated or corrupted data
+            if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
+                return _to_rgb("mono16", np.asarray(picture, dtype=np.uint16))
+            return np.array(picture.convert("RGB"), dtype=np.uint8)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"corrupted or unreadable compressed image ({fmt or 'no format'}): {error}") from None
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"compressed image refused: {error}") from None
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(f"image has zero size ({width}x{height}); the camera sent an empty frame")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"image of {width}x{height} = {width * height} pixels exceeds max_image_pixels = {max_pixels}; "
+            "downscale the stream or raise the max_image_pixels parameter"
+        )
+
+
+def _to_rgb(encoding: str, pixels: np.ndarray) -> np.ndarray:
+    if encoding == "rgb8":
+        return pixels.copy()
+    if encoding == "bgr8":
+        return np.ascontiguousarray(pixels[:, :, ::-1])
+    if encoding == "rgba8":
+        return np.ascontiguousarray(pixels[:, :, :3])
+    if encoding == "bgra8":
+        return np.ascontiguousarray(pixels[:, :, 2::-1])
+    if encoding in ("mono8", "8UC1"):
+        return _grey(pixels)
+    if encoding == "mono16":
+        return _grey((pixels >> 8).astype(np.uint8))
+    if encoding == "16UC1":
+        return _grey(_normalise(pixels.astype(np.float64), pixels > 0))
+    if encoding == "32FC1":
+        return _grey(_normalise(pixels.astype(np.float64), np.isfinite(pixels)))
+    if encoding in ("yuv422", "uyvy"):
+        return cv2.cvtColor(pixels, cv2.COLOR_YUV2RGB_UYVY)
+    if encoding in ("yuv422_yuy2", "yuyv"):
+        return cv2.cvtColor(pixels, cv2.COLOR_YUV2RGB_YUYV)
+    if encoding.startswith("bayer_"):
+        pattern = encoding[len("bayer_"):].rstrip("816")
+        mosaic = pixels if pixels.dtype == np.uint8 else (pixels >> 8).astype(np.uint8)
+        return cv2.cvtColor(np.ascontiguousarray(mosaic), _BAYER_CODES[pattern])
+    raise ImageError(f"unsupported image encoding {encoding!r}")  # unreachable: checked by _LAYOUTS
+
+
+def _grey(mono: np.ndarray) -> np.ndarray:
+    return np.repeat(mono[:, :, None], 3, axis=2)
+
+
+def _normalise(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    out = np.zeros(values.shape, np.uint8)
+    if not valid.any():
+        return out
+    low, high = values[valid].min(), values[valid].max()
+    if high == low:
+        out[valid] = 128
+    else:
+        out[valid] = np.rint(1 + (values[valid] - low) * (254.0 / (high - low))).astype(np.uint8)
+    return out

@@ -1,0 +1,361 @@
+"""The request pipeline between ROS callbacks and the engine (no ROS).
+
+Callbacks never run inference: they build a Request and ``submit`` it. One
+worker thread pairs each request with a frame, decodes it, and calls the
+engine through an EngineRunner, which enforces ``inference_timeout``. Every
+submitted request is answered exactly once through ``on_answer``: with a result,
+or with a status that explains why not (BUSY, NO_IMAGE, TIMEOUT, ...).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory
+from lisa_ros.core.frames import Frame, LatestFrame
+from lisa_ros.core.image import ImageError
+from lisa_ros.core.types import EngineOutput, Status
+
+
+class PairingPolicy(str, enum.Enum):
+    """Which frame an instruction from the topic is answered on."""
+
+    NEWEST = "newest"  # the newest frame when the instruction arrives
+    NEXT = "next"  # the first frame that arrives after the instruction
+
+
+@dataclasses.dataclass
+class Request:
+    """One instruction to answer. ``frame`` pins the image (service image)."""
+
+    instruction: str
+    request_id: str = ""
+    conversation_id: str = "default"
+    reset_conversation: bool = False
+    frame: Frame | None = None
+    error: tuple[Status, str] | None = None  # refused before queueing (bad instruction, ...)
+    received: float = dataclasses.field(default_factory=time.monotonic)
+    context: Any = None  # opaque for the submitter (e.g. a service waiter)
+    pairing_policy: PairingPolicy | None = None  # None = the worker's setting
+    wait_after_seq: int | None = None
+    answered: bool = dataclasses.field(default=False, repr=False)
+
+
+@dataclasses.dataclass
+class Answer:
+    """The single answer to a Request."""
+
+    request: Request
+    status: Status
+    message: str
+    frame: Frame | None = None
+    image: np.ndarray | None = None  # the decoded RGB frame the engine saw
+    output: EngineOutput | None = None
+    queue_wait_ms: float = 0.0
+    inference_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class CallTimeout(Exception):
+    """An engine call did not finish within its time limit."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Call:
+    fn: Callable[[], Any]
+    must_run: bool = False  # run even if nobody waits for it (clear_caches)
+    abandoned: bool = False
+    done: bool = False
+    value: Any = None
+    error: BaseException | None = None
+
+
+class EngineRunner:
+    """Runs engine calls one at a time on a daemon thread, with a time limit.
+
+    A call that overruns is abandoned: its requester gets a timeout and its
+    result is discarded when it finally returns. The engine is not thread-safe,
+    so later calls queue behind it (calls abandoned before they start are
+    skipped). A daemon thread never blocks process exit.
+    """
+
+    def __init__(self, name: str = "lisa-engine") -> None:
+        self._calls: collections.deque[_Call] = collections.deque()
+        self._condition = threading.Condition()
+        self._running: _Call | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def busy_with_abandoned_call(self) -> bool:
+        with self._condition:
+            return self._running is not None and self._running.abandoned
+
+    def call(self, fn: Callable[[], Any], timeout: float | None, cancelled: threading.Event) -> Any:
+        """Run fn on the engine thread; raise CallTimeout after ``timeout`` s or when cancelled."""
+        call = _Call(fn)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            if self._closed:
+                raise EngineError("the engine was unloaded")
+            self._calls.append(call)
+            self._condition.notify_all()
+            while not call.done:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if cancelled.is_set() or (remaining is not None and remaining <= 0):
+                    call.abandoned = True
+                    raise CallTimeout()
+                self._condition.wait(0.05 if remaining is None else min(remaining, 0.05))
+        if call.error is not None:
+            raise call.error
+        return call.value
+
+    def post(self, fn: Callable[[], Any]) -> None:
+        """Queue fn without waiting for it (e.g. clear_caches after a timeout)."""
+        with self._condition:
+            if not self._closed:
+                self._calls.append(_Call(fn, must_run=True))
+                self._condition.notify_all()
+
+    def close(self) -> None:
+        """Drop queued calls and end the thread after the running call (not waited for)."""
+        with self._condition:
+            self._closed = True
+            self._calls.clear()
+            self._condition.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._condition:
+                while not self._calls and not self._closed:
+                    self._condition.wait()
+                if self._closed:
+                    return
+                call = self._calls.popleft()
+                if call.abandoned and not call.must_run:
+                    continue
+                self._running = call
+            try:
+                call.value = call.fn()
+            except BaseException as error:  # handed to the caller, who classifies it
+                call.error = error
+            with self._condition:
+                call.done = True
+                self._running = None
+                self._condition.notify_all()
+
+
+@dataclasses.dataclass
+class WorkerSettings:
+    pairing_policy: PairingPolicy = PairingPolicy.NEWEST
+    max_queue: int = 4
+    max_image_age: float = 0.0  # s; 0 = no limit
+    next_frame_timeout: float = 2.0  # s, for PairingPolicy.NEXT
+    inference_timeout: float = 0.0  # s; 0 = no limit
+    image_topic: str = "image"  # for messages only
+
+
+class RequestWorker:
+    """Bounded request queue + one worker thread; answers each request exactly once."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        runner: EngineRunner,
+        frames: LatestFrame,
+        decode: Callable[[Frame], np.ndarray],
+        on_answer: Callable[[Answer], None],
+        settings: WorkerSettings,
+        logger: logging.Logger | Any | None = None,
+    ) -> None:
+        self._engine = engine
+        self._runner = runner
+        self._frames = frames
+        self._decode = decode
+        self._on_answer = on_answer
+        self.settings = settings
+        self._log = logger or logging.getLogger(__name__)
+        self._queue: collections.deque[Request] = collections.deque()
+        self._condition = threading.Condition()
+        self._answered_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._current: Request | None = None
+        self._thread = threading.Thread(target=self._loop, name="lisa-worker", daemon=True)
+        self._thread.start()
+
+    # -- called from ROS callbacks (cheap, never blocks on inference) ---------
+    def submit(self, request: Request) -> None:
+        """Queue a request, or answer it at once when it cannot be queued."""
+        if request.error is not None:
+            self._finish(request, *request.error)
+            return
+        if self._stopping.is_set():
+            self._finish(request, Status.NOT_READY, "node is not active; activate it (lifecycle) and retry")
+            return
+        if request.frame is None:
+            refusal = self._pair_at_arrival(request)
+            if refusal is not None:
+                self._finish(request, *refusal)
+                return
+        with self._condition:
+            if len(self._queue) >= self.settings.max_queue:
+                full = True
+            else:
+                full = False
+                self._queue.append(request)
+                self._condition.notify_all()
+        if full:
+            self._finish(
+                request,
+                Status.BUSY,
+                f"request queue full ({self.settings.max_queue} waiting); slow down or raise max_queue",
+                frame=request.frame,
+            )
+
+    @property
+    def queue_depth(self) -> int:
+        with self._condition:
+            return len(self._queue) + (1 if self._current is not None else 0)
+
+    def stop(self, reason: str = "node is deactivating") -> None:
+        """Answer everything pending with NOT_READY and stop the thread (does not wait for the engine)."""
+        self._stopping.set()
+        with self._condition:
+            pending = list(self._queue)
+            self._queue.clear()
+            current = self._current
+            self._condition.notify_all()
+        for request in pending + ([current] if current is not None else []):
+            self._finish(request, Status.NOT_READY, f"{reason}; request not processed")
+        self._thread.join(timeout=1.0)
+
+    # -- worker thread ----------------------------------------------------------
+    def _pair_at_arrival(self, request: Request) -> tuple[Status, str] | None:
+        if (request.pairing_policy or self.settings.pairing_policy) is PairingPolicy.NEXT:
+            request.wait_after_seq = self._frames.seq
+            return None
+        frame = self._frames.take_latest()
+        if frame is None:
+            return Status.NO_IMAGE, (
+                f"no image received yet on {self.settings.image_topic}; "
+                "check the camera topic name (remap 'image') and its QoS"
+            )
+        age = request.received - frame.received
+        if self.settings.max_image_age > 0 and age > self.settings.max_image_age:
+            return Status.STALE_IMAGE, (
+                f"newest image on {self.settings.image_topic} was received {age:.2f} s ago, "
+                f"more than max_image_age = {self.settings.max_image_age} s; is the camera still publishing?"
+            )
+        request.frame = frame
+        return None
+
+    def _loop(self) -> None:
+        while True:
+            with self._condition:
+                while not self._queue and not self._stopping.is_set():
+                    self._condition.wait()
+                if self._stopping.is_set():
+                    return
+                request = self._current = self._queue.popleft()
+            try:
+                self._process(request)
+            except Exception as error:  # never let the worker die with a request unanswered
+                self._log.error(f"request {request.request_id}: unexpected error {error!r}")
+                self._finish(request, Status.ENGINE_ERROR, f"internal error: {error!r}", frame=request.frame)
+            finally:
+                with self._condition:
+                    self._current = None
+
+    def _process(self, request: Request) -> None:
+        frame = request.frame
+        if frame is None:
+            frame = self._frames.wait_newer(
+                request.wait_after_seq or 0, self.settings.next_frame_timeout, self._stopping
+            )
+            if frame is None:
+                self._finish(request, Status.NO_IMAGE, (
+                    f"no new image on {self.settings.image_topic} within next_frame_timeout = "
+                    f"{self.settings.next_frame_timeout} s after the instruction (pairing_policy 'next')"
+                ))
+                return
+        started = time.monotonic()
+        try:
+            image = self._decode(frame)
+        except ImageError as error:
+            self._finish(request, Status.INVALID_IMAGE, str(error), frame=frame, started=started)
+            return
+        if self._runner.busy_with_abandoned_call:
+            self._log.warning("engine still busy with a timed-out call; this request waits behind it")
+        timeout = self.settings.inference_timeout or None
+        try:
+            if request.reset_conversation:
+                self._runner.call(lambda: self._engine.reset(request.conversation_id), timeout, self._stopping)
+            output = self._runner.call(
+                lambda: self._engine.segment(
+                    image, request.instruction, frame_key=frame.key, conversation_id=request.conversation_id
+                ),
+                timeout,
+                self._stopping,
+            )
+        except CallTimeout:
+            if self._stopping.is_set():
+                return  # stop() answers it
+            self._runner.post(self._engine.clear_caches)
+            self._finish(request, Status.TIMEOUT, (
+                f"inference took longer than inference_timeout = {self.settings.inference_timeout} s; "
+                "caches cleared. Use a faster precision/device or raise inference_timeout"
+            ), frame=frame, image=image, started=started)
+            return
+        except EngineOutOfMemory as error:
+            self._runner.post(self._engine.clear_caches)
+            self._finish(request, Status.OUT_OF_MEMORY, f"out of memory, caches cleared: {error}",
+                         frame=frame, image=image, started=started)
+            return
+        except Exception as error:
+            self._finish(request, Status.ENGINE_ERROR, f"engine error: {type(error).__name__}: {error}",
+                         frame=frame, image=image, started=started)
+            return
+        status = Status.OK if output.found else Status.NOT_FOUND
+        message = f"{len(output.masks)} mask(s)" if output.found else "the model found nothing to segment"
+        self._finish(request, status, message, frame=frame, image=image, output=output, started=started)
+
+    def _finish(
+        self,
+        request: Request,
+        status: Status,
+        message: str,
+        *,
+        frame: Frame | None = None,
+        image: np.ndarray | None = None,
+        output: EngineOutput | None = None,
+        started: float | None = None,
+    ) -> None:
+        with self._answered_lock:
+            if request.answered:
+                return
+            request.answered = True
+        now = time.monotonic()
+        answer = Answer(
+            request=request,
+            status=status,
+            message=message,
+            frame=frame,
+            image=image,
+            output=output,
+            queue_wait_ms=1000.0 * ((started if started is not None else now) - request.received),
+            inference_ms=1000.0 * (now - started) if started is not None else 0.0,
+            total_ms=1000.0 * (now - request.received),
+        )
+        try:
+            self._on_answer(answer)
+        except Exception as error:
+            self._log.error(f"request {request.request_id}: publishing the answer failed: {error!r}")

@@ -1,0 +1,352 @@
+"""``lisa_node``: a managed (lifecycle) node that answers segmentation instructions.
+
+Thin by design: messages are converted here and handed to the ROS-free pieces
+in ``lisa_ros.core`` (validation, the newest-frame slot, the request worker,
+statistics). configure loads the engine, activate subscribes, deactivate
+unsubscribes, cleanup frees the model. Callbacks never run inference.
+"""
+from __future__ import annotations
+
+import gc
+import itertools
+import sys
+import threading
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from lisa_ros.core.config import MODEL_OPTION_KEYS, PARAMETERS, ConfigError, NodeConfig
+from lisa_ros.core.engine import Engine, create_engine
+from lisa_ros.core.frames import Frame, LatestFrame
+from lisa_ros.core.instruction import InstructionError, validate_instruction
+from lisa_ros.core.results import overlay
+from lisa_ros.core.stats import RequestStats
+from lisa_ros.core.types import Status
+from lisa_ros.core.worker import Answer, CallTimeout, EngineRunner, PairingPolicy, Request, RequestWorker, WorkerSettings
+from lisa_ros.node.convert import answer_to_result, array_to_image_msg, frame_key, image_msg_to_rgb, union_mask_msg
+from lisa_ros.srv import Segment
+from lisa_ros.msg import SegmentationResult
+
+# REP 2003: sensor data in (best effort, newest only), results out reliable.
+IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                       durability=DurabilityPolicy.VOLATILE)
+INSTRUCTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+RESULT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+SERVICE_DEADLINE_MARGIN_S = 5.0
+
+
+class LisaNode(LifecycleNode):
+    def __init__(self, node_name: str = "lisa_node", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        dynamic = dict(dynamic_typing=True)  # types are checked at configure, with clear errors
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description, **dynamic))
+        for key in MODEL_OPTION_KEYS:
+            self.declare_parameter(f"model.{key}", None, ParameterDescriptor(
+                description=f"engine option {key!r} (unset = engine default)", **dynamic))
+
+        self._config: NodeConfig | None = None
+        self._engine: Engine | None = None
+        self._runner: EngineRunner | None = None
+        self._worker: RequestWorker | None = None
+        self._active = False
+        self._state_text = "unconfigured"
+        self._lock = threading.Lock()
+        self._frames = LatestFrame()
+        self._stats = RequestStats()
+        self._request_ids = itertools.count(1)
+        self._unstamped_ids = itertools.count(1)
+        self._input_subscriptions: list = []
+
+        overridable = QoSOverridingOptions.with_default_policies()
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = ReentrantCallbackGroup()
+        self._result_pub = self.create_publisher(SegmentationResult, "~/result", RESULT_QOS,
+                                                 qos_overriding_options=overridable)
+        self._mask_pub = self.create_publisher(Image, "~/mask", RESULT_QOS, qos_overriding_options=overridable)
+        self._explanation_pub = self.create_publisher(String, "~/explanation", RESULT_QOS,
+                                                      qos_overriding_options=overridable)
+        self._overlay_pub = self.create_publisher(Image, "~/overlay", RESULT_QOS, qos_overriding_options=overridable)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(Segment, "~/segment", self._on_segment, callback_group=self._service_group)
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._service_group)
+        period = self.get_parameter("diagnostics_period").value
+        self.create_timer(period if isinstance(period, (int, float)) and period > 0 else 1.0,
+                          self._publish_diagnostics)
+
+    # -- lifecycle ------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        values = {name: self.get_parameter(name).value for name in PARAMETERS}
+        values.update({f"model.{k}": self.get_parameter(f"model.{k}").value for k in MODEL_OPTION_KEYS})
+        try:
+            config = NodeConfig.from_parameters(values)
+            engine = create_engine(config.engine, config.model_options)
+        except (ConfigError, ValueError, ImportError) as error:
+            return self._configure_failed(f"{error}")
+        if config.engine == "plumbing":
+            self.get_logger().warning(
+                "engine 'plumbing' is a deterministic stand-in for testing the node; it does not look at "
+                "the image meaning. Set engine: lisa for real segmentation")
+        self.get_logger().info(f"loading engine {config.engine!r} with options {config.model_options}")
+        started = time.monotonic()
+        try:
+            engine.load()
+        except Exception as error:
+            try:
+                engine.unload()
+            except Exception:
+                pass
+            return self._configure_failed(f"loading the model failed: {type(error).__name__}: {error}")
+        self._config, self._engine, self._runner = config, engine, EngineRunner()
+        self._state_text = "inactive (model loaded)"
+        self.get_logger().info(f"model {engine.model_id!r} loaded in {time.monotonic() - started:.1f} s")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
+        self._state_text = f"configure failed: {reason}"
+        self.get_logger().error(f"configure failed: {reason}. Fix the parameter and trigger configure again.")
+        return TransitionCallbackReturn.FAILURE
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        config = self._config
+        image_topic = self.resolve_topic_name("image")
+        self._frames.clear()
+        self._worker = RequestWorker(
+            engine=self._engine,
+            runner=self._runner,
+            frames=self._frames,
+            decode=lambda frame: image_msg_to_rgb(frame.payload, config.max_image_pixels),
+            on_answer=self._publish_answer,
+            settings=WorkerSettings(
+                pairing_policy=config.pairing_policy,
+                max_queue=config.max_queue,
+                max_image_age=config.max_image_age,
+                next_frame_timeout=config.next_frame_timeout,
+                inference_timeout=config.inference_timeout,
+                image_topic=image_topic,
+            ),
+            logger=self.get_logger(),
+        )
+        overridable = QoSOverridingOptions.with_default_policies()
+        self._input_subscriptions = [
+            self.create_subscription(Image, "image", self._on_image, IMAGE_QOS,
+                                     callback_group=self._input_group, qos_overriding_options=overridable),
+            self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS,
+                                     callback_group=self._input_group, qos_overriding_options=overridable),
+        ]
+        if config.compressed:
+            self._input_subscriptions.append(self.create_subscription(
+                CompressedImage, f"{image_topic}/compressed", self._on_image, IMAGE_QOS,
+                callback_group=self._input_group, qos_overriding_options=overridable))
+        self._active = True
+        self._state_text = "active"
+        self.get_logger().info(
+            f"active: images on {image_topic}{' (+/compressed)' if config.compressed else ''}, "
+            f"instructions on {self.resolve_topic_name('instruction')}, "
+            f"results on {self.resolve_topic_name('~/result')}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing("node deactivated")
+        self._state_text = "inactive (model loaded)"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unload_engine()
+        self._state_text = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release("node shutting down")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.release("node error")
+        return TransitionCallbackReturn.SUCCESS
+
+    def release(self, reason: str) -> None:
+        """Stop everything and free the model (shutdown paths); safe to call twice."""
+        self._stop_processing(reason)
+        self._unload_engine()
+        self._state_text = reason
+
+    def _stop_processing(self, reason: str) -> None:
+        self._active = False
+        for subscription in self._input_subscriptions:
+            self.destroy_subscription(subscription)
+        self._input_subscriptions = []
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop(reason)
+        self._frames.clear()
+
+    def _unload_engine(self) -> None:
+        engine, runner = self._engine, self._runner
+        self._engine = self._runner = None
+        if runner is not None:
+            runner.close()
+        if engine is not None:
+            try:
+                engine.unload()
+            except Exception as error:
+                self.get_logger().error(f"unloading the model failed: {error!r}")
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if engine is not None and rclpy.ok(context=self.context):
+            self.get_logger().info("model unloaded")
+
+    # -- inputs -----------------------------------------------------------------------
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        """Only keeps the newest frame; decoding happens on the worker, for frames that get used."""
+        self._frames.put(Frame(payload=msg, header=msg.header, received=time.monotonic(),
+                               key=frame_key(msg.header, next(self._unstamped_ids))))
+
+    def _on_instruction(self, msg: String) -> None:
+        self._submit(Request(instruction=msg.data))
+
+    def _submit(self, request: Request) -> None:
+        request.request_id = str(next(self._request_ids))
+        worker, config = self._worker, self._config
+        if worker is None or not self._active:
+            self._publish_answer(Answer(request, Status.NOT_READY, (
+                f"node is {self._state_text}; activate it (auto_activate, or the lifecycle "
+                "change_state service) and retry"), frame=request.frame))
+            return
+        try:
+            request.instruction = validate_instruction(request.instruction, config.max_instruction_chars)
+        except InstructionError as error:
+            request.error = (Status.INVALID_INSTRUCTION, str(error))
+        worker.submit(request)
+
+    def _on_segment(self, request: Segment.Request, response: Segment.Response) -> Segment.Response:
+        """Blocks this (reentrant) service callback until the worker answers; never runs inference."""
+        frame = None
+        image = request.image
+        if image.width or image.height or len(image.data):
+            frame = Frame(payload=image, header=image.header, received=time.monotonic(),
+                          key=frame_key(image.header, f"service-{next(self._unstamped_ids)}"))
+        done = threading.Event()
+        pending = Request(instruction=request.instruction, conversation_id=request.conversation_id or "default",
+                          reset_conversation=request.reset_conversation, frame=frame, context=done,
+                          pairing_policy=PairingPolicy.NEWEST)
+        self._submit(pending)
+        while not done.wait(0.1):
+            if not rclpy.ok(context=self.context):
+                break
+        response.result = getattr(done, "result", None) or SegmentationResult(
+            request_id=pending.request_id, status=int(Status.NOT_READY), status_message="node shut down")
+        return response
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        engine, runner = self._engine, self._runner
+        if engine is None or runner is None:
+            response.success, response.message = False, f"no model loaded (node is {self._state_text})"
+            return response
+        try:
+            runner.call(lambda: engine.reset(None), SERVICE_DEADLINE_MARGIN_S, threading.Event())
+            response.success, response.message = True, "conversation history cleared"
+        except CallTimeout:
+            response.success, response.message = False, "the engine is busy; retry"
+        except Exception as error:
+            response.success, response.message = False, f"reset failed: {error}"
+        return response
+
+    # -- outputs ----------------------------------------------------------------------
+    def _publish_answer(self, answer: Answer) -> None:
+        """Publishes the single answer of a request (called by the worker, or directly on refusals)."""
+        engine = self._engine
+        result = answer_to_result(answer, engine.model_id if engine is not None else "")
+        request = answer.request
+        label = f"request {request.request_id} ({request.instruction[:60]!r})"
+        if answer.status in (Status.OK, Status.NOT_FOUND):
+            self.get_logger().info(f"{label}: {answer.status.name}, {answer.message}, {answer.total_ms:.0f} ms")
+        else:
+            self.get_logger().warning(f"{label}: {answer.status.name}: {answer.message}")
+        self._stats.record(answer.status, total=answer.total_ms, inference=answer.inference_ms,
+                           queue_wait=answer.queue_wait_ms)
+        mask = union_mask_msg(answer)
+        if mask is not None:
+            self._mask_pub.publish(mask)
+        if answer.output is not None:
+            self._explanation_pub.publish(String(data=answer.output.text))
+            config = self._config
+            if config is not None and (config.publish_overlay or self._overlay_pub.get_subscription_count() > 0):
+                drawn = overlay(answer.image, answer.output.masks, config.overlay_alpha)
+                self._overlay_pub.publish(array_to_image_msg(drawn, "rgb8", answer.frame.header))
+        self._result_pub.publish(result)
+        if isinstance(request.context, threading.Event):
+            request.context.result = result
+            request.context.set()
+
+    def _publish_diagnostics(self) -> None:
+        engine, config, worker = self._engine, self._config, self._worker
+        status = DiagnosticStatus(name=f"{self.get_name()}: segmentation",
+                                  hardware_id=engine.model_id if engine is not None else "")
+        if self._state_text.startswith("configure failed"):
+            status.level = DiagnosticStatus.ERROR
+        elif self._active:
+            status.level = DiagnosticStatus.OK
+        else:
+            status.level = DiagnosticStatus.WARN
+        status.message = self._state_text
+        values = {
+            "engine": config.engine if config is not None else "",
+            "model_id": engine.model_id if engine is not None else "",
+            "queue_depth": worker.queue_depth if worker is not None else 0,
+            "max_queue": config.max_queue if config is not None else 0,
+            "frames_received": self._frames.received_count,
+            "frames_dropped": self._frames.dropped_count,  # replaced by a newer frame before being used
+        }
+        for kind in ("total", "inference", "queue_wait"):
+            percentiles = self._stats.percentiles(kind)
+            for q, value in (percentiles or {}).items():
+                values[f"{kind}_ms_p{q}"] = f"{value:.1f}"
+        values.update({f"answers_{name.lower()}": count for name, count in self._stats.counts().items()})
+        if engine is not None:
+            try:
+                values.update(engine.memory_stats())
+            except Exception as error:
+                values["memory_stats_error"] = repr(error)
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics_pub.publish(array)
+
+    def auto_start(self) -> None:
+        """Configure and activate at start-up when the parameters ask for it (the default)."""
+        if self.get_parameter("auto_configure").value is not True:
+            return
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return
+        if self.get_parameter("auto_activate").value is True:
+            self.trigger_activate()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = LisaNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        node.auto_start()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.release("node shutting down")
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

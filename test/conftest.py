@@ -1,0 +1,250 @@
+"""Shared fixtures: a ROS probe node in the test process, and lisa_node started as a separate process.
+
+ROS tests need the environment of scripts/ros_env.sh (venv, colcon install, DDS on
+loopback, a ROS_DOMAIN_ID of the run's own); scripts/test.sh provides it. Without
+it, tests marked ``ros`` are skipped.
+
+Typical use::
+
+    def test_x(lisa_node_process, ros_probe):
+        node = lisa_node_process(params={"model.delay_s": 0.2})
+        results = ros_probe.collect(node.topic("~/result"), SegmentationResult)
+        ...
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PLUMBING_CONFIG = REPO / "config" / "plumbing_test.yaml"
+
+try:
+    import rclpy  # noqa: F401
+    from lisa_ros.msg import SegmentationResult  # noqa: F401  (colcon-built interfaces)
+
+    ROS_AVAILABLE = "FASTRTPS_DEFAULT_PROFILES_FILE" in os.environ
+    ROS_SKIP_REASON = "run through scripts/test.sh (or source scripts/ros_env.sh) for the loopback DDS profile"
+except ImportError as error:
+    ROS_AVAILABLE = False
+    ROS_SKIP_REASON = f"ROS 2 / lisa_ros interfaces not importable ({error}); run scripts/test.sh"
+
+
+def pytest_collection_modifyitems(config, items):
+    if ROS_AVAILABLE:
+        return
+    skip = pytest.mark.skip(reason=ROS_SKIP_REASON)
+    for item in items:
+        if "ros" in item.keywords:
+            item.add_marker(skip)
+
+
+def wait_for(condition, timeout: float, what: str = "condition", interval: float = 0.01):
+    """Poll ``condition()`` until truthy (returned) or fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def make_image_msg(width=64, height=48, encoding="rgb8", stamp=None, frame_id="camera", fill=None):
+    """A sensor_msgs/Image with a deterministic gradient (or a constant ``fill``) and the given stamp."""
+    from sensor_msgs.msg import Image
+
+    channels = {"rgb8": 3, "bgr8": 3, "mono8": 1}[encoding]
+    if fill is None:
+        pixels = (np.arange(width * height * channels) % 251).astype(np.uint8)
+    else:
+        pixels = np.full(width * height * channels, fill, np.uint8)
+    msg = Image(height=height, width=width, encoding=encoding, is_bigendian=0, step=width * channels)
+    msg.data = pixels.tobytes()
+    msg.header.frame_id = frame_id
+    if stamp is not None:
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    return msg
+
+
+class RosProbe:
+    """A plain rclpy node spinning in a background thread, for talking to nodes under test."""
+
+    def __init__(self, context, name: str) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+
+        self.context = context
+        self.node = Node(name, context=context)
+        self._executor = SingleThreadedExecutor(context=context)
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self._executor.spin()
+        except (ExternalShutdownException, Exception):
+            pass
+
+    def collect(self, topic: str, msg_type, qos=10) -> list:
+        """Subscribe and return the list the messages are appended to."""
+        received: list = []
+        self.node.create_subscription(msg_type, topic, received.append, qos)
+        return received
+
+    def publisher(self, topic: str, msg_type, qos=10, wait_for_subscribers: int = 1, timeout: float = 15.0):
+        """A publisher, returned once ``wait_for_subscribers`` subscriptions have matched it."""
+        publisher = self.node.create_publisher(msg_type, topic, qos)
+        wait_for(lambda: publisher.get_subscription_count() >= wait_for_subscribers, timeout,
+                 f"a subscriber on {topic}")
+        return publisher
+
+    def client(self, service: str, srv_type, timeout: float = 15.0):
+        client = self.node.create_client(srv_type, service)
+        if not client.wait_for_service(timeout_sec=timeout):
+            pytest.fail(f"service {service} not available after {timeout} s")
+        return client
+
+    def call(self, client, request, timeout: float = 20.0):
+        future = client.call_async(request)
+        wait_for(future.done, timeout, f"a response from {client.srv_name}")
+        return future.result()
+
+    def close(self):
+        self._executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+
+
+@pytest.fixture(scope="session")
+def ros_context():
+    """An rclpy context for the test process (initialised once per session)."""
+    if not ROS_AVAILABLE:
+        pytest.skip(ROS_SKIP_REASON)
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    yield context
+    rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture(scope="session")
+def ros_probe(ros_context):
+    """A RosProbe shared by the session (create entities freely; topics are namespaced per node)."""
+    probe = RosProbe(ros_context, f"lisa_test_probe_{os.getpid()}")
+    yield probe
+    probe.close()
+
+
+class LisaNodeProcess:
+    """A lisa_node running as its own process (like `ros2 run`), in a namespace of its own."""
+
+    def __init__(self, args: list[str], namespace: str, log_path: Path) -> None:
+        self.namespace = namespace
+        self.log_path = log_path
+        self._log_file = open(log_path, "wb")
+        self.popen = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT,
+                                      env=dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0"))
+
+    def topic(self, name: str) -> str:
+        """Absolute name of a node-relative (``image``) or private (``~/result``) topic or service."""
+        if name.startswith("~/"):
+            return f"{self.namespace}/lisa_node/{name[2:]}"
+        return name if name.startswith("/") else f"{self.namespace}/{name}"
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_state(self, probe: RosProbe, label: str = "active", timeout: float = 30.0) -> None:
+        from lifecycle_msgs.srv import GetState
+
+        client = probe.client(self.topic("~/get_state"), GetState, timeout)
+        wait_for(lambda: self.popen.poll() is None and probe.call(client, GetState.Request()).current_state.label
+                 == label, timeout, f"lisa_node {label}; log:\n{self.log}", interval=0.1)
+
+    def change_state(self, probe: RosProbe, transition: str) -> bool:
+        """Trigger a lifecycle transition by label (configure, activate, deactivate, cleanup, shutdown)."""
+        from lifecycle_msgs.srv import ChangeState
+
+        client = probe.client(self.topic("~/change_state"), ChangeState)
+        request = ChangeState.Request()
+        request.transition.label = transition
+        return probe.call(client, request, timeout=30.0).success
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 10.0) -> float:
+        """Send a signal and wait for exit; returns how long exiting took (kills after ``timeout``)."""
+        if self.popen.poll() is not None:
+            return 0.0
+        started = time.monotonic()
+        self.popen.send_signal(sig)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        self._log_file.close()
+        return time.monotonic() - started
+
+
+@pytest.fixture
+def lisa_node_process(ros_probe, tmp_path):
+    """Factory: start lisa_node as a separate process; every one started is stopped at teardown.
+
+    Arguments: params_file (default config/plumbing_test.yaml), params (dict of
+    extra parameters, written to a second params file), remaps (dict), extra_args,
+    wait_active (default True: returns once the node reports the active state).
+    """
+    from ament_index_python.packages import get_package_prefix
+
+    executable = Path(get_package_prefix("lisa_ros")) / "lib" / "lisa_ros" / "lisa_node"
+    started: list[LisaNodeProcess] = []
+    counter = itertools.count()
+
+    def start(params_file=PLUMBING_CONFIG, params: dict | None = None, remaps: dict | None = None,
+              extra_args: list[str] | None = None, wait_active: bool = True) -> LisaNodeProcess:
+        index = next(counter)
+        namespace = f"/lisa_test_{os.getpid()}_{index}_{int(time.monotonic() * 1000) % 100000}"
+        args = [sys.executable, str(executable), "--ros-args", "-r", f"__ns:={namespace}"]
+        if params_file is not None:
+            args += ["--params-file", str(params_file)]
+        if params:
+            import yaml
+
+            extra = tmp_path / f"params_{index}.yaml"
+            nested: dict = {}
+            for key, value in params.items():
+                *groups, leaf = key.split(".")
+                level = nested
+                for group in groups:
+                    level = level.setdefault(group, {})
+                level[leaf] = value
+            extra.write_text(yaml.safe_dump({"/**": {"ros__parameters": nested}}))
+            args += ["--params-file", str(extra)]
+        for source, target in (remaps or {}).items():
+            args += ["-r", f"{source}:={target}"]
+        args += extra_args or []
+        process = LisaNodeProcess(args, namespace, tmp_path / f"lisa_node_{index}.log")
+        started.append(process)
+        if wait_active:
+            process.wait_for_state(ros_probe, "active")
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
