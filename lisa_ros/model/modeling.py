@@ -77,7 +77,7 @@ class LisaModel(nn.Module):
 
     def clip_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """(1, 3, 224, 224) normalized -> (1, 256, H) projected patch features."""
-        tower_dtype = self.vision_tower.vision_model.embeddings.patch_embedding.weight.dtype
+        tower_dtype = self.vision_tower.embeddings.patch_embedding.weight.dtype
         hidden = self.vision_tower(pixel_values=pixels.to(self.device, tower_dtype)).last_hidden_state
         return self.mm_projector(hidden[:, 1:].to(self.mm_projector.weight.dtype))  # CLS dropped
 
@@ -205,7 +205,7 @@ def load_lisa_model(checkpoint_dir: Path, clip_dir: Path, config: LisaConfig, pl
         parts = key.split(".")
         if parts[1:3] == ["encoder", "layers"] and int(parts[3]) >= kept_layers:
             return None  # layers after the selected one are never run
-        return "vision_tower." + key
+        return "vision_tower." + key[len("vision_model."):]
 
     load_files(find_weight_files(clip_dir).files, clip_name, clip_dir.name)
     missing = sorted(set(expected) - loaded)

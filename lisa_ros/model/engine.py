@@ -1,0 +1,339 @@
+"""``LisaEngine``: the node's brain, behind ``lisa_ros.core.engine.Engine``.
+
+Per request: CLIP features and SAM's image embedding are computed once per frame
+(LRU cache keyed by ``frame_key``); the prompt (``llava_v1``, with the
+conversation's earlier turns) is decoded greedily with a KV cache; each ``[SEG]``
+becomes a mask at the frame's resolution with SAM's IoU prediction as its score.
+On CUDA, SAM's image encoder runs on its own stream in a worker thread while the
+LLM generates; on the CPU it runs only when an answer holds a ``[SEG]``.
+
+Conversations: each ``conversation_id`` keeps its last ``max_history_turns``
+(instruction, generated answer ids) pairs, replayed before the new instruction.
+The prompt holds one image, in the first kept turn, and it is always the current
+request's frame: when the frame changes between turns the history text is kept
+and the image is replaced by the new frame (earlier answers then refer to a frame
+the model no longer sees). ``max_history_turns: 0`` is the reference's stateless
+behaviour. Oldest turns are dropped first when the prompt would not fit the context.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import gc
+import logging
+import re
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory
+from lisa_ros.core.types import EngineOutput
+from lisa_ros.model.checkpoint import resolve_checkpoint, resolve_vision_tower
+from lisa_ros.model.config import CheckpointError, load_lisa_config
+from lisa_ros.model.generation import expanded_length, generate
+from lisa_ros.model.modeling import PRECISIONS, LisaModel, Placement, load_lisa_model
+from lisa_ros.model.preprocess import CLIP_MODES, clip_pixels, sam_pixels
+from lisa_ros.model.tokenization import LisaTokenizer, Turn, build_prompt_ids
+
+logger = logging.getLogger(__name__)
+
+MAX_CONVERSATIONS = 64  # least recently used conversations beyond this are forgotten
+
+
+@dataclasses.dataclass(frozen=True)
+class LisaOptions:
+    """The ``model.<key>`` parameters of the node."""
+
+    path: str = "xinlai/LISA-7B-v1"
+    vision_tower: str = ""  # "" = the checkpoint config's vision_tower
+    precision: str = "bf16"
+    device: str = "cuda"
+    max_new_tokens: int = 512
+    clip_preprocess: str = "center_crop"
+    frame_cache_size: int = 4
+    max_history_turns: int = 4
+    local_files_only: bool = False
+    revision: str = ""
+    cache_dir: str = ""
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any]) -> LisaOptions:
+        """Validates types, ranges and combinations; raises ValueError naming the option."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown LISA engine option(s) {unknown}; known: {sorted(fields)}")
+        values = {}
+        for name, value in options.items():
+            expected = type(cls.__dataclass_fields__[name].default)
+            if type(value) is not expected:  # bool is not an int here, nor an int a bool
+                raise ValueError(f"option {name!r} must be {expected.__name__}, got {value!r}")
+            values[name] = value
+        result = cls(**values)
+        result._check()
+        return result
+
+    def _check(self) -> None:
+        if not self.path.strip():
+            raise ValueError("option 'path' must name a Hugging Face id or a directory")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"option 'precision' must be one of {PRECISIONS}, got {self.precision!r}")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"option 'device' must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.device == "cpu" and self.precision == "fp16":
+            raise ValueError("option 'precision' fp16 needs device cuda (CPU fp16 kernels are slow or missing); "
+                             "use fp32 or bf16 on the CPU")
+        if self.clip_preprocess not in CLIP_MODES:
+            raise ValueError(f"option 'clip_preprocess' must be one of {CLIP_MODES}, got {self.clip_preprocess!r}")
+        for name, low, high in (("max_new_tokens", 1, 8192), ("frame_cache_size", 0, 256),
+                                ("max_history_turns", 0, 256)):
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"option {name!r} must be in [{low}, {high}], got {getattr(self, name)}")
+
+
+@dataclasses.dataclass
+class _Frame:
+    """Per-frame work shared by every instruction on that frame."""
+
+    shape: tuple[int, ...]
+    clip_features: torch.Tensor            # (1, 256, H)
+    sam_input: torch.Tensor                # (1, 3, h, w) 0..255, longest side 1024
+    sam_embedding: torch.Tensor | None = None          # (1, 256, 64, 64)
+    sam_future: concurrent.futures.Future | None = None
+    sam_ms: float = 0.0
+
+
+@dataclasses.dataclass
+class _Conversation:
+    turns: list[Turn] = dataclasses.field(default_factory=list)
+    frame_key: Hashable = None
+
+
+class LisaEngine(Engine):
+    def __init__(self, options: LisaOptions):
+        self.options = options
+        path = Path(options.path).expanduser()
+        self.model_id = path.name if path.is_dir() else options.path
+        self.model: LisaModel | None = None
+        self.tokenizer: LisaTokenizer | None = None
+        self._frames: collections.OrderedDict[Hashable, _Frame] = collections.OrderedDict()
+        self._conversations: collections.OrderedDict[str, _Conversation] = collections.OrderedDict()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._sam_stream = None
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> LisaEngine:
+        return cls(LisaOptions.from_mapping(options))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def load(self) -> None:
+        options = self.options
+        device = torch.device(options.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise EngineError(f"model.device is {options.device!r} but CUDA is not available. Fix: set "
+                              f"model.device to 'cpu' (with precision fp32) or install a CUDA build of torch")
+        hub = dict(revision=options.revision, cache_dir=options.cache_dir, local_files_only=options.local_files_only)
+        start = time.perf_counter()
+        checkpoint_dir = resolve_checkpoint(options.path, **hub)
+        config = load_lisa_config(checkpoint_dir)
+        tokenizer = LisaTokenizer.from_directory(checkpoint_dir)
+        if tokenizer.vocab_size > config.llama.vocab_size:
+            raise CheckpointError(
+                f"{checkpoint_dir / 'added_tokens.json'}: token ids reach {tokenizer.vocab_size - 1} but config.json "
+                f"has vocab_size {config.llama.vocab_size}. Fix: the tokenizer files and the weights come from "
+                f"different checkpoints; re-download the checkpoint")
+        tower = options.vision_tower or config.vision_tower
+        if not tower:
+            raise CheckpointError(f"{checkpoint_dir / 'config.json'} names no vision_tower. Fix: set model.vision_tower "
+                                  f"(e.g. openai/clip-vit-large-patch14 or a local directory)")
+        clip_dir = resolve_vision_tower(tower, checkpoint_dir, **hub)
+        try:
+            model = load_lisa_model(checkpoint_dir, clip_dir, config, Placement(device, options.precision))
+        except torch.OutOfMemoryError as error:
+            self._empty_device_cache()
+            raise EngineOutOfMemory(f"out of memory loading {self.model_id} in {options.precision}. Fix: use "
+                                    f"model.precision int4 (LISA-7B needs < 10 GB) or a larger GPU") from error
+        self.model, self.tokenizer = model, tokenizer
+        if device.type == "cuda":
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sam-encoder")
+            self._sam_stream = torch.cuda.Stream(device)
+        logger.info("loaded %s (%s on %s) in %.1f s", self.model_id, options.precision, device,
+                    time.perf_counter() - start)
+
+    def unload(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self._executor = self._sam_stream = None
+        self._frames.clear()
+        self._conversations.clear()
+        self.model = self.tokenizer = None
+        gc.collect()
+        self._empty_device_cache()
+
+    def reset(self, conversation_id: str | None = None) -> None:
+        if conversation_id is None:
+            self._conversations.clear()
+        else:
+            self._conversations.pop(conversation_id, None)
+
+    def clear_caches(self) -> None:
+        self._frames.clear()
+        self._empty_device_cache()
+
+    def memory_stats(self) -> dict[str, float]:
+        device = torch.device(self.options.device)
+        if device.type != "cuda" or not torch.cuda.is_available():
+            return {}
+        mb = 1024.0 ** 2
+        return {
+            "gpu_allocated_mb": torch.cuda.memory_allocated(device) / mb,
+            "gpu_reserved_mb": torch.cuda.memory_reserved(device) / mb,
+            "gpu_peak_allocated_mb": torch.cuda.max_memory_allocated(device) / mb,
+        }
+
+    def conversation(self, conversation_id: str = "default") -> list[Turn]:
+        """The kept turns of a conversation (instruction, answer ids), oldest first."""
+        entry = self._conversations.get(conversation_id)
+        return list(entry.turns) if entry else []
+
+    # -- inference -------------------------------------------------------------------------
+
+    def segment(
+        self, image: np.ndarray, instruction: str, *, frame_key: Hashable, conversation_id: str = "default",
+        force_answer: str | Sequence[int] | None = None,
+    ) -> EngineOutput:
+        """``force_answer`` (tests, benchmarks): a scripted answer ("Sure, [SEG].") or token ids
+        replacing the greedy choice; the hidden states and masks are still the model's."""
+        if self.model is None or self.tokenizer is None:
+            raise EngineError("the LISA engine is not loaded. Fix: call load() first")
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+                and image.shape[2] == 3 and min(image.shape[:2]) > 0):
+            raise EngineError(f"image must be an (H, W, 3) uint8 RGB array, got "
+                              f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}")
+        try:
+            with torch.inference_mode():
+                return self._segment(image, instruction, frame_key, conversation_id, force_answer)
+        except torch.OutOfMemoryError as error:
+            self.clear_caches()
+            raise EngineOutOfMemory(f"out of memory on {self.options.device} ({error}). Caches cleared. Fix: lower "
+                                    f"model.max_new_tokens or model.frame_cache_size, or use model.precision int4"
+                                    ) from error
+
+    def _segment(self, image, instruction, frame_key, conversation_id, force_answer) -> EngineOutput:
+        model, tokenizer = self.model, self.tokenizer
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        frame = self._frame(image, frame_key, timings)
+
+        prompt, history = self._prompt(instruction, conversation_id)
+        context = model.config.llama.max_position_embeddings
+        image_tokens = frame.clip_features.shape[1]
+        max_new_tokens = min(self.options.max_new_tokens, context - expanded_length(prompt, image_tokens))
+        forced = None
+        if force_answer is not None:
+            forced = (tokenizer.encode_with_added_tokens(force_answer) + [tokenizer.eos_id]
+                      if isinstance(force_answer, str) else [int(t) for t in force_answer])
+        generation = generate(model, prompt, frame.clip_features, eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id,
+                              max_new_tokens=max_new_tokens, forced_ids=forced)
+        timings.update(prefill=generation.prefill_ms, decode=generation.decode_ms,
+                       generate=generation.prefill_ms + generation.decode_ms)
+
+        masks, scores = [], []
+        if len(generation.seg_hidden):
+            embedding = self._sam_embedding(frame, timings)
+            tick = time.perf_counter()
+            logits, iou = model.decode_masks(generation.seg_hidden, embedding, tuple(frame.sam_input.shape[-2:]),
+                                             image.shape[:2])
+            masks = [m.cpu().numpy() for m in (logits > 0)]
+            scores = [float(s) for s in iou.cpu()]
+            timings["mask_decode"] = (time.perf_counter() - tick) * 1000
+
+        answer = [t for t in generation.token_ids if t != tokenizer.eos_id]
+        self._remember(conversation_id, history, Turn(instruction, tuple(answer)), frame_key)
+        timings["total"] = (time.perf_counter() - start) * 1000
+        return EngineOutput(masks=masks, scores=scores, text=tokenizer.decode(answer), timings_ms=timings)
+
+    def _frame(self, image: np.ndarray, frame_key: Hashable, timings: dict[str, float]) -> _Frame:
+        """The frame's cached work, or CLIP now and SAM started (CUDA) / deferred (CPU)."""
+        frame = self._frames.get(frame_key)
+        if frame is not None and frame.shape == image.shape:
+            self._frames.move_to_end(frame_key)
+            timings.update(preprocess=0.0, clip=0.0)
+            return frame
+        model = self.model
+        tick = time.perf_counter()
+        clip_input = clip_pixels(image, model.vision_tower.config.image_size, self.options.clip_preprocess)
+        sam_input = sam_pixels(image, model.config.sam.image_size)
+        timings["preprocess"] = (time.perf_counter() - tick) * 1000
+        frame = _Frame(image.shape, torch.empty(0), sam_input)
+        if self._executor is not None:  # SAM's encoder overlaps CLIP and the LLM
+            frame.sam_future = self._executor.submit(self._encode_sam_on_stream, sam_input)
+        tick = time.perf_counter()
+        frame.clip_features = model.clip_features(clip_input)
+        if model.device.type == "cuda":
+            torch.cuda.current_stream().synchronize()
+        timings["clip"] = (time.perf_counter() - tick) * 1000
+        if self.options.frame_cache_size:
+            self._frames[frame_key] = frame
+            while len(self._frames) > self.options.frame_cache_size:
+                self._frames.popitem(last=False)
+        return frame
+
+    def _encode_sam_on_stream(self, sam_input: torch.Tensor) -> tuple[torch.Tensor, float]:
+        tick = time.perf_counter()
+        with torch.inference_mode(), torch.cuda.stream(self._sam_stream):
+            embedding = self.model.sam_image_embedding(sam_input.pin_memory())
+        self._sam_stream.synchronize()
+        return embedding, (time.perf_counter() - tick) * 1000
+
+    def _sam_embedding(self, frame: _Frame, timings: dict[str, float]) -> torch.Tensor:
+        """SAM's image embedding; ``sam_encoder`` is 0 when it was already there."""
+        if frame.sam_embedding is None:
+            if frame.sam_future is not None:
+                frame.sam_embedding, frame.sam_ms = frame.sam_future.result()
+                frame.sam_future = None
+                timings["sam_encoder"] = frame.sam_ms  # overlapped with generation
+            else:
+                tick = time.perf_counter()
+                frame.sam_embedding = self.model.sam_image_embedding(frame.sam_input)
+                timings["sam_encoder"] = (time.perf_counter() - tick) * 1000
+        else:
+            timings["sam_encoder"] = 0.0
+        return frame.sam_embedding
+
+    def _prompt(self, instruction: str, conversation_id: str) -> tuple[list[int], list[Turn]]:
+        """Prompt ids with as many kept turns as fit the context (at least one new token)."""
+        entry = self._conversations.get(conversation_id)
+        limit = self.options.max_history_turns
+        history = list(entry.turns[-limit:]) if entry and limit else []
+        context = self.model.config.llama.max_position_embeddings
+        image_tokens = (self.model.vision_tower.config.image_size // self.model.vision_tower.config.patch_size) ** 2
+        use_im_start_end = self.model.config.use_im_start_end
+        while True:
+            prompt = build_prompt_ids(self.tokenizer, instruction, history, use_im_start_end=use_im_start_end)
+            if expanded_length(prompt, image_tokens) < context:
+                return prompt, history
+            if not history:
+                raise EngineError(f"the instruction is too long: {expanded_length(prompt, image_tokens)} tokens "
+                                  f"with the image, the model's context is {context}. Fix: shorten the instruction")
+            history = history[1:]
+
+    def _remember(self, conversation_id: str, history: list[Turn], turn: Turn, frame_key: Hashable) -> None:
+        if not self.options.max_history_turns:
+            return
+        entry = self._conversations.pop(conversation_id, None) or _Conversation()
+        entry.turns = (history + [turn])[-self.options.max_history_turns:]
+        entry.frame_key = frame_key
+        self._conversations[conversation_id] = entry
+        while len(self._conversations) > MAX_CONVERSATIONS:
+            self._conversations.popitem(last=False)
+
+    def _empty_device_cache(self) -> None:
+        if self.options.device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.empty_cache()
