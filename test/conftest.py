@@ -248,3 +248,70 @@ def lisa_node_process(ros_probe, tmp_path):
     for process in started:
         process.stop()
 
+
+
+class NodeIO:
+    """Talks to one LisaNodeProcess: publishers, collectors and the services, ready to use."""
+
+    def __init__(self, probe: RosProbe, node: LisaNodeProcess) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import String
+
+        from lisa_ros.msg import SegmentationResult
+        from lisa_ros.srv import Segment
+
+        self.probe, self.node = probe, node
+        self.results = probe.collect(node.topic("~/result"), SegmentationResult)
+        self.masks = probe.collect(node.topic("~/mask"), Image)
+        self.explanations = probe.collect(node.topic("~/explanation"), String)
+        self._diagnostics = probe.collect("/diagnostics", DiagnosticArray)
+        self.images = probe.publisher(node.topic("image"), Image)
+        self.instructions = probe.publisher(node.topic("instruction"), String)
+        self.segment_client = probe.client(node.topic("~/segment"), Segment)
+        self.frames_published = 0
+
+    def diagnostics(self) -> dict[str, str]:
+        """Values of the newest /diagnostics status from this node ({} before the first)."""
+        name = f"{self.node.namespace}/lisa_node: segmentation"
+        for array in reversed(self._diagnostics):
+            for status in array.status:
+                if status.name == name:
+                    return {kv.key: kv.value for kv in status.values} | {"_message": status.message,
+                                                                         "_level": status.level}
+        return {}
+
+    def publish_frame(self, msg, timeout: float = 10.0) -> None:
+        """Publish a frame and wait until the node reports having received it (diagnostics)."""
+        self.frames_published += 1
+        self.images.publish(msg)
+        wait_for(lambda: int(self.diagnostics().get("frames_received", 0)) >= self.frames_published, timeout,
+                 f"the node to receive frame {self.frames_published}")
+
+    def ask(self, text: str) -> None:
+        from std_msgs.msg import String
+
+        self.instructions.publish(String(data=text))
+
+    def results_for(self, text: str, count: int = 1, timeout: float = 15.0) -> list:
+        """Wait for ``count`` results whose instruction echo starts with ``text``."""
+        return wait_for(lambda: (found := [r for r in list(self.results) if r.instruction.startswith(text)])
+                        and len(found) >= count and found, timeout, f"{count} result(s) for {text!r}")
+
+    def call(self, text: str, image=None, reset: bool = False, conversation_id: str = "", timeout: float = 20.0):
+        from lisa_ros.srv import Segment
+
+        request = Segment.Request(instruction=text, reset_conversation=reset, conversation_id=conversation_id)
+        if image is not None:
+            request.image = image
+        return self.probe.call(self.segment_client, request, timeout).result
+
+
+@pytest.fixture
+def lisa_io(lisa_node_process, ros_probe):
+    """Factory: start a lisa_node process (same arguments as lisa_node_process) and return its NodeIO."""
+
+    def start(**kwargs) -> NodeIO:
+        return NodeIO(ros_probe, lisa_node_process(**kwargs))
+
+    return start

@@ -292,7 +292,7 @@ class LisaNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         engine, config, worker = self._engine, self._config, self._worker
-        status = DiagnosticStatus(name=f"{self.get_name()}: segmentation",
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: segmentation",
                                   hardware_id=engine.model_id if engine is not None else "")
         if self._state_text.startswith("configure failed"):
             status.level = DiagnosticStatus.ERROR

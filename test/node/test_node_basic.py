@@ -1,35 +1,74 @@
-"""lisa_node as a separate process with a params file, over real DDS (loopback)."""
+"""lisa_node as a separate process with a params file, over real DDS (loopback): the happy paths."""
 import pytest
 from sensor_msgs.msg import Image
-from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 from conftest import make_image_msg, wait_for
 
 pytestmark = pytest.mark.ros
 
 
-def test_instruction_answered_on_result_and_mask_with_source_header(lisa_node_process, ros_probe):
+def test_instruction_answered_on_result_mask_and_explanation_with_source_header(lisa_io, ros_probe):
     from lisa_ros.msg import SegmentationResult
 
-    node = lisa_node_process()
-    results = ros_probe.collect(node.topic("~/result"), SegmentationResult)
-    masks = ros_probe.collect(node.topic("~/mask"), Image)
-    explanations = ros_probe.collect(node.topic("~/explanation"), String)
-    images = ros_probe.publisher(node.topic("image"), Image)
-    instructions = ros_probe.publisher(node.topic("instruction"), String)
-    frame = make_image_msg(width=64, height=48, stamp=(1234, 5678), frame_id="cam_optical")
-    images.publish(frame)
-    instructions.publish(String(data="the cup and the table"))
-    wait_for(lambda: results and masks and explanations, 15, "a result, a mask and an explanation")
-    result = results[0]
+    io = lisa_io()
+    overlays = ros_probe.collect(io.node.topic("~/overlay"), Image)
+    wait_for(lambda: ros_probe.node.count_publishers(io.node.topic("~/overlay")) >= 1, 10, "overlay publisher")
+    io.publish_frame(make_image_msg(width=64, height=48, stamp=(1234, 5678), frame_id="cam_optical"))
+    io.ask("the cup and the table")
+    result, = io.results_for("the cup and the table")
     assert result.status == SegmentationResult.STATUS_OK, result.status_message
     assert (result.header.stamp.sec, result.header.stamp.nanosec, result.header.frame_id) == (1234, 5678, "cam_optical")
-    assert result.instruction == "the cup and the table" and result.request_id
-    assert len(result.masks) == 2 and len(result.scores) == 2 and len(result.boxes) == 2
+    assert result.request_id and result.conversation_id == "default"
+    assert len(result.masks) == 2 and list(result.scores) == [1.0, 1.0] and len(result.boxes) == 2
     assert all(m.encoding == "mono8" and (m.width, m.height) == (64, 48) for m in result.masks)
-    assert (result.boxes[0].x_offset, result.boxes[0].y_offset, result.boxes[0].width, result.boxes[0].height) == (0, 0, 64, 24)
-    assert result.model_id == "plumbing" and result.total_ms >= result.inference_ms >= 0
-    mask = masks[0]
-    assert (mask.header.stamp.sec, mask.header.frame_id) == (1234, "cam_optical")
-    assert mask.encoding == "mono8" and set(bytes(mask.data)) == {255}
-    assert "the cup and the table" in explanations[0].data
+    assert all(m.header.frame_id == "cam_optical" for m in result.masks)
+    assert [(b.x_offset, b.y_offset, b.width, b.height) for b in result.boxes] == [(0, 0, 64, 24), (0, 24, 64, 24)]
+    assert set(bytes(result.masks[0].data[:64 * 24])) == {255} and set(bytes(result.masks[0].data[64 * 24:])) == {0}
+    assert result.model_id == "plumbing" and result.total_ms >= result.inference_ms > 0
+    mask = wait_for(lambda: io.masks and io.masks[-1], 5, "~/mask")
+    assert (mask.header.stamp.sec, mask.header.stamp.nanosec, mask.header.frame_id) == (1234, 5678, "cam_optical")
+    assert mask.encoding == "mono8" and (mask.width, mask.height) == (64, 48) and set(bytes(mask.data)) == {255}
+    assert "the cup and the table" in wait_for(lambda: io.explanations, 5, "~/explanation")[-1].data
+    drawn = wait_for(lambda: overlays, 5, "~/overlay while subscribed")[-1]
+    assert drawn.encoding == "rgb8" and drawn.header.frame_id == "cam_optical"
+
+
+def test_service_on_given_image_and_on_latest_frame(lisa_io):
+    from lisa_ros.msg import SegmentationResult
+
+    io = lisa_io()
+    given = make_image_msg(width=20, height=10, stamp=(7, 8), frame_id="given", encoding="bgr8")
+    result = io.call("a bottle", image=given)
+    assert result.status == SegmentationResult.STATUS_OK, result.status_message
+    assert (result.header.stamp.sec, result.header.frame_id) == (7, "given") and result.masks[0].width == 20
+    assert io.call("a bottle").status == SegmentationResult.STATUS_NO_IMAGE
+    io.publish_frame(make_image_msg(stamp=(9, 0), frame_id="camera"))
+    latest = io.call("a bottle")
+    assert latest.status == SegmentationResult.STATUS_OK and latest.header.frame_id == "camera"
+    assert latest.request_id != result.request_id
+    assert len(io.results_for("a bottle", 3)) == 3  # service answers are also published on ~/result
+
+
+def test_conversation_turns_reset_flag_and_reset_service(lisa_io, ros_probe):
+    io = lisa_io()
+    io.publish_frame(make_image_msg(stamp=(1, 0)))
+    turns = [io.call("cup", conversation_id="kitchen").explanation.split(":")[0] for _ in range(2)]
+    assert turns == ["turn 1", "turn 2"]
+    assert io.call("cup", conversation_id="other").explanation.startswith("turn 1")
+    assert io.call("cup", conversation_id="kitchen", reset=True).explanation.startswith("turn 1")
+    reset = ros_probe.call(ros_probe.client(io.node.topic("~/reset"), Trigger), Trigger.Request())
+    assert reset.success, reset.message
+    assert io.call("cup", conversation_id="kitchen").explanation.startswith("turn 1")
+
+
+def test_diagnostics_report_state_latency_and_frames(lisa_io):
+    io = lisa_io()
+    io.publish_frame(make_image_msg(stamp=(1, 0)))
+    io.call("cup")
+    values = wait_for(lambda: (d := io.diagnostics()) and "total_ms_p50" in d and d, 5, "latency in diagnostics")
+    assert values["_message"] == "active" and values["_level"] == b"\x00"
+    assert values["engine"] == "plumbing" and values["model_id"] == "plumbing"
+    for key in ("queue_depth", "max_queue", "frames_received", "frames_dropped", "total_ms_p90",
+                "inference_ms_p99", "answers_ok"):
+        assert key in values, key

@@ -1,0 +1,189 @@
+"""The request worker: pairing, bounded queue, timeouts, engine faults, exactly-once answers."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from lisa_ros.core.frames import Frame, LatestFrame
+from lisa_ros.core.image import ImageError
+from lisa_ros.core.plumbing_engine import PlumbingEngine
+from lisa_ros.core.types import Status
+from lisa_ros.core.worker import EngineRunner, PairingPolicy, Request, RequestWorker, WorkerSettings
+
+
+class Harness:
+    def __init__(self, engine_options=None, **settings):
+        self.engine = PlumbingEngine.from_options(engine_options or {})
+        self.engine.load()
+        self.frames = LatestFrame()
+        self.runner = EngineRunner()
+        self.answers = []
+        self.lock = threading.Condition()
+        self.worker = RequestWorker(self.engine, self.runner, self.frames, self.decode, self.on_answer,
+                                    WorkerSettings(**settings))
+        self.ids = iter(range(1, 10**6))
+
+    @staticmethod
+    def decode(frame):
+        if frame.payload == "bad":
+            raise ImageError("bad frame")
+        return np.full((4, 6, 3), frame.payload, np.uint8)
+
+    def on_answer(self, answer):
+        with self.lock:
+            self.answers.append(answer)
+            self.lock.notify_all()
+
+    def put(self, value, received=None):
+        return self.frames.put(Frame(payload=value, header=f"h{value}", key=value,
+                                     received=time.monotonic() if received is None else received))
+
+    def submit(self, text, **kwargs):
+        request = Request(instruction=text, request_id=str(next(self.ids)), **kwargs)
+        self.worker.submit(request)
+        return request
+
+    def wait(self, count, timeout=10.0):
+        with self.lock:
+            assert self.lock.wait_for(lambda: len(self.answers) >= count, timeout), self.answers
+        return self.answers[:count]
+
+    def close(self):
+        self.worker.stop("test over")
+        self.runner.close()
+        self.engine.unload()
+
+
+@pytest.fixture
+def harness():
+    made = []
+
+    def make(engine_options=None, **settings):
+        made.append(Harness(engine_options, **settings))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def test_newest_frame_at_arrival_is_used(harness):
+    h = harness()
+    h.put(10)
+    h.put(20)
+    h.submit("cup")
+    answer, = h.wait(1)
+    assert answer.status is Status.OK and answer.frame.header == "h20" and answer.image[0, 0, 0] == 20
+    assert h.frames.dropped_count == 1
+
+
+def test_no_frame_and_stale_frame_are_explained(harness):
+    h = harness(max_image_age=0.5)
+    h.submit("cup")
+    h.put(1, received=time.monotonic() - 5)
+    h.submit("cup")
+    no_image, stale = h.wait(2)
+    assert no_image.status is Status.NO_IMAGE and "no image received yet" in no_image.message
+    assert stale.status is Status.STALE_IMAGE and "max_image_age" in stale.message
+
+
+def test_next_policy_waits_for_a_new_frame_or_times_out(harness):
+    h = harness(pairing_policy=PairingPolicy.NEXT, next_frame_timeout=0.3)
+    h.put(1)
+    h.submit("cup")
+    time.sleep(0.05)
+    h.put(2)
+    first, = h.wait(1)
+    assert first.frame.header == "h2"
+    h.submit("cup")
+    _, second = h.wait(2)
+    assert second.status is Status.NO_IMAGE and "next_frame_timeout" in second.message
+
+
+def test_invalid_image_and_nothing_found(harness):
+    h = harness()
+    h.put("bad")
+    h.submit("cup")
+    h.put(5)
+    h.submit("nothing here")
+    bad, nothing = h.wait(2)
+    assert bad.status is Status.INVALID_IMAGE and bad.message == "bad frame"
+    assert nothing.status is Status.NOT_FOUND and nothing.output.masks == []
+
+
+def test_flood_is_answered_busy_and_each_request_exactly_once(harness):
+    h = harness({"delay_s": 0.2}, max_queue=2)
+    h.put(1)
+    requests = [h.submit(f"cup {i}") for i in range(8)]
+    answers = h.wait(8)
+    time.sleep(0.3)
+    assert len(h.answers) == 8
+    assert sorted(a.request.request_id for a in answers) == sorted(r.request_id for r in requests)
+    statuses = [a.status for a in answers]
+    assert statuses.count(Status.BUSY) >= 4 and statuses.count(Status.OK) >= 2
+    assert all("max_queue" in a.message for a in answers if a.status is Status.BUSY)
+
+
+def test_hung_call_times_out_once_and_later_requests_are_answered(harness):
+    h = harness({"hang_on": "#hang", "hang_s": 1.0}, inference_timeout=0.3)
+    h.put(1)
+    h.submit("cup #hang")
+    h.submit("cup after")
+    timeout, after = h.wait(2, timeout=5)
+    assert timeout.status is Status.TIMEOUT and "inference_timeout" in timeout.message
+    assert after.status in (Status.OK, Status.TIMEOUT)
+    deadline = time.monotonic() + 5
+    while h.runner.busy_with_abandoned_call and time.monotonic() < deadline:
+        time.sleep(0.01)
+    h.submit("cup later")
+    later = h.wait(3, timeout=5)[2]
+    assert later.status is Status.OK
+    assert len(h.answers) == 3  # the hung call finishing did not answer again
+    assert h.engine.cache_clears >= 1
+
+
+@pytest.mark.parametrize("word,status", [("#oom", Status.OUT_OF_MEMORY), ("#raise", Status.ENGINE_ERROR)])
+def test_engine_faults_become_statuses(harness, word, status):
+    h = harness({"oom_on": "#oom", "raise_on": "#raise"})
+    h.put(1)
+    h.submit(f"cup {word}")
+    h.submit("cup")
+    fault, ok = h.wait(2)
+    assert fault.status is status and "injected" in fault.message
+    assert ok.status is Status.OK
+    if status is Status.OUT_OF_MEMORY:
+        time.sleep(0.05)
+        assert h.engine.cache_clears == 1
+
+
+def test_stop_answers_pending_requests_not_ready(harness):
+    h = harness({"delay_s": 0.5}, max_queue=5)
+    h.put(1)
+    for i in range(3):
+        h.submit(f"cup {i}")
+    time.sleep(0.1)
+    started = time.monotonic()
+    h.worker.stop("deactivated")
+    assert time.monotonic() - started < 1.5
+    statuses = [a.status for a in h.wait(3)]
+    assert statuses == [Status.NOT_READY] * 3
+    late = h.submit("too late")
+    assert h.wait(4)[3].status is Status.NOT_READY and late.answered
+
+
+def test_conversation_reset(harness):
+    h = harness()
+    h.put(1)
+    h.submit("cup")
+    h.submit("cup")
+    h.submit("cup", reset_conversation=True)
+    texts = [a.output.text.split(":")[0] for a in h.wait(3)]
+    assert texts == ["turn 1", "turn 2", "turn 1"]
+
+
+def test_preset_error_is_answered_without_the_engine(harness):
+    h = harness()
+    h.submit("", error=(Status.INVALID_INSTRUCTION, "empty"))
+    answer, = h.wait(1)
+    assert answer.status is Status.INVALID_INSTRUCTION and answer.inference_ms == 0
