@@ -1,0 +1,210 @@
+"""rosbag2 reading and writing for the tools, built on the ``rosbags`` library.
+
+No ROS install is needed here: ``lisa-ros eval`` and ``make-sample-bag`` use this
+module alone. Every problem with an input bag surfaces as a ``BagError`` whose
+message names the bag, the topic and what is wrong, because users replay bags
+recorded elsewhere and need to know what to fix.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rosbags.highlevel import AnyReader, AnyReaderError
+from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
+
+from lisa_ros.core.image import compressed_to_rgb, raw_to_rgb
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+STRING = "std_msgs/msg/String"
+RESULT = "lisa_ros/msg/SegmentationResult"
+IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
+
+_BAG_FAILURES = (AnyReaderError, ReaderError, TypesysError, sqlite3.DatabaseError, OSError, ValueError, EOFError)
+
+
+class BagError(RuntimeError):
+    """An input bag cannot be used; the message says which bag and why."""
+
+
+def _interface_files() -> list[Path]:
+    """SegmentationResult.msg from the installed package, else from this source tree."""
+    candidates = [Path(p) / "share" / "lisa_ros" / "msg" for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    candidates.append(Path(__file__).resolve().parents[2] / "msg")
+    for folder in candidates:
+        if (folder / "SegmentationResult.msg").is_file():
+            return sorted(folder.glob("*.msg"))
+    raise FileNotFoundError("lisa_ros/msg/SegmentationResult.msg not found (source scripts/ros_env.sh)")
+
+
+@functools.cache
+def typestore():
+    """The Jazzy typestore plus this package's messages (for writing bags and decoding)."""
+    store = get_typestore(Stores.ROS2_JAZZY)
+    types = {}
+    for path in _interface_files():
+        types.update(get_types_from_msg(path.read_text(), f"lisa_ros/msg/{path.stem}"))
+    store.register(types)
+    return store
+
+
+def storage_of(name: str) -> StoragePlugin:
+    try:
+        return StoragePlugin[name.upper()]
+    except KeyError:
+        raise ValueError(f"unknown rosbag2 storage {name!r}; expected sqlite3 or mcap") from None
+
+
+# --------------------------------------------------------------------------- images
+
+
+def image_to_array(msg, msgtype: str) -> np.ndarray:
+    """A sensor_msgs Image/CompressedImage as (H, W, 3) RGB, checked by the node's own rules.
+
+    Raises ImageError (a ValueError) naming the encoding, size or format problem.
+    """
+    if msgtype == COMPRESSED_IMAGE:
+        return compressed_to_rgb(msg.format, msg.data)
+    return raw_to_rgb(msg.encoding, msg.width, msg.height, msg.step, bool(msg.is_bigendian), msg.data)
+
+
+def mask_to_array(msg, msgtype: str) -> np.ndarray:
+    """A mask image (mono8 0/255, raw or PNG) as a bool (H, W) array."""
+    return image_to_array(msg, msgtype)[:, :, 0] > 0
+
+
+def header(stamp_ns: int, frame_id: str):
+    store = typestore()
+    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    return Header(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame_id)
+
+
+def stamp_ns(msg_header) -> int:
+    return msg_header.stamp.sec * 10**9 + msg_header.stamp.nanosec
+
+
+def raw_image_msg(array: np.ndarray, msg_header):
+    """A sensor_msgs/Image (rgb8 or mono8) holding ``array``."""
+    array = np.ascontiguousarray(array, np.uint8)
+    mono = array.ndim == 2
+    height, width = array.shape[:2]
+    return typestore().types[IMAGE](
+        header=msg_header, height=height, width=width, encoding="mono8" if mono else "rgb8",
+        is_bigendian=0, step=width * (1 if mono else 3), data=array.reshape(-1),
+    )
+
+
+def compressed_image_msg(array: np.ndarray, msg_header, fmt: str):
+    """A sensor_msgs/CompressedImage: ``fmt`` "jpeg" for photos, "png" for masks (lossless)."""
+    bgr = array if array.ndim == 2 else cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(f".{'jpg' if fmt == 'jpeg' else fmt}", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90] if fmt == "jpeg" else [])
+    assert ok, fmt
+    encoding = "mono8" if array.ndim == 2 else "rgb8"
+    return typestore().types[COMPRESSED_IMAGE](header=msg_header, format=f"{encoding}; {fmt} compressed {encoding}", data=encoded.reshape(-1))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class InputBag:
+    """A rosbag2 directory (sqlite3 or mcap) opened for reading, with checked topics.
+
+    Use as a context manager. ``messages(topic)`` yields (bag time ns, message)
+    deserialized, in bag time order.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BagError(f"bag {self.path} does not exist")
+        if not (self.path / "metadata.yaml").is_file():
+            raise BagError(f"{self.path} is not a rosbag2 directory (no metadata.yaml); pass the bag's folder")
+        try:
+            self._reader = AnyReader([self.path], default_typestore=typestore())
+            self._reader.open()
+        except _BAG_FAILURES as err:
+            raise BagError(f"bag {self.path} cannot be opened (truncated or corrupt?): {err}") from None
+
+    def __enter__(self) -> InputBag:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._reader.close()
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """topic name -> message type."""
+        return {c.topic: c.msgtype for c in self._reader.connections}
+
+    def require_topic(self, topic: str, allowed_types: tuple[str, ...]) -> str:
+        """The topic's message type; BagError if the topic is missing or of another type."""
+        topics = self.topics
+        if topic not in topics:
+            listing = ", ".join(f"{name} [{kind}]" for name, kind in sorted(topics.items())) or "none"
+            raise BagError(f"bag {self.path} has no topic {topic!r}; its topics: {listing}")
+        if topics[topic] not in allowed_types:
+            raise BagError(f"topic {topic!r} in bag {self.path} has message type {topics[topic]!r}; expected {' or '.join(allowed_types)}")
+        if topics[topic] not in self._reader.typestore.types:
+            raise BagError(f"bag {self.path} has no definition of message type {topics[topic]!r} used by {topic!r}")
+        return topics[topic]
+
+    def count(self, topic: str) -> int:
+        return sum(c.msgcount for c in self._reader.connections if c.topic == topic)
+
+    def messages(self, topic: str) -> Iterator[tuple[int, object]]:
+        connections = [c for c in self._reader.connections if c.topic == topic]
+        try:
+            for connection, timestamp, raw in self._reader.messages(connections=connections):
+                yield timestamp, self._reader.deserialize(raw, connection.msgtype)
+        except _BAG_FAILURES as err:
+            raise BagError(f"bag {self.path} cannot be read on {topic!r} (truncated or corrupt?): {err}") from None
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class OutputBag:
+    """A rosbag2 being recorded; serialized messages go in as they come.
+
+    rosbags commits an sqlite3 bag and writes metadata.yaml only on close, so
+    ``close()`` must run on every exit path (the replay calls it from
+    ``finally``, Ctrl-C included); then the bag is complete and readable.
+    """
+
+    def __init__(self, path: str | os.PathLike, storage: str = "sqlite3"):
+        self.path = Path(path)
+        try:
+            self._writer = Writer(self.path, version=9, storage_plugin=storage_of(storage))
+            self._writer.open()
+        except WriterError as err:
+            raise BagError(f"cannot record into {self.path}: {err}") from None
+        self._connections: dict[str, object] = {}
+        self.count = 0
+
+    def add_topic(self, topic: str, msgtype: str) -> None:
+        if topic not in self._connections:
+            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=typestore())
+
+    def write_raw(self, topic: str, timestamp_ns: int, data: bytes) -> None:
+        self._writer.write(self._connections[topic], timestamp_ns, data)
+        self.count += 1
+
+    def write(self, topic: str, timestamp_ns: int, msg, msgtype: str) -> None:
+        self.add_topic(topic, msgtype)
+        self.write_raw(topic, timestamp_ns, bytes(typestore().serialize_cdr(msg, msgtype)))
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> OutputBag:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

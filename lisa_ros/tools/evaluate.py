@@ -1,0 +1,92 @@
+"""``lisa-ros eval``: score a replay's masks against ground truth and write a report.
+
+Every request in the results folder is one sample. Its prediction is the union of
+its masks (empty when the node answered NOT_FOUND or failed, so failures cost
+IoU instead of vanishing from the average); its ground truth is the mask of the
+frame it was answered on. Requests whose frame has no ground truth are listed
+but not scored.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from lisa_ros.tools import ground_truth, metrics, results_folder
+
+
+@dataclasses.dataclass
+class Sample:
+    record: dict
+    intersection: int | None = None  # None: no ground truth for this frame
+    union: int | None = None
+    truth_pixels: int = 0
+    predicted_pixels: int = 0
+
+    @property
+    def scored(self) -> bool:
+        return self.union is not None
+
+    @property
+    def iou(self) -> float | None:
+        return metrics.iou(self.intersection, self.union) if self.scored else None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", help="results folder written by `lisa-ros replay`")
+    truth = parser.add_mutually_exclusive_group(required=True)
+    truth.add_argument("--gt-bag", help="rosbag2 with a ground-truth mask topic (masks carry their frame's header)")
+    truth.add_argument("--gt-masks", help="folder of PNG masks named <frame stamp ns>.png")
+    truth.add_argument("--gt-reasonseg", help="folder of ReasonSeg JSON annotations named <frame stamp ns>.json")
+    parser.add_argument("--gt-topic", default="/ground_truth/mask", help="with --gt-bag: the mask topic (default /ground_truth/mask)")
+    parser.add_argument("--report", help="report folder (default RESULTS/report)")
+    parser.add_argument("--worst", type=int, default=8, help="worst cases shown in the report (default 8)")
+    parser.add_argument("--note", default="", help="a line printed at the top of the report (e.g. which model and why)")
+    parser.add_argument("--min-giou", type=float, help="exit 1 when gIoU is below this")
+
+
+def load_truth(args: argparse.Namespace):
+    if args.gt_bag:
+        return ground_truth.BagTopicTruth(args.gt_bag, args.gt_topic)
+    if args.gt_masks:
+        return ground_truth.PngFolderTruth(args.gt_masks)
+    return ground_truth.ReasonSegTruth(args.gt_reasonseg)
+
+
+def score(root: Path, records: list[dict], truth) -> list[Sample]:
+    samples = []
+    for record in records:
+        sample = Sample(record)
+        found = truth.get(record["frame_key"], tuple(record["image_size"]))
+        if found is not None:
+            mask, ignore = found
+            predicted = results_folder.predicted_mask(root, record)
+            try:
+                sample.intersection, sample.union = metrics.intersection_union(predicted, mask, ignore)
+            except ValueError as err:
+                raise ValueError(f"request {record['request']} (frame {record['frame_key']}): {err}") from None
+            sample.truth_pixels, sample.predicted_pixels = int(mask.sum()), int(predicted.sum())
+        samples.append(sample)
+    return samples
+
+
+def run(args: argparse.Namespace) -> int:
+    from lisa_ros.tools import report  # matplotlib only when there is something to plot
+
+    root = Path(args.results)
+    try:
+        records = results_folder.read_records(root)
+        truth = load_truth(args)
+        samples = score(root, records, truth)
+    except (OSError, ValueError, ground_truth.bag_io.BagError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report_dir = Path(args.report) if args.report else root / "report"
+    summary = report.write_report(report_dir, root, samples, truth, args.note, args.worst)
+    print(report.summary_text(summary))
+    print(f"report: {report_dir / 'report.md'} (plots and per_sample.csv beside it)")
+    if args.min_giou is not None and not summary["gIoU"] >= args.min_giou:
+        print(f"gIoU {summary['gIoU']:.3f} is below --min-giou {args.min_giou}", file=sys.stderr)
+        return 1
+    return 0

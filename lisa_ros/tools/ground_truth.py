@@ -1,0 +1,70 @@
+"""Ground-truth masks for ``lisa-ros eval``, keyed like the results folder's frames.
+
+Three sources, one answer per frame key (the frame's stamp in ns):
+- a bag topic of mono8 masks (Image or PNG CompressedImage) carrying the frame's header;
+- a folder of PNG masks named ``<key>.png`` (non-zero = object);
+- ReasonSeg annotations: ``<key>.json`` with labelme polygons, label "target" for
+  the object and "ignore" for pixels that count neither way (as in LISA's eval).
+
+Each source has ``get(key, (height, width))`` -> (mask, ignore or None), or None
+when it has nothing for that frame, and a ``description`` for the report.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lisa_ros.tools import bag_io, visual
+from lisa_ros.tools.results_folder import frame_key
+
+
+class BagTopicTruth:
+    def __init__(self, bag_path: str, topic: str):
+        with bag_io.InputBag(bag_path) as bag:
+            msgtype = bag.require_topic(topic, bag_io.IMAGE_TYPES)
+            self._masks = {frame_key(bag_io.stamp_ns(msg.header)): bag_io.mask_to_array(msg, msgtype)
+                           for _, msg in bag.messages(topic)}
+        self.description = f"{bag_path} topic {topic} ({len(self._masks)} masks)"
+
+    def get(self, key, size):
+        return (self._masks[key], None) if key in self._masks else None
+
+
+class PngFolderTruth:
+    def __init__(self, folder: str):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"ground-truth folder {self.folder} does not exist")
+        self.description = f"{self.folder} ({len(list(self.folder.glob('*.png')))} PNG masks)"
+
+    def get(self, key, size):
+        path = self.folder / f"{key}.png"
+        return (visual.read_mask(path), None) if path.is_file() else None
+
+
+class ReasonSegTruth:
+    def __init__(self, folder: str):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"ReasonSeg folder {self.folder} does not exist")
+        self.description = f"{self.folder} ({len(list(self.folder.glob('*.json')))} ReasonSeg annotations)"
+
+    def get(self, key, size):
+        path = self.folder / f"{key}.json"
+        if not path.is_file():
+            return None
+        annotation = json.loads(path.read_text(encoding="utf-8"))
+        # As LISA's loader: larger polygons first so smaller ones drawn over them win;
+        # outline and fill; a label containing "ignore" marks don't-care pixels.
+        shapes = [(np.round(np.asarray(shape["points"], np.float64)).astype(np.int32),
+                   255 if "ignore" in shape.get("label", "").lower() else 1)
+                  for shape in annotation.get("shapes", [])]
+        canvas = np.zeros(size, np.uint8)
+        for points, value in sorted(shapes, key=lambda shape: -cv2.contourArea(shape[0])):
+            cv2.polylines(canvas, [points], True, value, 1)
+            cv2.fillPoly(canvas, [points], value)
+        ignore = canvas == 255
+        return canvas == 1, ignore if ignore.any() else None

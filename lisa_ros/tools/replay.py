@@ -1,0 +1,419 @@
+"""``lisa-ros replay``: play a rosbag2 into a lisa_node over ROS 2 and record its answers.
+
+Two pacings: lock-step (default: each instruction is sent right after its frame
+and the next one only once the answer is in, so results do not depend on machine
+speed) and ``--rate R`` (the recorded timing, R times faster). Everything sent
+and received goes into an output rosbag2; answers also go into a results folder
+(see results_folder.py) that ``lisa-ros eval`` scores.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import queue
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lisa_ros.core.types import Status
+from lisa_ros.tools import bag_io, schedule
+from lisa_ros.tools.bag_io import BagError
+from lisa_ros.tools.results_folder import ResultsFolder, frame_key
+
+GROUND_TRUTH_PREFIX = "/ground_truth/"
+NO_RESULT = "NO_RESULT"
+HEADER_MISMATCH = "HEADER_MISMATCH"
+# Answers that are not failures: the model ran and either found the target or said it is absent.
+ANSWERED = {Status.OK.name, Status.NOT_FOUND.name}
+# Lock-step asks again when the node did not get (or no longer had) the frame just sent.
+RETRIED = {Status.NO_IMAGE.name, Status.STALE_IMAGE.name, HEADER_MISMATCH}
+EXIT_FAILURES, EXIT_BAD_INPUT, EXIT_NO_NODE, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap)")
+    parser.add_argument("--output", "-o", required=True, help="results folder to create (holds results.jsonl, masks/, overlays/, bag/)")
+    parser.add_argument("--output-storage", choices=["sqlite3", "mcap"], default="sqlite3", help="storage of the output bag")
+    source = parser.add_argument_group("what to replay")
+    source.add_argument("--image-topic", help="image topic in the bag (Image or CompressedImage); default: the only one outside /ground_truth/")
+    source.add_argument("--instruction-topic", help="std_msgs/String topic in the bag; default /instruction when the bag has it")
+    source.add_argument("--instruction", help="send this instruction instead (on every --every'th frame)")
+    source.add_argument("--every", type=int, default=1, metavar="N", help="with --instruction: every Nth frame (default 1)")
+    source.add_argument("--instructions-file", help="file of 'SECONDS INSTRUCTION' lines, seconds after the first frame")
+    pacing = parser.add_argument_group("pacing")
+    pacing.add_argument("--rate", type=float, help="play with the recorded timing scaled by RATE (default: lock-step)")
+    pacing.add_argument("--result-timeout", type=float, default=120.0, help="s to wait for each answer (default 120)")
+    pacing.add_argument("--settle", type=float, default=0.05, help="lock-step: s between a frame and its instruction (default 0.05)")
+    pacing.add_argument("--attempts", type=int, default=3, help="lock-step: tries when the node answers on another frame or none (default 3)")
+    node = parser.add_argument_group("the node")
+    node.add_argument("--node-name", default="lisa_node", help="node whose ~/result etc. are recorded (default lisa_node)")
+    node.add_argument("--publish-image", help="the node's image topic (default: the bag's, /compressed dropped); "
+                      "compressed frames go to <this>/compressed")
+    node.add_argument("--decompress", action="store_true", help="publish compressed frames as raw sensor_msgs/Image "
+                      "(for a node without `compressed: true`)")
+    node.add_argument("--publish-instruction", help="topic the instructions are published on (default: the bag's, or /instruction)")
+    node.add_argument("--start-node", action="store_true", help="start a lisa_node remapped onto these topics")
+    node.add_argument("--node-params", help="with --start-node: parameters YAML file")
+    node.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE", help="with --start-node: one parameter (repeatable)")
+    node.add_argument("--wait-for-node", type=float, default=60.0, help="s to wait for the node to appear (default 60)")
+    parser.add_argument("--fail-on-error", action="store_true", help="exit 1 if any request failed (no answer, error status, wrong frame)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@dataclasses.dataclass
+class Plan:
+    """What the replay will send, checked against the bag before anything is published."""
+
+    image_topic: str
+    image_type: str
+    frame_times_ns: list[int]
+    requests: list[schedule.Request]
+
+
+def resolve_image_topic(bag: bag_io.InputBag, wanted: str | None) -> tuple[str, str]:
+    if wanted:
+        return wanted, bag.require_topic(wanted, bag_io.IMAGE_TYPES)
+    candidates = [t for t, kind in bag.topics.items() if kind in bag_io.IMAGE_TYPES and not t.startswith(GROUND_TRUTH_PREFIX)]
+    if len(candidates) != 1:
+        listing = ", ".join(f"{t} [{k}]" for t, k in sorted(bag.topics.items())) or "none"
+        raise BagError(f"bag {bag.path}: {'several' if candidates else 'no'} image topics; pass --image-topic (topics: {listing})")
+    return candidates[0], bag.require_topic(candidates[0], bag_io.IMAGE_TYPES)
+
+
+def make_plan(bag: bag_io.InputBag, args: argparse.Namespace) -> Plan:
+    """Check every frame and bind the instructions to frames; BagError/ValueError name the problem."""
+    image_topic, image_type = resolve_image_topic(bag, args.image_topic)
+    frame_times = []
+    for index, (timestamp, msg) in enumerate(bag.messages(image_topic)):
+        try:
+            bag_io.image_to_array(msg, image_type)
+        except ValueError as err:
+            raise BagError(f"bag {bag.path}: frame {index} on {image_topic!r} is unusable: {err}") from None
+        frame_times.append(timestamp)
+    if not frame_times:
+        raise BagError(f"bag {bag.path}: topic {image_topic!r} has no messages")
+    if args.instruction:
+        requests = schedule.every_nth_frame(frame_times, args.instruction, args.every)
+    elif args.instructions_file:
+        requests = schedule.bind_to_frames(frame_times, schedule.read_instruction_file(args.instructions_file, frame_times[0]))
+    else:
+        topic = args.instruction_topic or "/instruction"
+        if args.instruction_topic is None and topic not in bag.topics:
+            raise BagError(f"bag {bag.path} has no /instruction topic; pass --instruction-topic, --instruction or --instructions-file")
+        bag.require_topic(topic, (bag_io.STRING,))
+        timed = [(timestamp, msg.data) for timestamp, msg in bag.messages(topic)]
+        requests = schedule.bind_to_frames(frame_times, timed)
+    if not requests:
+        raise BagError(f"bag {bag.path}: no instructions to send")
+    return Plan(image_topic, image_type, frame_times, requests)
+
+
+def node_image_topic(bag_topic: str, image_type: str) -> str:
+    """The topic the node's ``image`` is remapped to: the bag's, without image_transport's /compressed."""
+    if image_type == bag_io.COMPRESSED_IMAGE and bag_topic.endswith("/compressed"):
+        return bag_topic[: -len("/compressed")]
+    return bag_topic
+
+
+@dataclasses.dataclass
+class Answer:
+    """A result matched to its request, not yet written to the results folder."""
+
+    request: schedule.Request
+    frame_stamp: int
+    fields: dict
+    masks: list[np.ndarray]
+
+
+class Session:
+    """One replay: sends frames and instructions, writes the bag and the results folder."""
+
+    def __init__(self, link, output: bag_io.OutputBag, results: ResultsFolder, lock_step: bool):
+        self.link, self.output, self.results, self.lock_step = link, output, results, lock_step
+        self.image_topic, self.image_type = link.image_pub.topic_name, link.image_type
+        self.instruction_topic = link.instruction_pub.topic_name
+        # stamp -> (frame index, image message as published), the newest 256
+        self.frames: collections.OrderedDict[int, tuple[int, object]] = collections.OrderedDict()
+        self.pending: list[tuple[schedule.Request, int, float]] = []  # (request, frame stamp, send time)
+        self.answers: list[Answer] = []  # lock-step: answers the replay loop has not judged yet
+        self.records: list[dict] = []
+        output.add_topic(self.image_topic, self.image_type)
+        output.add_topic(self.instruction_topic, bag_io.STRING)
+
+    def send_frame(self, index: int, msg) -> None:
+        stamp = bag_io.stamp_ns(msg.header)
+        self.frames[stamp] = (index, msg)
+        while len(self.frames) > 256:
+            self.frames.popitem(last=False)
+        data = bytes(bag_io.typestore().serialize_cdr(msg, self.image_type))
+        self.link.image_pub.publish(data)
+        self.output.write_raw(self.image_topic, time.time_ns(), data)
+
+    def send_instruction(self, request: schedule.Request, frame_stamp: int) -> None:
+        msg = bag_io.typestore().types[bag_io.STRING](data=request.instruction)
+        data = bytes(bag_io.typestore().serialize_cdr(msg, bag_io.STRING))
+        self.pending.append((request, frame_stamp, time.monotonic()))
+        self.link.instruction_pub.publish(data)
+        self.output.write_raw(self.instruction_topic, time.time_ns(), data)
+
+    def drain(self, timeout_s: float) -> int:
+        """Record what the node sent within ``timeout_s``; returns how many results came."""
+        deadline, results = time.monotonic() + timeout_s, 0
+        while True:
+            try:
+                topic, msgtype, received_ns, data = self.link.received.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except queue.Empty:
+                return results
+            self.output.add_topic(topic, msgtype)
+            self.output.write_raw(topic, received_ns, data)
+            if topic == self.link.result_topic:
+                self._on_result(bag_io.typestore().deserialize_cdr(data, bag_io.RESULT))
+                results += 1
+            if time.monotonic() >= deadline:
+                return results
+
+    def _on_result(self, result) -> None:
+        """Match the answer to the oldest pending request with the same instruction."""
+        match = next((p for p in self.pending if p[0].instruction == result.instruction), None)
+        if match is None:
+            return  # an answer to someone else's instruction: recorded in the bag only
+        self.pending.remove(match)
+        request, frame_stamp, sent = match
+        answered_stamp = bag_io.stamp_ns(result.header)
+        if not self.lock_step and answered_stamp in self.frames:
+            frame_stamp = answered_stamp  # timed replay: the node answers on the newest frame it has
+        status = Status(result.status).name if result.status in Status._value2member_map_ else str(result.status)
+        source_header = self.frames[frame_stamp][1].header
+        if status in ANSWERED and (answered_stamp, result.header.frame_id) != (frame_stamp, source_header.frame_id):
+            status = HEADER_MISMATCH
+        masks = [bag_io.mask_to_array(m, bag_io.IMAGE) for m in result.masks]
+        answer = Answer(request, frame_stamp, {
+            "status": status,
+            "status_code": int(result.status),
+            "status_message": result.status_message,
+            "explanation": result.explanation,
+            "answered_stamp_ns": answered_stamp,
+            "answered_frame_id": result.header.frame_id,
+            "scores": [round(float(s), 4) for s in result.scores],
+            "mask_sizes": [list(m.shape) for m in masks],
+            "queue_wait_ms": round(float(result.queue_wait_ms), 2),
+            "inference_ms": round(float(result.inference_ms), 2),
+            "total_ms": round(float(result.total_ms), 2),
+            "round_trip_ms": round((time.monotonic() - sent) * 1e3, 2),
+            "model_id": result.model_id,
+        }, masks)
+        if self.lock_step:
+            self.answers.append(answer)
+        else:
+            self.finish(answer)
+
+    def finish(self, answer: Answer) -> None:
+        """Write the answer's masks, overlay and JSONL line."""
+        image = bag_io.image_to_array(self.frames[answer.frame_stamp][1], self.image_type)
+        mask_files, overlay_file = self.results.save_answer(answer.request.index, image, answer.masks)
+        self._add_record(answer.request, answer.frame_stamp, {**answer.fields, "masks": mask_files, "overlay": overlay_file})
+
+    def give_up_pending(self) -> None:
+        for request, frame_stamp, _ in self.pending:
+            self._add_record(request, frame_stamp, {"status": NO_RESULT, "status_message": "no answer within --result-timeout"})
+        self.pending.clear()
+
+    def _add_record(self, request: schedule.Request, frame_stamp: int, fields: dict) -> None:
+        index, frame_msg = self.frames[frame_stamp]
+        image = bag_io.image_to_array(frame_msg, self.image_type)
+        record = {
+            "request": request.index,
+            "instruction": request.instruction,
+            "frame_index": index,
+            "frame_key": frame_key(frame_stamp),
+            "frame_id": frame_msg.header.frame_id,
+            "image_size": list(image.shape[:2]),
+            "frame": self.results.save_frame(frame_key(frame_stamp), image),
+            **fields,
+        }
+        self.records.append(record)
+        self.results.append(record)
+
+
+def frames_to_publish(bag: bag_io.InputBag, plan: Plan, decompress: bool):
+    """(index, bag time, image message) for every frame; compressed ones decoded with ``decompress``."""
+    for index, (timestamp, msg) in enumerate(bag.messages(plan.image_topic)):
+        if decompress and plan.image_type == bag_io.COMPRESSED_IMAGE:
+            msg = bag_io.raw_image_msg(bag_io.image_to_array(msg, plan.image_type), msg.header)
+        yield index, timestamp, msg
+
+
+def ask_lock_step(session: Session, index: int, msg, request: schedule.Request, args) -> None:
+    """Frame, then instruction, then wait for the answer; again when the node did not answer on that frame.
+
+    The node takes camera frames best effort and keeps only the newest, so a frame
+    can be lost or overtaken by the instruction; each attempt re-sends the frame.
+    Every attempt stays in the output bag; the JSONL keeps the last with its count.
+    """
+    for attempt in range(1, args.attempts + 1):
+        session.send_frame(index, msg)
+        time.sleep(args.settle)
+        session.send_instruction(request, bag_io.stamp_ns(msg.header))
+        deadline = time.monotonic() + args.result_timeout
+        while session.pending and time.monotonic() < deadline:
+            session.drain(min(0.1, deadline - time.monotonic()))
+        if session.pending:
+            session.give_up_pending()
+            return
+        answer = session.answers.pop()
+        answer.fields["attempts"] = attempt
+        if answer.fields["status"] not in RETRIED or attempt == args.attempts:
+            session.finish(answer)
+            return
+
+
+def run_lock_step(session: Session, bag: bag_io.InputBag, plan: Plan, args, progress: tqdm) -> None:
+    by_frame = collections.defaultdict(list)
+    for request in plan.requests:
+        by_frame[request.frame_index].append(request)
+    for index, _, msg in frames_to_publish(bag, plan, args.decompress):
+        if index not in by_frame:
+            session.send_frame(index, msg)
+        for request in by_frame.get(index, []):
+            ask_lock_step(session, index, msg, request, args)
+            progress.update(1)
+
+
+def run_timed(session: Session, bag: bag_io.InputBag, plan: Plan, args, progress: tqdm) -> None:
+    """Frames and instructions at their recorded times / rate; answers are collected as they come."""
+    start_bag, start_wall = plan.frame_times_ns[0], time.monotonic()
+    requests = collections.deque(plan.requests)
+    newest_stamp = None
+
+    def wait_until(bag_time_ns: int) -> None:
+        while (delay := start_wall + (bag_time_ns - start_bag) / 1e9 / args.rate - time.monotonic()) > 0:
+            progress.update(session.drain(min(delay, 0.05)))
+
+    def send_due(before_ns: int | None) -> None:
+        while requests and (before_ns is None or requests[0].time_ns < before_ns):
+            request = requests.popleft()
+            wait_until(request.time_ns)
+            session.send_instruction(request, newest_stamp)
+
+    for index, timestamp, msg in frames_to_publish(bag, plan, args.decompress):
+        send_due(timestamp)
+        wait_until(timestamp)
+        session.send_frame(index, msg)
+        newest_stamp = bag_io.stamp_ns(msg.header)
+    send_due(None)
+    deadline = time.monotonic() + args.result_timeout
+    while session.pending and time.monotonic() < deadline:
+        progress.update(session.drain(0.1))
+    session.give_up_pending()
+
+
+def summarize(records: list[dict], interrupted: bool) -> dict:
+    statuses = collections.Counter(r["status"] for r in records)
+    latencies = [r["total_ms"] for r in records if "total_ms" in r]
+    round_trips = [r["round_trip_ms"] for r in records if "round_trip_ms" in r]
+
+    def percentile(values, q):
+        return round(float(np.percentile(values, q)), 1) if values else None
+
+    return {
+        "requests": len(records),
+        "failures": sum(n for status, n in statuses.items() if status not in ANSWERED),
+        "statuses": dict(statuses),
+        "latency_ms": {"median": percentile(latencies, 50), "p95": percentile(latencies, 95)},
+        "round_trip_ms": {"median": percentile(round_trips, 50), "p95": percentile(round_trips, 95)},
+        "model_ids": sorted({r["model_id"] for r in records if r.get("model_id")}),
+        "interrupted": interrupted,
+    }
+
+
+def print_summary(summary: dict, results_root: Path, bag_path: Path) -> None:
+    lat, rtt = summary["latency_ms"], summary["round_trip_ms"]
+    print(f"\nreplay {'INTERRUPTED' if summary['interrupted'] else 'done'}: {summary['requests']} requests, {summary['failures']} failed")
+    print("  statuses:   " + (", ".join(f"{k} {v}" for k, v in sorted(summary["statuses"].items())) or "none"))
+    print(f"  latency:    median {lat['median']} ms, p95 {lat['p95']} ms (node: instruction received -> result published)")
+    print(f"  round trip: median {rtt['median']} ms, p95 {rtt['p95']} ms (replay: instruction sent -> result received)")
+    print(f"  model:      {', '.join(summary['model_ids']) or 'unknown'}")
+    print(f"  results:    {results_root}/results.jsonl (masks/, overlays/)")
+    print(f"  output bag: {bag_path}")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    results_root = Path(args.output)
+    if results_root.exists() and any(results_root.iterdir()):
+        print(f"error: {results_root} exists and is not empty; choose another --output", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.rate is not None and args.rate <= 0:
+        print("error: --rate must be > 0", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        bag = bag_io.InputBag(args.bag)
+        plan = make_plan(bag, args)
+    except (BagError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    from lisa_ros.tools import ros_link  # rclpy only once the input is known to be good
+
+    image_in = args.publish_image or node_image_topic(plan.image_topic, plan.image_type)
+    compressed = plan.image_type == bag_io.COMPRESSED_IMAGE and not args.decompress
+    image_out, image_out_type = (f"{image_in}/compressed", bag_io.COMPRESSED_IMAGE) if compressed else (image_in, bag_io.IMAGE)
+    instruction_out = args.publish_instruction or args.instruction_topic or "/instruction"
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    process = link = output = results = session = None
+    interrupted, code = False, 0
+    try:
+        if args.start_node:
+            params = args.node_param + (["compressed:=true"] if compressed else [])
+            process = ros_link.start_node(args.node_name, image_in, instruction_out, args.node_params, params)
+        link = ros_link.RosLink((image_out, image_out_type), instruction_out, args.node_name)
+        link.wait_for_node(args.wait_for_node, process)
+        results = ResultsFolder(results_root)
+        output = bag_io.OutputBag(results_root / "bag", args.output_storage)
+        session = Session(link, output, results, lock_step=args.rate is None)
+        mode = "lock-step" if args.rate is None else f"rate {args.rate}"
+        print(f"replaying {len(plan.frame_times_ns)} frames of {plan.image_topic}, {len(plan.requests)} instructions, "
+              f"{mode}, into {args.node_name} ({image_out}, {instruction_out})", file=sys.stderr)
+        with tqdm(total=len(plan.requests), unit="req", disable=args.no_progress, file=sys.stderr) as progress:
+            (run_lock_step if args.rate is None else run_timed)(session, bag, plan, args, progress)
+        session.drain(0.3)  # masks/overlays published just after the last result
+    except KeyboardInterrupt:
+        interrupted, code = True, EXIT_INTERRUPTED
+    except ros_link.NodeUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = EXIT_NO_NODE
+    except BagError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = EXIT_BAD_INPUT
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second Ctrl-C/TERM must not cut the clean-up short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if session is not None and interrupted:
+                session.give_up_pending()
+            if output is not None:
+                output.close()
+            if results is not None:
+                summary = summarize(session.records if session else [], interrupted)
+                results.write_summary(summary)
+                results.close()
+                print_summary(summary, results_root, results_root / "bag")
+                if code == 0 and args.fail_on_error and summary["failures"]:
+                    code = EXIT_FAILURES
+            if link is not None:
+                link.close()
+            if process is not None:
+                ros_link.stop_node(process)
+            bag.__exit__(None, None, None)
+        finally:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    return code

@@ -1,0 +1,186 @@
+"""The eval report: summary table, per-sample CSV and plots a person can read.
+
+    report.md            summary table, the plots, every sample worst first
+    summary.json         the same numbers for scripts
+    per_sample.csv       one row per request
+    iou_histogram.png    how the IoUs spread
+    latency_histogram.png
+    worst_cases.png      the lowest-IoU samples: prediction blue, ground truth green
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lisa_ros.tools import metrics, results_folder, visual  # noqa: E402
+
+# Engines whose masks say nothing about LISA's quality.
+NOT_A_REAL_MODEL = ("tiny", "plumbing", "random")
+CSV_FIELDS = ["request", "frame_key", "frame_index", "instruction", "status", "iou", "intersection", "union",
+              "truth_pixels", "predicted_pixels", "total_ms", "round_trip_ms", "model_id", "explanation"]
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+def summarize(samples, truth_description: str, note: str) -> dict:
+    scored = [s for s in samples if s.scored]
+    pairs = [(s.intersection, s.union) for s in scored]
+    latencies = [s.record["total_ms"] for s in samples if "total_ms" in s.record]
+    round_trips = [s.record["round_trip_ms"] for s in samples if "round_trip_ms" in s.record]
+    statuses: dict[str, int] = {}
+    for s in samples:
+        statuses[s.record["status"]] = statuses.get(s.record["status"], 0) + 1
+    model_ids = sorted({s.record["model_id"] for s in samples if s.record.get("model_id")})
+    warning = ""
+    if any(word in model_id.lower() for model_id in model_ids for word in NOT_A_REAL_MODEL):
+        warning = (f"The masks come from {', '.join(model_ids)}, not from trained LISA weights: they are "
+                   "meaningless, and these scores only show that the pipeline runs end to end.")
+    return {
+        "samples": len(samples),
+        "scored": len(scored),
+        "without_ground_truth": len(samples) - len(scored),
+        "gIoU": metrics.giou(pairs),
+        "cIoU": metrics.ciou(pairs),
+        "statuses": statuses,
+        "latency_ms": {"median": _percentile(latencies, 50), "p95": _percentile(latencies, 95)},
+        "round_trip_ms": {"median": _percentile(round_trips, 50), "p95": _percentile(round_trips, 95)},
+        "model_ids": model_ids,
+        "ground_truth": truth_description,
+        "note": note,
+        "model_warning": warning,
+    }
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str]]:
+    lat, rtt = summary["latency_ms"], summary["round_trip_ms"]
+    return [
+        ("model", ", ".join(summary["model_ids"]) or "unknown"),
+        ("ground truth", summary["ground_truth"]),
+        ("samples (scored / no ground truth)", f"{summary['samples']} ({summary['scored']} / {summary['without_ground_truth']})"),
+        ("gIoU (mean per-sample IoU)", _fmt(summary["gIoU"])),
+        ("cIoU (total intersection / total union)", _fmt(summary["cIoU"])),
+        ("statuses", ", ".join(f"{k} {v}" for k, v in sorted(summary["statuses"].items()))),
+        ("latency, node (median / p95)", f"{lat['median']} / {lat['p95']} ms"),
+        ("round trip, replay (median / p95)", f"{rtt['median']} / {rtt['p95']} ms"),
+    ]
+
+
+def summary_text(summary: dict) -> str:
+    rows = summary_rows(summary)
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    for line in (summary["note"], summary["model_warning"]):
+        if line:
+            lines.insert(0, f"NOTE: {line}")
+    return "\n".join(lines)
+
+
+def _worst_first(samples) -> list:
+    return sorted(samples, key=lambda s: (not s.scored, s.iou if s.scored else 0.0, s.record["request"]))
+
+
+def plot_iou_histogram(samples, path: Path) -> None:
+    ious = [s.iou for s in samples if s.scored]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(ious, bins=np.linspace(0, 1, 11), color="#4a7ab5", edgecolor="white")
+    ax.set(xlabel="IoU per sample", ylabel="samples", title=f"IoU distribution ({len(ious)} samples)", xlim=(0, 1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_latency_histogram(samples, path: Path) -> None:
+    node = [s.record["total_ms"] for s in samples if "total_ms" in s.record]
+    trip = [s.record["round_trip_ms"] for s in samples if "round_trip_ms" in s.record]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if node:
+        bins = np.linspace(0, max(node + trip) * 1.05 + 1e-3, 21)
+        ax.hist([node, trip], bins=bins, label=["node (received -> published)", "replay round trip"], color=["#4a7ab5", "#e0a030"])
+        ax.legend()
+    ax.set(xlabel="latency (ms)", ylabel="requests", title="Latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_worst_cases(samples, results_root: Path, truth_masks: dict, path: Path, count: int) -> None:
+    """The lowest-IoU samples, each as its frame with prediction (blue) and ground truth (green outline)."""
+    chosen = [s for s in _worst_first(samples) if s.scored][:count]
+    columns = min(4, max(len(chosen), 1))
+    rows = max(math.ceil(len(chosen) / columns), 1)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, sample in zip(axes.flat, chosen):
+        record = sample.record
+        image = visual.read_rgb(results_root / record["frame"])
+        ax.imshow(visual.overlay(image, results_folder.predicted_mask(results_root, record), truth_masks[record["request"]]))
+        title = f"#{record['request']} IoU {sample.iou:.2f} {record['status']}\n" + textwrap.shorten(record["instruction"], 48)
+        ax.set_title(title, fontsize=9)
+    fig.suptitle("Worst cases: prediction blue, ground truth green outline", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_csv(samples, path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for s in samples:
+            row = {key: s.record.get(key, "") for key in CSV_FIELDS}
+            row.update(iou="" if not s.scored else f"{s.iou:.4f}", intersection=s.intersection if s.scored else "",
+                       union=s.union if s.scored else "", truth_pixels=s.truth_pixels, predicted_pixels=s.predicted_pixels)
+            writer.writerow(row)
+
+
+def write_markdown(summary: dict, samples, path: Path) -> None:
+    lines = ["# lisa_ros evaluation report", ""]
+    for line in (summary["model_warning"], summary["note"]):
+        if line:
+            lines += [f"> **{line}**", ""]
+    lines += ["| | |", "|---|---|"] + [f"| {name} | {value} |" for name, value in summary_rows(summary)]
+    lines += ["", "IoU of a sample: its masks (union) against its frame's ground truth; an empty prediction on an",
+              "empty ground truth scores 1, a failed request scores as an empty prediction.", "",
+              "![IoU distribution](iou_histogram.png)", "![Latency](latency_histogram.png)",
+              "![Worst cases](worst_cases.png)", "", "## Samples, worst first", "",
+              "| request | frame | instruction | status | IoU | explanation |", "|---|---|---|---|---|---|"]
+    for s in _worst_first(samples):
+        r = s.record
+        explanation = textwrap.shorten(r.get("explanation") or r.get("status_message", ""), 80).replace("|", "/")
+        lines.append(f"| {r['request']} | {r['frame_index']} | {r['instruction'].replace('|', '/')} | {r['status']} | "
+                     f"{_fmt(s.iou)} | {explanation} |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_report(report_dir: Path, results_root: Path, samples, truth, note: str, worst: int) -> dict:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(samples, truth.description, note)
+    truth_masks = {}
+    for s in samples:
+        found = truth.get(s.record["frame_key"], tuple(s.record["image_size"])) if s.scored else None
+        truth_masks[s.record["request"]] = None if found is None else found[0]
+    write_csv(samples, report_dir / "per_sample.csv")
+    plot_iou_histogram(samples, report_dir / "iou_histogram.png")
+    plot_latency_histogram(samples, report_dir / "latency_histogram.png")
+    plot_worst_cases(samples, results_root, truth_masks, report_dir / "worst_cases.png", worst)
+    write_markdown(summary, samples, report_dir / "report.md")
+    (report_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary

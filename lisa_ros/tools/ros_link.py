@@ -1,0 +1,136 @@
+"""The replay's side of the ROS 2 graph: publishes bag messages, records what the node says.
+
+Messages travel serialized: the bag's CDR bytes are published as they are and the
+node's messages are received raw, so the output bag holds exactly the bytes that
+went over DDS. Subscriptions only queue what arrives; the main thread writes the
+bag (sqlite connections belong to the thread that opened them).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+
+IGNORED_TOPICS = {"/rosout", "/parameter_events"}
+
+
+def ros_type(msgtype: str):
+    """The rclpy message class for "pkg/msg/Name"."""
+    package, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{package}.{kind}"), name)
+
+
+class NodeUnavailable(RuntimeError):
+    """No lisa_node answered on the expected topics."""
+
+
+class RosLink:
+    """Publishers to the node's inputs and raw recorders of the node's outputs."""
+
+    def __init__(self, image: tuple[str, str], instruction_topic: str, node_name: str):
+        """image: (topic, "sensor_msgs/msg/Image" or ".../CompressedImage") to publish frames on."""
+        self.node_name = node_name.strip("/")
+        self.result_topic = f"/{self.node_name}/result"
+        self.received: queue.Queue[tuple[str, str, int, bytes]] = queue.Queue()
+        self._context = rclpy.Context()
+        rclpy.init(context=self._context, signal_handler_options=SignalHandlerOptions.NO)
+        self._node = rclpy.create_node("lisa_replay", context=self._context)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        image_topic, self.image_type = image
+        self.image_pub = self._node.create_publisher(ros_type(self.image_type), image_topic, reliable)
+        self.instruction_pub = self._node.create_publisher(ros_type("std_msgs/msg/String"), instruction_topic, reliable)
+        self.recorded: dict[str, str] = {}  # topic -> msgtype
+        self._executor = SingleThreadedExecutor(context=self._context)
+        self._executor.add_node(self._node)
+        self._spinner = threading.Thread(target=self._spin, daemon=True)
+        self._spinner.start()
+
+    def _spin(self) -> None:
+        try:
+            self._executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    def wait_for_node(self, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+        """Wait until the node subscribes our inputs and publishes results; then record its outputs."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ready = (
+                self.image_pub.get_subscription_count() > 0
+                and self.instruction_pub.get_subscription_count() > 0
+                and self._node.count_publishers(self.result_topic) > 0
+            )
+            if ready:
+                break
+            if process is not None and process.poll() is not None:
+                raise NodeUnavailable(f"the lisa_node process exited with code {process.returncode} before it was ready (see its output above)")
+            if time.monotonic() > deadline:
+                raise NodeUnavailable(
+                    f"no lisa_node within {timeout_s:.0f} s: need subscribers on {self.image_pub.topic_name} "
+                    f"({self.image_pub.get_subscription_count()}) and {self.instruction_pub.topic_name} "
+                    f"({self.instruction_pub.get_subscription_count()}) and a publisher of {self.result_topic}; "
+                    "start one with these remappings or pass --start-node"
+                )
+            time.sleep(0.05)
+        self._record_node_outputs()
+
+    def _record_node_outputs(self) -> None:
+        for topic, types in self._node.get_topic_names_and_types():
+            if not topic.startswith(f"/{self.node_name}/") or topic in IGNORED_TOPICS or topic in self.recorded:
+                continue
+            publishers = self._node.get_publishers_info_by_topic(topic)
+            if not publishers:
+                continue
+            offered = publishers[0].qos_profile
+            qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=offered.reliability,
+                             durability=DurabilityPolicy.VOLATILE)
+            msgtype = types[0]
+            self._node.create_subscription(
+                ros_type(msgtype), topic,
+                lambda data, topic=topic, msgtype=msgtype: self.received.put((topic, msgtype, time.time_ns(), data)),
+                qos, raw=True,
+            )
+            self.recorded[topic] = msgtype
+
+    def close(self) -> None:
+        self._executor.shutdown(timeout_sec=1.0)
+        self._node.destroy_node()
+        if self._context.ok():
+            rclpy.shutdown(context=self._context)
+        self._spinner.join(timeout=2.0)
+
+
+def start_node(node_name: str, image_topic: str, instruction_topic: str, params_file: str | None, params: list[str]) -> subprocess.Popen:
+    """Start a lisa_node process remapped onto the replay's topics."""
+    from ament_index_python.packages import get_package_prefix
+
+    executable = Path(get_package_prefix("lisa_ros")) / "lib" / "lisa_ros" / "lisa_node"
+    command = [sys.executable, str(executable), "--ros-args", "-r", f"__node:={node_name}",
+               "-r", f"image:={image_topic}", "-r", f"instruction:={instruction_topic}"]
+    if params_file:
+        command += ["--params-file", str(Path(params_file).resolve())]
+    for param in params:
+        command += ["-p", param]
+    # Own process group: the terminal's Ctrl-C reaches the replay first, which then stops the node.
+    return subprocess.Popen(command, env=dict(os.environ), start_new_session=True)
+
+
+def stop_node(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
