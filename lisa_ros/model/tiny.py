@@ -119,31 +119,44 @@ def _tiny_clip(seed: int) -> CLIPModel:
     ))
 
 
-def _train(model: LisaModel, tokenizer: LisaTokenizer, seed: int, steps: int) -> None:
-    """Teaches the tiny LLM the answer shapes (loss on answer tokens only)."""
+def _train(model: LisaModel, tokenizer: LisaTokenizer, seed: int, steps: int, batch: int = 6) -> None:
+    """Teaches the tiny LLM the answer shapes (loss on answer tokens only).
+
+    Sequences are right-padded: with causal attention, padding after a sequence
+    cannot change its positions, so no attention mask is needed.
+    """
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         images = torch.randn(4, 3, 224, 224, generator=generator)
         tower = [model.vision_tower(pixel_values=image[None]).last_hidden_state[:, 1:] for image in images]
     trainable = list(model.llm.parameters()) + list(model.mm_projector.parameters())
-    optimizer = torch.optim.AdamW(trainable, lr=3e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(trainable, lr=4e-3, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
     model.train()
-    for instruction, answer in _examples(rng, steps):
-        prompt = build_prompt_ids(tokenizer, instruction)
-        target = tokenizer.encode_with_added_tokens(answer) + [tokenizer.eos_id]
-        features = model.mm_projector(rng.choice(tower))
-        hidden = model.decoder_hidden(model.embed(prompt + target[:-1], features))  # (1, L, H)
-        logits = model.llm.lm_head(hidden[0, -len(target):])
-        loss = torch.nn.functional.cross_entropy(logits, torch.tensor(target))
+    for _ in range(steps):
+        sequences, targets = [], []
+        for instruction, answer in _examples(rng, batch):
+            prompt = build_prompt_ids(tokenizer, instruction)
+            target = tokenizer.encode_with_added_tokens(answer) + [tokenizer.eos_id]
+            embedded = model.embed(prompt + target[:-1], model.mm_projector(rng.choice(tower)))[0]  # (L, H)
+            sequences.append(embedded)
+            targets.append(torch.full((len(embedded),), -100).index_put_(
+                (torch.arange(len(embedded) - len(target), len(embedded)),), torch.tensor(target)))
+        inputs = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True)  # (B, L, H)
+        labels = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=-100)  # (B, L)
+        logits = model.llm.lm_head(model.decoder_hidden(inputs))
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
         optimizer.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
+        schedule.step()
     model.eval()
 
 
 def write_tiny_checkpoint(out_dir: str | Path, layout: str = "7b", seed: int = 0, safetensors: bool = False,
-                          train_steps: int = 300) -> TinyCheckpoint:
+                          train_steps: int = 200) -> TinyCheckpoint:
     """Writes the tiny LISA and CLIP directories under ``out_dir``; same seed, same files."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
