@@ -99,7 +99,7 @@ class RosProbe:
         except (ExternalShutdownException, Exception):
             pass
 
-    def collect(self, topic: str, msg_type, qos=10) -> list:
+    def collect(self, topic: str, msg_type, qos=100) -> list:
         """Subscribe and return the list the messages are appended to."""
         received: list = []
         self.node.create_subscription(msg_type, topic, received.append, qos)
@@ -267,7 +267,7 @@ class NodeIO:
         self.explanations = probe.collect(node.topic("~/explanation"), String)
         self._diagnostics = probe.collect("/diagnostics", DiagnosticArray)
         self.images = probe.publisher(node.topic("image"), Image)
-        self.instructions = probe.publisher(node.topic("instruction"), String)
+        self.instructions = probe.publisher(node.topic("instruction"), String, qos=100)
         self.segment_client = probe.client(node.topic("~/segment"), Segment)
         self.frames_published = 0
 

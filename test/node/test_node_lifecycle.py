@@ -1,0 +1,82 @@
+"""Lifecycle: transitions over the standard services, configure failure and retry, the engine freed."""
+import gc
+import weakref
+
+import pytest
+
+from conftest import make_image_msg, wait_for
+
+pytestmark = pytest.mark.ros
+
+
+def test_transitions_stop_and_restart_processing(lisa_io, ros_probe):
+    from std_srvs.srv import Trigger
+
+    from lisa_ros.msg import SegmentationResult
+
+    io = lisa_io()
+    node = io.node
+    assert node.change_state(ros_probe, "deactivate")
+    wait_for(lambda: io.instructions.get_subscription_count() == 0, 10, "instruction subscription removed")
+    assert io.images.get_subscription_count() == 0
+    refused = io.call("cup")
+    assert refused.status == SegmentationResult.STATUS_NOT_READY and "activate" in refused.status_message
+    assert node.change_state(ros_probe, "cleanup")
+    wait_for(lambda: io.diagnostics().get("_message") == "unconfigured" and io.diagnostics()["model_id"] == "",
+             5, "diagnostics to show the model unloaded")
+    reset = ros_probe.call(ros_probe.client(node.topic("~/reset"), Trigger), Trigger.Request())
+    assert not reset.success and "no model loaded" in reset.message
+    assert node.change_state(ros_probe, "configure") and node.change_state(ros_probe, "activate")
+    wait_for(lambda: io.instructions.get_subscription_count() == 1, 10, "instruction subscription back")
+    io.publish_frame(make_image_msg(stamp=(3, 0)))
+    io.ask("cup again")
+    assert io.results_for("cup again")[0].status == SegmentationResult.STATUS_OK
+    assert "model unloaded" in node.log
+
+
+def test_failed_model_load_fails_configure_with_the_reason_and_can_be_retried(lisa_io, lisa_node_process, ros_probe):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    node = lisa_node_process(params={"model.load_error": "no weights at /models/missing"}, wait_active=False)
+    node.wait_for_state(ros_probe, "unconfigured")
+    assert "configure failed: loading the model failed: EngineError: no weights at /models/missing" in node.log
+    set_parameters = ros_probe.client(node.topic("~/set_parameters"), SetParameters)
+    value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="")
+    reply = ros_probe.call(set_parameters, SetParameters.Request(parameters=[Parameter(name="model.load_error",
+                                                                                       value=value)]))
+    assert reply.results[0].successful
+    assert node.change_state(ros_probe, "configure") and node.change_state(ros_probe, "activate")
+    node.wait_for_state(ros_probe, "active")
+
+
+def test_invalid_parameters_fail_configure_naming_each(lisa_node_process, ros_probe):
+    node = lisa_node_process(params={"max_queue": 0, "pairing_policy": "oldest"}, wait_active=False)
+    node.wait_for_state(ros_probe, "unconfigured")
+    assert "max_queue must be >= 1, got 0" in node.log and "pairing_policy must be 'newest' or 'next'" in node.log
+
+
+def test_cleanup_frees_the_engine(ros_context, tmp_path):
+    """In-process: after cleanup nothing holds the engine (what frees GPU memory for LISA)."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from lisa_ros.node.lisa_node import LisaNode
+
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    engine: plumbing\n")
+    node = LisaNode("lisa_lifecycle_probe", context=ros_context,
+                    cli_args=["--ros-args", "--params-file", str(params)])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        engine = weakref.ref(node._engine)
+        assert engine().loaded
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert engine() is not None and engine().loaded  # deactivate keeps the model
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        gc.collect()
+        assert engine() is None
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    finally:
+        node.release("test over")
+        node.destroy_node()
