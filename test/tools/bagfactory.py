@@ -1,0 +1,38 @@
+"""Writes small rosbag2 test bags with the rosbags library (no ROS needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lisa_ros.tools import bag_io
+
+START_NS = 1_600_000_000 * 10**9
+PERIOD_NS = 200_000_000
+
+
+def frame(index: int, width: int = 160, height: int = 120) -> np.ndarray:
+    """A deterministic RGB frame that differs per index."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([(x + 7 * index) % 256, (y * 2) % 256, np.full_like(x, 40 * index % 256)], -1).astype(np.uint8)
+
+
+def write_bag(path: Path, frames: int = 4, instructions: dict[int, str] | None = None, *, storage: str = "sqlite3",
+              compressed: bool = False, image_topic: str = "/camera/image", size=(160, 120),
+              ground_truth: dict[int, np.ndarray] | None = None, frame_id: str = "cam") -> list[int]:
+    """Frames every 200 ms; instructions[i] is sent 10 ms after frame i. Returns the frame stamps (ns)."""
+    stamps = [START_NS + i * PERIOD_NS for i in range(frames)]
+    with bag_io.OutputBag(path, storage) as bag:
+        for i, stamp in enumerate(stamps):
+            header = bag_io.header(stamp, frame_id)
+            image = frame(i, *size)
+            if compressed:
+                bag.write(image_topic, stamp, bag_io.compressed_image_msg(image, header, "png"), bag_io.COMPRESSED_IMAGE)
+            else:
+                bag.write(image_topic, stamp, bag_io.raw_image_msg(image, header), bag_io.IMAGE)
+            if instructions and i in instructions:
+                msg = bag_io.typestore().types[bag_io.STRING](data=instructions[i])
+                bag.write("/instruction", stamp + 10_000_000, msg, bag_io.STRING)
+            if ground_truth and i in ground_truth:
+                bag.write("/ground_truth/mask", stamp, bag_io.raw_image_msg(ground_truth[i].astype(np.uint8) * 255, header), bag_io.IMAGE)
+    return stamps

@@ -1,0 +1,138 @@
+"""lisa-ros eval on a hand-made results folder: IoUs computed by hand, three ground-truth sources."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from lisa_ros.tools import bag_io, visual
+from lisa_ros.tools.cli import main
+from lisa_ros.tools.results_folder import ResultsFolder
+
+SIZE = (10, 20)  # height, width
+
+
+def box(x0, y0, x1, y1):
+    mask = np.zeros(SIZE, bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+NOTHING = np.zeros(SIZE, bool)
+# request -> (status, predicted masks, ground truth or None when the frame has none, hand-computed I, U)
+CASES = {
+    0: ("OK", [box(0, 0, 4, 4)], box(2, 2, 6, 4), 4, 20),  # 16 px vs 8 px sharing 4
+    1: ("NOT_FOUND", [], NOTHING, 0, 0),  # nothing predicted, nothing there: IoU 1
+    2: ("NO_RESULT", [], box(0, 0, 3, 3), 0, 9),  # a failure scores as an empty prediction
+    3: ("OK", [box(0, 0, 2, 2), box(2, 0, 4, 2)], box(0, 0, 4, 2), 8, 8),  # masks are united
+    4: ("OK", [box(0, 0, 5, 5)], None, None, None),  # no ground truth: listed, not scored
+}
+GIOU = (4 / 20 + 1 + 0 + 1) / 4
+CIOU = (4 + 0 + 0 + 8) / (20 + 0 + 9 + 8)
+STAMPS = {request: 1_000_000_000 + request for request in CASES}
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "results"
+    folder = ResultsFolder(root)
+    image = np.full((*SIZE, 3), 90, np.uint8)
+    for request, (status, masks, _, _, _) in CASES.items():
+        key = str(STAMPS[request])
+        record = {"request": request, "instruction": f"find thing {request}", "frame_index": request, "frame_key": key,
+                  "frame_id": "cam", "image_size": list(SIZE), "frame": folder.save_frame(key, image), "status": status}
+        if status != "NO_RESULT":
+            names, overlay = folder.save_answer(request, image, masks)
+            record.update(masks=names, overlay=overlay, total_ms=10.0 * (request + 1), round_trip_ms=12.0 * (request + 1),
+                          model_id="tiny-random-lisa", explanation="It is [SEG].")
+        folder.append(record)
+    folder.close()
+    return root
+
+
+def truth_cases():
+    return {request: case[2] for request, case in CASES.items() if case[2] is not None}
+
+
+def check_report(report_dir):
+    summary = json.loads((report_dir / "summary.json").read_text())
+    assert summary["gIoU"] == pytest.approx(GIOU)
+    assert summary["cIoU"] == pytest.approx(CIOU)
+    assert (summary["samples"], summary["scored"], summary["without_ground_truth"]) == (5, 4, 1)
+    assert "meaningless" in summary["model_warning"]
+    rows = {int(row["request"]): row for row in csv.DictReader((report_dir / "per_sample.csv").open())}
+    for request, (_, _, _, intersection, union) in CASES.items():
+        if union is None:
+            assert rows[request]["iou"] == ""
+        else:
+            assert (int(rows[request]["intersection"]), int(rows[request]["union"])) == (intersection, union)
+    for plot in ("iou_histogram.png", "latency_histogram.png", "worst_cases.png"):
+        assert visual.read_rgb(report_dir / plot).shape[0] > 100
+    text = (report_dir / "report.md").read_text()
+    assert "meaningless" in text and f"{GIOU:.3f}" in text and "worst_cases.png" in text
+
+
+def test_png_folder_ground_truth(results, tmp_path, capsys):
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    for request, mask in truth_cases().items():
+        visual.write_png(gt / f"{STAMPS[request]}.png", mask)
+    assert main(["eval", str(results), "--gt-masks", str(gt)]) == 0
+    check_report(results / "report")
+    assert f"{CIOU:.3f}" in capsys.readouterr().out
+
+
+def test_reasonseg_ground_truth(results, tmp_path):
+    gt = tmp_path / "reasonseg"
+    gt.mkdir()
+    for request, mask in truth_cases().items():
+        ys, xs = np.nonzero(mask)
+        shapes = [] if not mask.any() else [{"label": "target", "shape_type": "polygon", "points": [
+            [xs.min(), ys.min()], [xs.max(), ys.min()], [xs.max(), ys.max()], [xs.min(), ys.max()]]}]
+        (gt / f"{STAMPS[request]}.json").write_text(json.dumps({"text": ["x"], "is_sentence": True, "shapes": shapes}, default=int))
+    assert main(["eval", str(results), "--gt-reasonseg", str(gt), "--report", str(tmp_path / "report")]) == 0
+    check_report(tmp_path / "report")
+
+
+def test_bag_topic_ground_truth(results, tmp_path):
+    bag = tmp_path / "gt_bag"
+    with bag_io.OutputBag(bag) as out:
+        for request, mask in truth_cases().items():
+            header = bag_io.header(STAMPS[request], "cam")
+            out.write("/ground_truth/mask", STAMPS[request], bag_io.raw_image_msg(mask.astype(np.uint8) * 255, header), bag_io.IMAGE)
+    assert main(["eval", str(results), "--gt-bag", str(bag), "--report", str(tmp_path / "report")]) == 0
+    check_report(tmp_path / "report")
+
+
+def test_reasonseg_ignore_region_is_not_scored(results, tmp_path):
+    gt = tmp_path / "reasonseg"
+    gt.mkdir()
+    # request 0 predicts box(0,0,4,4); the truth is box(0,0,2,2) and columns 2-3 are "ignore": I 4, U 8
+    shapes = [{"label": "target", "points": [[0, 0], [1, 0], [1, 1], [0, 1]]},
+              {"label": "ignore", "points": [[2, 0], [3, 0], [3, 9], [2, 9]]}]
+    (gt / f"{STAMPS[0]}.json").write_text(json.dumps({"shapes": shapes}))
+    assert main(["eval", str(results), "--gt-reasonseg", str(gt), "--report", str(tmp_path / "report")]) == 0
+    row = next(csv.DictReader((tmp_path / "report" / "per_sample.csv").open()))
+    assert (row["request"], row["intersection"], row["union"]) == ("0", "4", "8")
+
+
+def test_min_giou_fails_the_run(results, tmp_path):
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    for request, mask in truth_cases().items():
+        visual.write_png(gt / f"{STAMPS[request]}.png", mask)
+    assert main(["eval", str(results), "--gt-masks", str(gt), "--min-giou", "0.9"]) == 1
+
+
+def test_missing_results_folder_is_named(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nowhere"), "--gt-masks", str(tmp_path)]) == 2
+    assert "results.jsonl not found" in capsys.readouterr().err
+
+
+def test_ground_truth_of_another_size_is_named(results, tmp_path, capsys):
+    with bag_io.OutputBag(tmp_path / "wrong_size") as out:
+        header = bag_io.header(STAMPS[0], "cam")
+        out.write("/ground_truth/mask", STAMPS[0], bag_io.raw_image_msg(np.zeros((5, 5), np.uint8), header), bag_io.IMAGE)
+    assert main(["eval", str(results), "--gt-bag", str(tmp_path / "wrong_size")]) == 2
+    err = capsys.readouterr().err
+    assert "request 0" in err and "20x10 but the ground truth is 5x5" in err

@@ -1,0 +1,96 @@
+"""Replay refuses bad input before touching ROS, with an error naming the problem."""
+import numpy as np
+import pytest
+
+from bagfactory import write_bag
+from lisa_ros.tools import bag_io
+from lisa_ros.tools.cli import main
+
+
+def replay(bag, tmp_path, *extra):
+    return main(["replay", str(bag), "--output", str(tmp_path / "out"), "--no-progress", *extra])
+
+
+def expect_error(capsys, tmp_path, code, *fragments):
+    err = capsys.readouterr().err
+    assert code == 2, err
+    for fragment in fragments:
+        assert fragment in err
+    assert not (tmp_path / "out").exists()  # nothing started, nothing written
+
+
+def test_missing_image_topic_lists_the_bag_topics(tmp_path, capsys):
+    write_bag(tmp_path / "bag", instructions={0: "x"})
+    code = replay(tmp_path / "bag", tmp_path, "--image-topic", "/front/image")
+    expect_error(capsys, tmp_path, code, "no topic '/front/image'", "/camera/image [sensor_msgs/msg/Image]", "/instruction")
+
+
+def test_missing_instruction_topic_says_what_to_pass(tmp_path, capsys):
+    write_bag(tmp_path / "bag")
+    expect_error(capsys, tmp_path, replay(tmp_path / "bag", tmp_path), "no /instruction topic", "--instruction")
+
+
+def test_image_topic_of_another_type(tmp_path, capsys):
+    write_bag(tmp_path / "bag", instructions={0: "x"})
+    code = replay(tmp_path / "bag", tmp_path, "--image-topic", "/instruction")
+    expect_error(capsys, tmp_path, code, "'/instruction'", "'std_msgs/msg/String'", "sensor_msgs/msg/Image")
+
+
+def test_unknown_message_type(tmp_path, capsys):
+    store = bag_io.typestore()
+    with bag_io.OutputBag(tmp_path / "bag") as bag:
+        definition = "uint32 width\nuint32 height\nuint8[] pixels\n"
+        bag._writer.add_connection("/camera/image", "vendor_msgs/msg/FancyImage", msgdef=definition,
+                                   rihs01="RIHS01_" + "0" * 64)
+        bag.write("/instruction", 1, store.types[bag_io.STRING](data="x"), bag_io.STRING)
+    code = replay(tmp_path / "bag", tmp_path, "--image-topic", "/camera/image")
+    expect_error(capsys, tmp_path, code, "'vendor_msgs/msg/FancyImage'")
+
+
+@pytest.mark.parametrize("storage, suffix", [("sqlite3", ".db3"), ("mcap", ".mcap")])
+def test_truncated_bag(tmp_path, capsys, storage, suffix):
+    write_bag(tmp_path / "bag", frames=6, instructions={0: "x"}, storage=storage)
+    data_file = next((tmp_path / "bag").glob(f"*{suffix}"))
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    expect_error(capsys, tmp_path, replay(tmp_path / "bag", tmp_path), str(tmp_path / "bag"), "truncated or corrupt")
+
+
+def test_wrong_encoding_names_the_frame(tmp_path, capsys):
+    with bag_io.OutputBag(tmp_path / "bag") as bag:
+        for index, encoding in enumerate(["rgb8", "32FC3"]):
+            msg = bag_io.raw_image_msg(np.zeros((4, 4, 3), np.uint8), bag_io.header(index, "cam"))
+            msg.encoding = encoding
+            bag.write("/camera/image", index, msg, bag_io.IMAGE)
+        bag.write("/instruction", 0, bag_io.typestore().types[bag_io.STRING](data="x"), bag_io.STRING)
+    expect_error(capsys, tmp_path, replay(tmp_path / "bag", tmp_path), "frame 1 on '/camera/image'", "'32FC3'")
+
+
+def test_truncated_image_data_names_the_frame(tmp_path, capsys):
+    with bag_io.OutputBag(tmp_path / "bag") as bag:
+        msg = bag_io.raw_image_msg(np.zeros((4, 4, 3), np.uint8), bag_io.header(0, "cam"))
+        msg.data = msg.data[:20]
+        bag.write("/camera/image", 0, msg, bag_io.IMAGE)
+        bag.write("/instruction", 0, bag_io.typestore().types[bag_io.STRING](data="x"), bag_io.STRING)
+    expect_error(capsys, tmp_path, replay(tmp_path / "bag", tmp_path), "frame 0", "data length 20")
+
+
+def test_not_a_bag_directory(tmp_path, capsys):
+    (tmp_path / "bag").mkdir()
+    expect_error(capsys, tmp_path, replay(tmp_path / "bag", tmp_path), "no metadata.yaml")
+
+
+def test_two_image_topics_need_a_choice(tmp_path, capsys):
+    write_bag(tmp_path / "bag", instructions={0: "x"})
+    with bag_io.OutputBag(tmp_path / "bag2") as bag:
+        for topic in ("/left/image", "/right/image"):
+            bag.write(topic, 0, bag_io.raw_image_msg(np.zeros((4, 4, 3), np.uint8), bag_io.header(0, "cam")), bag_io.IMAGE)
+    expect_error(capsys, tmp_path, replay(tmp_path / "bag2", tmp_path), "several image topics", "--image-topic")
+
+
+def test_existing_output_is_not_overwritten(tmp_path, capsys):
+    write_bag(tmp_path / "bag", instructions={0: "x"})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    assert replay(tmp_path / "bag", tmp_path) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
