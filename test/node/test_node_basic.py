@@ -72,3 +72,32 @@ def test_diagnostics_report_state_latency_and_frames(lisa_io):
     for key in ("queue_depth", "max_queue", "frames_received", "frames_dropped", "total_ms_p90",
                 "inference_ms_p99", "answers_ok"):
         assert key in values, key
+
+
+def test_standard_ros_args_remap_topics_including_compressed(lisa_node_process, ros_probe):
+    """`lisa_node --ros-args --params-file ... -r image:=... -r instruction:=...`, JPEG on <image>/compressed."""
+    import io as bytes_io
+
+    import numpy as np
+    from PIL import Image as PILImage
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import String
+
+    from lisa_ros.msg import SegmentationResult
+
+    camera = f"/remap_{id(ros_probe)}/camera/image_raw"
+    node = lisa_node_process(params={"compressed": True},
+                             remaps={"image": camera, "instruction": "/remap_ask"})
+    results = ros_probe.collect(node.topic("~/result"), SegmentationResult)
+    raw_pub = ros_probe.publisher(camera, Image)
+    jpeg_pub = ros_probe.publisher(f"{camera}/compressed", CompressedImage)
+    ask = ros_probe.publisher("/remap_ask", String, qos=100)
+    buffer = bytes_io.BytesIO()
+    PILImage.fromarray(np.full((30, 40, 3), 200, np.uint8)).save(buffer, format="JPEG")
+    frame = CompressedImage(format="jpeg", data=buffer.getvalue())
+    frame.header.frame_id, frame.header.stamp.sec = "jpeg_cam", 42
+    assert raw_pub.get_subscription_count() == 1
+    wait_for(lambda: not jpeg_pub.publish(frame) and not ask.publish(String(data="remapped")) and (
+        [r for r in results if r.status == r.STATUS_OK]), 15, "an answer on the JPEG frame", interval=0.3)
+    result = [r for r in results if r.status == r.STATUS_OK][0]
+    assert result.header.frame_id == "jpeg_cam" and (result.masks[0].width, result.masks[0].height) == (40, 30)
