@@ -1,0 +1,111 @@
+"""Replay through a real lisa_node (plumbing engine) over DDS, then read the output bag back."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bagfactory import frame, write_bag
+from lisa_ros.tools import bag_io, visual
+
+pytestmark = pytest.mark.ros
+REPO = Path(__file__).resolve().parents[2]
+PLUMBING = REPO / "config" / "plumbing_test.yaml"
+
+
+def replay_command(bag, out, name, *extra):
+    """`lisa-ros replay` starting its own node on topics of this test only."""
+    return [sys.executable, "-P", "-m", "lisa_ros.tools.cli", "replay", str(bag), "--output", str(out), "--no-progress",
+            "--start-node", "--node-params", str(PLUMBING), "--node-name", name,
+            "--publish-image", f"/{name}_in/image", "--publish-instruction", f"/{name}_in/instruction", *extra]
+
+
+def run_replay(*args, timeout=90):
+    done = subprocess.run(replay_command(*args), capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stdout + done.stderr
+
+
+def read_output(out):
+    with bag_io.InputBag(out / "bag") as bag:
+        return {topic: [m for _, m in bag.messages(topic)] for topic in bag.topics}
+
+
+def records(out):
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_lock_step_gives_one_result_per_instruction_with_source_header(tmp_path):
+    instructions = {0: "segment the cup", 1: "the cup and the saucer", 3: "nothing here", 4: "segment the cup"}
+    stamps = write_bag(tmp_path / "bag", frames=6, instructions=instructions)
+    code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_lock", "--fail-on-error")
+    assert code == 0, output
+    assert "4 requests, 0 failed" in output and "model:      plumbing" in output
+
+    recorded = read_output(tmp_path / "out")
+    sent, results = recorded["/replay_lock_in/instruction"], recorded["/replay_lock/result"]
+    assert len(results) == len(sent) >= len(instructions)  # retries included: one answer per instruction sent
+    assert {"/replay_lock/mask", "/replay_lock/explanation", "/replay_lock/overlay"} <= set(recorded)
+
+    answers = records(tmp_path / "out")
+    assert [(r["frame_index"], r["instruction"]) for r in answers] == sorted(instructions.items())
+    assert [r["status"] for r in answers] == ["OK", "OK", "NOT_FOUND", "OK"]
+    for record in answers:
+        assert record["answered_stamp_ns"] == stamps[record["frame_index"]] and record["answered_frame_id"] == "cam"
+    final = {r["request"]: r for r in answers}
+    for result in results:  # every answer in the bag: the header of a source frame, masks at the source size
+        assert bag_io.stamp_ns(result.header) in stamps and result.header.frame_id == "cam"
+        assert all((m.height, m.width, m.encoding) == (120, 160, "mono8") for m in result.masks)
+    # the plumbing engine's masks: one horizontal band per " and " part
+    two = [visual.read_mask(tmp_path / "out" / name) for name in final[1]["masks"]]
+    assert len(two) == 2 and two[0][:60].all() and not two[0][60:].any() and two[1][60:].all()
+    assert final[2]["masks"] == []
+    overlay = visual.read_rgb(tmp_path / "out" / final[0]["overlay"])
+    assert overlay.shape == (120, 160, 3) and not np.array_equal(overlay, frame(0))
+
+
+def test_timed_replay_of_compressed_mcap_with_command_line_instruction(tmp_path):
+    stamps = write_bag(tmp_path / "bag", frames=6, storage="mcap", compressed=True, image_topic="/cam/image_raw/compressed")
+    code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_rate", "--rate", "4", "--instruction", "the mug",
+                              "--every", "2", "--output-storage", "mcap")
+    assert code == 0, output
+    assert (tmp_path / "out" / "bag" / "bag.mcap").is_file()
+    recorded = read_output(tmp_path / "out")
+    assert len(recorded["/replay_rate_in/image/compressed"]) == 6  # published as recorded, compressed
+    assert len(recorded["/replay_rate_in/instruction"]) == len(recorded["/replay_rate/result"]) == 3
+    answers = records(tmp_path / "out")
+    assert [r["status"] for r in answers] == ["OK"] * 3
+    for record in answers:
+        assert int(record["frame_key"]) in stamps and record["mask_sizes"] == [[120, 160]]
+
+
+def test_interrupted_replay_leaves_a_readable_bag(tmp_path):
+    write_bag(tmp_path / "bag", frames=20, instructions={i: f"segment thing {i}" for i in range(20)})
+    out = tmp_path / "out"
+    process = subprocess.Popen(replay_command(tmp_path / "bag", out, "replay_stop", "--node-param", "model.delay_s:=0.3"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not ((out / "results.jsonl").is_file() and len(records(out)) >= 2):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=30)[0]
+    assert process.returncode == 130, output
+    assert "INTERRUPTED" in output
+    answered = records(out)
+    assert 2 <= len(answered) < 20
+    recorded = read_output(out)  # metadata.yaml written, the sqlite data committed
+    assert len(recorded["/replay_stop/result"]) >= len([r for r in answered if r["status"] == "OK"])
+    assert json.loads((out / "summary.json").read_text())["interrupted"] is True
+
+
+def test_no_node_is_a_clear_error(tmp_path):
+    write_bag(tmp_path / "bag", frames=1, instructions={0: "x"})
+    command = [a for a in replay_command(tmp_path / "bag", tmp_path / "out", "replay_none") if a != "--start-node"]
+    done = subprocess.run(command + ["--wait-for-node", "1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert "no lisa_node within 1 s" in done.stderr and "/replay_none_in/image" in done.stderr
