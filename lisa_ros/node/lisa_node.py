@@ -337,7 +337,11 @@ class LisaNode(LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     node = LisaNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    # ~/segment callbacks wait (without running inference) until the worker answers: at most
+    # max_queue + 1 wait at once, so leave threads for the inputs, lifecycle and diagnostics.
+    max_queue = node.get_parameter("max_queue").value
+    waiting = max_queue + 1 if isinstance(max_queue, int) and 0 < max_queue < 64 else 5
+    executor = MultiThreadedExecutor(num_threads=waiting + 2)
     executor.add_node(node)
     try:
         node.auto_start()

@@ -101,3 +101,25 @@ def test_standard_ros_args_remap_topics_including_compressed(lisa_node_process, 
         [r for r in results if r.status == r.STATUS_OK]), 15, "an answer on the JPEG frame", interval=0.3)
     result = [r for r in results if r.status == r.STATUS_OK][0]
     assert result.header.frame_id == "jpeg_cam" and (result.masks[0].width, result.masks[0].height) == (40, 30)
+
+
+def test_qos_defaults_follow_rep_2003_and_can_be_overridden(lisa_node_process, ros_probe):
+    from rclpy.qos import ReliabilityPolicy
+
+    camera = f"/qos_{id(ros_probe)}/image"
+    node = lisa_node_process(params={f"qos_overrides.{camera}.subscription.reliability": "reliable"},
+                             remaps={"image": camera})
+    default = lisa_node_process()  # its own namespace, default QoS
+
+    def reliability(topic, kind="subscriptions"):
+        infos = getattr(ros_probe.node, f"get_{kind}_info_by_topic")(topic)
+        return [info.qos_profile.reliability for info in infos]
+
+    def expect(topic, policy, kind="subscriptions"):
+        wait_for(lambda: reliability(topic, kind) == [policy], 10, f"{kind} of {topic} to be {policy.name}")
+
+    expect(camera, ReliabilityPolicy.RELIABLE)
+    expect(default.topic("image"), ReliabilityPolicy.BEST_EFFORT)
+    expect(node.topic("instruction"), ReliabilityPolicy.RELIABLE)
+    for name in ("~/result", "~/mask", "~/explanation", "~/overlay"):
+        expect(default.topic(name), ReliabilityPolicy.RELIABLE, "publishers")
