@@ -1,0 +1,103 @@
+"""Helpers for the reliability suite (no fixtures here; see conftest.py)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def wait_for(condition, timeout: float, what: str = "condition", interval: float = 0.01):
+    """Poll ``condition()`` until truthy (returned) or fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def settle(condition, timeout: float, interval: float = 0.05) -> bool:
+    """Like wait_for but returns False instead of failing (for accounting what never came)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())
+
+
+def raw_fields(pixels: np.ndarray, *, padding: int = 0, bigendian: bool = False) -> tuple[int, int, int, bytes]:
+    """(width, height, step, data) of pixels (H, W[, C]) with ``padding`` bytes after each row."""
+    height, width = pixels.shape[:2]
+    data = np.ascontiguousarray(pixels)
+    if data.dtype.itemsize > 1:
+        data = data.astype(data.dtype.newbyteorder(">" if bigendian else "<"))
+    rows = data.view(np.uint8).reshape(height, -1)
+    step = rows.shape[1] + padding
+    padded = np.full((height, step), 0xAB, np.uint8)  # padding bytes that must never be read as pixels
+    padded[:, :rows.shape[1]] = rows
+    return width, height, step, padded.tobytes()
+
+
+def image_msg(pixels: np.ndarray, encoding: str, *, padding: int = 0, bigendian: bool = False,
+              stamp=(0, 0), frame_id: str = "camera"):
+    """A sensor_msgs/Image holding ``pixels`` in ``encoding``."""
+    from sensor_msgs.msg import Image
+
+    width, height, step, data = raw_fields(pixels, padding=padding, bigendian=bigendian)
+    msg = Image(width=width, height=height, step=step, encoding=encoding, is_bigendian=int(bigendian))
+    msg.data = data
+    msg.header.frame_id = frame_id
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    return msg
+
+
+def bare_image(**fields):
+    """A sensor_msgs/Image with exactly the given fields (for inconsistent ones)."""
+    from sensor_msgs.msg import Image
+
+    data = fields.pop("data", b"")
+    stamp = fields.pop("stamp", (0, 0))
+    msg = Image(encoding=fields.pop("encoding", "rgb8"), **fields)
+    msg.data = data
+    msg.header.frame_id = "camera"
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    return msg
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def thread_count(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def status_name(status: int) -> str:
+    from lisa_ros.core.types import Status
+
+    try:
+        return Status(status).name
+    except ValueError:
+        return str(status)
