@@ -33,6 +33,11 @@ ANSWERED = {Status.OK.name, Status.NOT_FOUND.name}
 # Lock-step asks again when the node did not get (or no longer had) the frame just sent.
 RETRIED = {Status.NO_IMAGE.name, Status.STALE_IMAGE.name, HEADER_MISMATCH}
 EXIT_FAILURES, EXIT_BAD_INPUT, EXIT_NO_NODE, EXIT_INTERRUPTED = 1, 2, 3, 130
+KEPT_FRAMES = 256  # frames kept for the overlays of answers still to come (timed replay)
+
+
+class NodeExited(RuntimeError):
+    """The node started by the replay stopped before the replay was done."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,11 +138,12 @@ class Answer:
 class Session:
     """One replay: sends frames and instructions, writes the bag and the results folder."""
 
-    def __init__(self, link, output: bag_io.OutputBag, results: ResultsFolder, lock_step: bool):
+    def __init__(self, link, output: bag_io.OutputBag, results: ResultsFolder, lock_step: bool, node_process=None):
         self.link, self.output, self.results, self.lock_step = link, output, results, lock_step
+        self.node_process = node_process
         self.image_topic, self.image_type = link.image_pub.topic_name, link.image_type
         self.instruction_topic = link.instruction_pub.topic_name
-        # stamp -> (frame index, image message as published), the newest 256
+        # stamp -> (frame index, image message as published): the newest, and those pending answers refer to
         self.frames: collections.OrderedDict[int, tuple[int, object]] = collections.OrderedDict()
         self.pending: list[tuple[schedule.Request, int, float]] = []  # (request, frame stamp, send time)
         self.answers: list[Answer] = []  # lock-step: answers the replay loop has not judged yet
@@ -148,8 +154,10 @@ class Session:
     def send_frame(self, index: int, msg) -> None:
         stamp = bag_io.stamp_ns(msg.header)
         self.frames[stamp] = (index, msg)
-        while len(self.frames) > 256:
-            self.frames.popitem(last=False)
+        self.frames.move_to_end(stamp)
+        waiting = {frame_stamp for _, frame_stamp, _ in self.pending}
+        for old in [s for s in self.frames if s not in waiting][: max(len(self.frames) - KEPT_FRAMES, 0)]:
+            del self.frames[old]
         data = bytes(bag_io.typestore().serialize_cdr(msg, self.image_type))
         self.link.image_pub.publish(data)
         self.output.write_raw(self.image_topic, time.time_ns(), data)
@@ -163,6 +171,8 @@ class Session:
 
     def drain(self, timeout_s: float) -> int:
         """Record what the node sent within ``timeout_s``; returns how many results came."""
+        if self.node_process is not None and self.node_process.poll() is not None:
+            raise NodeExited(f"the lisa_node process exited with code {self.node_process.returncode} (see its log above)")
         deadline, results = time.monotonic() + timeout_s, 0
         while True:
             try:
@@ -351,23 +361,26 @@ def run(args: argparse.Namespace) -> int:
     if results_root.exists() and any(results_root.iterdir()):
         print(f"error: {results_root} exists and is not empty; choose another --output", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.rate is not None and args.rate <= 0:
-        print("error: --rate must be > 0", file=sys.stderr)
+    if (args.rate is not None and args.rate <= 0) or args.attempts < 1:
+        print("error: --rate must be > 0 and --attempts at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        bag = bag_io.InputBag(args.bag)
-        plan = make_plan(bag, args)
+        with bag_io.InputBag(args.bag) as bag:
+            return replay(bag, make_plan(bag, args), args, results_root)
     except (BagError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+
+def replay(bag: bag_io.InputBag, plan: Plan, args: argparse.Namespace, results_root: Path) -> int:
+    """Run the replay; whatever happens (Ctrl-C and SIGTERM included) the output bag is closed and readable."""
     from lisa_ros.tools import ros_link  # rclpy only once the input is known to be good
 
     image_in = args.publish_image or node_image_topic(plan.image_topic, plan.image_type)
     compressed = plan.image_type == bag_io.COMPRESSED_IMAGE and not args.decompress
     image_out, image_out_type = (f"{image_in}/compressed", bag_io.COMPRESSED_IMAGE) if compressed else (image_in, bag_io.IMAGE)
     instruction_out = args.publish_instruction or args.instruction_topic or "/instruction"
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous_handlers = signal.getsignal(signal.SIGINT), signal.signal(signal.SIGTERM, _raise_interrupt)
     process = link = output = results = session = None
     interrupted, code = False, 0
     try:
@@ -378,7 +391,7 @@ def run(args: argparse.Namespace) -> int:
         link.wait_for_node(args.wait_for_node, process)
         results = ResultsFolder(results_root)
         output = bag_io.OutputBag(results_root / "bag", args.output_storage)
-        session = Session(link, output, results, lock_step=args.rate is None)
+        session = Session(link, output, results, lock_step=args.rate is None, node_process=process)
         mode = "lock-step" if args.rate is None else f"rate {args.rate}"
         print(f"replaying {len(plan.frame_times_ns)} frames of {plan.image_topic}, {len(plan.requests)} instructions, "
               f"{mode}, into {args.node_name} ({image_out}, {instruction_out})", file=sys.stderr)
@@ -387,20 +400,18 @@ def run(args: argparse.Namespace) -> int:
         session.drain(0.3)  # masks/overlays published just after the last result
     except KeyboardInterrupt:
         interrupted, code = True, EXIT_INTERRUPTED
-    except ros_link.NodeUnavailable as err:
+    except (ros_link.NodeUnavailable, NodeExited) as err:
         print(f"error: {err}", file=sys.stderr)
         code = EXIT_NO_NODE
-    except BagError as err:
-        print(f"error: {err}", file=sys.stderr)
-        code = EXIT_BAD_INPUT
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second Ctrl-C/TERM must not cut the clean-up short
+        # A second Ctrl-C or TERM must not cut the clean-up short; the bag is closed first.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
-            if session is not None and interrupted:
-                session.give_up_pending()
             if output is not None:
                 output.close()
+            if session is not None:
+                session.give_up_pending()  # asked but not answered, e.g. at Ctrl-C
             if results is not None:
                 summary = summarize(session.records if session else [], interrupted)
                 results.write_summary(summary)
@@ -412,8 +423,7 @@ def run(args: argparse.Namespace) -> int:
                 link.close()
             if process is not None:
                 ros_link.stop_node(process)
-            bag.__exit__(None, None, None)
         finally:
-            signal.signal(signal.SIGTERM, previous_sigterm)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, previous_handlers[0])
+            signal.signal(signal.SIGTERM, previous_handlers[1])
     return code
