@@ -120,8 +120,8 @@ def pytest_runtest_makereport(item, call):
     if HERE not in Path(str(item.fspath)).resolve().parents:
         return
     entry = _CASES.setdefault(item.nodeid, Case(item.nodeid, _category(item)))
+    entry.duration_s += report.duration  # setup (node start-up) + call + teardown
     if report.when == "call" or (report.when == "setup" and not report.passed):
-        entry.duration_s += report.duration
         if hasattr(report, "wasxfail"):
             entry.outcome = "xfail" if report.skipped else "xpass"
         else:
