@@ -109,3 +109,26 @@ def test_no_node_is_a_clear_error(tmp_path):
     done = subprocess.run(command + ["--wait-for-node", "1"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 3
     assert "no lisa_node within 1 s" in done.stderr and "/replay_none_in/image" in done.stderr
+
+
+def test_sample_bag_through_the_lisa_engine(tmp_path):
+    """The demo's path with an untrained tiny checkpoint (fast to write; its answers are random)."""
+    pytest.importorskip("torch")
+    from lisa_ros.model.tiny import write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny", layout="7b", seed=0, train_steps=0)
+    out = tmp_path / "out"
+    command = replay_command(REPO / "data" / "sample_bag", out, "replay_lisa", "--instruction", "segment what I could drink from",
+                             "--every", "6", "--node-param", f"model.path:={checkpoint.lisa_dir}")
+    command[command.index(str(PLUMBING))] = str(REPO / "config" / "lisa_cpu.yaml")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    answers = records(out)
+    assert [r["frame_index"] for r in answers] == [0, 6]
+    assert {r["model_id"] for r in answers} == {"lisa-tiny-7b"}
+    for record in answers:
+        assert record["status"] in ("OK", "NOT_FOUND") and record["answered_stamp_ns"] == int(record["frame_key"])
+        assert all(size == [480, 640] for size in record["mask_sizes"])
+    recorded = read_output(out)
+    assert len(recorded["/replay_lisa/result"]) == len(recorded["/replay_lisa_in/instruction"])
