@@ -150,6 +150,15 @@ def ros_probe(ros_context):
     probe.close()
 
 
+@pytest.fixture(scope="session")
+def tiny_lisa_checkpoint(tmp_path_factory):
+    """A tiny random LISA checkpoint (untrained: fast to write; answers are arbitrary). Returns its path."""
+    pytest.importorskip("torch")
+    from lisa_ros.model.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_lisa"), layout="7b", seed=0, train_steps=0).lisa_dir
+
+
 class LisaNodeProcess:
     """A lisa_node running as its own process (like `ros2 run`), in a namespace of its own."""
 

@@ -20,6 +20,12 @@ def validate_instruction(text: str | bytes, max_chars: int = DEFAULT_MAX_CHARS) 
             raise InstructionError(
                 f"instruction is not valid UTF-8 (byte {error.start}: {error.reason}); publish UTF-8 text"
             ) from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:  # lone surrogates: only a Python caller can pass them
+        raise InstructionError(
+            f"instruction is not valid UTF-8 (character {error.start} is a lone surrogate); pass proper text"
+        ) from None
     if "\ufffd" in text:
         # rclpy decodes invalid UTF-8 on the wire to U+FFFD instead of failing.
         raise InstructionError(

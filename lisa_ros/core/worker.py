@@ -324,6 +324,11 @@ class RequestWorker:
             self._finish(request, Status.ENGINE_ERROR, f"engine error: {type(error).__name__}: {error}",
                          frame=frame, image=image, started=started)
             return
+        problem = _output_problem(output, image.shape[:2])
+        if problem is not None:
+            self._finish(request, Status.ENGINE_ERROR, f"engine returned an unusable result: {problem}",
+                         frame=frame, image=image, started=started)
+            return
         status = Status.OK if output.found else Status.NOT_FOUND
         message = f"{len(output.masks)} mask(s)" if output.found else "the model found nothing to segment"
         self._finish(request, status, message, frame=frame, image=image, output=output, started=started)
@@ -359,3 +364,17 @@ class RequestWorker:
             self._on_answer(answer)
         except Exception as error:
             self._log.error(f"request {request.request_id}: publishing the answer failed: {error!r}")
+
+
+def _output_problem(output: Any, shape: tuple[int, int]) -> str | None:
+    """Why an engine's output cannot be published as-is (None when it can)."""
+    if not isinstance(output, EngineOutput):
+        return f"expected EngineOutput, got {type(output).__name__}"
+    if len(output.scores) != len(output.masks):
+        return f"{len(output.masks)} masks but {len(output.scores)} scores"
+    for index, mask in enumerate(output.masks):
+        if np.shape(mask) != tuple(shape):
+            return f"mask {index} has shape {np.shape(mask)}, the image is {tuple(shape)}"
+    if not isinstance(output.text, str):
+        return f"text is {type(output.text).__name__}, not str"
+    return None

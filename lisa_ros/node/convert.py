@@ -45,7 +45,8 @@ def answer_to_result(answer: Answer, model_id: str) -> SegmentationResult:
         result.header = answer.frame.header
     result.request_id = request.request_id
     result.conversation_id = request.conversation_id
-    instruction = request.instruction
+    # Echo what was asked, made serializable (a refused instruction may hold lone surrogates).
+    instruction = request.instruction.encode("utf-8", "replace").decode("utf-8")
     if len(instruction) > MAX_ECHOED_INSTRUCTION_CHARS:
         instruction = instruction[:MAX_ECHOED_INSTRUCTION_CHARS] + "..."
     result.instruction = instruction

@@ -276,6 +276,18 @@ class LisaNode(LifecycleNode):
             self.get_logger().warning(f"{label}: {answer.status.name}: {answer.message}")
         self._stats.record(answer.status, total=answer.total_ms, inference=answer.inference_ms,
                            queue_wait=answer.queue_wait_ms)
+        try:
+            self._publish_images_and_text(answer)
+        except Exception as error:  # the result below must still go out
+            self.get_logger().error(f"{label}: publishing mask/explanation/overlay failed: {error!r}")
+        try:
+            self._result_pub.publish(result)
+        finally:
+            if isinstance(request.context, threading.Event):
+                request.context.result = result
+                request.context.set()
+
+    def _publish_images_and_text(self, answer: Answer) -> None:
         mask = union_mask_msg(answer)
         if mask is not None:
             self._mask_pub.publish(mask)
@@ -285,10 +297,6 @@ class LisaNode(LifecycleNode):
             if config is not None and (config.publish_overlay or self._overlay_pub.get_subscription_count() > 0):
                 drawn = overlay(answer.image, answer.output.masks, config.overlay_alpha)
                 self._overlay_pub.publish(array_to_image_msg(drawn, "rgb8", answer.frame.header))
-        self._result_pub.publish(result)
-        if isinstance(request.context, threading.Event):
-            request.context.result = result
-            request.context.set()
 
     def _publish_diagnostics(self) -> None:
         engine, config, worker = self._engine, self._config, self._worker

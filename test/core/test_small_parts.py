@@ -77,3 +77,8 @@ def test_plumbing_engine_options_and_faults():
     engine.unload()
     with pytest.raises(EngineError, match="not loaded"):
         engine.segment(np.zeros((6, 4, 3), np.uint8), "a", frame_key=1)
+
+
+def test_lone_surrogates_are_refused():
+    with pytest.raises(InstructionError, match="lone surrogate"):
+        validate_instruction("cup \ud800")

@@ -187,3 +187,14 @@ def test_preset_error_is_answered_without_the_engine(harness):
     h.submit("", error=(Status.INVALID_INSTRUCTION, "empty"))
     answer, = h.wait(1)
     assert answer.status is Status.INVALID_INSTRUCTION and answer.inference_ms == 0
+
+
+def test_unusable_engine_output_is_an_engine_error(harness):
+    from lisa_ros.core.types import EngineOutput
+
+    h = harness()
+    h.engine.segment = lambda image, text, **kw: EngineOutput(masks=[np.zeros((2, 2), bool)], scores=[1.0], text="x")
+    h.put(1)
+    h.submit("cup")
+    answer, = h.wait(1)
+    assert answer.status is Status.ENGINE_ERROR and "mask 0 has shape (2, 2), the image is (4, 6)" in answer.message

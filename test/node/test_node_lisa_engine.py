@@ -1,0 +1,22 @@
+"""The default engine (LISA) through the node: a tiny random checkpoint on the CPU (config/lisa_cpu.yaml)."""
+import pytest
+
+from conftest import REPO, make_image_msg
+
+pytestmark = pytest.mark.ros
+
+
+def test_lisa_engine_answers_through_topics_and_service(lisa_io, tiny_lisa_checkpoint):
+    io = lisa_io(params_file=REPO / "config" / "lisa_cpu.yaml",
+                 params={"model.path": str(tiny_lisa_checkpoint), "diagnostics_period": 0.2})
+    io.publish_frame(make_image_msg(width=64, height=48, stamp=(11, 12), frame_id="cam"))
+    io.ask("what could I drink from?")
+    result = io.results_for("what could I drink from?", timeout=120)[0]
+    assert result.status in (result.STATUS_OK, result.STATUS_NOT_FOUND), result.status_message
+    assert result.model_id == "lisa-tiny-7b" and result.explanation
+    assert (result.header.stamp.sec, result.header.frame_id) == (11, "cam")
+    assert all((m.width, m.height, m.encoding) == (64, 48, "mono8") for m in result.masks)
+    assert len(result.scores) == len(result.boxes) == len(result.masks)
+    again = io.call("and now?", timeout=120)
+    assert again.status in (again.STATUS_OK, again.STATUS_NOT_FOUND), again.status_message
+    assert "plumbing" not in io.node.log
