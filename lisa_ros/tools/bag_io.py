@@ -106,8 +106,9 @@ def compressed_image_msg(array: np.ndarray, msg_header, fmt: str):
     bgr = array if array.ndim == 2 else cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     ok, encoded = cv2.imencode(f".{'jpg' if fmt == 'jpeg' else fmt}", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90] if fmt == "jpeg" else [])
     assert ok, fmt
-    encoding = "mono8" if array.ndim == 2 else "rgb8"
-    return typestore().types[COMPRESSED_IMAGE](header=msg_header, format=f"{encoding}; {fmt} compressed {encoding}", data=encoded.reshape(-1))
+    # image_transport's format: "<source encoding>; <codec> compressed <encoding inside the file>"
+    source, inside = ("mono8", "mono8") if array.ndim == 2 else ("rgb8", "bgr8")
+    return typestore().types[COMPRESSED_IMAGE](header=msg_header, format=f"{source}; {fmt} compressed {inside}", data=encoded.reshape(-1))
 
 
 # --------------------------------------------------------------------------- reading

@@ -22,6 +22,8 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 
+from lisa_ros.tools import bag_io
+
 IGNORED_TOPICS = {"/rosout", "/parameter_events"}
 
 
@@ -96,6 +98,9 @@ class RosLink:
             qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=offered.reliability,
                              durability=DurabilityPolicy.VOLATILE)
             msgtype = types[0]
+            if msgtype not in bag_io.typestore().types:
+                print(f"warning: not recording {topic}: message type {msgtype} unknown to the bag writer", file=sys.stderr)
+                continue
             self._node.create_subscription(
                 ros_type(msgtype), topic,
                 lambda data, topic=topic, msgtype=msgtype: self.received.put((topic, msgtype, time.time_ns(), data)),
