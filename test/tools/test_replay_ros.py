@@ -68,6 +68,15 @@ def test_lock_step_gives_one_result_per_instruction_with_source_header(tmp_path)
     assert overlay.shape == (120, 160, 3) and not np.array_equal(overlay, frame(0))
 
 
+def test_failures_are_counted_and_fail_the_run_when_asked(tmp_path):
+    write_bag(tmp_path / "bag", frames=2, instructions={0: "segment the cup", 1: "segment the #raise cup"})
+    code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_fail", "--fail-on-error")
+    assert code == 1, output
+    assert "2 requests, 1 failed" in output and "ENGINE_ERROR 1" in output
+    failed = records(tmp_path / "out")[1]
+    assert failed["status"] == "ENGINE_ERROR" and "injected failure" in failed["status_message"]
+
+
 def test_timed_replay_of_compressed_mcap_with_command_line_instruction(tmp_path):
     stamps = write_bag(tmp_path / "bag", frames=6, storage="mcap", compressed=True, image_topic="/cam/image_raw/compressed")
     code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_rate", "--rate", "4", "--instruction", "the mug",
