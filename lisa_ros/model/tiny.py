@@ -175,7 +175,8 @@ def write_tiny_checkpoint(out_dir: str | Path, layout: str = "7b", seed: int = 0
         torch.manual_seed(seed)
         model = LisaModel(config, read_clip_config(clip_dir, config))
         model.vision_tower.load_state_dict(clip.vision_model.state_dict(), strict=False)
-        _train(model, LisaTokenizer.from_directory(lisa_dir), seed, train_steps)
+        if train_steps:
+            _train(model, LisaTokenizer.from_directory(lisa_dir), seed, train_steps)
     _write_weights(lisa_dir, model, layout)
     (lisa_dir / "README.md").write_text(f"# lisa-tiny-{layout}\n\n{NOTE}\n")
     if safetensors:

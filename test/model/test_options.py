@@ -1,0 +1,46 @@
+"""Engine options: exact keys, types and combinations, errors naming the option."""
+from __future__ import annotations
+
+import pytest
+
+from lisa_ros.core.engine import EngineError, create_engine
+from lisa_ros.model.engine import LisaEngine, LisaOptions
+
+
+def test_defaults_and_factory():
+    engine = create_engine("lisa", {})
+    assert isinstance(engine, LisaEngine)
+    assert engine.model_id == "xinlai/LISA-7B-v1"
+    assert engine.options == LisaOptions()
+    assert LisaOptions().clip_preprocess == "center_crop" and LisaOptions().max_new_tokens == 512
+
+
+@pytest.mark.parametrize("options, named", [
+    ({"pathh": "x"}, "pathh"),
+    ({"precision": "fp8"}, "precision"),
+    ({"device": "gpu"}, "device"),
+    ({"device": "cpu", "precision": "fp16"}, "fp16"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"max_new_tokens": True}, "max_new_tokens"),
+    ({"frame_cache_size": -1}, "frame_cache_size"),
+    ({"local_files_only": 1}, "local_files_only"),
+    ({"clip_preprocess": "stretch"}, "clip_preprocess"),
+    ({"path": " "}, "path"),
+    ({"max_history_turns": "2"}, "max_history_turns"),
+])
+def test_bad_options_name_the_option(options, named):
+    with pytest.raises(ValueError, match=named):
+        LisaEngine.from_options(options)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8", "int4"])
+def test_cpu_precisions_accepted(precision):
+    LisaEngine.from_options({"device": "cpu", "precision": precision})
+
+
+def test_segment_before_load_is_refused():
+    import numpy as np
+
+    engine = LisaEngine.from_options({"device": "cpu", "precision": "fp32"})
+    with pytest.raises(EngineError, match="load"):
+        engine.segment(np.zeros((4, 4, 3), np.uint8), "x", frame_key=0)
