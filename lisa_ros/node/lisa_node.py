@@ -61,7 +61,6 @@ class LisaNode(LifecycleNode):
         self._worker: RequestWorker | None = None
         self._active = False
         self._state_text = "unconfigured"
-        self._lock = threading.Lock()
         self._frames = LatestFrame()
         self._stats = RequestStats()
         self._request_ids = itertools.count(1)
@@ -95,17 +94,17 @@ class LisaNode(LifecycleNode):
             return self._configure_failed(f"{error}")
         if config.engine == "plumbing":
             self.get_logger().warning(
-                "engine 'plumbing' is a deterministic stand-in for testing the node; it does not look at "
-                "the image meaning. Set engine: lisa for real segmentation")
+                "engine 'plumbing' is a deterministic stand-in for testing the node; it understands neither "
+                "images nor language. Set engine: lisa for real segmentation")
         self.get_logger().info(f"loading engine {config.engine!r} with options {config.model_options}")
         started = time.monotonic()
         try:
             engine.load()
         except Exception as error:
             try:
-                engine.unload()
-            except Exception:
-                pass
+                engine.unload()  # free whatever the failed load allocated
+            except Exception as unload_error:
+                self.get_logger().debug(f"unload after a failed load: {unload_error!r}")
             return self._configure_failed(f"loading the model failed: {type(error).__name__}: {error}")
         self._config, self._engine, self._runner = config, engine, EngineRunner()
         self._state_text = "inactive (model loaded)"
