@@ -1,0 +1,115 @@
+"""Benchmark 3a: node plumbing overhead, instruction -> result over real DDS with a zero-cost engine.
+
+Three processes' worth of path: this process publishes a camera frame and then
+instructions (std_msgs/String), ``lisa_node`` (its own process, ``engine:
+plumbing`` with ``delay_s: 0``) validates the instruction, decodes the frame
+message, runs the engine (free), builds the SegmentationResult (a full-size
+mono8 mask, box, score), publishes it plus ``~/mask`` and ``~/explanation``;
+this process's subscriber timestamps the result. One request at a time, so the
+figure is pure overhead, not queueing.
+
+Reported per frame size: round trip (publish instruction -> result received,
+this process's clock) and the node's own ``total_ms`` (instruction received ->
+result published), median / p95.
+
+    source scripts/ros_env.sh && python -P benchmarks/plumbing.py [--requests 200]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+import ros_node  # noqa: E402
+
+SIZES = {"640x480": (640, 480), "1280x720": (1280, 720)}
+
+
+def measure(width: int, height: int, requests: int, warmup: int) -> dict:
+    node = ros_node.NodeProcess({
+        "engine": "plumbing", "model.delay_s": 0.0, "max_image_age": 0.0, "inference_timeout": 10.0,
+        "max_queue": 4, "diagnostics_period": 0.2, "max_image_pixels": 4_000_000,
+    })
+    client = None
+    try:
+        client = ros_node.Client(node, f"lisa_bench_plumbing_{width}x{height}")
+        client.wait_ready()
+        frame = ros_node.image_msg(width, height)
+        # Best-effort images: the first may go out before the node's side has matched; resend until seen.
+        for _ in range(100):
+            client.images.publish(frame)
+            if client.wait(lambda: int(client.diagnostics.get("frames_received", 0)) >= 1, 0.3):
+                break
+        else:
+            raise RuntimeError(f"the node never received the frame; log:\n{node.log_tail()}")
+        round_trip, node_total, node_inference, failures, statuses = [], [], [], 0, {}
+        cpu_before = None
+        for index in range(warmup + requests):
+            if index == warmup:
+                cpu_before = ros_node.cpu_seconds(node.pid)
+            text = f"segment the cup {width}x{height} #{index}"
+            start = client.ask(text)
+            answer = client.wait_result(text, 10.0)
+            if answer is None:
+                failures += 1
+                continue
+            arrived, msg = answer
+            statuses[msg.status] = statuses.get(msg.status, 0) + 1
+            if index >= warmup:
+                round_trip.append((arrived - start) * 1000)
+                node_total.append(msg.total_ms)
+                node_inference.append(msg.inference_ms)
+        cpu_after = ros_node.cpu_seconds(node.pid)
+        return {
+            "frame": f"{width}x{height}", "requests": requests, "warmup": warmup, "unanswered": failures,
+            "statuses": {str(k): v for k, v in statuses.items()},
+            "round_trip_ms": common.summary(round_trip),
+            "node_total_ms": common.summary(node_total),
+            "engine_ms": common.summary(node_inference),
+            "node_cpu_ms_per_request": round((cpu_after - cpu_before) * 1000 / requests, 2)
+            if cpu_before is not None and cpu_after is not None else None,
+            "masks_per_result": 1,
+        }
+    finally:
+        if client is not None:
+            client.close()
+        node.stop()
+
+
+def table(rows: list[dict]) -> str:
+    return common.markdown_table(
+        ["frame", "requests", "round trip median ms", "round trip p95 ms", "node total median ms",
+         "node total p95 ms", "node CPU ms/request", "unanswered"],
+        [[r["frame"], r["requests"], r["round_trip_ms"].get("median"), r["round_trip_ms"].get("p95"),
+          r["node_total_ms"].get("median"), r["node_total_ms"].get("p95"), r["node_cpu_ms_per_request"],
+          r["unanswered"]] for r in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--note", default="")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    ros_node.require_ros_env()
+    before = common.machine()
+    rows = []
+    for size in args.sizes:
+        print(f"== {size}", flush=True)
+        rows.append(measure(*SIZES[size], args.requests, args.warmup))
+        print(table(rows[-1:]), flush=True)
+    result = {"rows": rows, "engine": "plumbing, delay_s 0", "machine_start": before,
+              "machine_end": common.machine(), "note": args.note}
+    path = common.write_result("plumbing", result, args.out)
+    print(f"\n{common.machine_line(before)}\n\n{table(rows)}\n\nwritten {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Starting ``lisa_node`` as its own process and talking to it over real DDS, for the node benchmarks.
+
+Needs the environment of ``scripts/ros_env.sh`` (loopback-only Fast DDS profile,
+a ROS_DOMAIN_ID of its own, the colcon install that provides ``lisa_ros.msg``).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def require_ros_env() -> None:
+    missing = [v for v in ("FASTRTPS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID") if v not in os.environ]
+    if missing:
+        sys.exit(f"{', '.join(missing)} not set: run `source scripts/ros_env.sh` first (keeps DDS on 127.0.0.1)")
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of a process (VmRSS), MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """user + system CPU seconds of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class NodeProcess:
+    """lisa_node in a namespace of its own, with the given parameters (nested dict or dotted keys)."""
+
+    def __init__(self, params: dict[str, Any], log_dir: Path | None = None) -> None:
+        from ament_index_python.packages import get_package_prefix
+
+        executable = Path(get_package_prefix("lisa_ros")) / "lib" / "lisa_ros" / "lisa_node"
+        self.namespace = f"/lisa_bench_{os.getpid()}_{int(time.monotonic() * 1000) % 100000}"
+        self._dir = Path(tempfile.mkdtemp(prefix="lisa_bench_", dir=log_dir))
+        nested: dict = {}
+        for key, value in params.items():
+            *groups, leaf = key.split(".")
+            level = nested
+            for group in groups:
+                level = level.setdefault(group, {})
+            level[leaf] = value
+        params_file = self._dir / "params.yaml"
+        params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": nested}}))
+        self.log_path = self._dir / "lisa_node.log"
+        self._log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen(
+            [sys.executable, str(executable), "--ros-args", "-r", f"__ns:={self.namespace}",
+             "--params-file", str(params_file)],
+            stdout=self._log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0"))
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def topic(self, name: str) -> str:
+        if name.startswith("~/"):
+            return f"{self.namespace}/lisa_node/{name[2:]}"
+        return f"{self.namespace}/{name}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(2)  # SIGINT
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Client:
+    """A plain rclpy node spinning in a thread: publishes images/instructions, collects results."""
+
+    def __init__(self, node: NodeProcess, name: str = "lisa_bench_client") -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import String
+
+        from lisa_ros.msg import SegmentationResult
+
+        self.context = Context()
+        rclpy.init(context=self.context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+        self.node_process = node
+        self.node = rclpy.create_node(name, context=self.context)
+        self._lock = threading.Condition()
+        self.results: dict[str, tuple[float, Any]] = {}  # instruction -> (arrival perf_counter, first msg)
+        self.result_counts: dict[str, int] = {}  # instruction -> results received (must be 1)
+        self.diagnostics: dict[str, str] = {}
+        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(SegmentationResult, node.topic("~/result"), self._on_result, reliable)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.images = self.node.create_publisher(Image, node.topic("image"), 1)
+        self.instructions = self.node.create_publisher(String, node.topic("instruction"), reliable)
+        self._executor = SingleThreadedExecutor(context=self.context)
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._executor.spin, daemon=True)
+        self._thread.start()
+
+    def _on_result(self, msg) -> None:
+        arrived = time.perf_counter()
+        with self._lock:
+            self.results.setdefault(msg.instruction, (arrived, msg))
+            self.result_counts[msg.instruction] = self.result_counts.get(msg.instruction, 0) + 1
+            self._lock.notify_all()
+
+    def _on_diagnostics(self, msg) -> None:
+        name = f"{self.node_process.namespace}/lisa_node: segmentation"
+        for status in msg.status:
+            if status.name == name:
+                with self._lock:
+                    self.diagnostics = {kv.key: kv.value for kv in status.values} | {"_message": status.message}
+                    self._lock.notify_all()
+
+    def wait(self, condition, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not condition():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(min(remaining, 0.05))
+            return True
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the node reports itself active and both of its input subscriptions have matched."""
+        ok = self.wait(lambda: self.diagnostics.get("_message") == "active", timeout)
+        deadline = time.monotonic() + timeout
+        while ok and (self.images.get_subscription_count() < 1 or self.instructions.get_subscription_count() < 1):
+            if time.monotonic() > deadline or self.node_process.popen.poll() is not None:
+                ok = False
+                break
+            time.sleep(0.05)
+        if not ok:
+            raise RuntimeError(f"lisa_node did not become active; log:\n{self.node_process.log_tail()}")
+
+    def ask(self, text: str) -> float:
+        """Publishes an instruction; returns the perf_counter just before publishing."""
+        from std_msgs.msg import String
+
+        msg = String(data=text)
+        start = time.perf_counter()
+        self.instructions.publish(msg)
+        return start
+
+    def wait_result(self, text: str, timeout: float) -> tuple[float, Any] | None:
+        if not self.wait(lambda: text in self.results, timeout):
+            return None
+        with self._lock:
+            return self.results[text]
+
+    def close(self) -> None:
+        import rclpy
+
+        self._executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def image_msg(width: int, height: int, seed: int = 0):
+    """An rgb8 sensor_msgs/Image with camera-like content."""
+    import numpy as np
+    from sensor_msgs.msg import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), (x + y) % 256], -1)
+    pixels = np.clip(pixels + rng.integers(-20, 20, pixels.shape), 0, 255).astype(np.uint8)
+    msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
+    msg.data = pixels.tobytes()
+    msg.header.frame_id = "camera"
+    return msg
