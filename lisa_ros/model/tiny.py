@@ -23,6 +23,7 @@ from pathlib import Path
 import sentencepiece
 import torch
 from transformers import CLIPConfig, CLIPModel
+from transformers.cache_utils import DynamicCache
 
 from lisa_ros.model.checkpoint import convert_to_safetensors
 from lisa_ros.model.config import load_lisa_config
@@ -119,34 +120,41 @@ def _tiny_clip(seed: int) -> CLIPModel:
     ))
 
 
-def _train(model: LisaModel, tokenizer: LisaTokenizer, seed: int, steps: int, batch: int = 6) -> None:
+def _train(model: LisaModel, tokenizer: LisaTokenizer, seed: int, steps: int, batch: int = 8) -> None:
     """Teaches the tiny LLM the answer shapes (loss on answer tokens only).
 
-    Sequences are right-padded: with causal attention, padding after a sequence
-    cannot change its positions, so no attention mask is needed.
+    The prompt prefix up to ``<im_end>`` (system prompt and 256 image features) is
+    the same for a batch: it is encoded once per step without gradients into a KV
+    cache, and only the instructions and answers are trained, right-padded (with
+    causal attention, padding after a sequence cannot change its positions).
     """
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         images = torch.randn(4, 3, 224, 224, generator=generator)
         tower = [model.vision_tower(pixel_values=image[None]).last_hidden_state[:, 1:] for image in images]
+    prefix = build_prompt_ids(tokenizer, "")
+    prefix = prefix[: prefix.index(tokenizer.im_end_id) + 1]
     trainable = list(model.llm.parameters()) + list(model.mm_projector.parameters())
     optimizer = torch.optim.AdamW(trainable, lr=4e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
+    embeddings = model.llm.get_input_embeddings()
     model.train()
     for _ in range(steps):
-        sequences, targets = [], []
+        cache = DynamicCache(config=model.llm.config)
+        with torch.no_grad():
+            model.decoder_hidden(model.embed(prefix, model.mm_projector(rng.choice(tower))), cache)
+        cache.batch_repeat_interleave(batch)
+        suffixes, labels = [], []
         for instruction, answer in _examples(rng, batch):
-            prompt = build_prompt_ids(tokenizer, instruction)
+            question = tokenizer.encode_text(f"{instruction} ASSISTANT:")
             target = tokenizer.encode_with_added_tokens(answer) + [tokenizer.eos_id]
-            embedded = model.embed(prompt + target[:-1], model.mm_projector(rng.choice(tower)))[0]  # (L, H)
-            sequences.append(embedded)
-            targets.append(torch.full((len(embedded),), -100).index_put_(
-                (torch.arange(len(embedded) - len(target), len(embedded)),), torch.tensor(target)))
-        inputs = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True)  # (B, L, H)
-        labels = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=-100)  # (B, L)
-        logits = model.llm.lm_head(model.decoder_hidden(inputs))
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+            suffixes.append(torch.tensor(question + target[:-1]))
+            labels.append(torch.tensor([-100] * (len(question) - 1) + target))
+        inputs = torch.nn.utils.rnn.pad_sequence(suffixes, batch_first=True)  # (B, S)
+        targets = torch.nn.utils.rnn.pad_sequence(labels, batch_first=True, padding_value=-100)  # (B, S)
+        logits = model.llm.lm_head(model.decoder_hidden(embeddings(inputs), cache))  # (B, S, V)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)

@@ -1,0 +1,154 @@
+"""Inference on the tiny checkpoint: KV cache vs the reference recomputation, masks per
+[SEG], "not found", the per-frame cache, conversations, determinism.
+
+Tests marked "forced" script the answer tokens (``force_answer``): the hidden states
+and masks are still the model's own, but the token sequence is chosen by the test.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lisa_ros.core.engine import EngineError
+from lisa_ros.model.generation import generate, reference_generate, reference_segment
+from lisa_ros.model.preprocess import clip_pixels
+from lisa_ros.model.tokenization import build_prompt_ids
+
+
+@pytest.mark.parametrize("forced", [None, "Sure, [SEG] and [SEG].", "Sorry, no."])
+def test_kv_cache_equals_reference_recomputation(engine, frame, forced):
+    """Same tokens, [SEG] states, masks and text as re-running the full sequence (and CLIP)
+    every step; ``forced=None`` is the model's own greedy answer."""
+    model, tokenizer = engine.model, engine.tokenizer
+    instruction = "Please segment the cup and the saucer."
+    forced_ids = None if forced is None else tokenizer.encode_with_added_tokens(forced) + [tokenizer.eos_id]
+    prompt = build_prompt_ids(tokenizer, instruction)
+    pixels = clip_pixels(frame)
+    cached = generate(model, prompt, model.clip_features(pixels), eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id,
+                      max_new_tokens=40, forced_ids=forced_ids)
+    full = reference_generate(model, prompt, pixels, eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id,
+                              max_new_tokens=40, forced_ids=forced_ids)
+    assert cached.token_ids == full.token_ids
+    assert cached.seg_hidden.shape == full.seg_hidden.shape
+    torch.testing.assert_close(cached.seg_hidden, full.seg_hidden, atol=1e-4, rtol=1e-4)
+
+    reference = reference_segment(model, tokenizer, frame, instruction, max_new_tokens=40, forced_ids=forced_ids)
+    out = engine.segment(frame, instruction, frame_key="kv", force_answer=forced_ids)
+    assert out.text == reference.text
+    assert len(out.masks) == len(reference.masks)
+    for mask, expected in zip(out.masks, reference.masks):
+        assert (mask == expected).mean() > 0.9999  # equal up to pixels with |logit| ~ 1e-6
+    np.testing.assert_allclose(out.scores, reference.scores.numpy(), atol=1e-4)
+
+
+def test_several_seg_give_several_masks(engine, frame):  # forced
+    out = engine.segment(frame, "Segment the three cups.", frame_key="multi",
+                         force_answer="Sure, [SEG], [SEG] and [SEG].")
+    assert out.found and len(out.masks) == len(out.scores) == 3
+    for mask in out.masks:
+        assert mask.dtype == bool and mask.shape == frame.shape[:2]
+    assert all(np.isfinite(out.scores))
+    assert "[SEG]" not in out.text and "</s>" not in out.text
+
+
+def test_no_seg_is_not_found_with_the_text(engine, frame):  # forced
+    out = engine.segment(frame, "Is there a unicorn?", frame_key="none", force_answer="No, there is no unicorn.")
+    assert not out.found and out.masks == [] and out.scores == []
+    assert out.text == "No, there is no unicorn."
+    assert "mask_decode" not in out.timings_ms
+
+
+def test_trained_tiny_answers_like_lisa(engine, frame):
+    """Unforced: the tiny checkpoint's LLM was trained for demos."""
+    out = engine.segment(frame, "Please segment the cup.", frame_key="demo")
+    assert out.found and len(out.masks) == 1 and out.text == "Sure."
+    refusal = engine.segment(frame, "Hello!", frame_key="demo")
+    assert not refusal.found and refusal.text.startswith("Sorry")
+
+
+def test_embedding_cache_hit_for_second_instruction(engine, frame):
+    first = engine.segment(frame, "Segment the cup.", frame_key=("cache", 1), force_answer="Sure, [SEG].")
+    second = engine.segment(frame, "Segment the dog.", frame_key=("cache", 1), force_answer="It is [SEG].")
+    assert first.timings_ms["sam_encoder"] > 0 and first.timings_ms["clip"] > 0
+    assert second.timings_ms["sam_encoder"] == 0 and second.timings_ms["clip"] == 0
+    for phase in ("preprocess", "prefill", "decode", "generate", "mask_decode", "total"):
+        assert phase in second.timings_ms
+
+
+def test_frame_cache_size_zero_recomputes(make_engine, tiny_7b, frame):
+    engine = make_engine(tiny_7b.lisa_dir, frame_cache_size=0, max_history_turns=0)
+    outs = [engine.segment(frame, "Segment the cup.", frame_key=1, force_answer="Sure, [SEG].") for _ in range(2)]
+    assert all(o.timings_ms["sam_encoder"] > 0 for o in outs)
+    assert (outs[0].masks[0] == outs[1].masks[0]).all() and outs[0].scores == outs[1].scores
+    assert engine.conversation() == []  # stateless
+
+
+def test_deterministic_across_loads(make_engine, tiny_7b, engine, frame):
+    again = make_engine(tiny_7b.lisa_dir)
+    a = engine.segment(frame, "Please segment the cup.", frame_key="det")
+    b = again.segment(frame, "Please segment the cup.", frame_key="det")
+    assert a.text == b.text and a.scores == b.scores
+    assert all((x == y).all() for x, y in zip(a.masks, b.masks))
+
+
+def test_tiny_checkpoint_deterministic_by_seed(tmp_path):
+    from lisa_ros.model.checkpoint import find_weight_files, read_tensors
+    from lisa_ros.model.tiny import write_tiny_checkpoint
+
+    written = [write_tiny_checkpoint(tmp_path / str(i), seed=3, train_steps=2) for i in range(2)]
+    tensors = [{k: v for f in find_weight_files(w.lisa_dir).files for k, v in read_tensors(f)} for w in written]
+    assert tensors[0].keys() == tensors[1].keys()
+    assert all(torch.equal(tensors[0][k], tensors[1][k]) for k in tensors[0])
+    for name in ("tokenizer.model", "config.json", "added_tokens.json"):
+        assert (written[0].lisa_dir / name).read_bytes() == (written[1].lisa_dir / name).read_bytes()
+
+
+def test_max_new_tokens_stops_generation(make_engine, tiny_7b, frame):
+    engine = make_engine(tiny_7b.lisa_dir, max_new_tokens=3)
+    out = engine.segment(frame, "Segment the cup.", frame_key=1, force_answer="Sure, it is the cup [SEG].")
+    assert not out.found and len(engine.conversation()[-1].answer_ids) == 3
+
+
+def test_instruction_longer_than_context_is_refused(engine, frame):
+    with pytest.raises(EngineError, match="too long"):
+        engine.segment(frame, "cup " * 2000, frame_key="long")
+
+
+def test_bad_image_is_refused(engine):
+    with pytest.raises(EngineError, match="uint8"):
+        engine.segment(np.zeros((8, 8), np.uint8), "x", frame_key="bad")
+
+
+def test_conversation_history_and_reset(engine, frame):  # forced
+    other = np.ascontiguousarray(frame[::-1])
+    engine.segment(frame, "Segment the cup.", frame_key="t1", conversation_id="a", force_answer="Sure, [SEG].")
+    engine.segment(frame, "Hello!", frame_key="t1", conversation_id="b", force_answer="Hi.")
+    second = engine.segment(other, "And the saucer?", frame_key="t2", conversation_id="a", force_answer="It is [SEG].")
+    turns = engine.conversation("a")
+    assert [t.instruction for t in turns] == ["Segment the cup.", "And the saucer?"]  # kept across the frame change
+    assert second.found
+    # The second turn's prompt replays the first answer (its [SEG] included) before the new instruction.
+    prompt = build_prompt_ids(engine.tokenizer, "Next?", turns)
+    assert prompt.count(engine.tokenizer.seg_id) == 2 and prompt.count(engine.tokenizer.eos_id) == 2
+    engine.reset("a")
+    assert engine.conversation("a") == [] and len(engine.conversation("b")) == 1
+    engine.reset()
+    assert engine.conversation("b") == []
+
+
+def test_history_changes_the_answer_context(engine, frame):  # forced
+    """With history the [SEG] state differs from a fresh conversation's (the prompt differs)."""
+    engine.segment(frame, "Segment the cup.", frame_key="h", conversation_id="h", force_answer="Sure, [SEG].")
+    with_history = engine.segment(frame, "Segment the cup.", frame_key="h", conversation_id="h",
+                                  force_answer="Sure, [SEG].")
+    fresh = engine.segment(frame, "Segment the cup.", frame_key="h", conversation_id="fresh",
+                           force_answer="Sure, [SEG].")
+    assert with_history.scores != fresh.scores
+
+
+def test_history_is_bounded(make_engine, tiny_7b, frame):
+    engine = make_engine(tiny_7b.lisa_dir, max_history_turns=2)
+    for i in range(4):
+        engine.segment(frame, f"Segment object {i}.", frame_key=1, force_answer="Sure, [SEG].")
+    assert [t.instruction for t in engine.conversation()] == ["Segment object 2.", "Segment object 3."]

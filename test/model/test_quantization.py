@@ -1,0 +1,33 @@
+"""8-bit and 4-bit (bitsandbytes quantizes on the CPU here): they load and run, the LLaMA
+decoder is quantized, and SAM, the projector, lm_head and the [SEG] head are not."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("bitsandbytes")
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_quantized_load_and_segment(make_engine, tiny_7b, frame, precision):
+    import bitsandbytes as bnb
+
+    engine = make_engine(tiny_7b.lisa_dir, precision=precision)
+    model = engine.model
+    expected = bnb.nn.Linear8bitLt if precision == "int8" else bnb.nn.Linear4bit
+    decoder = [m for m in model.llm.model.layers.modules() if isinstance(m, nn.Linear)]
+    assert decoder and all(isinstance(m, expected) for m in decoder)
+    weight_dtype = torch.int8 if precision == "int8" else torch.uint8
+    assert all(m.weight.dtype == weight_dtype for m in decoder)
+
+    kept = [model.llm.lm_head, model.mm_projector, *model.text_hidden_fcs.modules(), *model.visual_model.modules(),
+            *model.vision_tower.modules()]
+    assert not any(isinstance(m, (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit)) for m in kept)
+    for module in (model.text_hidden_fcs, model.visual_model.prompt_encoder, model.visual_model.mask_decoder):
+        assert all(p.dtype == torch.float32 for p in module.parameters())
+
+    out = engine.segment(frame, "Segment the cup.", frame_key=1, force_answer="Sure, [SEG] and [SEG].")  # forced
+    assert len(out.masks) == 2 and all(torch.isfinite(torch.tensor(out.scores)))
+    assert out.masks[0].shape == frame.shape[:2]
+    engine.unload()
