@@ -1,0 +1,222 @@
+"""Load over real DDS: instruction floods (hundreds per second) and 60 Hz 1080p image floods while inferring.
+
+Bounded in count and time for CI: each flood lasts a few seconds. Claims checked:
+the queue stays bounded (diagnostics' queue_depth never above max_queue + the one
+in progress), every instruction is answered exactly once (a result or BUSY), the
+node's RSS stays flat between two identical rounds, and with images flooding the
+answer uses the newest frame at the instruction's arrival (lag does not grow).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from rel_support import image_msg, rss_mb, settle, status_name, wait_for
+
+CATEGORY = "Load (DDS)"
+BUG_INSTRUCTION_QOS = (
+    "BUG lisa_ros/node/lisa_node.py:43 INSTRUCTION_QOS is KEEP_LAST depth 100: when the executor is more than "
+    "100 instructions behind, DDS overwrites the unread ones and they get no answer at all. Fix: "
+    "HistoryPolicy.KEEP_ALL (reliable backpressure), as test_instruction_burst_with_keep_all_override shows")
+pytestmark = pytest.mark.ros
+
+OK, BUSY = 0, 6
+
+
+class DiagnosticsSampler(threading.Thread):
+    """Samples the node's queue depth (from /diagnostics) and RSS while a flood runs."""
+
+    def __init__(self, io, period: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.io, self.period = io, period
+        self.depths: list[int] = []
+        self.rss: list[float] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            values = self.io.diagnostics()
+            if "queue_depth" in values:
+                self.depths.append(int(values["queue_depth"]))
+            try:
+                self.rss.append(rss_mb(self.io.node.popen.pid))
+            except (OSError, AssertionError):
+                pass
+            self.stop_event.wait(self.period)
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(2)
+
+
+def node_answer_count(io) -> int:
+    """How many answers the node itself counted (all statuses), from /diagnostics."""
+    values = io.diagnostics()
+    return sum(int(v) for k, v in values.items() if k.startswith("answers_"))
+
+
+@pytest.mark.xfail(strict=False, reason=BUG_INSTRUCTION_QOS + " (at 300/s this depends on machine load)")
+@pytest.mark.parametrize("publisher_depth", [1000, 10], ids=["depth1000", "depth10"])
+def test_instruction_flood_is_bounded_answered_exactly_once_and_memory_flat(case, lisa_io, ros_probe,
+                                                                         publisher_depth):
+    """Two rounds of 400 instructions at ~300/s each, from a deep reliable publisher and from a typical
+    depth-10 one. Lost instructions are split into those the node never received (dropped by DDS
+    before the node: node-side answer count from /diagnostics) and answers that never arrived."""
+    from std_msgs.msg import String
+
+    io = lisa_io(params={"model.delay_s": 0.02, "max_queue": 4})
+    publisher = ros_probe.publisher(io.node.topic("instruction"), String, qos=publisher_depth)
+    sampler = DiagnosticsSampler(io, period=0.2)
+    sampler.start()
+    rate, per_round = 300.0, 400
+    sent, round_rss, rates = [], [], []
+    try:
+        for round_index in range(2):
+            io.publish_frame(image_msg(np.full((48, 64, 3), 30, np.uint8), "rgb8", stamp=(round_index + 1, 0)))
+            started = time.monotonic()
+            for index in range(per_round):
+                text = f"flood r{round_index} #{index}"
+                sent.append(text)
+                publisher.publish(String(data=text))
+                time.sleep(max(0.0, started + (index + 1) / rate - time.monotonic()))
+            rates.append(per_round / (time.monotonic() - started))
+            settle(lambda: len(io.results) >= len(sent), 8)
+            time.sleep(0.5)
+            round_rss.append(rss_mb(io.node.popen.pid))
+    finally:
+        sampler.stop()
+    time.sleep(0.3)
+    accounting = case.account(sent, io.results, expected_statuses={OK, BUSY})
+    node_answers = node_answer_count(io)
+    received = len(io.results)
+    statuses = [r.status for r in io.results]
+    max_queue = int(io.diagnostics()["max_queue"])
+    case.note(f"publisher depth {publisher_depth}: {len(sent)} sent at {min(rates):.0f}-{max(rates):.0f}/s; "
+              f"node answered {node_answers} (so {len(sent) - node_answers} never reached the node), "
+              f"{received} results received; {statuses.count(OK)} OK, {statuses.count(BUSY)} BUSY; "
+              f"max queue_depth {max(sampler.depths or [0])} (max_queue {max_queue}); "
+              f"RSS after round 1 {round_rss[0]:.1f} MB, after round 2 {round_rss[1]:.1f} MB")
+    assert not accounting["duplicates"], accounting["duplicates"]
+    assert not accounting["unexpected"], accounting["unexpected"][:5]
+    assert received == node_answers, f"the node answered {node_answers} but {received} results arrived"
+    assert not accounting["lost"], (f"{len(accounting['lost'])} instructions never answered "
+                                    f"({len(sent) - node_answers} never reached the node), e.g. {accounting['lost'][:5]}")
+    assert statuses.count(BUSY) > 0 and statuses.count(OK) > 0
+    assert max(sampler.depths) <= max_queue + 1, sampler.depths
+    assert all("max_queue" in r.status_message for r in io.results if r.status == BUSY)
+    assert round_rss[1] - round_rss[0] < 15, round_rss
+
+
+@pytest.mark.xfail(strict=True, reason=BUG_INSTRUCTION_QOS)
+def test_instruction_burst_beyond_the_subscription_depth_is_answered_exactly_once(case, lisa_io, ros_probe):
+    """300 instructions published at once by a deep reliable publisher (a bursty planner, or a bag replay).
+
+    Every one must be answered (most BUSY). With the node's instruction subscription
+    KEEP_LAST depth 100, DDS overwrites the instructions the executor has not taken yet,
+    and they get no answer at all (see REPORT.md / the bug list).
+    """
+    from std_msgs.msg import String
+
+    io = lisa_io(params={"model.delay_s": 0.02, "max_queue": 4})
+    io.publish_frame(image_msg(np.full((48, 64, 3), 30, np.uint8), "rgb8", stamp=(1, 0)))
+    publisher = ros_probe.publisher(io.node.topic("instruction"), String, qos=1000)
+    sent = [f"burst #{index}" for index in range(300)]
+    for text in sent:
+        publisher.publish(String(data=text))
+    settle(lambda: len(io.results) >= len(sent), 8)
+    time.sleep(0.5)
+    accounting = case.account(sent, io.results, expected_statuses={OK, BUSY})
+    node_answers = node_answer_count(io)
+    case.note(f"burst of {len(sent)}: node answered {node_answers}, {len(io.results)} results received, "
+              f"{len(accounting['lost'])} lost")
+    assert not accounting["duplicates"] and not accounting["unexpected"], accounting
+    assert not accounting["lost"], (f"{len(accounting['lost'])} of {len(sent)} instructions got no answer "
+                                    f"(the node answered {node_answers})")
+
+
+def test_instruction_burst_with_keep_all_override_is_answered_exactly_once(case, lisa_node_process, ros_probe):
+    """The workaround available today: the node's QoS overrides set the instruction subscription to KEEP_ALL."""
+    import os
+
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from lisa_ros.msg import SegmentationResult
+
+    topic = f"/reliability_instructions_{os.getpid()}"
+    node = lisa_node_process(params={"model.delay_s": 0.02, "max_queue": 4,
+                                     f"qos_overrides.{topic}.subscription.history": "keep_all"},
+                             remaps={"instruction": topic})
+    results = ros_probe.collect(node.topic("~/result"), SegmentationResult, qos=1000)
+    images = ros_probe.publisher(node.topic("image"), Image)
+    publisher = ros_probe.publisher(topic, String, qos=1000)
+    images.publish(image_msg(np.full((48, 64, 3), 30, np.uint8), "rgb8", stamp=(1, 0)))
+    time.sleep(0.5)
+    sent = [f"keep_all burst #{index}" for index in range(300)]
+    for text in sent:
+        publisher.publish(String(data=text))
+    settle(lambda: len(results) >= len(sent), 8)
+    time.sleep(0.5)
+    accounting = case.account(sent, results, expected_statuses={OK, BUSY})
+    assert not accounting["lost"] and not accounting["duplicates"] and not accounting["unexpected"], accounting
+
+
+def test_60hz_1080p_image_flood_while_inferring_keeps_newest_frame_and_flat_memory(case, lisa_io, ros_probe):
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    io = lisa_io(params={"model.delay_s": 0.25, "max_queue": 2})
+    frame = image_msg(np.zeros((1080, 1920, 3), np.uint8), "rgb8", stamp=(0, 0))
+    frame.data = bytes(frame.data)  # serialised once per publish; avoid re-conversion
+    publisher = ros_probe.publisher(io.node.topic("image"), Image, qos=1)
+    instructions = ros_probe.publisher(io.node.topic("instruction"), String, qos=100)
+    sampler = DiagnosticsSampler(io, period=0.1)
+    sampler.start()
+    asked: dict[str, int] = {}
+    duration, hz = 6.0, 60.0
+    started = time.monotonic()
+    index = 0
+    try:
+        while time.monotonic() - started < duration:
+            index += 1
+            frame.header.stamp.sec = index
+            publisher.publish(frame)
+            if index % 15 == 0:  # 4 instructions per second
+                text = f"newest {index}"
+                asked[text] = index
+                instructions.publish(String(data=text))
+            time.sleep(max(0.0, started + index / hz - time.monotonic()))
+        elapsed = time.monotonic() - started
+    finally:
+        pass
+    settle(lambda: len(io.results) >= len(asked), 15)
+    sampler.stop()
+    accounting = case.account(list(asked), io.results, expected_statuses={OK, BUSY})
+    answered = [r for r in io.results if r.status == OK]
+    lags = [asked[r.instruction] - r.header.stamp.sec for r in answered if r.instruction in asked]
+    values = io.diagnostics()
+    received, dropped = int(values["frames_received"]), int(values["frames_dropped"])
+    rss = sampler.rss
+    third = max(1, len(rss) // 3)
+    early, late = float(np.median(rss[third:2 * third])), float(np.median(rss[2 * third:]))
+    case.note(f"published {index} frames of 1920x1080 rgb8 in {elapsed:.1f} s ({index / elapsed:.0f} Hz achieved by "
+              f"the Python publisher); node received {received}, dropped (replaced unused) {dropped}; "
+              f"{len(answered)}/{len(asked)} OK, frame lag (frames behind the newest published) {sorted(lags)}; "
+              f"RSS median middle third {early:.0f} MB, last third {late:.0f} MB, max {max(rss):.0f} MB")
+    assert not accounting["lost"] and not accounting["duplicates"] and not accounting["unexpected"], accounting
+    assert len(answered) >= 3
+    # Newest frame at arrival: a few frames may be in flight on 2 busy cores; queued frames would make
+    # the lag grow by ~15 frames per answer (0.25 s at 60 Hz).
+    # The lag measures transport too: frames already on the wire when the instruction was sent, and
+    # 6 MB frames that the node's input callback is still deserialising when the instruction arrives.
+    # Queued frames would add ~15 frames per answer (0.25 s at 60 Hz) and grow without bound.
+    assert all(lag <= 30 for lag in lags) and float(np.median(lags)) <= 6, lags
+    starved = [lag for lag in lags if lag < -3]
+    if starved:  # answered on a frame published after the instruction: it waited behind image callbacks
+        case.note(f"instruction delivery delayed behind image callbacks: answered on frames {sorted(starved)} "
+                  "frames newer than the newest one when it was sent (see REPORT.md bug list)")
+    assert received > 60 and dropped >= received - 2 * len(asked) - 2
+    assert late - early < 40, (early, late)
