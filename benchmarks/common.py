@@ -22,6 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 CACHE = REPO / "benchmarks" / ".cache"  # ignored by git (.cache/)
 
+try:  # the colcon install (scripts/ros_env.sh) provides lisa_ros with its messages; else the source tree
+    import lisa_ros  # noqa: F401
+except ImportError:
+    sys.path.append(str(REPO))
+
 
 def _read(path: str) -> str:
     try:

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The GPU figures, one command, on any CUDA machine (no weights, no network needed):
+#
+#   pip install -r requirements/ml.txt          # torch 2.13.0 from PyPI is a CUDA build on Linux
+#   bash benchmarks/gpu.sh                      # ~15-20 min on an H100; writes benchmarks/results/*_cuda.json
+#
+# 1. engine vs reference path, LISA-7B-shaped, 4-bit (the issue's targets) and fp16, same run;
+# 2. 7B and 13B shapes x fp16, bf16, int8, int4: per-phase latency, end to end, peak GPU memory.
+# Extra arguments go to every script (e.g. --repeats 3 --note "shared GPU").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python}"
+"$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'CUDA is not available')"
+"$PYTHON" -P benchmarks/engine_vs_reference.py --shape 7b --precision int4 --device cuda "$@"
+"$PYTHON" -P benchmarks/engine_vs_reference.py --shape 7b --precision fp16 --device cuda "$@"
+"$PYTHON" -P benchmarks/full_size.py --device cuda "$@"

@@ -1,0 +1,79 @@
+"""Smoke tests of the benchmark harness (tiny shapes, seconds): the scripts run and write their JSON.
+
+Benchmarks are not tests: no timing is asserted here, only that each script
+produces well-formed results (so the GPU command is not dead code on arrival).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.append(str(BENCHMARKS))
+
+pytest.importorskip("torch")
+
+
+def test_engine_vs_reference_tiny_random(tmp_path):
+    import engine_vs_reference
+
+    out = tmp_path / "evr.json"
+    assert engine_vs_reference.main(["--shape", "tiny-random", "--repeats", "1", "--warmup", "0",
+                                     "--long-tokens", "12", "--width", "64", "--height", "48",
+                                     "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for name, tokens in (("short", 8), ("long", 12)):
+        row = result["results"][name]
+        assert row["generated_tokens"] == tokens
+        assert row["speedup_vs_reference"] > 0 and row["same_frame_speedup"] > 0
+        # Same forced tokens, same model: the engine's masks are the reference's.
+        assert row["mask_iou_engine_vs_reference"] == [1.0]
+        assert row["engine_same_frame_phases_ms"]["sam_encoder"] == 0.0
+    assert result["machine_start"]["cpu"]
+
+
+def test_full_size_smoke(tmp_path):
+    import full_size
+
+    out = tmp_path / "fs.json"
+    assert full_size.main(["--smoke", "--precisions", "fp32", "int4", "--width", "64", "--height", "48",
+                           "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["precision"] for r in rows] == ["fp32", "int4"]
+    for row in rows:
+        assert set(row["phases_ms"]) == {"preprocess", "clip", "prefill", "decode_per_token", "sam_encoder",
+                                         "mask_decode"}
+        assert row["end_to_end"]["long"]["tokens"] == 16
+
+
+def test_random_shapes_match_the_released_sizes():
+    import models
+
+    assert models.LLAMA_SHAPES["7b"]["hidden_size"] == 4096 and models.LLAMA_SHAPES["7b"]["num_hidden_layers"] == 32
+    assert models.LLAMA_SHAPES["13b"]["hidden_size"] == 5120 and models.LLAMA_SHAPES["13b"]["num_hidden_layers"] == 40
+    assert models.SAM_SHAPES["7b"] is None  # None = SAM ViT-H, what released checkpoints carry
+    config_dir = models.shape_checkpoint("7b")
+    from lisa_ros.model.config import load_lisa_config
+
+    config = load_lisa_config(config_dir)
+    assert config.sam.encoder_embed_dim == 1280 and config.sam.encoder_depth == 32 and not config.is_tiny
+
+
+@pytest.mark.ros
+def test_plumbing_and_stream_run(tmp_path):
+    import plumbing
+    import stream
+
+    out = tmp_path / "plumbing.json"
+    assert plumbing.main(["--sizes", "640x480", "--requests", "3", "--warmup", "1", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["unanswered"] == 0 and row["round_trip_ms"]["n"] == 3
+    out = tmp_path / "stream.json"
+    assert stream.main(["--minutes", "0.1", "--hz", "10", "--engine-delay", "0.05", "--instruction-period", "1",
+                        "--first-instruction-after", "1", "--sample-period", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["instructions_answered"] == result["instructions_sent"] > 0
+    assert result["duplicates"] == 0
