@@ -125,15 +125,17 @@ def plot_worst_cases(samples, results_root: Path, truth_masks: dict, path: Path,
     chosen = [s for s in _worst_first(samples) if s.scored][:count]
     columns = min(4, max(len(chosen), 1))
     rows = max(math.ceil(len(chosen) / columns), 1)
-    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.8 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, sample in zip(axes.flat, chosen):
         record = sample.record
         image = visual.read_rgb(results_root / record["frame"])
         ax.imshow(visual.overlay(image, results_folder.predicted_mask(results_root, record), truth_masks[record["request"]]))
-        title = f"#{record['request']} IoU {sample.iou:.2f} {record['status']}\n" + textwrap.shorten(record["instruction"], 48)
-        ax.set_title(title, fontsize=9)
+        said = record.get("explanation") or record.get("status_message", "")
+        title = (f"#{record['request']} IoU {sample.iou:.2f} {record['status']}\n{textwrap.shorten(record['instruction'], 48)}"
+                 f"\n\u201c{textwrap.shorten(said, 48)}\u201d")
+        ax.set_title(title, fontsize=8)
     fig.suptitle("Worst cases: prediction blue, ground truth green outline", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
