@@ -179,12 +179,24 @@ class LisaNodeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_for_state(self, probe: RosProbe, label: str = "active", timeout: float = 30.0) -> None:
+    def wait_for_state(self, probe: RosProbe, label: str = "active", timeout: float = 60.0) -> None:
+        """Wait until the node reports the lifecycle state ``label`` (it answers only once spinning,
+        i.e. after auto-configure has loaded the model)."""
         from lifecycle_msgs.srv import GetState
 
+        deadline = time.monotonic() + timeout
         client = probe.client(self.topic("~/get_state"), GetState, timeout)
-        wait_for(lambda: self.popen.poll() is None and probe.call(client, GetState.Request()).current_state.label
-                 == label, timeout, f"lisa_node {label}; log:\n{self.log}", interval=0.1)
+        while True:
+            if self.popen.poll() is not None:
+                pytest.fail(f"lisa_node exited with {self.popen.returncode}; log:\n{self.log}")
+            future = client.call_async(GetState.Request())
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if future.done() and future.result().current_state.label == label:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"lisa_node not {label} after {timeout} s; log:\n{self.log}")
+            time.sleep(0.1)
 
     def change_state(self, probe: RosProbe, transition: str) -> bool:
         """Trigger a lifecycle transition by label (configure, activate, deactivate, cleanup, shutdown)."""
@@ -216,7 +228,8 @@ def lisa_node_process(ros_probe, tmp_path):
 
     Arguments: params_file (default config/plumbing_test.yaml), params (dict of
     extra parameters, written to a second params file), remaps (dict), extra_args,
-    wait_active (default True: returns once the node reports the active state).
+    wait_active (default True: returns once the node reports the active state, within
+    start_timeout seconds).
     """
     from ament_index_python.packages import get_package_prefix
 
@@ -225,7 +238,8 @@ def lisa_node_process(ros_probe, tmp_path):
     counter = itertools.count()
 
     def start(params_file=PLUMBING_CONFIG, params: dict | None = None, remaps: dict | None = None,
-              extra_args: list[str] | None = None, wait_active: bool = True) -> LisaNodeProcess:
+              extra_args: list[str] | None = None, wait_active: bool = True,
+              start_timeout: float = 60.0) -> LisaNodeProcess:
         index = next(counter)
         namespace = f"/lisa_test_{os.getpid()}_{index}_{int(time.monotonic() * 1000) % 100000}"
         args = [sys.executable, str(executable), "--ros-args", "-r", f"__ns:={namespace}"]
@@ -250,7 +264,7 @@ def lisa_node_process(ros_probe, tmp_path):
         process = LisaNodeProcess(args, namespace, tmp_path / f"lisa_node_{index}.log")
         started.append(process)
         if wait_active:
-            process.wait_for_state(ros_probe, "active")
+            process.wait_for_state(ros_probe, "active", start_timeout)
         return process
 
     yield start

@@ -7,7 +7,7 @@ pytestmark = pytest.mark.ros
 
 
 def test_lisa_engine_answers_through_topics_and_service(lisa_io, tiny_lisa_checkpoint):
-    io = lisa_io(params_file=REPO / "config" / "lisa_cpu.yaml",
+    io = lisa_io(params_file=REPO / "config" / "lisa_cpu.yaml", start_timeout=180,
                  params={"model.path": str(tiny_lisa_checkpoint), "diagnostics_period": 0.2})
     io.publish_frame(make_image_msg(width=64, height=48, stamp=(11, 12), frame_id="cam"))
     io.ask("what could I drink from?")

@@ -40,10 +40,11 @@ def test_30hz_images_with_a_slow_engine_keep_memory_flat_and_use_the_newest_fram
     assert set(results) == set(asked)
     answered = [r for r in results.values() if r.status == SegmentationResult.STATUS_OK]
     assert len(answered) >= 3, [(r.instruction, r.status, r.status_message) for r in results.values()]
-    # The frame newest when the instruction arrived: a few frames may still be in flight on 2 busy
-    # cores, but the lag must not grow as it would if frames queued (0.4 s per answer = 12 frames).
+    # The frame newest when the instruction arrived. A few frames may still be in flight on a busy
+    # 2-core machine, but a frame queue would fall 12 frames further behind with every 0.4 s answer
+    # (over 100 by the end); the newest-frame slot keeps the lag small and not growing.
     lags = sorted((asked[r.instruction], asked[r.instruction] - r.header.stamp.sec) for r in answered)
-    assert all(-1 <= lag <= 8 for _, lag in lags), lags
+    assert all(-1 <= lag <= 20 for _, lag in lags), lags
     assert rss[1] - rss[0] < 30, f"RSS grew from {rss[0]:.0f} to {rss[1]:.0f} MB"
     values = io.diagnostics()  # best effort may lose frames on a loaded machine; most must arrive
     assert int(values["frames_received"]) >= 30
