@@ -138,6 +138,9 @@ class LisaEngine(Engine):
         if device.type == "cuda" and not torch.cuda.is_available():
             raise EngineError(f"model.device is {options.device!r} but CUDA is not available. Fix: set "
                               f"model.device to 'cpu' (with precision fp32) or install a CUDA build of torch")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise EngineError(f"model.device is {options.device!r} but only {torch.cuda.device_count()} GPU(s) "
+                              f"are visible. Fix: use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
         hub = dict(revision=options.revision, cache_dir=options.cache_dir, local_files_only=options.local_files_only)
         start = time.perf_counter()
         checkpoint_dir = resolve_checkpoint(options.path, **hub)
@@ -298,6 +301,8 @@ class LisaEngine(Engine):
             if frame.sam_future is not None:
                 frame.sam_embedding, frame.sam_ms = frame.sam_future.result()
                 frame.sam_future = None
+                # Allocated on the SAM stream, used (and later freed) on this one.
+                frame.sam_embedding.record_stream(torch.cuda.current_stream(frame.sam_embedding.device))
                 timings["sam_encoder"] = frame.sam_ms  # overlapped with generation
             else:
                 tick = time.perf_counter()

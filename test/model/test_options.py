@@ -44,3 +44,21 @@ def test_segment_before_load_is_refused():
     engine = LisaEngine.from_options({"device": "cpu", "precision": "fp32"})
     with pytest.raises(EngineError, match="load"):
         engine.segment(np.zeros((4, 4, 3), np.uint8), "x", frame_key=0)
+
+
+def test_cuda_without_gpu_is_an_engine_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(EngineError, match="model.device"):
+        LisaEngine.from_options({"device": "cuda", "precision": "int4"}).load()
+
+
+def test_model_package_never_imports_rclpy():
+    import subprocess
+    import sys
+
+    code = ("import sys, lisa_ros.model.engine, lisa_ros.model.tiny, lisa_ros.tools.convert; "
+            "assert 'rclpy' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
