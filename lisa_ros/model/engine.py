@@ -333,6 +333,9 @@ class LisaEngine(Engine):
         if not self.options.max_history_turns:
             return
         entry = self._conversations.pop(conversation_id, None) or _Conversation()
+        if entry.turns and entry.frame_key != frame_key:
+            logger.debug("conversation %r: new frame; history text kept, image replaced", conversation_id)
+        logger.debug("conversation %r answer: %s", conversation_id, self.tokenizer.decode_raw(turn.answer_ids))
         entry.turns = (history + [turn])[-self.options.max_history_turns:]
         entry.frame_key = frame_key
         self._conversations[conversation_id] = entry

@@ -220,9 +220,9 @@ def _write_weights(directory: Path, model: LisaModel, layout: str) -> None:
         dtype = torch.bfloat16 if name.startswith(("llm.", "mm_projector.")) else torch.float32
         shards[0 if key.startswith("model.layers.") else 1][key] = tensor.detach().to(dtype).clone()
     if layout == "7b":  # transformers 4.31 saved the rotary buffers
-        for index, layer in enumerate(model.llm.model.layers):
-            inv_freq = model.llm.model.rotary_emb.inv_freq.detach().float().clone()
-            shards[0][f"model.layers.{index}.self_attn.rotary_emb.inv_freq"] = inv_freq
+        inv_freq = model.llm.model.rotary_emb.inv_freq.detach().float()
+        for index in range(len(model.llm.model.layers)):
+            shards[0][f"model.layers.{index}.self_attn.rotary_emb.inv_freq"] = inv_freq.clone()
     weight_map, total = {}, 0
     for number, shard in enumerate(shards, start=1):
         name = f"pytorch_model-{number:05d}-of-{len(shards):05d}.bin"
