@@ -14,7 +14,10 @@ fi
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 export FASTRTPS_DEFAULT_PROFILES_FILE="$_lisa_repo/config/fastdds_localhost.xml"
 export FASTDDS_DEFAULT_PROFILES_FILE="$FASTRTPS_DEFAULT_PROFILES_FILE"
-export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+# The profile alone decides the transports: with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+# (or ROS_LOCALHOST_ONLY) rmw_fastrtps opens extra sockets on 0.0.0.0 and the external
+# interface (seen with `ss -u -a -n -p`); without them every socket is on 127.0.0.1.
+unset ROS_AUTOMATIC_DISCOVERY_RANGE ROS_LOCALHOST_ONLY
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 1 ))}"
 if [ "${1:-}" != "--no-install" ] && [ -f "$_lisa_repo/.ws/install/local_setup.bash" ]; then
   # shellcheck disable=SC1091
