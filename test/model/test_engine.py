@@ -152,3 +152,19 @@ def test_history_is_bounded(make_engine, tiny_7b, frame):
     for i in range(4):
         engine.segment(frame, f"Segment object {i}.", frame_key=1, force_answer="Sure, [SEG].")
     assert [t.instruction for t in engine.conversation()] == ["Segment object 2.", "Segment object 3."]
+
+
+def test_out_of_memory_clears_caches(engine, frame, monkeypatch):
+    from lisa_ros.core.engine import EngineOutOfMemory
+    from lisa_ros.model import engine as engine_module
+
+    engine.segment(frame, "Segment the cup.", frame_key="oom", force_answer="Sure, [SEG].")
+    assert "oom" in engine._frames
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(engine_module, "generate", out_of_memory)
+    with pytest.raises(EngineOutOfMemory, match="Caches cleared"):
+        engine.segment(frame, "Segment the cup.", frame_key="oom")
+    assert not engine._frames
