@@ -50,7 +50,7 @@ def _node(context):
         namespace=value["namespace"],
         parameters=[value["config"], overrides],
         remappings=[("image", value["image"]), ("instruction", value["instruction"])],
-        arguments=["--ros-args", "--log-level", value["log_level"]],
+        ros_arguments=["--log-level", value["log_level"]],
         respawn=value["respawn"].lower() == "true",
         output="screen",
         emulate_tty=True,

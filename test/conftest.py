@@ -190,9 +190,12 @@ class LisaNodeProcess:
             if self.popen.poll() is not None:
                 pytest.fail(f"lisa_node exited with {self.popen.returncode}; log:\n{self.log}")
             future = client.call_async(GetState.Request())
-            while not future.done() and time.monotonic() < deadline:
+            attempt_deadline = min(deadline, time.monotonic() + 2.0)  # a request sent while discovery is
+            while not future.done() and time.monotonic() < attempt_deadline:  # incomplete may go unanswered
                 time.sleep(0.02)
-            if future.done() and future.result().current_state.label == label:
+            if not future.done():
+                client.remove_pending_request(future)
+            elif future.result().current_state.label == label:
                 return
             if time.monotonic() > deadline:
                 pytest.fail(f"lisa_node not {label} after {timeout} s; log:\n{self.log}")

@@ -72,6 +72,7 @@ def test_launch_starts_the_installed_executable_with_config_and_remaps(launch_mo
     assert node["parameters"][0] == "/opt/share/lisa_ros/config/lisa.yaml"
     assert "install(DIRECTORY launch config DESTINATION share/${PROJECT_NAME})" in cmake
     assert node["parameters"][1] == {"use_sim_time": False}  # empty overrides keep the config's values
+    assert node["ros_arguments"] == ["--log-level", "info"]
     subscribed = set(re.findall(r'create_subscription\(\s*\w+, "(\w+)"', NODE_SOURCE))
     assert {source for source, _ in node["remappings"]} == subscribed == {"image", "instruction"}
 

@@ -123,3 +123,16 @@ def test_qos_defaults_follow_rep_2003_and_can_be_overridden(lisa_node_process, r
     expect(node.topic("instruction"), ReliabilityPolicy.RELIABLE)
     for name in ("~/result", "~/mask", "~/explanation", "~/overlay"):
         expect(default.topic(name), ReliabilityPolicy.RELIABLE, "publishers")
+
+
+def test_next_frame_pairing_waits_for_a_frame_after_the_instruction(lisa_io):
+    io = lisa_io(params={"pairing_policy": "next", "next_frame_timeout": 1.0})
+    io.publish_frame(make_image_msg(stamp=(1, 0), frame_id="before"))
+    io.ask("wait for it")
+    wait_for(lambda: io.diagnostics().get("queue_depth") == "1", 5, "the instruction waiting for a frame")
+    io.images.publish(make_image_msg(stamp=(2, 0), frame_id="after"))
+    result = io.results_for("wait for it")[0]
+    assert result.status == result.STATUS_OK and result.header.frame_id == "after"
+    io.ask("nothing comes")
+    late = io.results_for("nothing comes", timeout=10)[0]
+    assert late.status == late.STATUS_NO_IMAGE and "next_frame_timeout = 1.0" in late.status_message

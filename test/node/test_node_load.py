@@ -44,7 +44,7 @@ def test_30hz_images_with_a_slow_engine_keep_memory_flat_and_use_the_newest_fram
     # 2-core machine, but a frame queue would fall 12 frames further behind with every 0.4 s answer
     # (over 100 by the end); the newest-frame slot keeps the lag small and not growing.
     lags = sorted((asked[r.instruction], asked[r.instruction] - r.header.stamp.sec) for r in answered)
-    assert all(-1 <= lag <= 20 for _, lag in lags), lags
+    assert all(lag <= 20 for _, lag in lags), str(lags)  # negative: the instruction arrived late
     assert rss[1] - rss[0] < 30, f"RSS grew from {rss[0]:.0f} to {rss[1]:.0f} MB"
     values = io.diagnostics()  # best effort may lose frames on a loaded machine; most must arrive
     assert int(values["frames_received"]) >= 30
