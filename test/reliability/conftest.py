@@ -108,6 +108,20 @@ def _category(item) -> str:
     return getattr(getattr(item, "module", None), "CATEGORY", None) or Path(str(item.fspath)).stem
 
 
+def pytest_configure(config):
+    """Hand the name ``conftest`` back to test/conftest.py once this file is registered.
+
+    Every test/**/conftest.py outside a package is imported as the module ``conftest``; test
+    modules elsewhere that do ``from conftest import make_image_msg`` would otherwise get this file
+    when it happened to load last. (Runs after pytest has checked this module's path.)
+    """
+    root = HERE.parent / "conftest.py"
+    for plugin in config.pluginmanager.get_plugins():
+        if getattr(plugin, "__file__", None) and Path(plugin.__file__).resolve() == root.resolve():
+            sys.modules["conftest"] = plugin
+            break
+
+
 @pytest.fixture
 def case(request) -> Case:
     return _CASES.setdefault(request.node.nodeid, Case(request.node.nodeid, _category(request.node)))
