@@ -5,7 +5,8 @@
 #   bash benchmarks/gpu.sh                      # ~15-20 min on an H100; writes benchmarks/results/*_cuda.json
 #
 # 1. engine vs reference path, LISA-7B-shaped, 4-bit (the issue's targets) and fp16, same run;
-# 2. 7B and 13B shapes x fp16, bf16, int8, int4: per-phase latency, end to end, peak GPU memory.
+# 2. 7B and 13B shapes x fp16, bf16, int8, int4: per-phase latency, end to end, peak GPU memory;
+# 3. SAM ViT-H encoder with eager vs SDPA attention; then the README tables are regenerated.
 # Extra arguments go to every script (e.g. --repeats 3 --note "shared GPU").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,3 +15,5 @@ PYTHON="${PYTHON:-python}"
 "$PYTHON" -P benchmarks/engine_vs_reference.py --shape 7b --precision int4 --device cuda "$@"
 "$PYTHON" -P benchmarks/engine_vs_reference.py --shape 7b --precision fp16 --device cuda "$@"
 "$PYTHON" -P benchmarks/full_size.py --device cuda "$@"
+"$PYTHON" -P benchmarks/sam_attention.py --device cuda --dtype fp16 --encoder "$@"
+"$PYTHON" -P benchmarks/report.py --update-readme
