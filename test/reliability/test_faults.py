@@ -232,14 +232,15 @@ def test_signal_during_floods_and_a_pending_service_call_exits_cleanly_within_2_
             index += 1
             frame.header.stamp.sec = index
             images.publish(frame)
-            io.instructions.publish(String(data=f"flood {index}"))
+            if index % 12 == 0:  # 5 instructions/s: the queue is busy but has room for the service call
+                io.instructions.publish(String(data=f"flood {index}"))
             time.sleep(1 / 60)
 
     flooder = threading.Thread(target=flood, daemon=True)
     flooder.start()
     time.sleep(0.5)
     pending = io.segment_client.call_async(Segment.Request(instruction="pending service call"))
-    time.sleep(0.2)
+    time.sleep(0.1)
     try:
         _stop_and_check(case, io.node, sig, "under floods with a service call pending")
     finally:
