@@ -8,6 +8,10 @@ mono8 mask, box, score), publishes it plus ``~/mask`` and ``~/explanation``;
 this process's subscriber timestamps the result. One request at a time, so the
 figure is pure overhead, not queueing.
 
+Each size runs twice: the result carries one full-resolution mask (plus
+``~/mask``), or none (instruction with "nothing": NOT_FOUND, text only), which
+separates the mask's serialisation and transport from the rest.
+
 Reported per frame size: round trip (publish instruction -> result received,
 this process's clock) and the node's own ``total_ms`` (instruction received ->
 result published), median / p95.
@@ -29,7 +33,7 @@ import ros_node  # noqa: E402
 SIZES = {"640x480": (640, 480), "1280x720": (1280, 720)}
 
 
-def measure(width: int, height: int, requests: int, warmup: int) -> dict:
+def measure(width: int, height: int, requests: int, warmup: int, with_mask: bool = True) -> dict:
     node = ros_node.NodeProcess({
         "engine": "plumbing", "model.delay_s": 0.0, "max_image_age": 0.0, "inference_timeout": 10.0,
         "max_queue": 4, "diagnostics_period": 0.2, "max_image_pixels": 4_000_000,
@@ -51,7 +55,8 @@ def measure(width: int, height: int, requests: int, warmup: int) -> dict:
         for index in range(warmup + requests):
             if index == warmup:
                 cpu_before = ros_node.cpu_seconds(node.pid)
-            text = f"segment the cup {width}x{height} #{index}"
+            # The plumbing engine returns one full-frame mask, or none when the instruction says "nothing".
+            text = f"segment {'the cup' if with_mask else 'nothing'} {width}x{height} #{index}"
             start = client.ask(text)
             answer = client.wait_result(text, 10.0)
             if answer is None:
@@ -72,7 +77,7 @@ def measure(width: int, height: int, requests: int, warmup: int) -> dict:
             "engine_ms": common.summary(node_inference),
             "node_cpu_ms_per_request": round((cpu_after - cpu_before) * 1000 / requests, 2)
             if cpu_before is not None and cpu_after is not None else None,
-            "masks_per_result": 1,
+            "masks_per_result": 1 if with_mask else 0,
         }
     finally:
         if client is not None:
@@ -82,9 +87,9 @@ def measure(width: int, height: int, requests: int, warmup: int) -> dict:
 
 def table(rows: list[dict]) -> str:
     return common.markdown_table(
-        ["frame", "requests", "round trip median ms", "round trip p95 ms", "node total median ms",
+        ["frame", "masks", "requests", "round trip median ms", "round trip p95 ms", "node total median ms",
          "node total p95 ms", "node CPU ms/request", "unanswered"],
-        [[r["frame"], r["requests"], r["round_trip_ms"].get("median"), r["round_trip_ms"].get("p95"),
+        [[r["frame"], r.get("masks_per_result", 1), r["requests"], r["round_trip_ms"].get("median"), r["round_trip_ms"].get("p95"),
           r["node_total_ms"].get("median"), r["node_total_ms"].get("p95"), r["node_cpu_ms_per_request"],
           r["unanswered"]] for r in rows])
 
@@ -101,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     before = common.machine()
     rows = []
     for size in args.sizes:
-        print(f"== {size}", flush=True)
-        rows.append(measure(*SIZES[size], args.requests, args.warmup))
-        print(table(rows[-1:]), flush=True)
+        for with_mask in (True, False):
+            print(f"== {size} {'with' if with_mask else 'without'} a mask", flush=True)
+            rows.append(measure(*SIZES[size], args.requests, args.warmup, with_mask))
+            print(table(rows[-1:]), flush=True)
     result = {"rows": rows, "engine": "plumbing, delay_s 0", "machine_start": before,
               "machine_end": common.machine(), "note": args.note}
     path = common.write_result("plumbing", result, args.out)
