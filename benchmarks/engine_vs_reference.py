@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> dict:
         "shape": args.shape, "precision": args.precision, "device": args.device,
         "frame": f"{args.width}x{args.height}", "repeats": args.repeats, "warmup": args.warmup,
         "load_s": round(load_s, 2), "parameters_millions": models.parameter_count(model),
+        "decoder_weight_dtypes": models.weight_dtypes(model),
         "gpu_weights_mb": round(weights_mb, 1) if weights_mb is not None else None,
         "gpu_peak_engine_mb": round(peak_engine, 1) if is_cuda else None,
         "results": rows, "machine_start": before, "machine_end": common.machine(args.device),

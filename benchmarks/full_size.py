@@ -55,7 +55,8 @@ def measure(shape: str, precision: str, device_name: str, repeats: int, short_to
     load_s = time.perf_counter() - tick
     model, tokenizer = engine.model, engine.tokenizer
     row: dict = {"shape": shape, "precision": precision, "device": device_name, "load_s": round(load_s, 1),
-                 "parameters_millions": models.parameter_count(model)}
+                 "parameters_millions": models.parameter_count(model),
+                 "decoder_weight_dtypes": models.weight_dtypes(model)}
     if is_cuda:
         row["gpu_weights_mb"] = round(torch.cuda.memory_allocated(device) / mb - base_mb, 1)
         row["gpu_load_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / mb - base_mb, 1)

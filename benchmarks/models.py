@@ -138,7 +138,12 @@ def random_lisa_model(checkpoint_dir: Path, clip_dir: Path, config: LisaConfig, 
         dtype = placement.compute_dtype if quantized else placement.dtype_for(name)
         if not like.is_floating_point():
             dtype = like.dtype
-        _place(model, name, _random_value(model, name, like, placement.device, dtype, generator), placement)
+        value = _random_value(model, name, like, placement.device, dtype, generator)
+        if quantized:
+            # As from a checkpoint file: bitsandbytes quantizes on the host -> device move (Int8Params
+            # only quantizes when the data starts on the CPU).
+            value = value.cpu()
+        _place(model, name, value, placement)
     for module in model.modules():
         for name, buffer in module.named_buffers(recurse=False):
             if buffer.device != placement.device:
@@ -185,3 +190,13 @@ def parameter_count(model: nn.Module) -> dict[str, float]:
 
     return {"llm": count(model.llm), "clip": count(model.vision_tower), "sam": count(model.visual_model),
             "projector_and_head": count(model.mm_projector) + count(model.text_hidden_fcs)}
+
+
+def weight_dtypes(model: nn.Module) -> dict[str, int]:
+    """How many LLaMA decoder linear weights have each storage dtype (int8/uint8 = quantized)."""
+    counts: dict[str, int] = {}
+    for module in model.llm.model.layers.modules():
+        if isinstance(module, nn.Linear):
+            key = str(module.weight.dtype).replace("torch.", "")
+            counts[key] = counts.get(key, 0) + 1
+    return counts
