@@ -17,6 +17,7 @@ LLaMA's tokenizer; every result records the prompt length it ran with.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,13 @@ RANDOM_SHAPES = tuple(LLAMA_SHAPES)
 
 
 def tiny_checkpoint(directory: str | Path | None = None) -> Path:
-    """The trained tiny checkpoint (7B layout), written once (about a minute) under the cache."""
-    root = Path(directory) if directory else CACHE / "tiny"
+    """The trained tiny checkpoint (7B layout), written once (about a minute) under the cache.
+
+    The cache folder is named after a hash of ``lisa_ros/model/tiny.py``: a changed
+    writer gives a fresh checkpoint, never a stale one.
+    """
+    digest = hashlib.sha1(Path(tiny.__file__).read_bytes()).hexdigest()[:10]
+    root = Path(directory) if directory else CACHE / f"tiny-{digest}"
     lisa_dir = root / "lisa-tiny-7b"
     if not (lisa_dir / "pytorch_model.bin.index.json").is_file():
         tiny.write_tiny_checkpoint(root, "7b", seed=0)
