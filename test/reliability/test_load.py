@@ -220,3 +220,46 @@ def test_60hz_1080p_image_flood_while_inferring_keeps_newest_frame_and_flat_memo
                   "frames newer than the newest one when it was sent (see REPORT.md bug list)")
     assert received > 60 and dropped >= received - 2 * len(asked) - 2
     assert late - early < 40, (early, late)
+
+
+def test_a_slow_result_subscriber_still_gets_every_answer(case, lisa_io, ros_probe, ros_context):
+    """A consumer that takes 15 ms per result while 150 answers (mostly BUSY) come out at ~300/s:
+    the reliable result publisher must not overwrite answers the consumer has not taken yet."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    from lisa_ros.msg import SegmentationResult
+
+    io = lisa_io(params={"model.delay_s": 0.02, "max_queue": 4})
+    slow_node = Node(f"reliability_slow_consumer_{int(time.monotonic() * 1000) % 100000}", context=ros_context)
+    got = []
+
+    def consume(msg):
+        got.append(msg)
+        time.sleep(0.015)
+
+    slow_node.create_subscription(SegmentationResult, io.node.topic("~/result"), consume,
+                                  QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                                             reliability=ReliabilityPolicy.RELIABLE))
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(slow_node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        wait_for(lambda: ros_probe.node.count_subscribers(io.node.topic("~/result")) >= 2, 10, "the slow consumer")
+        io.publish_frame(image_msg(np.full((48, 64, 3), 30, np.uint8), "rgb8", stamp=(1, 0)))
+        publisher = ros_probe.publisher(io.node.topic("instruction"), String, qos=1000)
+        sent = [f"slow consumer #{index}" for index in range(90)]
+        for text in sent:
+            publisher.publish(String(data=text))
+            time.sleep(1 / 300)
+        settle(lambda: len(got) >= len(sent), 15)
+        time.sleep(0.3)
+        accounting = case.account(sent, got, expected_statuses={OK, BUSY})
+        case.note(f"slow consumer received {len(got)} of {len(sent)} answers; node answered {node_answer_count(io)}")
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        slow_node.destroy_node()
+    assert not accounting["lost"] and not accounting["duplicates"] and not accounting["unexpected"], accounting
