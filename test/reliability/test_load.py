@@ -222,6 +222,47 @@ def test_60hz_1080p_image_flood_while_inferring_keeps_newest_frame_and_flat_memo
     assert late - early < 40, (early, late)
 
 
+BUG_SHARED_INPUT_GROUP = (
+    "BUG lisa_ros/node/lisa_node.py:71,141-144: image and instruction subscriptions share one "
+    "MutuallyExclusiveCallbackGroup and rclpy's executor offers ready subscriptions in creation order "
+    "(image first), so while frames keep arriving faster than their callback (large frames) instructions "
+    "wait: measured up to 1.8 s at 60 Hz 1080p. Fix: a callback group of its own for the instruction "
+    "subscription (LatestFrame and the worker are thread-safe). Load-dependent, hence not strict")
+
+
+@pytest.mark.xfail(strict=False, reason=BUG_SHARED_INPUT_GROUP)
+def test_instructions_are_not_starved_by_an_image_flood(case, lisa_io, ros_probe):
+    """1080p frames as fast as the publisher can (about 100 Hz), an instruction every 20 frames: each must
+    be taken within ~10 frames, i.e. answered on a frame at most 10 newer than the newest when sent."""
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    io = lisa_io(params={"model.delay_s": 0.05, "max_queue": 4})
+    frame = image_msg(np.zeros((1080, 1920, 3), np.uint8), "rgb8", stamp=(0, 0))
+    frame.data = bytes(frame.data)
+    publisher = ros_probe.publisher(io.node.topic("image"), Image, qos=1)
+    instructions = ros_probe.publisher(io.node.topic("instruction"), String, qos=100)
+    asked = {}
+    started, index = time.monotonic(), 0
+    while time.monotonic() - started < 4.0:
+        index += 1
+        frame.header.stamp.sec = index
+        publisher.publish(frame)
+        if index % 20 == 0:
+            asked[f"starve {index}"] = index
+            instructions.publish(String(data=f"starve {index}"))
+        time.sleep(max(0.0, started + index / 120 - time.monotonic()))
+    rate = index / (time.monotonic() - started)
+    settle(lambda: len(io.results) >= len(asked), 15)
+    accounting = case.account(list(asked), io.results, expected_statuses={OK, BUSY})
+    delays = sorted(r.header.stamp.sec - asked[r.instruction] for r in io.results
+                    if r.instruction in asked and r.status == OK)
+    case.note(f"{rate:.0f} Hz 1080p: instruction taken after {delays} frames (answered frame - newest frame "
+              "when the instruction was sent)")
+    assert not accounting["lost"] and not accounting["duplicates"], accounting
+    assert delays and max(delays) <= 10, delays
+
+
 def test_a_slow_result_subscriber_still_gets_every_answer(case, lisa_io, ros_probe, ros_context):
     """A consumer that takes 15 ms per result while 150 answers (mostly BUSY) come out at ~300/s:
     the reliable result publisher must not overwrite answers the consumer has not taken yet."""
