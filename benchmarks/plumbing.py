@@ -85,6 +85,69 @@ def measure(width: int, height: int, requests: int, warmup: int, with_mask: bool
         node.stop()
 
 
+def echo_floor(requests: int, warmup: int) -> dict:
+    """Round trip of a String through a bare rclpy echo process: the DDS + rclpy floor."""
+    import os
+    import subprocess
+    import threading
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    namespace = f"/lisa_bench_echo_{os.getpid()}"
+    echo = subprocess.Popen([sys.executable, "-P", str(Path(__file__).with_name("echo_node.py")), namespace],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    context = Context()
+    rclpy.init(context=context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    node = rclpy.create_node("lisa_bench_echo_client", context=context)
+    arrived: dict[str, float] = {}
+    condition = threading.Condition()
+
+    def on_pong(msg):
+        with condition:
+            arrived[msg.data] = time.perf_counter()
+            condition.notify_all()
+
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    node.create_subscription(String, f"{namespace}/pong", on_pong, qos)
+    ping = node.create_publisher(String, f"{namespace}/ping", qos)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (ping.get_subscription_count() < 1 or node.count_publishers(f"{namespace}/pong") < 1
+               or not arrived):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the echo process did not come up")
+            ping.publish(String(data="hello"))
+            with condition:
+                condition.wait(0.2)
+        times = []
+        for index in range(warmup + requests):
+            text = f"ping {index}"
+            start = time.perf_counter()
+            ping.publish(String(data=text))
+            with condition:
+                condition.wait_for(lambda: text in arrived, 5.0)
+            if index >= warmup and text in arrived:
+                times.append((arrived[text] - start) * 1000)
+        return {"round_trip_ms": common.summary(times), "requests": requests}
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        echo.send_signal(2)
+        try:
+            echo.wait(10)
+        except subprocess.TimeoutExpired:
+            echo.kill()
+
+
 def table(rows: list[dict]) -> str:
     return common.markdown_table(
         ["frame", "masks", "requests", "round trip median ms", "round trip p95 ms", "node total median ms",
@@ -92,6 +155,12 @@ def table(rows: list[dict]) -> str:
         [[r["frame"], r.get("masks_per_result", 1), r["requests"], r["round_trip_ms"].get("median"), r["round_trip_ms"].get("p95"),
           r["node_total_ms"].get("median"), r["node_total_ms"].get("p95"), r["node_cpu_ms_per_request"],
           r["unanswered"]] for r in rows])
+
+
+def floor_line(floor: dict) -> str:
+    summary = floor["round_trip_ms"]
+    return (f"DDS + rclpy floor (String through a bare rclpy echo process, same machine, same run): "
+            f"median {summary.get('median')} ms, p95 {summary.get('p95')} ms over {summary.get('n')} round trips.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,10 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {size} {'with' if with_mask else 'without'} a mask", flush=True)
             rows.append(measure(*SIZES[size], args.requests, args.warmup, with_mask))
             print(table(rows[-1:]), flush=True)
-    result = {"rows": rows, "engine": "plumbing, delay_s 0", "machine_start": before,
+    print("== DDS + rclpy floor: String echo through a bare rclpy process", flush=True)
+    floor = echo_floor(args.requests, args.warmup)
+    print(f"echo round trip median {floor['round_trip_ms']['median']} ms, p95 {floor['round_trip_ms']['p95']} ms")
+    result = {"rows": rows, "echo_floor": floor, "engine": "plumbing, delay_s 0", "machine_start": before,
               "machine_end": common.machine(), "note": args.note}
     path = common.write_result("plumbing", result, args.out)
-    print(f"\n{common.machine_line(before)}\n\n{table(rows)}\n\nwritten {path}")
+    print(f"\n{common.machine_line(before)}\n\n{table(rows)}\n\n{floor_line(floor)}\n\nwritten {path}")
     return 0
 
 

@@ -72,7 +72,9 @@ def full_size() -> str:
 def plumbing() -> str:
     import plumbing as module
 
-    return "\n\n".join(f"{_header(r)}\n{module.table(r['rows'])}" for r in _load("plumbing.json"))
+    return "\n\n".join(f"{_header(r)}\n{module.table(r['rows'])}"
+                       + (f"\n\n{module.floor_line(r['echo_floor'])}" if "echo_floor" in r else "")
+                       for r in _load("plumbing.json"))
 
 
 def stream() -> str:

@@ -49,7 +49,9 @@ class NodeProcess:
     def __init__(self, params: dict[str, Any], log_dir: Path | None = None) -> None:
         from ament_index_python.packages import get_package_prefix
 
-        executable = Path(get_package_prefix("lisa_ros")) / "lib" / "lisa_ros" / "lisa_node"
+        # LISA_BENCH_NODE_EXECUTABLE: another script to run instead (e.g. an instrumented node, for profiling).
+        executable = Path(os.environ.get("LISA_BENCH_NODE_EXECUTABLE")
+                          or Path(get_package_prefix("lisa_ros")) / "lib" / "lisa_ros" / "lisa_node")
         self.namespace = f"/lisa_bench_{os.getpid()}_{int(time.monotonic() * 1000) % 100000}"
         self._dir = Path(tempfile.mkdtemp(prefix="lisa_bench_", dir=log_dir))
         nested: dict = {}
