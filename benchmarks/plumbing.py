@@ -17,10 +17,12 @@ this process's clock) and the node's own ``total_ms`` (instruction received ->
 result published), median / p95.
 
     source scripts/ros_env.sh && python -P benchmarks/plumbing.py [--requests 200]
+    source scripts/ros_env.sh && python -P benchmarks/plumbing.py --breakdown   # + stages inside the node
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -33,7 +35,17 @@ import ros_node  # noqa: E402
 SIZES = {"640x480": (640, 480), "1280x720": (1280, 720)}
 
 
-def measure(width: int, height: int, requests: int, warmup: int, with_mask: bool = True) -> dict:
+def measure(width: int, height: int, requests: int, warmup: int, with_mask: bool = True,
+            breakdown: bool = False) -> dict:
+    breakdown_path = None
+    if breakdown:  # run the node with timing probes (benchmarks/node_breakdown.py)
+        import os
+        import tempfile
+
+        breakdown_path = Path(tempfile.mkdtemp(prefix="lisa_breakdown_")) / "breakdown.json"
+        os.environ["LISA_BENCH_NODE_EXECUTABLE"] = str(Path(__file__).with_name("node_breakdown.py"))
+        os.environ["LISA_BENCH_BREAKDOWN_OUT"] = str(breakdown_path)
+        os.environ["LISA_BENCH_BREAKDOWN_SKIP"] = str(warmup)
     node = ros_node.NodeProcess({
         "engine": "plumbing", "model.delay_s": 0.0, "max_image_age": 0.0, "inference_timeout": 10.0,
         "max_queue": 4, "diagnostics_period": 0.2, "max_image_pixels": 4_000_000,
@@ -69,7 +81,7 @@ def measure(width: int, height: int, requests: int, warmup: int, with_mask: bool
                 node_total.append(msg.total_ms)
                 node_inference.append(msg.inference_ms)
         cpu_after = ros_node.cpu_seconds(node.pid)
-        return {
+        row = {
             "frame": f"{width}x{height}", "requests": requests, "warmup": warmup, "unanswered": failures,
             "statuses": {str(k): v for k, v in statuses.items()},
             "round_trip_ms": common.summary(round_trip),
@@ -83,6 +95,9 @@ def measure(width: int, height: int, requests: int, warmup: int, with_mask: bool
         if client is not None:
             client.close()
         node.stop()
+    if breakdown_path is not None:
+        row["node_breakdown"] = json.loads(breakdown_path.read_text()) if breakdown_path.is_file() else None
+    return row
 
 
 def echo_floor(requests: int, warmup: int) -> dict:
@@ -157,6 +172,19 @@ def table(rows: list[dict]) -> str:
           r["unanswered"]] for r in rows])
 
 
+def breakdown_table(rows: list[dict]) -> str:
+    """Stage medians inside the node (from --breakdown runs)."""
+    rows = [r for r in rows if r.get("node_breakdown")]
+    if not rows:
+        return ""
+    stages = list(rows[0]["node_breakdown"]["stage_medians_ms"])
+    costs = sorted({k for r in rows for k in r["node_breakdown"]["call_costs"]})
+    return common.markdown_table(
+        ["frame", "masks"] + stages + [f"{c} (each)" for c in costs],
+        [[r["frame"], r["masks_per_result"]] + [r["node_breakdown"]["stage_medians_ms"].get(s) for s in stages]
+         + [r["node_breakdown"]["call_costs"].get(c, {}).get("median_ms") for c in costs] for r in rows])
+
+
 def floor_line(floor: dict) -> str:
     summary = floor["round_trip_ms"]
     return (f"DDS + rclpy floor (String through a bare rclpy echo process, same machine, same run): "
@@ -168,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="run the node with timing probes (benchmarks/node_breakdown.py) and report its stages")
     parser.add_argument("--note", default="")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -177,15 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         for with_mask in (True, False):
             print(f"== {size} {'with' if with_mask else 'without'} a mask", flush=True)
-            rows.append(measure(*SIZES[size], args.requests, args.warmup, with_mask))
+            rows.append(measure(*SIZES[size], args.requests, args.warmup, with_mask, args.breakdown))
             print(table(rows[-1:]), flush=True)
+            if rows[-1].get("node_breakdown"):
+                print(breakdown_table(rows[-1:]), flush=True)
     print("== DDS + rclpy floor: String echo through a bare rclpy process", flush=True)
     floor = echo_floor(args.requests, args.warmup)
     print(f"echo round trip median {floor['round_trip_ms']['median']} ms, p95 {floor['round_trip_ms']['p95']} ms")
     result = {"rows": rows, "echo_floor": floor, "engine": "plumbing, delay_s 0", "machine_start": before,
               "machine_end": common.machine(), "note": args.note}
-    path = common.write_result("plumbing", result, args.out)
-    print(f"\n{common.machine_line(before)}\n\n{table(rows)}\n\n{floor_line(floor)}\n\nwritten {path}")
+    path = common.write_result("plumbing_breakdown" if args.breakdown else "plumbing", result, args.out)
+    print(f"\n{common.machine_line(before)}\n\n{table(rows)}\n\n{floor_line(floor)}\n\n{breakdown_table(rows)}"
+          f"\n\nwritten {path}")
     return 0
 
 

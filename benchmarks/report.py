@@ -74,7 +74,9 @@ def plumbing() -> str:
 
     return "\n\n".join(f"{_header(r)}\n{module.table(r['rows'])}"
                        + (f"\n\n{module.floor_line(r['echo_floor'])}" if "echo_floor" in r else "")
-                       for r in _load("plumbing.json"))
+                       + (f"\n\nInside the node (`--breakdown` probes), medians in ms:\n\n{module.breakdown_table(r['rows'])}"
+                          if module.breakdown_table(r["rows"]) else "")
+                       for r in _load("plumbing*.json"))
 
 
 def stream() -> str:
