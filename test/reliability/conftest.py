@@ -45,6 +45,7 @@ class Case:
     duration_s: float = 0.0
     notes: list[str] = dataclasses.field(default_factory=list)
     failures: list[str] = dataclasses.field(default_factory=list)
+    known_bug: str = ""
 
     # -- input by input ---------------------------------------------------------------
     def answered_ok(self, what: str = "", *, error: bool = False) -> None:
@@ -138,6 +139,7 @@ def pytest_runtest_makereport(item, call):
     if report.when == "call" or (report.when == "setup" and not report.passed):
         if hasattr(report, "wasxfail"):
             entry.outcome = "xfail" if report.skipped else "xpass"
+            entry.known_bug = str(report.wasxfail).removeprefix("reason: ")
         else:
             entry.outcome = report.outcome
         if report.failed and not entry.failures:
@@ -206,6 +208,13 @@ def render_report(cases: list[Case], session) -> str:
     if notes:
         lines += ["", "## Measurements", ""]
         lines += [f"- `{c.nodeid.split('::', 1)[-1]}`: {n}" for c, n in notes]
+    bugs = collections.defaultdict(list)
+    for c in cases:
+        if c.known_bug:
+            bugs[c.known_bug].append(f"`{c.nodeid.split('::', 1)[-1]}` ({c.outcome})")
+    if bugs:
+        lines += ["", "## Known bugs (xfail cases)", ""]
+        lines += [f"- {bug}\n  - {', '.join(names)}" for bug, names in bugs.items()]
     failures = [(c, f) for c in cases for f in c.failures]
     if failures:
         lines += ["", "## Failures", ""]
