@@ -205,3 +205,23 @@ def test_engine_out_of_memory_clears_caches_and_the_next_request_succeeds(case, 
     case.check(after is not None and isinstance(after.text, str), "next request succeeds")
     assert not tiny_engine._frames or ("oom", 3) in tiny_engine._frames
     assert not case.failures, case.failures
+
+
+def test_conversation_id_flood_keeps_engine_memory_bounded(case, tiny_engine, monkeypatch):
+    """Every request may name a new conversation (ids come from users): the LISA engine keeps at most
+    MAX_CONVERSATIONS histories (lowered to 8 here to keep the test fast) and a bounded frame cache."""
+    import lisa_ros.model.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "MAX_CONVERSATIONS", 8)
+    image = np.random.default_rng(2).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    tiny_engine.reset()
+    for index in range(20):
+        conversation = f"user-{index}-" + "x" * 100_000 if index % 5 == 0 else f"user-{index}"
+        tiny_engine.segment(image, "the cup", frame_key=("conv", index % 6), conversation_id=conversation,
+                            force_answer="Sorry, no.")  # scripted: no [SEG], so no SAM work (speed)
+        case.answered_ok(conversation[:20])
+    bounded = (len(tiny_engine._conversations) <= 8
+               and len(tiny_engine._frames) <= tiny_engine.options.frame_cache_size)
+    case.check(bounded, f"{len(tiny_engine._conversations)} conversations, {len(tiny_engine._frames)} frames kept")
+    tiny_engine.reset()
+    assert bounded
