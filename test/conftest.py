@@ -307,12 +307,26 @@ class NodeIO:
                                                                          "_level": status.level}
         return {}
 
-    def publish_frame(self, msg, timeout: float = 10.0) -> None:
-        """Publish a frame and wait until the node reports having received it (diagnostics)."""
-        self.frames_published += 1
-        self.images.publish(msg)
-        wait_for(lambda: int(self.diagnostics().get("frames_received", 0)) >= self.frames_published, timeout,
-                 f"the node to receive frame {self.frames_published}")
+    def publish_frame(self, msg, timeout: float = 10.0, publisher=None) -> None:
+        """Publish a frame and wait until the node reports having received it (/diagnostics).
+
+        The image subscription is best effort: a frame sent while the node's reader is still
+        matching the publisher is lost, so it is sent again (every second) until it arrives.
+        ``publisher``: another one than ``self.images`` (e.g. on <image>/compressed).
+        """
+        target = self.frames_published + 1
+        deadline = time.monotonic() + timeout
+        while True:
+            (publisher or self.images).publish(msg)
+            retry_at = min(deadline, time.monotonic() + 1.0)
+            while time.monotonic() < retry_at:
+                received = int(self.diagnostics().get("frames_received", 0))
+                if received >= target:
+                    self.frames_published = received
+                    return
+                time.sleep(0.01)
+            if time.monotonic() >= deadline:
+                pytest.fail(f"the node did not receive frame {target} within {timeout} s")
 
     def ask(self, text: str) -> None:
         from std_msgs.msg import String

@@ -59,6 +59,14 @@ class Engine(abc.ABC):
     def clear_caches(self) -> None:
         """Drop per-frame caches (after an OOM or a timeout). Default: nothing."""
 
+    def cancel(self) -> None:
+        """Ask a running ``segment`` to return early (it may raise); its result is discarded.
+
+        Called from another thread when a call overran ``inference_timeout``, so the
+        next request need not wait behind it; must be thread-safe. Best effort
+        (e.g. LISA checks a flag between generated tokens). Default: nothing.
+        """
+
     def memory_stats(self) -> dict[str, float]:
         """Accelerator memory figures for diagnostics, e.g. {"gpu_allocated_mb": ...}."""
         return {}

@@ -9,6 +9,7 @@ timeouts, out-of-memory and engine errors can be exercised end to end.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -30,7 +31,7 @@ class PlumbingEngine(Engine):
     delay_s: seconds each segment() takes (default 0).
     raise_on / hang_on / oom_on: a word; an instruction containing it makes
         segment() raise EngineError / hang for hang_s / raise EngineOutOfMemory.
-    hang_s: how long a hang lasts (default 30; unload() ends it early).
+    hang_s: how long a hang lasts (default 30; cancel() and unload() end it early).
     load_error: if set, load() fails with this message.
     """
 
@@ -45,6 +46,7 @@ class PlumbingEngine(Engine):
         self.cache_clears = 0
         self._turns: dict[str, int] = {}
         self._unloaded = threading.Event()
+        self._cancelled = threading.Event()
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> PlumbingEngine:
@@ -71,14 +73,15 @@ class PlumbingEngine(Engine):
                 conversation_id: str = "default") -> EngineOutput:
         if not self.loaded:
             raise EngineError("engine not loaded")
+        self._cancelled.clear()
         if self.raise_on and self.raise_on in instruction:
             raise EngineError(f"injected failure ({self.raise_on!r} in the instruction)")
         if self.oom_on and self.oom_on in instruction:
             raise EngineOutOfMemory(f"injected out-of-memory ({self.oom_on!r} in the instruction)")
         if self.hang_on and self.hang_on in instruction:
-            self._unloaded.wait(self.hang_s)
+            self._wait(self.hang_s)
         if self.delay_s > 0:
-            self._unloaded.wait(self.delay_s)
+            self._wait(self.delay_s)
         turn = self._turns.get(conversation_id, 0) + 1
         self._turns[conversation_id] = turn
         height, width = image.shape[:2]
@@ -98,8 +101,18 @@ class PlumbingEngine(Engine):
         else:
             self._turns.pop(conversation_id, None)
 
+    def _wait(self, seconds: float) -> None:
+        """Sleep, interrupted by cancel() (raises) or unload()."""
+        deadline = time.monotonic() + seconds
+        while not self._unloaded.is_set() and time.monotonic() < deadline:
+            if self._cancelled.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+                raise EngineError("cancelled")
+
     def clear_caches(self) -> None:
         self.cache_clears += 1
+
+    def cancel(self) -> None:
+        self._cancelled.set()
 
     def unload(self) -> None:
         self.loaded = False

@@ -40,7 +40,9 @@ from lisa_ros.msg import SegmentationResult
 # REP 2003: sensor data in (best effort, newest only), results out reliable.
 IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
                        durability=DurabilityPolicy.VOLATILE)
-INSTRUCTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+# Instructions must never be dropped by DDS before the node can answer them: reliable, keep all
+# (the publisher is slowed down instead); the bounded request queue answers floods with BUSY.
+INSTRUCTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 RESULT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 SERVICE_DEADLINE_MARGIN_S = 5.0
 

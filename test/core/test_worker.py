@@ -125,14 +125,27 @@ def test_flood_is_answered_busy_and_each_request_exactly_once(harness):
     assert all("max_queue" in a.message for a in answers if a.status is Status.BUSY)
 
 
-def test_hung_call_times_out_once_and_later_requests_are_answered(harness):
+def test_hung_call_times_out_once_is_cancelled_and_the_next_request_succeeds(harness):
+    h = harness({"hang_on": "#hang", "hang_s": 5.0}, inference_timeout=0.3)
+    h.put(1)
+    h.submit("cup #hang")
+    h.submit("cup after")
+    timeout, after = h.wait(2, timeout=3)
+    assert timeout.status is Status.TIMEOUT and "inference_timeout" in timeout.message
+    assert after.status is Status.OK  # the engine honoured cancel()
+    time.sleep(0.2)
+    assert len(h.answers) == 2 and h.engine.cache_clears == 1
+
+
+def test_uncancellable_hang_delays_later_requests_but_answers_each_once(harness):
     h = harness({"hang_on": "#hang", "hang_s": 1.0}, inference_timeout=0.3)
+    h.engine.cancel = lambda: None  # an engine stuck where it cannot check for cancellation
     h.put(1)
     h.submit("cup #hang")
     h.submit("cup after")
     timeout, after = h.wait(2, timeout=5)
-    assert timeout.status is Status.TIMEOUT and "inference_timeout" in timeout.message
-    assert after.status in (Status.OK, Status.TIMEOUT)
+    assert timeout.status is Status.TIMEOUT
+    assert after.status in (Status.OK, Status.TIMEOUT)  # waits behind the hung call
     deadline = time.monotonic() + 5
     while h.runner.busy_with_abandoned_call and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -67,9 +67,8 @@ def test_bad_instructions_and_images_each_get_an_error_result(io, ros_probe):
     via_topic(_image(width=200000, height=100000, step=600000, data=bytes(16)), "huge frame", "max_image_pixels")
 
     compressed = ros_probe.publisher(io.node.topic("image/compressed"), CompressedImage)
-    io.frames_published += 1
-    compressed.publish(CompressedImage(format="jpeg", data=b"\xff\xd8\xff\xe0 definitely not a jpeg"))
-    wait_for(lambda: int(io.diagnostics().get("frames_received", 0)) >= io.frames_published, 10, "compressed frame")
+    io.publish_frame(CompressedImage(format="jpeg", data=b"\xff\xd8\xff\xe0 definitely not a jpeg"),
+                     publisher=compressed)
     io.ask("corrupt jpeg")
     expect(io, "corrupt jpeg", "INVALID_IMAGE", "corrupted or unreadable")
 
@@ -100,10 +99,8 @@ def test_engine_faults_and_timeouts_get_a_status_and_later_requests_are_answered
     assert time.monotonic() - started < 2.5
     io.ask("cup after the hang")
     after = io.results_for("cup after the hang", timeout=10)[0]
-    assert after.status in (after.STATUS_OK, after.STATUS_TIMEOUT)
-    wait_for(lambda: time.monotonic() - started > 3.2, 5, "the injected hang (3 s) to end")
-    io.ask("cup later")
-    assert io.results_for("cup later")[0].status == after.STATUS_OK
+    assert after.status == after.STATUS_OK, after.status_message  # the hung call was cancelled
+    time.sleep(0.3)  # a second answer for the hung request would come in this window
     assert len(io.results_for("cup #hang")) == 1  # the hung call finishing did not answer a second time
 
 
