@@ -207,3 +207,43 @@ def test_hostile_instructions_over_dds_are_answered_or_refused_with_the_reason(c
     case.check(not forged, "no forged log line", error=True)
     assert total == expected_count, f"{total} results for {expected_count} instructions"
     assert not case.failures, case.failures
+
+
+def test_corrupted_compressed_frames_on_the_camera_topic_are_refused_and_the_node_recovers(case, node, ros_probe):
+    from sensor_msgs.msg import CompressedImage
+
+    from test_images_unit import _png_with_declared_size, encode
+
+    rgb = np.random.default_rng(9).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    png, jpeg = encode(rgb, "PNG"), encode(rgb, "JPEG")
+    frames = [
+        ("png", png[: len(png) // 2], "corrupted or unreadable"),
+        ("jpeg", jpeg[:60], "corrupted or unreadable"),
+        ("jpeg", b"", "no data"),
+        ("jpeg", bytes(range(256)) * 4, "corrupted or unreadable"),
+        ("png", encode(rgb, "BMP"), "expected JPEG or PNG"),
+        ("png", _png_with_declared_size(100_000, 100_000), "refused"),  # PIL's own bomb limit fires first
+        ("16UC1; compressedDepth png", png, "compressedDepth"),
+    ]
+    publisher = ros_probe.publisher(node.node.topic("image/compressed"), CompressedImage)
+    sent = []
+    for index, (fmt, data, fragment) in enumerate(frames):
+        msg = CompressedImage(format=fmt, data=data)
+        msg.header.stamp.sec = 700 + index
+        node.frames_published += 1
+        publisher.publish(msg)
+        wait_for(lambda: int(node.diagnostics().get("frames_received", 0)) >= node.frames_published, 10,
+                 "the compressed frame")
+        text = f"compressed case {index}"
+        sent.append(text)
+        node.ask(text)
+        result = node.results_for(text)[0]
+        case.check(result.status == INVALID_IMAGE and fragment in result.status_message,
+                   f"{fmt} case {index}: {status_name(result.status)} {result.status_message[:70]}", error=True)
+    node.publish_frame(image_msg(rgb, "rgb8", stamp=(800, 0)))
+    node.ask("after the corrupted frames")
+    sent.append("after the corrupted frames")
+    case.check(node.results_for("after the corrupted frames")[0].status == OK, "recovered")
+    accounting = case.account(sent, node.results)
+    assert not accounting["lost"] and not accounting["duplicates"], accounting
+    assert not case.failures, case.failures
