@@ -65,8 +65,18 @@ def full_size() -> str:
     sys.path.append(str(Path(__file__).resolve().parent))
     import full_size as module
 
-    return "\n\n".join(f"#### {p.stem}\n\n{_header(r)}\n{module.table(r['rows'])}"
-                       for p, r in zip(sorted(common.RESULTS.glob("full_size_*.json")), _load("full_size_*.json")))
+    parts = []
+    for path, result in zip(sorted(common.RESULTS.glob("full_size_*.json")), _load("full_size_*.json")):
+        title = path.stem
+        if path.stem.endswith("smoke"):
+            title += (" (`--smoke`: the GPU script run on this CPU with a tiny random shape, to show it works; "
+                      "not a full-size figure)")
+        parts.append(f"#### {title}\n\n{_header(result)}\n{module.table(result['rows'])}")
+    if not any(p.stem.endswith("cuda") for p in common.RESULTS.glob("full_size_*.json")):
+        parts.append("**No GPU result yet**: no GPU was available where these results were taken. On any CUDA "
+                     "machine, `bash benchmarks/gpu.sh` produces `full_size_cuda.json` and the 7B engine-vs-reference "
+                     "results, and regenerates this section.")
+    return "\n\n".join(parts)
 
 
 def plumbing() -> str:
