@@ -23,6 +23,7 @@ import dataclasses
 import gc
 import logging
 import re
+import threading
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -125,6 +126,7 @@ class LisaEngine(Engine):
         self._conversations: collections.OrderedDict[str, _Conversation] = collections.OrderedDict()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._sam_stream = None
+        self._cancel = threading.Event()
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> LisaEngine:
@@ -189,6 +191,10 @@ class LisaEngine(Engine):
         self._frames.clear()
         self._empty_device_cache()
 
+    def cancel(self) -> None:
+        """Ends the running ``segment`` at its next generated token (it raises EngineError)."""
+        self._cancel.set()
+
     def memory_stats(self) -> dict[str, float]:
         device = torch.device(self.options.device)
         if device.type != "cuda" or not torch.cuda.is_available():
@@ -230,6 +236,7 @@ class LisaEngine(Engine):
 
     def _segment(self, image, instruction, frame_key, conversation_id, force_answer) -> EngineOutput:
         model, tokenizer = self.model, self.tokenizer
+        self._cancel.clear()  # a cancel() belongs to the call it interrupted, never to the next one
         start = time.perf_counter()
         timings: dict[str, float] = {}
         frame = self._frame(image, frame_key, timings)
@@ -243,7 +250,7 @@ class LisaEngine(Engine):
             forced = (tokenizer.encode_with_added_tokens(force_answer) + [tokenizer.eos_id]
                       if isinstance(force_answer, str) else [int(t) for t in force_answer])
         generation = generate(model, prompt, frame.clip_features, eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id,
-                              max_new_tokens=max_new_tokens, forced_ids=forced)
+                              max_new_tokens=max_new_tokens, forced_ids=forced, cancel=self._cancel)
         timings.update(prefill=generation.prefill_ms, decode=generation.decode_ms,
                        generate=generation.prefill_ms + generation.decode_ms)
 

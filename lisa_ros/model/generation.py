@@ -8,6 +8,7 @@ hidden states are still the model's own): a random tiny model never emits
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Sequence
 
@@ -15,9 +16,14 @@ import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache
 
+from lisa_ros.core.engine import EngineError
 from lisa_ros.model.modeling import LisaModel
 from lisa_ros.model.preprocess import clip_pixels, sam_pixels
 from lisa_ros.model.tokenization import IMAGE_PLACEHOLDER, LisaTokenizer, build_prompt_ids
+
+
+class GenerationCancelled(EngineError):
+    """``generate`` stopped early because its cancel event was set."""
 
 
 @dataclasses.dataclass
@@ -45,9 +51,13 @@ def _sync(device: torch.device) -> None:
 @torch.inference_mode()
 def generate(
     model: LisaModel, prompt_ids: Sequence[int], image_features: torch.Tensor, *, eos_id: int, seg_id: int,
-    max_new_tokens: int, forced_ids: Sequence[int] | None = None,
+    max_new_tokens: int, forced_ids: Sequence[int] | None = None, cancel: threading.Event | None = None,
 ) -> Generation:
-    """Prefill the prompt once, then one cached step per token; stops at EOS or ``max_new_tokens``."""
+    """Prefill the prompt once, then one cached step per token; stops at EOS or ``max_new_tokens``.
+
+    ``cancel``, checked between tokens, ends a call that overran its deadline
+    (raises GenerationCancelled) so the next request need not wait behind it.
+    """
     if forced_ids is not None:
         max_new_tokens = min(max_new_tokens, len(forced_ids))
     start = time.perf_counter()
@@ -60,6 +70,8 @@ def generate(
     seg_hidden: list[torch.Tensor] = []
     embeddings = model.llm.get_input_embeddings()
     while len(tokens) < max_new_tokens:
+        if cancel is not None and cancel.is_set():
+            raise GenerationCancelled(f"generation cancelled after {len(tokens)} tokens")
         token = _choose(model.next_token_logits(hidden[0]), len(tokens), forced_ids)
         tokens.append(token)
         if token == seg_id:

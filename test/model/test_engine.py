@@ -168,3 +168,17 @@ def test_out_of_memory_clears_caches(engine, frame, monkeypatch):
     with pytest.raises(EngineOutOfMemory, match="Caches cleared"):
         engine.segment(frame, "Segment the cup.", frame_key="oom")
     assert not engine._frames
+
+
+def test_cancel_ends_a_long_generation_and_the_next_call_runs(engine, frame):
+    """The node calls cancel() from its worker when a call overruns inference_timeout."""
+    import threading
+    import time
+
+    long_answer = [100] * 5000  # forced: no EOS, thousands of cached steps (about a minute uncancelled)
+    threading.Timer(0.3, engine.cancel).start()
+    started = time.monotonic()
+    with pytest.raises(EngineError, match="cancelled"):
+        engine.segment(frame, "Segment the cup.", frame_key="cancel", force_answer=long_answer)
+    assert time.monotonic() - started < 5.0
+    assert engine.segment(frame, "Segment the cup.", frame_key="cancel", force_answer="Sure, [SEG].").found
