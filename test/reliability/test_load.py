@@ -324,12 +324,22 @@ def test_service_call_flood_does_not_exhaust_the_executor(case, lisa_io):
         for turn in range(5):
             text = f"svc {worker}.{turn}"
             future = io.segment_client.call_async(Segment.Request(instruction=text))
-            if settle(future.done, 30):
+            if settle(future.done, 8):
                 replies.append((text, future.result().result))
             else:
                 errors.append(text)
 
     threads = [threading.Thread(target=client, args=(w,)) for w in range(20)]
+    camera_on = threading.Event()
+
+    def camera():  # keeps the newest frame fresh (max_image_age) however long the flood takes
+        index = 1
+        while not camera_on.wait(0.5):
+            index += 1
+            io.images.publish(image_msg(np.full((24, 32, 3), 70, np.uint8), "rgb8", stamp=(index, 0)))
+
+    camera_thread = threading.Thread(target=camera, daemon=True)
+    camera_thread.start()
     for thread in threads:
         thread.start()
     topic_sent = []
@@ -340,6 +350,7 @@ def test_service_call_flood_does_not_exhaust_the_executor(case, lisa_io):
         time.sleep(0.025)
     for thread in threads:
         thread.join(60)
+    camera_on.set()
     sent = topic_sent + [f"svc {w}.{t}" for w in range(20) for t in range(5)]
     settle(lambda: len(io.results) >= len(sent), 15)
     time.sleep(0.3)
