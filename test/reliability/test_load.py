@@ -324,7 +324,7 @@ def test_service_call_flood_does_not_exhaust_the_executor(case, lisa_io):
         for turn in range(5):
             text = f"svc {worker}.{turn}"
             future = io.segment_client.call_async(Segment.Request(instruction=text))
-            if settle(future.done, 8):
+            if settle(future.done, 5):
                 replies.append((text, future.result().result))
             else:
                 errors.append(text)
