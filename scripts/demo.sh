@@ -4,7 +4,7 @@
 # truth and write the report.
 #
 # By default the node runs the LISA engine on the CPU with a tiny checkpoint
-# generated here (.cache/lisa-tiny, about 3 minutes the first time): its masks
+# generated here (.cache/lisa-tiny, written once, under a minute): its masks
 # are MEANINGLESS; the demo shows the pipeline, not LISA's quality.
 # Real LISA weights on a GPU (one line):
 #   LISA_MODEL=xinlai/LISA-7B-v1 LISA_CONFIG=config/lisa.yaml scripts/demo.sh
