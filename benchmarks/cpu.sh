@@ -16,7 +16,7 @@ if [ "${1:-}" = "--note" ]; then note=(--note "$2"); fi
 python -P benchmarks/plumbing.py "${note[@]}"
 python -P benchmarks/plumbing.py --breakdown --requests 100 "${note[@]}"
 python -P benchmarks/engine_vs_reference.py --shape tiny "${note[@]}"
-python -P benchmarks/engine_vs_reference.py --shape mid --repeats 3 "${note[@]}"
+python -P benchmarks/engine_vs_reference.py --shape mid --repeats 5 "${note[@]}"
 python -P benchmarks/prefix_cache.py --shape mid "${note[@]}"
 python -P benchmarks/tiny_cpu.py "${note[@]}"
 python -P benchmarks/full_size.py --smoke "${note[@]}"
