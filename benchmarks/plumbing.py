@@ -63,10 +63,14 @@ def measure(width: int, height: int, requests: int, warmup: int, with_mask: bool
         else:
             raise RuntimeError(f"the node never received the frame; log:\n{node.log_tail()}")
         round_trip, without_engine, node_total, node_inference, failures, statuses = [], [], [], [], 0, {}
-        cpu_before = None
+        # The node burns some CPU while idle (executor threads, 5 Hz diagnostics): measure that rate first.
+        idle_start, idle_cpu = time.perf_counter(), ros_node.cpu_seconds(node.pid)
+        time.sleep(3.0)
+        idle_rate = ((ros_node.cpu_seconds(node.pid) or 0) - (idle_cpu or 0)) / (time.perf_counter() - idle_start)
+        cpu_before = wall_before = None
         for index in range(warmup + requests):
             if index == warmup:
-                cpu_before = ros_node.cpu_seconds(node.pid)
+                cpu_before, wall_before = ros_node.cpu_seconds(node.pid), time.perf_counter()
             # The plumbing engine returns one full-frame mask, or none when the instruction says "nothing".
             text = f"segment {'the cup' if with_mask else 'nothing'} {width}x{height} #{index}"
             start = client.ask(text)
@@ -81,7 +85,7 @@ def measure(width: int, height: int, requests: int, warmup: int, with_mask: bool
                 without_engine.append((arrived - start) * 1000 - msg.inference_ms)
                 node_total.append(msg.total_ms)
                 node_inference.append(msg.inference_ms)
-        cpu_after = ros_node.cpu_seconds(node.pid)
+        cpu_after, wall_after = ros_node.cpu_seconds(node.pid), time.perf_counter()
         row = {
             "frame": f"{width}x{height}", "requests": requests, "warmup": warmup, "unanswered": failures,
             "statuses": {str(k): v for k, v in statuses.items()},
@@ -90,7 +94,9 @@ def measure(width: int, height: int, requests: int, warmup: int, with_mask: bool
             "round_trip_minus_engine_ms": common.summary(without_engine),
             "node_total_ms": common.summary(node_total),
             "engine_ms": common.summary(node_inference),
-            "node_cpu_ms_per_request": round((cpu_after - cpu_before) * 1000 / requests, 2)
+            "node_idle_cpu_percent": round(idle_rate * 100, 1),
+            "node_cpu_ms_per_request": round(
+                ((cpu_after - cpu_before) - idle_rate * (wall_after - wall_before)) * 1000 / requests, 2)
             if cpu_before is not None and cpu_after is not None else None,
             "masks_per_result": 1 if with_mask else 0,
         }
@@ -170,7 +176,7 @@ def table(rows: list[dict]) -> str:
     return common.markdown_table(
         ["frame", "masks", "requests", "round trip median ms", "round trip p95 ms", "round trip minus engine "
          "median ms", "engine (stand-in) median ms", "node total_ms median", "node total_ms p95",
-         "node CPU ms/request", "unanswered"],
+         "node CPU ms/request (minus idle)", "unanswered"],
         [[r["frame"], r.get("masks_per_result", 1), r["requests"], r["round_trip_ms"].get("median"),
           r["round_trip_ms"].get("p95"), r.get("round_trip_minus_engine_ms", {}).get("median"),
           r["engine_ms"].get("median"), r["node_total_ms"].get("median"), r["node_total_ms"].get("p95"),
