@@ -99,12 +99,9 @@ def test_hang_is_answered_timeout_in_time_and_the_node_recovers(case, lisa_io):
     assert not case.failures, case.failures
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG lisa_ros/core/worker.py:309-317 (EngineRunner has no cancellation): after a TIMEOUT the hung engine "
-    "call keeps the engine thread, so the next request queues behind it and times out as well until the hang "
-    "ends. The issue asks that the next request succeeds; needs a cancel hook in the Engine interface (LISA: "
-    "check a flag between generated tokens) or a restartable engine thread"))
 def test_the_request_right_after_a_hang_timeout_succeeds(case, lisa_io):
+    """Found by this suite, fixed in e260b4a (Engine.cancel()): the hung call used to keep the engine
+    thread, so the next request timed out as well."""
     io = lisa_io()
     io.publish_frame(image_msg(np.full((24, 32, 3), 50, np.uint8), "rgb8", stamp=(1, 0)))
     hung = io.call("cup #hang", timeout=10)

@@ -17,10 +17,8 @@ import pytest
 from rel_support import image_msg, rss_mb, settle, status_name, wait_for
 
 CATEGORY = "Load (DDS)"
-BUG_INSTRUCTION_QOS = (
-    "BUG lisa_ros/node/lisa_node.py:43 INSTRUCTION_QOS is KEEP_LAST depth 100: when the executor is more than "
-    "100 instructions behind, DDS overwrites the unread ones and they get no answer at all. Fix: "
-    "HistoryPolicy.KEEP_ALL (reliable backpressure), as test_instruction_burst_with_keep_all_override shows")
+# Found by this suite and fixed in e260b4a: INSTRUCTION_QOS was KEEP_LAST depth 100, so DDS overwrote
+# instructions the executor had not taken yet (a burst of 300 lost about 200, without any answer).
 pytestmark = pytest.mark.ros
 
 OK, BUSY = 0, 6
@@ -58,7 +56,6 @@ def node_answer_count(io) -> int:
     return sum(int(v) for k, v in values.items() if k.startswith("answers_"))
 
 
-@pytest.mark.xfail(strict=False, reason=BUG_INSTRUCTION_QOS + " (at 300/s this depends on machine load)")
 @pytest.mark.parametrize("publisher_depth", [1000, 10], ids=["depth1000", "depth10"])
 def test_instruction_flood_is_bounded_answered_exactly_once_and_memory_flat(case, lisa_io, ros_probe,
                                                                          publisher_depth):
@@ -110,13 +107,11 @@ def test_instruction_flood_is_bounded_answered_exactly_once_and_memory_flat(case
     assert round_rss[1] - round_rss[0] < 15, round_rss
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_INSTRUCTION_QOS)
 def test_instruction_burst_beyond_the_subscription_depth_is_answered_exactly_once(case, lisa_io, ros_probe):
     """300 instructions published at once by a deep reliable publisher (a bursty planner, or a bag replay).
 
-    Every one must be answered (most BUSY). With the node's instruction subscription
-    KEEP_LAST depth 100, DDS overwrites the instructions the executor has not taken yet,
-    and they get no answer at all (see REPORT.md / the bug list).
+    Every one must be answered (most BUSY). With a KEEP_LAST depth-100 instruction
+    subscription (before e260b4a), DDS overwrote the ones the executor had not taken yet.
     """
     from std_msgs.msg import String
 
@@ -138,7 +133,7 @@ def test_instruction_burst_beyond_the_subscription_depth_is_answered_exactly_onc
 
 
 def test_instruction_burst_with_keep_all_override_is_answered_exactly_once(case, lisa_node_process, ros_probe):
-    """The workaround available today: the node's QoS overrides set the instruction subscription to KEEP_ALL."""
+    """QoS overrides still work on the instruction subscription (what a user would set before the fix)."""
     import os
 
     from sensor_msgs.msg import Image
