@@ -249,7 +249,7 @@ def test_signal_during_floods_and_a_pending_service_call_exits_cleanly_within_2_
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG lisa_ros/node/lisa_node.py main() (rclpy.init with the default signal handlers): SIGINT/SIGTERM "
+    "BUG lisa_ros/node/lisa_node.py:347 main() (rclpy.init with the default signal handlers): SIGINT/SIGTERM "
     "shut the rclpy context down before node.release() answers the pending requests NOT_READY, so those "
     "answers fail to publish ('publisher's context is invalid') and the instructions are lost. Fix: "
     "rclpy.init(signal_handler_options=SignalHandlerOptions.NO) plus signal handlers that call "

@@ -218,7 +218,7 @@ def test_60hz_1080p_image_flood_while_inferring_keeps_newest_frame_and_flat_memo
 
 
 BUG_SHARED_INPUT_GROUP = (
-    "BUG lisa_ros/node/lisa_node.py:71,141-144: image and instruction subscriptions share one "
+    "BUG lisa_ros/node/lisa_node.py:73,144-146: image and instruction subscriptions share one "
     "MutuallyExclusiveCallbackGroup and rclpy's executor offers ready subscriptions in creation order "
     "(image first), so while frames keep arriving faster than their callback (large frames) instructions "
     "wait: measured up to 1.8 s at 60 Hz 1080p. Fix: a callback group of its own for the instruction "
