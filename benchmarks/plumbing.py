@@ -36,7 +36,7 @@ SIZES = {"640x480": (640, 480), "1280x720": (1280, 720)}
 
 
 def measure(width: int, height: int, requests: int, warmup: int, with_mask: bool = True,
-            breakdown: bool = False) -> dict:
+            breakdown: bool = False, idle_seconds: float = 3.0) -> dict:
     breakdown_path = None
     if breakdown:  # run the node with timing probes (benchmarks/node_breakdown.py)
         import os
@@ -65,7 +65,7 @@ def measure(width: int, height: int, requests: int, warmup: int, with_mask: bool
         round_trip, without_engine, node_total, node_inference, failures, statuses = [], [], [], [], 0, {}
         # The node burns some CPU while idle (executor threads, 5 Hz diagnostics): measure that rate first.
         idle_start, idle_cpu = time.perf_counter(), ros_node.cpu_seconds(node.pid)
-        time.sleep(3.0)
+        time.sleep(idle_seconds)
         idle_rate = ((ros_node.cpu_seconds(node.pid) or 0) - (idle_cpu or 0)) / (time.perf_counter() - idle_start)
         cpu_before = wall_before = None
         for index in range(warmup + requests):
@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--idle-seconds", type=float, default=3.0,
+                        help="how long the node's idle CPU rate is measured before the requests")
     parser.add_argument("--breakdown", action="store_true",
                         help="run the node with timing probes (benchmarks/node_breakdown.py) and report its stages")
     parser.add_argument("--note", default="")
@@ -218,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         for with_mask in (True, False):
             print(f"== {size} {'with' if with_mask else 'without'} a mask", flush=True)
-            rows.append(measure(*SIZES[size], args.requests, args.warmup, with_mask, args.breakdown))
+            rows.append(measure(*SIZES[size], args.requests, args.warmup, with_mask, args.breakdown,
+                                args.idle_seconds))
             print(table(rows[-1:]), flush=True)
             if rows[-1].get("node_breakdown"):
                 print(breakdown_table(rows[-1:]), flush=True)

@@ -68,7 +68,8 @@ def test_plumbing_and_stream_run(tmp_path):
     import stream
 
     out = tmp_path / "plumbing.json"
-    assert plumbing.main(["--sizes", "640x480", "--requests", "3", "--warmup", "1", "--out", str(out)]) == 0
+    assert plumbing.main(["--sizes", "640x480", "--requests", "3", "--warmup", "1", "--idle-seconds", "0.2",
+                           "--out", str(out)]) == 0
     row = json.loads(out.read_text())["rows"][0]
     assert row["unanswered"] == 0 and row["round_trip_ms"]["n"] == 3
     out = tmp_path / "stream.json"
