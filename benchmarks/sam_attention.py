@@ -47,7 +47,11 @@ def sdpa_forward(self, x: torch.Tensor) -> torch.Tensor:
         rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rw)
         bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(
             batch * self.num_heads, height * width, height * width)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+    # 4-D (batch, heads, tokens, dim) so that CUDA can pick a fused kernel (3-D falls back to the math path).
+    shape = (batch, self.num_heads, height * width, -1)
+    if bias is not None:
+        bias = bias.view(batch, self.num_heads, height * width, height * width)
+    out = F.scaled_dot_product_attention(q.view(shape), k.view(shape), v.view(shape), attn_mask=bias, scale=self.scale)
     out = out.view(batch, self.num_heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
     return self.proj(out)
 
