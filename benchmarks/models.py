@@ -195,7 +195,7 @@ def parameter_count(model: nn.Module) -> dict[str, float]:
         return round(total / 1e6, 2)
 
     return {"llm": count(model.llm), "clip": count(model.vision_tower), "sam": count(model.visual_model),
-            "projector_and_head": count(model.mm_projector) + count(model.text_hidden_fcs)}
+            "projector_and_head": round(count(model.mm_projector) + count(model.text_hidden_fcs), 2)}
 
 
 def weight_dtypes(model: nn.Module) -> dict[str, int]:
