@@ -6,6 +6,7 @@ config/plumbing_test.yaml: inference_timeout 1.0 s, hang 3.0 s).
 """
 from __future__ import annotations
 
+import collections
 import random
 import shutil
 import signal
@@ -20,7 +21,7 @@ from rel_support import children, image_msg, settle, status_name, thread_count, 
 CATEGORY = "Faults (DDS)"
 pytestmark = pytest.mark.ros
 
-OK, NOT_FOUND, BUSY, TIMEOUT, ENGINE_ERROR, OUT_OF_MEMORY, NOT_READY = 0, 1, 6, 7, 8, 9, 10
+OK, NOT_FOUND, NO_IMAGE, BUSY, TIMEOUT, ENGINE_ERROR, OUT_OF_MEMORY, NOT_READY = 0, 1, 4, 6, 7, 8, 9, 10
 EXPECTED = {"#raise": {ENGINE_ERROR}, "#oom": {OUT_OF_MEMORY}, "": {OK, BUSY}}
 
 
@@ -312,3 +313,82 @@ def test_release_ends_worker_and_engine_threads_even_during_a_hang(case, ros_con
         node.destroy_node()
     case.check(not left and took < 2.0, f"threads left {left} after {took:.2f} s")
     assert not left, left
+
+
+def _transition(node, probe, label: str, timeout: float = 10.0) -> bool:
+    """A lifecycle transition that gives up early when the node process has died."""
+    from lifecycle_msgs.srv import ChangeState
+
+    client = probe.client(node.topic("~/change_state"), ChangeState)
+    request = ChangeState.Request()
+    request.transition.label = label
+    future = client.call_async(request)
+    settle(lambda: future.done() or node.popen.poll() is not None, timeout)
+    return bool(future.done() and future.result().success)
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "BUG lisa_ros/node/lisa_node.py:184-188 (_stop_processing): deactivate destroys the input subscriptions "
+    "from the lifecycle service callback while other MultiThreadedExecutor threads are building wait sets "
+    "that include them; under traffic rclpy raises InvalidHandle ('cannot use Destroyable because destruction "
+    "was requested') out of executor.spin() and the node process dies (2 of 7 runs here; change_state never "
+    "answers). It also drops without answer the instructions DDS delivered around each transition (15-51 "
+    "at 100/s over 3 cycles). Fix: create the subscriptions once and gate them on the active state (answer "
+    "NOT_READY while inactive) instead of destroying them on deactivate. Racy, hence not strict"))
+def test_lifecycle_transitions_under_an_instruction_flood_answer_every_received_instruction_once(
+        case, lisa_io, ros_probe):
+    """Deactivate/activate three times while instructions arrive at 100/s and frames at 30 Hz: every
+    instruction the node received gets exactly one answer (a result, BUSY, or NOT_READY on deactivate);
+    those published while it was inactive (no subscriber) are counted apart."""
+    from std_msgs.msg import String
+
+    io = lisa_io(params={"model.delay_s": 0.05, "max_queue": 4})
+    publisher = ros_probe.publisher(io.node.topic("instruction"), String, qos=1000)
+    stop = threading.Event()
+    sent = []
+
+    def flood():
+        index = 0
+        while not stop.is_set():
+            index += 1
+            if index % 3 == 0:
+                io.images.publish(image_msg(np.full((24, 32, 3), 60, np.uint8), "rgb8", stamp=(index, 0)))
+            text = f"lifecycle flood {index}"
+            sent.append((text, publisher.get_subscription_count() > 0))
+            publisher.publish(String(data=text))
+            time.sleep(0.01)
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    try:
+        for _ in range(3):
+            time.sleep(0.6)
+            transitions = [_transition(io.node, ros_probe, "deactivate")]
+            time.sleep(0.3)
+            transitions.append(_transition(io.node, ros_probe, "activate"))
+            alive = io.node.popen.poll() is None
+            case.check(all(transitions) and alive, f"deactivate/activate: {transitions}, node alive {alive}")
+            assert alive and all(transitions), io.node.log[-3000:]
+        time.sleep(0.6)
+    finally:
+        stop.set()
+        flooder.join(2)
+    settle(lambda: len(io.results) >= sum(1 for _, subscribed in sent if subscribed), 10)
+    time.sleep(0.5)
+    node_answers = sum(int(v) for k, v in io.diagnostics().items() if k.startswith("answers_"))
+    answered = {r.instruction for r in io.results}
+    duplicates = len(io.results) - len(answered)
+    unsubscribed = [t for t, subscribed in sent if not subscribed and t not in answered]
+    expected = [t for t, subscribed in sent if subscribed or t in answered]
+    accounting = case.account(expected, io.results, expected_statuses={OK, BUSY, NOT_READY, NO_IMAGE})
+    statuses = collections.Counter(status_name(r.status) for r in io.results)
+    case.note(f"{len(sent)} sent across 3 deactivate/activate cycles: node answered {node_answers}, "
+              f"{len(io.results)} results {dict(statuses)}; {len(unsubscribed)} published with no subscriber "
+              f"(node inactive), {len(accounting['lost'])} lost while subscribed")
+    assert duplicates == 0 and not accounting["duplicates"], accounting["duplicates"]
+    assert len(io.results) == node_answers, (len(io.results), node_answers)
+    assert not accounting["unexpected"], accounting["unexpected"][:5]
+    # Deactivate destroys the instruction subscription (by design): what DDS had delivered to it but the
+    # executor had not taken yet, and what was published before the publisher saw the subscription go
+    # (discovery lag), gets no answer. Bounded by ~0.1 s of traffic per transition; counted in "lost".
+    assert len(accounting["lost"]) <= 3 * 10, accounting["lost"]
