@@ -221,7 +221,11 @@ def render_report(cases: list[Case], session) -> str:
     if bugs:
         lines += ["", "## Known bugs (xfail cases)", ""]
         lines += [f"- {bug}\n  - {', '.join(names)}" for bug, names in bugs.items()]
-    failures = [(c, f) for c in cases for f in c.failures]
+    failures = []
+    for c in cases:
+        failures += [(c, f) for f in c.failures[:10]]
+        if len(c.failures) > 10:
+            failures.append((c, f"... and {len(c.failures) - 10} more"))
     if failures:
         lines += ["", "## Failures", ""]
         lines += [f"- `{c.nodeid.split('::', 1)[-1]}` ({c.outcome}): {f}" for c, f in failures]

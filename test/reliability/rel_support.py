@@ -101,3 +101,16 @@ def status_name(status: int) -> str:
         return Status(status).name
     except ValueError:
         return str(status)
+
+
+def collect_all(probe, topic: str, msg_type) -> list:
+    """Like RosProbe.collect, but KEEP_ALL reliable: the test's own reader never overwrites a result it
+    has not taken yet (a depth-100 reader in a busy test process can, under floods)."""
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    received: list = []
+    subscription = probe.node.create_subscription(
+        msg_type, topic, received.append, QoSProfile(history=HistoryPolicy.KEEP_ALL,
+                                                     reliability=ReliabilityPolicy.RELIABLE))
+    wait_for(lambda: subscription.get_publisher_count() >= 1, 10, f"a publisher on {topic}")
+    return received

@@ -14,9 +14,15 @@ import time
 import numpy as np
 import pytest
 
-from rel_support import image_msg, rss_mb, settle, status_name, wait_for
+from rel_support import collect_all, image_msg, rss_mb, settle, status_name, wait_for
 
 CATEGORY = "Load (DDS)"
+
+
+def _Result():
+    from lisa_ros.msg import SegmentationResult
+
+    return SegmentationResult
 # Found by this suite and fixed in e260b4a: INSTRUCTION_QOS was KEEP_LAST depth 100, so DDS overwrote
 # instructions the executor had not taken yet (a burst of 300 lost about 200, without any answer).
 pytestmark = pytest.mark.ros
@@ -65,6 +71,7 @@ def test_instruction_flood_is_bounded_answered_exactly_once_and_memory_flat(case
     from std_msgs.msg import String
 
     io = lisa_io(params={"model.delay_s": 0.02, "max_queue": 4})
+    io.results = collect_all(ros_probe, io.node.topic("~/result"), _Result())
     publisher = ros_probe.publisher(io.node.topic("instruction"), String, qos=publisher_depth)
     sampler = DiagnosticsSampler(io, period=0.2)
     sampler.start()
@@ -116,6 +123,7 @@ def test_instruction_burst_beyond_the_subscription_depth_is_answered_exactly_onc
     from std_msgs.msg import String
 
     io = lisa_io(params={"model.delay_s": 0.02, "max_queue": 4})
+    io.results = collect_all(ros_probe, io.node.topic("~/result"), _Result())
     io.publish_frame(image_msg(np.full((48, 64, 3), 30, np.uint8), "rgb8", stamp=(1, 0)))
     publisher = ros_probe.publisher(io.node.topic("instruction"), String, qos=1000)
     sent = [f"burst #{index}" for index in range(300)]
@@ -148,8 +156,10 @@ def test_instruction_burst_with_keep_all_override_is_answered_exactly_once(case,
     results = ros_probe.collect(node.topic("~/result"), SegmentationResult, qos=1000)
     images = ros_probe.publisher(node.topic("image"), Image)
     publisher = ros_probe.publisher(topic, String, qos=1000)
-    images.publish(image_msg(np.full((48, 64, 3), 30, np.uint8), "rgb8", stamp=(1, 0)))
-    time.sleep(0.5)
+    for index in range(10):  # best effort: send a few so that one surely arrives
+        images.publish(image_msg(np.full((48, 64, 3), 30, np.uint8), "rgb8", stamp=(1, index)))
+        time.sleep(0.05)
+    time.sleep(0.3)
     sent = [f"keep_all burst #{index}" for index in range(300)]
     for text in sent:
         publisher.publish(String(data=text))
@@ -164,6 +174,7 @@ def test_60hz_1080p_image_flood_while_inferring_keeps_newest_frame_and_flat_memo
     from std_msgs.msg import String
 
     io = lisa_io(params={"model.delay_s": 0.25, "max_queue": 2})
+    io.results = collect_all(ros_probe, io.node.topic("~/result"), _Result())
     frame = image_msg(np.zeros((1080, 1920, 3), np.uint8), "rgb8", stamp=(0, 0))
     frame.data = bytes(frame.data)  # serialised once per publish; avoid re-conversion
     publisher = ros_probe.publisher(io.node.topic("image"), Image, qos=1)
@@ -233,6 +244,7 @@ def test_instructions_are_not_starved_by_an_image_flood(case, lisa_io, ros_probe
     from std_msgs.msg import String
 
     io = lisa_io(params={"model.delay_s": 0.05, "max_queue": 4})
+    io.results = collect_all(ros_probe, io.node.topic("~/result"), _Result())
     frame = image_msg(np.zeros((1080, 1920, 3), np.uint8), "rgb8", stamp=(0, 0))
     frame.data = bytes(frame.data)
     publisher = ros_probe.publisher(io.node.topic("image"), Image, qos=1)
@@ -269,6 +281,7 @@ def test_a_slow_result_subscriber_still_gets_every_answer(case, lisa_io, ros_pro
     from lisa_ros.msg import SegmentationResult
 
     io = lisa_io(params={"model.delay_s": 0.02, "max_queue": 4})
+    io.results = collect_all(ros_probe, io.node.topic("~/result"), _Result())
     slow_node = Node(f"reliability_slow_consumer_{int(time.monotonic() * 1000) % 100000}", context=ros_context)
     got = []
 
@@ -306,12 +319,13 @@ def test_a_slow_result_subscriber_still_gets_every_answer(case, lisa_io, ros_pro
     "QoS (KEEP_LAST depth 10): with more than 10 requests pending while the executor threads are busy, DDS "
     "drops the oldest requests, which never reach the node and never get a reply (3-4 of 100 here). Fix: "
     "qos_profile=QoSProfile(history=KEEP_ALL, reliability=RELIABLE) (verified: 100/100 replies)"))
-def test_service_call_flood_does_not_exhaust_the_executor(case, lisa_io):
+def test_service_call_flood_does_not_exhaust_the_executor(case, lisa_io, ros_probe):
     """20 concurrent service clients (more than the executor's threads) while topic instructions flow:
     every call and every instruction is answered exactly once, and nothing deadlocks."""
     from lisa_ros.srv import Segment
 
     io = lisa_io(params={"model.delay_s": 0.1, "max_queue": 4})
+    io.results = collect_all(ros_probe, io.node.topic("~/result"), _Result())
     io.publish_frame(image_msg(np.full((24, 32, 3), 70, np.uint8), "rgb8", stamp=(1, 0)))
     replies, errors = [], []
 
