@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import gc
 import itertools
+import signal
 import sys
 import threading
 import time
 
 import rclpy
+from rclpy._rclpy_pybind11 import InvalidHandle
+from rclpy.signals import SignalHandlerOptions
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -44,6 +47,8 @@ IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=Rel
 # (the publisher is slowed down instead); the bounded request queue answers floods with BUSY.
 INSTRUCTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 RESULT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+SPIN_PERIOD_S = 0.1
+SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 SERVICE_DEADLINE_MARGIN_S = 5.0
 
 
@@ -70,7 +75,9 @@ class LisaNode(LifecycleNode):
         self._input_subscriptions: list = []
 
         overridable = QoSOverridingOptions.with_default_policies()
-        self._input_group = MutuallyExclusiveCallbackGroup()
+        # One group each, so a flood of frames cannot starve the instructions.
+        self._image_group = MutuallyExclusiveCallbackGroup()
+        self._instruction_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._result_pub = self.create_publisher(SegmentationResult, "~/result", RESULT_QOS,
                                                  qos_overriding_options=overridable)
@@ -79,7 +86,10 @@ class LisaNode(LifecycleNode):
                                                       qos_overriding_options=overridable)
         self._overlay_pub = self.create_publisher(Image, "~/overlay", RESULT_QOS, qos_overriding_options=overridable)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_service(Segment, "~/segment", self._on_segment, callback_group=self._service_group)
+        # Keep all pending requests: with the default depth of 10, DDS drops the oldest requests
+        # while the executor's threads wait on earlier ones, and those callers never get a reply.
+        self.create_service(Segment, "~/segment", self._on_segment, callback_group=self._service_group,
+                            qos_profile=SERVICE_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._service_group)
         period = self.get_parameter("diagnostics_period").value
         self.create_timer(period if isinstance(period, (int, float)) and period > 0 else 1.0,
@@ -141,14 +151,14 @@ class LisaNode(LifecycleNode):
         overridable = QoSOverridingOptions.with_default_policies()
         self._input_subscriptions = [
             self.create_subscription(Image, "image", self._on_image, IMAGE_QOS,
-                                     callback_group=self._input_group, qos_overriding_options=overridable),
+                                     callback_group=self._image_group, qos_overriding_options=overridable),
             self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS,
-                                     callback_group=self._input_group, qos_overriding_options=overridable),
+                                     callback_group=self._instruction_group, qos_overriding_options=overridable),
         ]
         if config.compressed:
             self._input_subscriptions.append(self.create_subscription(
                 CompressedImage, f"{image_topic}/compressed", self._on_image, IMAGE_QOS,
-                callback_group=self._input_group, qos_overriding_options=overridable))
+                callback_group=self._image_group, qos_overriding_options=overridable))
         self._active = True
         self._state_text = "active"
         self.get_logger().info(
@@ -343,8 +353,20 @@ class LisaNode(LifecycleNode):
             self.trigger_activate()
 
 
+class _Shutdown(Exception):
+    """Raised in the main thread by SIGINT/SIGTERM."""
+
+
+def _raise_shutdown(signum, frame) -> None:
+    raise _Shutdown(signal.Signals(signum).name)
+
+
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    # Our own signal handlers: rclpy's would shut the context down first, and the
+    # NOT_READY answers to pending instructions could then no longer be published.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _raise_shutdown)
+    signal.signal(signal.SIGTERM, _raise_shutdown)
     node = LisaNode()
     # ~/segment callbacks wait (without running inference) until the worker answers: at most
     # max_queue + 1 wait at once, so leave threads for the inputs, lifecycle and diagnostics.
@@ -354,8 +376,14 @@ def main(args: list[str] | None = None) -> int:
     executor.add_node(node)
     try:
         node.auto_start()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while rclpy.ok(context=node.context):
+            try:
+                executor.spin_once(timeout_sec=SPIN_PERIOD_S)  # returns often so a signal is seen at once
+            except InvalidHandle:
+                # deactivate destroyed a subscription while this thread was building the wait
+                # set (an rclpy race under traffic); the next wait set no longer holds it.
+                continue
+    except (_Shutdown, KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.release("node shutting down")
