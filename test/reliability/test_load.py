@@ -228,15 +228,11 @@ def test_60hz_1080p_image_flood_while_inferring_keeps_newest_frame_and_flat_memo
     assert late - early < 40, (early, late)
 
 
-BUG_SHARED_INPUT_GROUP = (
-    "BUG lisa_ros/node/lisa_node.py:73,144-146: image and instruction subscriptions share one "
-    "MutuallyExclusiveCallbackGroup and rclpy's executor offers ready subscriptions in creation order "
-    "(image first), so while frames keep arriving faster than their callback (large frames) instructions "
-    "wait: measured up to 1.8 s at 60 Hz 1080p. Fix: a callback group of its own for the instruction "
-    "subscription (LatestFrame and the worker are thread-safe). Load-dependent, hence not strict")
+# Found by this suite and fixed in 873116c: image and instruction subscriptions shared one
+# MutuallyExclusiveCallbackGroup, and rclpy offers ready subscriptions in creation order (image first),
+# so under a 1080p flood instructions waited up to 1.8 s behind frames.
 
 
-@pytest.mark.xfail(strict=False, reason=BUG_SHARED_INPUT_GROUP)
 def test_instructions_are_not_starved_by_an_image_flood(case, lisa_io, ros_probe):
     """1080p frames as fast as the publisher can (about 100 Hz), an instruction every 20 frames: each must
     be taken within ~10 frames, i.e. answered on a frame at most 10 newer than the newest when sent."""
@@ -314,14 +310,10 @@ def test_a_slow_result_subscriber_still_gets_every_answer(case, lisa_io, ros_pro
     assert not accounting["lost"] and not accounting["duplicates"] and not accounting["unexpected"], accounting
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG lisa_ros/node/lisa_node.py:82 create_service(Segment, '~/segment', ...) uses rclpy's default service "
-    "QoS (KEEP_LAST depth 10): with more than 10 requests pending while the executor threads are busy, DDS "
-    "drops the oldest requests, which never reach the node and never get a reply (3-4 of 100 here). Fix: "
-    "qos_profile=QoSProfile(history=KEEP_ALL, reliability=RELIABLE) (verified: 100/100 replies)"))
 def test_service_call_flood_does_not_exhaust_the_executor(case, lisa_io, ros_probe):
     """20 concurrent service clients (more than the executor's threads) while topic instructions flow:
-    every call and every instruction is answered exactly once, and nothing deadlocks."""
+    every call and every instruction is answered exactly once, and nothing deadlocks. (Found by this
+    suite, fixed in 873116c: with the default service QoS, depth 10, 3-4 of 100 requests never got a reply.)"""
     from lisa_ros.srv import Segment
 
     io = lisa_io(params={"model.delay_s": 0.1, "max_queue": 4})
