@@ -319,12 +319,19 @@ def test_service_call_flood_does_not_exhaust_the_executor(case, lisa_io, ros_pro
     io = lisa_io(params={"model.delay_s": 0.1, "max_queue": 4})
     io.results = collect_all(ros_probe, io.node.topic("~/result"), _Result())
     io.publish_frame(image_msg(np.full((24, 32, 3), 70, np.uint8), "rgb8", stamp=(1, 0)))
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    # A client that keeps every response: with the default service QoS (depth 10) the test's own
+    # response reader can overwrite replies while 20 threads wait on it.
+    segment = ros_probe.node.create_client(Segment, io.node.topic("~/segment"), qos_profile=QoSProfile(
+        history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE))
+    assert segment.wait_for_service(timeout_sec=10)
     replies, errors = [], []
 
     def client(worker: int):
         for turn in range(5):
             text = f"svc {worker}.{turn}"
-            future = io.segment_client.call_async(Segment.Request(instruction=text))
+            future = segment.call_async(Segment.Request(instruction=text))
             if settle(future.done, 5):
                 replies.append((text, future.result().result))
             else:
