@@ -72,7 +72,7 @@ class LisaNode(LifecycleNode):
         self._stats = RequestStats()
         self._request_ids = itertools.count(1)
         self._unstamped_ids = itertools.count(1)
-        self._input_subscriptions: list = []
+        self._image_subscriptions: list = []  # created on activate, destroyed on deactivate
 
         overridable = QoSOverridingOptions.with_default_policies()
         # One group each, so a flood of frames cannot starve the instructions.
@@ -91,6 +91,11 @@ class LisaNode(LifecycleNode):
         self.create_service(Segment, "~/segment", self._on_segment, callback_group=self._service_group,
                             qos_profile=SERVICE_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._service_group)
+        # Instructions are subscribed for the node's whole life (images only while active):
+        # an instruction that arrives while inactive is answered NOT_READY instead of being
+        # dropped by a destroyed subscription, so every instruction gets its one answer.
+        self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS,
+                                 callback_group=self._instruction_group, qos_overriding_options=overridable)
         period = self.get_parameter("diagnostics_period").value
         self.create_timer(period if isinstance(period, (int, float)) and period > 0 else 1.0,
                           self._publish_diagnostics)
@@ -149,14 +154,12 @@ class LisaNode(LifecycleNode):
             logger=self.get_logger(),
         )
         overridable = QoSOverridingOptions.with_default_policies()
-        self._input_subscriptions = [
+        self._image_subscriptions = [
             self.create_subscription(Image, "image", self._on_image, IMAGE_QOS,
                                      callback_group=self._image_group, qos_overriding_options=overridable),
-            self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS,
-                                     callback_group=self._instruction_group, qos_overriding_options=overridable),
         ]
         if config.compressed:
-            self._input_subscriptions.append(self.create_subscription(
+            self._image_subscriptions.append(self.create_subscription(
                 CompressedImage, f"{image_topic}/compressed", self._on_image, IMAGE_QOS,
                 callback_group=self._image_group, qos_overriding_options=overridable))
         self._active = True
@@ -193,9 +196,9 @@ class LisaNode(LifecycleNode):
 
     def _stop_processing(self, reason: str) -> None:
         self._active = False
-        for subscription in self._input_subscriptions:
+        for subscription in self._image_subscriptions:
             self.destroy_subscription(subscription)
-        self._input_subscriptions = []
+        self._image_subscriptions = []
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.stop(reason)

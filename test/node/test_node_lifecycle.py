@@ -17,17 +17,18 @@ def test_transitions_stop_and_restart_processing(lisa_io, ros_probe):
     io = lisa_io()
     node = io.node
     assert node.change_state(ros_probe, "deactivate")
-    wait_for(lambda: io.instructions.get_subscription_count() == 0, 10, "instruction subscription removed")
-    assert io.images.get_subscription_count() == 0
+    wait_for(lambda: io.images.get_subscription_count() == 0, 10, "image subscription removed")
     refused = io.call("cup")
     assert refused.status == SegmentationResult.STATUS_NOT_READY and "activate" in refused.status_message
+    io.ask("while inactive")  # instructions stay subscribed: answered NOT_READY, never dropped
+    assert io.results_for("while inactive")[0].status == SegmentationResult.STATUS_NOT_READY
     assert node.change_state(ros_probe, "cleanup")
     wait_for(lambda: io.diagnostics().get("_message") == "unconfigured" and io.diagnostics()["model_id"] == "",
              5, "diagnostics to show the model unloaded")
     reset = ros_probe.call(ros_probe.client(node.topic("~/reset"), Trigger), Trigger.Request())
     assert not reset.success and "no model loaded" in reset.message
     assert node.change_state(ros_probe, "configure") and node.change_state(ros_probe, "activate")
-    wait_for(lambda: io.instructions.get_subscription_count() == 1, 10, "instruction subscription back")
+    wait_for(lambda: io.images.get_subscription_count() == 1, 10, "image subscription back")
     io.publish_frame(make_image_msg(stamp=(3, 0)))
     io.ask("cup again")
     assert io.results_for("cup again")[0].status == SegmentationResult.STATUS_OK
