@@ -234,8 +234,8 @@ def test_60hz_1080p_image_flood_while_inferring_keeps_newest_frame_and_flat_memo
 
 
 def test_instructions_are_not_starved_by_an_image_flood(case, lisa_io, ros_probe):
-    """1080p frames as fast as the publisher can (about 100 Hz), an instruction every 20 frames: each must
-    be taken within ~10 frames, i.e. answered on a frame at most 10 newer than the newest when sent."""
+    """1080p frames at 60 Hz, an instruction every 20 frames: each must be taken within ~15 frames (0.25 s),
+    i.e. answered on a frame at most 15 newer than the newest when sent (before the fix: up to 83)."""
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
@@ -254,7 +254,7 @@ def test_instructions_are_not_starved_by_an_image_flood(case, lisa_io, ros_probe
         if index % 20 == 0:
             asked[f"starve {index}"] = index
             instructions.publish(String(data=f"starve {index}"))
-        time.sleep(max(0.0, started + index / 120 - time.monotonic()))
+        time.sleep(max(0.0, started + index / 60 - time.monotonic()))
     rate = index / (time.monotonic() - started)
     settle(lambda: len(io.results) >= len(asked), 15)
     accounting = case.account(list(asked), io.results, expected_statuses={OK, BUSY})
@@ -263,7 +263,7 @@ def test_instructions_are_not_starved_by_an_image_flood(case, lisa_io, ros_probe
     case.note(f"{rate:.0f} Hz 1080p: instruction taken after {delays} frames (answered frame - newest frame "
               "when the instruction was sent)")
     assert not accounting["lost"] and not accounting["duplicates"], accounting
-    assert delays and max(delays) <= 10, delays
+    assert delays and max(delays) <= 15, delays
 
 
 def test_a_slow_result_subscriber_still_gets_every_answer(case, lisa_io, ros_probe, ros_context):
