@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -144,7 +145,7 @@ def command_line() -> str:
         args[0] = str(script.resolve().relative_to(REPO))
     except ValueError:
         pass
-    return "python -P " + " ".join(args)
+    return "python -P " + shlex.join(args)
 
 
 def write_result(name: str, payload: dict[str, Any], out: str | Path | None = None) -> Path:
