@@ -61,3 +61,20 @@ def frame():
     """A 4:3 RGB frame (non-square, so CLIP's crop and SAM's padding matter)."""
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+
+
+def pytest_configure(config):
+    """Give the module name ``conftest`` back to test/conftest.py once this file is registered.
+
+    Every test/**/conftest.py outside a package is imported as the module ``conftest``; without
+    this, test/node's ``from conftest import make_image_msg`` got this file, and ``pytest test``
+    (scripts/test.sh, CI) stopped at collection with ImportErrors.
+    """
+    import sys
+    from pathlib import Path
+
+    root = (Path(__file__).resolve().parents[1] / "conftest.py").resolve()
+    for plugin in config.pluginmanager.get_plugins():
+        if getattr(plugin, "__file__", None) and Path(plugin.__file__).resolve() == root:
+            sys.modules["conftest"] = plugin
+            break
