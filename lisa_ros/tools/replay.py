@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pacing = parser.add_argument_group("pacing")
     pacing.add_argument("--rate", type=float, help="play with the recorded timing scaled by RATE (default: lock-step)")
     pacing.add_argument("--result-timeout", type=float, default=120.0, help="s to wait for each answer (default 120)")
-    pacing.add_argument("--settle", type=float, default=0.05, help="lock-step: s between a frame and its instruction (default 0.05)")
+    pacing.add_argument("--settle", type=float, default=0.05, help="s from a frame to its instruction (default 0.05)")
     pacing.add_argument("--attempts", type=int, default=3, help="lock-step: tries when the node answers on another frame or none (default 3)")
     node = parser.add_argument_group("the node")
     node.add_argument("--node-name", default="lisa_node", help="node whose ~/result etc. are recorded (default lisa_node)")
@@ -66,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     node.add_argument("--node-params", help="with --start-node: parameters YAML file")
     node.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE", help="with --start-node: one parameter (repeatable)")
     node.add_argument("--wait-for-node", type=float, default=60.0, help="s to wait for the node to appear (default 60)")
+    node.add_argument("--delay", type=float, default=0.5, help="s between finding the node and the first message, for "
+                      "discovery to finish on the node's side too (a frame it cannot match yet is lost; default 0.5)")
     parser.add_argument("--fail-on-error", action="store_true", help="exit 1 if any request failed (no answer, error status, wrong frame)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -304,16 +306,23 @@ def run_timed(session: Session, bag: bag_io.InputBag, plan: Plan, args, progress
         while (delay := start_wall + (bag_time_ns - start_bag) / 1e9 / args.rate - time.monotonic()) > 0:
             progress.update(session.drain(min(delay, 0.05)))
 
+    frame_sent_at: dict[int, float] = {}
+
     def send_due(before_ns: int | None) -> None:
         while requests and (before_ns is None or requests[0].time_ns < before_ns):
             request = requests.popleft()
             wait_until(request.time_ns)
+            # Frames (best effort) and instructions travel on separate topics: an instruction sent at the
+            # instant of its frame can overtake it, so it leaves at least --settle after the frame.
+            while (delay := frame_sent_at.get(request.frame_index, 0.0) + args.settle - time.monotonic()) > 0:
+                progress.update(session.drain(min(delay, 0.05)))
             session.send_instruction(request, newest_stamp)
 
     for index, timestamp, msg in frames_to_publish(bag, plan, args.decompress):
         send_due(timestamp)
         wait_until(timestamp)
         session.send_frame(index, msg)
+        frame_sent_at[index] = time.monotonic()
         newest_stamp = bag_io.stamp_ns(msg.header)
     send_due(None)
     deadline = time.monotonic() + args.result_timeout
@@ -361,8 +370,8 @@ def run(args: argparse.Namespace) -> int:
     if results_root.exists() and any(results_root.iterdir()):
         print(f"error: {results_root} exists and is not empty; choose another --output", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if (args.rate is not None and args.rate <= 0) or args.attempts < 1:
-        print("error: --rate must be > 0 and --attempts at least 1", file=sys.stderr)
+    if (args.rate is not None and args.rate <= 0) or args.attempts < 1 or args.delay < 0 or args.settle < 0:
+        print("error: --rate must be > 0, --attempts at least 1, --delay and --settle >= 0", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         with bag_io.InputBag(args.bag) as bag:
@@ -389,6 +398,7 @@ def replay(bag: bag_io.InputBag, plan: Plan, args: argparse.Namespace, results_r
             process = ros_link.start_node(args.node_name, image_in, instruction_out, args.node_params, params)
         link = ros_link.RosLink((image_out, image_out_type), instruction_out, args.node_name)
         link.wait_for_node(args.wait_for_node, process)
+        time.sleep(args.delay)
         results = ResultsFolder(results_root)
         output = bag_io.OutputBag(results_root / "bag", args.output_storage)
         session = Session(link, output, results, lock_step=args.rate is None, node_process=process)
