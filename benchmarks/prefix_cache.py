@@ -1,13 +1,13 @@
-"""Proposed optimisation, measured: reuse the prompt prefix's KV cache for further instructions on the same frame.
+"""Second instruction on a frame: prefill with the prompt prefix's KV cache vs the whole prompt.
 
 With history off, every prompt on a frame starts with the same ids: BOS, the
 system prompt, ``USER: <im_start>``, the 256 image features, ``<im_end>`` (about
-290 of ~306 positions). ``LisaEngine`` caches CLIP and SAM per frame but prefills
-the whole prompt again for each instruction. This script measures, on one
-model, the prefill of a second instruction both ways (full prompt vs. the
-cached prefix copied, then only the instruction's ~15 tokens), the one-off cost
-of building the prefix, and the largest difference of the resulting last hidden
-state (the one that predicts the first answer token).
+290 of ~306 positions). ``LisaEngine`` keeps that prefix's KV cache for the
+latest frame (``generation.PromptPrefix``) and prefills only what follows. This
+script measures that prefill in isolation on one model, both ways (full prompt
+vs. the cached prefix copied, then only the instruction's ~15 tokens), the
+one-off cost of building the prefix, and the largest difference of the resulting
+last hidden state (the one that predicts the first answer token).
 
     python -P benchmarks/prefix_cache.py [--shape mid] [--device cpu]
     python -P benchmarks/prefix_cache.py --shape 7b --precision int4 --device cuda

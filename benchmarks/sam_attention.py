@@ -1,14 +1,13 @@
-"""SAM image encoder attention: segment_anything's eager attention vs torch SDPA (a proposed optimisation).
+"""SAM image encoder attention: segment_anything's eager attention vs torch SDPA (SDPA is what the engine runs).
 
 ``segment_anything.modeling.image_encoder.Attention`` materialises
 ``softmax(q k^T * scale + rel_pos)`` itself (matmul, add, softmax, matmul: four
 passes over a (heads, N, N) tensor; N = 4096 in ViT-H's 4 global layers, 196 in
-its 28 windowed ones). ``sdpa_forward`` below computes the same thing with
-``torch.nn.functional.scaled_dot_product_attention`` and the decomposed
-relative-position term as an additive mask (as pytorch-labs' segment-anything-fast
-does). This script measures one ViT-H-sized block (global and windowed), or the
-whole ViT-H encoder with ``--encoder``, both ways in the same run, and the
-largest difference of the outputs.
+its 28 windowed ones). ``lisa_ros.model.sam`` (what the engine runs) computes the
+same thing with ``torch.nn.functional.scaled_dot_product_attention`` and the
+decomposed relative-position term as an additive mask. This script measures one
+ViT-H-sized block (global and windowed), or the whole ViT-H encoder with
+``--encoder``, both ways in the same run, and the largest difference of the outputs.
 
     python -P benchmarks/sam_attention.py                              # CPU, fp32, blocks
     python -P benchmarks/sam_attention.py --device cuda --dtype fp16 --encoder
@@ -16,50 +15,18 @@ largest difference of the outputs.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import copy
 import sys
 from pathlib import Path
-from unittest import mock
 
 sys.path.append(str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 import common  # noqa: E402
-from lisa_ros.model.sam import SamConfig, build_sam, sam_modeling  # noqa: E402
+from lisa_ros.model.sam import SamConfig, build_sam, use_sdpa_attention  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def sdpa_forward(self, x: torch.Tensor) -> torch.Tensor:
-    """Drop-in for ``image_encoder.Attention.forward`` using SDPA (same maths)."""
-    image_encoder = sam_modeling().image_encoder
-    batch, height, width, _ = x.shape
-    qkv = self.qkv(x).reshape(batch, height * width, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.reshape(3, batch * self.num_heads, height * width, -1).unbind(0)
-    bias = None
-    if self.use_rel_pos:
-        rh = image_encoder.get_rel_pos(height, height, self.rel_pos_h)
-        rw = image_encoder.get_rel_pos(width, width, self.rel_pos_w)
-        r_q = q.reshape(batch * self.num_heads, height, width, -1)
-        rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rh)
-        rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rw)
-        bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(
-            batch * self.num_heads, height * width, height * width)
-    # 4-D (batch, heads, tokens, dim) so that CUDA can pick a fused kernel (3-D falls back to the math path).
-    shape = (batch, self.num_heads, height * width, -1)
-    if bias is not None:
-        bias = bias.view(batch, self.num_heads, height * width, height * width)
-    out = F.scaled_dot_product_attention(q.view(shape), k.view(shape), v.view(shape), attn_mask=bias, scale=self.scale)
-    out = out.view(batch, self.num_heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
-    return self.proj(out)
-
-
-@contextlib.contextmanager
-def sdpa_attention():
-    with mock.patch.object(sam_modeling().image_encoder.Attention, "forward", sdpa_forward):
-        yield
 
 
 def bench(fn, repeats: int, sync) -> tuple[torch.Tensor, list[float]]:
@@ -83,26 +50,26 @@ def main(argv: list[str] | None = None) -> int:
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
     torch.manual_seed(0)
-    encoder = build_sam(SamConfig()).image_encoder.to(device, dtype).eval()
-    for block in encoder.blocks:  # random relative positions (zero-initialised otherwise)
+    eager_encoder = build_sam(SamConfig(), sdpa=False).image_encoder.to(device, dtype).eval()
+    for block in eager_encoder.blocks:  # random relative positions (zero-initialised otherwise)
         torch.nn.init.normal_(block.attn.rel_pos_h, std=0.02)
         torch.nn.init.normal_(block.attn.rel_pos_w, std=0.02)
+    sdpa_encoder = copy.deepcopy(eager_encoder)
+    use_sdpa_attention(sdpa_encoder)
     cases = {}
     with torch.inference_mode():
         if args.encoder:
             x = torch.randn(1, 3, 1024, 1024, device=device, dtype=dtype)
-            cases["vit_h_encoder_1024"] = lambda: encoder(x)
+            cases["vit_h_encoder_1024"] = lambda encoder: encoder(x)
         else:
             tokens = torch.randn(1, 64, 64, 1280, device=device, dtype=dtype) * 0.5
-            global_block = encoder.blocks[SamConfig().encoder_global_attn_indexes[0]]
-            window_block = encoder.blocks[0]
-            cases["global_block_64x64"] = lambda: global_block(tokens)
-            cases["windowed_block_14x14"] = lambda: window_block(tokens)
+            global_index = SamConfig().encoder_global_attn_indexes[0]
+            cases["global_block_64x64"] = lambda encoder: encoder.blocks[global_index](tokens)
+            cases["windowed_block_14x14"] = lambda encoder: encoder.blocks[0](tokens)
         rows = {}
         for name, fn in cases.items():
-            eager_out, eager = bench(fn, args.repeats, sync)
-            with sdpa_attention():
-                sdpa_out, sdpa = bench(fn, args.repeats, sync)
+            eager_out, eager = bench(lambda: fn(eager_encoder), args.repeats, sync)
+            sdpa_out, sdpa = bench(lambda: fn(sdpa_encoder), args.repeats, sync)
             difference = (eager_out.float() - sdpa_out.float()).abs().max().item()
             scale = eager_out.float().abs().max().item()
             rows[name] = {"eager_ms": common.summary(eager), "sdpa_ms": common.summary(sdpa),

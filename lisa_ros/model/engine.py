@@ -1,7 +1,8 @@
 """``LisaEngine``: the node's brain, behind ``lisa_ros.core.engine.Engine``.
 
 Per request: CLIP features and SAM's image embedding are computed once per frame
-(LRU cache keyed by ``frame_key``); the prompt (``llava_v1``, with the
+(LRU cache keyed by ``frame_key``), and so is the KV cache of the prompt up to the
+image (kept for the most recent frame only: ~150 MB for LISA-7B in fp16); the prompt (``llava_v1``, with the
 conversation's earlier turns) is decoded greedily with a KV cache; each ``[SEG]``
 becomes a mask at the frame's resolution with SAM's IoU prediction as its score.
 On CUDA, SAM's image encoder runs on its own stream in a worker thread while the
@@ -36,7 +37,7 @@ from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory
 from lisa_ros.core.types import EngineOutput
 from lisa_ros.model.checkpoint import resolve_checkpoint, resolve_vision_tower
 from lisa_ros.model.config import CheckpointError, load_lisa_config
-from lisa_ros.model.generation import expanded_length, generate
+from lisa_ros.model.generation import PromptPrefix, expanded_length, generate
 from lisa_ros.model.modeling import PRECISIONS, LisaModel, Placement, load_lisa_model
 from lisa_ros.model.preprocess import CLIP_MODES, clip_pixels, sam_pixels
 from lisa_ros.model.tokenization import LisaTokenizer, Turn, build_prompt_ids
@@ -107,6 +108,7 @@ class _Frame:
     sam_embedding: torch.Tensor | None = None          # (1, 256, 64, 64)
     sam_future: concurrent.futures.Future | None = None
     sam_ms: float = 0.0
+    prompt_prefix: PromptPrefix | None = None
 
 
 @dataclasses.dataclass
@@ -250,9 +252,11 @@ class LisaEngine(Engine):
             forced = (tokenizer.encode_with_added_tokens(force_answer) + [tokenizer.eos_id]
                       if isinstance(force_answer, str) else [int(t) for t in force_answer])
         generation = generate(model, prompt, frame.clip_features, eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id,
-                              max_new_tokens=max_new_tokens, forced_ids=forced, cancel=self._cancel)
+                              max_new_tokens=max_new_tokens, forced_ids=forced, cancel=self._cancel,
+                              prefix=frame.prompt_prefix)
         timings.update(prefill=generation.prefill_ms, decode=generation.decode_ms,
                        generate=generation.prefill_ms + generation.decode_ms)
+        self._keep_prefix(frame, generation.prefix)
 
         masks, scores = [], []
         if len(generation.seg_hidden):
@@ -294,6 +298,14 @@ class LisaEngine(Engine):
             while len(self._frames) > self.options.frame_cache_size:
                 self._frames.popitem(last=False)
         return frame
+
+    def _keep_prefix(self, frame: _Frame, prefix: PromptPrefix | None) -> None:
+        """Keeps one prompt-prefix KV cache, the latest frame's: older frames rarely get instructions."""
+        if prefix is None or frame.prompt_prefix is prefix:
+            return
+        for other in self._frames.values():
+            other.prompt_prefix = None
+        frame.prompt_prefix = prefix
 
     def _encode_sam_on_stream(self, sam_input: torch.Tensor) -> tuple[torch.Tensor, float]:
         tick = time.perf_counter()

@@ -7,6 +7,7 @@ hidden states are still the model's own): a random tiny model never emits
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 import time
@@ -27,11 +28,25 @@ class GenerationCancelled(EngineError):
 
 
 @dataclasses.dataclass
+class PromptPrefix:
+    """KV cache of the prompt up to and including the image: the same for every instruction on a frame.
+
+    The system prompt and the 256 image positions are most of a prompt; a second
+    instruction on the same frame prefills only what follows them.
+    """
+
+    ids: tuple[int, ...]           # prompt ids up to and including the image placeholder
+    cache: DynamicCache            # never extended: each request works on a copy
+
+
+@dataclasses.dataclass
 class Generation:
     token_ids: list[int]           # generated ids, the final EOS included when emitted
     seg_hidden: torch.Tensor       # (n_seg, H) fp32
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
+    prefix: PromptPrefix | None = None  # reusable by the next prompt that starts with ``prefix.ids``
+    prefix_reused: bool = False
 
 
 def expanded_length(prompt_ids: Sequence[int], image_tokens: int) -> int:
@@ -52,17 +67,33 @@ def _sync(device: torch.device) -> None:
 def generate(
     model: LisaModel, prompt_ids: Sequence[int], image_features: torch.Tensor, *, eos_id: int, seg_id: int,
     max_new_tokens: int, forced_ids: Sequence[int] | None = None, cancel: threading.Event | None = None,
+    prefix: PromptPrefix | None = None,
 ) -> Generation:
     """Prefill the prompt once, then one cached step per token; stops at EOS or ``max_new_tokens``.
 
-    ``cancel``, checked between tokens, ends a call that overran its deadline
-    (raises GenerationCancelled) so the next request need not wait behind it.
+    ``prefix`` (from an earlier call on the same image features) skips prefilling
+    the positions it holds when the prompt starts with its ids. ``cancel``, checked
+    between tokens, ends a call that overran its deadline (raises
+    GenerationCancelled) so the next request need not wait behind it.
     """
     if forced_ids is not None:
         max_new_tokens = min(max_new_tokens, len(forced_ids))
     start = time.perf_counter()
-    cache = DynamicCache(config=model.llm.config)
-    hidden = model.decoder_hidden(model.embed(prompt_ids, image_features), cache)[:, -1]  # (1, H)
+    prompt_ids = list(prompt_ids)
+    reused = (prefix is not None and len(prompt_ids) > len(prefix.ids)
+              and tuple(prompt_ids[:len(prefix.ids)]) == prefix.ids)
+    if reused:
+        cache = copy.deepcopy(prefix.cache)
+        rest = prompt_ids[len(prefix.ids):]
+    else:
+        cache = DynamicCache(config=model.llm.config)
+        rest, prefix = prompt_ids, None
+        if IMAGE_PLACEHOLDER in prompt_ids[:-1]:  # prefill up to the image apart, and keep that cache
+            at = prompt_ids.index(IMAGE_PLACEHOLDER) + 1
+            model.decoder_hidden(model.embed(prompt_ids[:at], image_features), cache)
+            prefix = PromptPrefix(tuple(prompt_ids[:at]), copy.deepcopy(cache))
+            rest = prompt_ids[at:]
+    hidden = model.decoder_hidden(model.embed(rest, image_features), cache)[:, -1]  # (1, H)
     _sync(model.device)
     prefill_ms = (time.perf_counter() - start) * 1000
     start = time.perf_counter()
@@ -81,7 +112,8 @@ def generate(
         step = embeddings(torch.tensor([[token]], device=model.device))  # (1, 1, H)
         hidden = model.decoder_hidden(step, cache)[:, -1]
     _sync(model.device)
-    return Generation(tokens, _stack(seg_hidden, model), prefill_ms, (time.perf_counter() - start) * 1000)
+    return Generation(tokens, _stack(seg_hidden, model), prefill_ms, (time.perf_counter() - start) * 1000,
+                      prefix, reused)
 
 
 @torch.inference_mode()

@@ -12,10 +12,11 @@ import importlib
 import importlib.util
 import sys
 import types
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -80,14 +81,53 @@ class SamConfig:
         return self.image_size // self.patch_size
 
 
-def build_sam(config: SamConfig) -> nn.Module:
+def _sdpa_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """segment_anything's image-encoder attention, computed by ``scaled_dot_product_attention``.
+
+    Same maths as ``image_encoder.Attention.forward`` (the decomposed relative
+    positions become an additive mask) without materialising the (heads, N, N)
+    softmax chain by hand: N = 4096 in ViT-H's global layers. (B, H, W, C) -> (B, H, W, C).
+    """
+    batch, height, width, _ = x.shape
+    tokens = height * width
+    qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
+    bias = None
+    if self.use_rel_pos:
+        encoder = sam_modeling().image_encoder
+        rel_h = encoder.get_rel_pos(height, height, self.rel_pos_h)  # (H, H, head_dim)
+        rel_w = encoder.get_rel_pos(width, width, self.rel_pos_w)    # (W, W, head_dim)
+        r_q = q.reshape(batch, self.num_heads, height, width, -1)
+        bias_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rel_h)
+        bias_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rel_w)
+        bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(batch, self.num_heads, tokens, tokens)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, heads, N, head_dim)
+    return self.proj(out.permute(0, 2, 1, 3).reshape(batch, height, width, -1))
+
+
+@cache
+def sdpa_attention_class() -> type[nn.Module]:
+    """``image_encoder.Attention`` with the SDPA forward: same parameters, so checkpoints load unchanged."""
+    attention = sam_modeling().image_encoder.Attention
+    return type("SdpaAttention", (attention,), {"forward": _sdpa_attention_forward, "__module__": __name__})
+
+
+def use_sdpa_attention(encoder: nn.Module) -> None:
+    """Switches every block of a segment_anything ``ImageEncoderViT`` to the SDPA forward."""
+    sdpa = sdpa_attention_class()
+    for block in encoder.blocks:
+        block.attn.__class__ = sdpa
+
+
+def build_sam(config: SamConfig, *, sdpa: bool = True) -> nn.Module:
     """segment_anything's ``Sam``: image_encoder, prompt_encoder, mask_decoder.
 
     Parameter names match the checkpoint's ``model.visual_model.*`` keys.
+    ``sdpa=False`` keeps segment_anything's own (eager) encoder attention.
     """
     modeling = sam_modeling()
     grid = config.embedding_size
-    return modeling.Sam(
+    sam = modeling.Sam(
         image_encoder=modeling.ImageEncoderViT(
             depth=config.encoder_depth,
             embed_dim=config.encoder_embed_dim,
@@ -121,3 +161,6 @@ def build_sam(config: SamConfig) -> nn.Module:
             iou_head_hidden_dim=config.iou_head_hidden_dim,
         ),
     )
+    if sdpa:
+        use_sdpa_attention(sam.image_encoder)
+    return sam

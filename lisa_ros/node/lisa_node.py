@@ -284,27 +284,30 @@ class LisaNode(LifecycleNode):
         result = answer_to_result(answer, engine.model_id if engine is not None else "")
         request = answer.request
         label = f"request {request.request_id} ({request.instruction[:60]!r})"
-        if answer.status in (Status.OK, Status.NOT_FOUND):
-            self.get_logger().info(f"{label}: {answer.status.name}, {answer.message}, {answer.total_ms:.0f} ms")
-        else:
-            self.get_logger().warning(f"{label}: {answer.status.name}: {answer.message}")
-        self._stats.record(answer.status, total=answer.total_ms, inference=answer.inference_ms,
-                           queue_wait=answer.queue_wait_ms)
         try:
             self._publish_images_and_text(answer)
         except Exception as error:  # the result below must still go out
             self.get_logger().error(f"{label}: publishing mask/explanation/overlay failed: {error!r}")
+        # Taken last so that total_ms covers building the result and the other outputs, not only the engine.
+        result.total_ms = 1000.0 * (time.monotonic() - request.received)
         try:
             self._result_pub.publish(result)
         finally:
+            self._stats.record(answer.status, total=result.total_ms, inference=answer.inference_ms,
+                               queue_wait=answer.queue_wait_ms)
+            if answer.status in (Status.OK, Status.NOT_FOUND):
+                self.get_logger().info(f"{label}: {answer.status.name}, {answer.message}, {result.total_ms:.0f} ms")
+            else:
+                self.get_logger().warning(f"{label}: {answer.status.name}: {answer.message}")
             if isinstance(request.context, threading.Event):
                 request.context.result = result
                 request.context.set()
 
     def _publish_images_and_text(self, answer: Answer) -> None:
-        mask = union_mask_msg(answer)
-        if mask is not None:
-            self._mask_pub.publish(mask)
+        if self._mask_pub.get_subscription_count() > 0:  # the union costs a full-frame pass: skip it unread
+            mask = union_mask_msg(answer)
+            if mask is not None:
+                self._mask_pub.publish(mask)
         if answer.output is not None:
             self._explanation_pub.publish(String(data=answer.output.text))
             config = self._config

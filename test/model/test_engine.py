@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lisa_ros.core.engine import EngineError
-from lisa_ros.model.generation import generate, reference_generate, reference_segment
+from lisa_ros.model.generation import PromptPrefix, generate, reference_generate, reference_segment
 from lisa_ros.model.preprocess import clip_pixels
 from lisa_ros.model.tokenization import build_prompt_ids
 
@@ -74,6 +74,48 @@ def test_embedding_cache_hit_for_second_instruction(engine, frame):
     assert second.timings_ms["sam_encoder"] == 0 and second.timings_ms["clip"] == 0
     for phase in ("preprocess", "prefill", "decode", "generate", "mask_decode", "total"):
         assert phase in second.timings_ms
+
+
+@pytest.mark.parametrize("forced", [None, "It is [SEG] and [SEG]."])
+def test_prompt_prefix_cache_gives_the_answer_of_a_full_prefill(engine, frame, forced):
+    """A second prompt on the same image features prefills only what follows the image."""
+    model, tokenizer = engine.model, engine.tokenizer
+    features = model.clip_features(clip_pixels(frame))
+    forced_ids = None if forced is None else tokenizer.encode_with_added_tokens(forced) + [tokenizer.eos_id]
+    common = dict(eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id, max_new_tokens=24, forced_ids=forced_ids)
+    first = generate(model, build_prompt_ids(tokenizer, "Segment the cup."), features, **common)
+    assert first.prefix is not None and not first.prefix_reused
+    prompt = build_prompt_ids(tokenizer, "Please segment the saucer and the spoon.")
+    assert prompt[:len(first.prefix.ids)] == list(first.prefix.ids) and len(prompt) > len(first.prefix.ids)
+
+    reused = generate(model, prompt, features, prefix=first.prefix, **common)
+    full = generate(model, prompt, features, **common)
+    assert reused.prefix_reused and reused.prefix is first.prefix and not full.prefix_reused
+    assert reused.token_ids == full.token_ids
+    assert reused.seg_hidden.shape == full.seg_hidden.shape
+    torch.testing.assert_close(reused.seg_hidden, full.seg_hidden, atol=1e-5, rtol=1e-5)
+    # The prefix is a snapshot: using it did not extend it, so it serves a third prompt alike.
+    again = generate(model, prompt, features, prefix=first.prefix, **common)
+    assert again.token_ids == reused.token_ids
+    torch.testing.assert_close(again.seg_hidden, reused.seg_hidden, atol=0, rtol=0)
+    # A prefix whose ids the prompt does not start with is not used.
+    foreign = PromptPrefix(tuple(first.prefix.ids[1:]), first.prefix.cache)
+    assert not generate(model, prompt, features, prefix=foreign, **common).prefix_reused
+
+
+def test_second_instruction_on_a_frame_reuses_the_prompt_prefix(engine, frame):
+    instruction = "Segment the saucer."
+    engine.segment(frame, "Segment the cup.", frame_key="prefix", conversation_id="p1", force_answer="Sure, [SEG].")
+    assert engine._frames["prefix"].prompt_prefix is not None
+    second = engine.segment(frame, instruction, frame_key="prefix", conversation_id="p2", force_answer="It is [SEG].")
+    fresh = engine.segment(frame, instruction, frame_key="prefix-fresh", conversation_id="p3",
+                           force_answer="It is [SEG].")
+    assert second.text == fresh.text and len(second.masks) == len(fresh.masks) == 1
+    assert (second.masks[0] == fresh.masks[0]).mean() > 0.9999
+    np.testing.assert_allclose(second.scores, fresh.scores, atol=1e-4)
+    # Only the latest frame keeps a prefix cache (memory stays bounded by one).
+    assert engine._frames["prefix"].prompt_prefix is None
+    assert engine._frames["prefix-fresh"].prompt_prefix is not None
 
 
 def test_frame_cache_size_zero_recomputes(make_engine, tiny_7b, frame):
