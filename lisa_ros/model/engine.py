@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -102,9 +103,9 @@ class LisaOptions:
 class _Frame:
     """Per-frame work shared by every instruction on that frame."""
 
-    shape: tuple[int, ...]
+    image: np.ndarray                      # (H, W, 3) RGB: SAM's input is made from it only when needed
     clip_features: torch.Tensor            # (1, 256, H)
-    sam_input: torch.Tensor                # (1, 3, h, w) 0..255, longest side 1024
+    sam_input_size: tuple[int, int] | None = None      # SAM's resized input (h, w), longest side 1024
     sam_embedding: torch.Tensor | None = None          # (1, 256, 64, 64)
     sam_future: concurrent.futures.Future | None = None
     sam_ms: float = 0.0
@@ -262,8 +263,7 @@ class LisaEngine(Engine):
         if len(generation.seg_hidden):
             embedding = self._sam_embedding(frame, timings)
             tick = time.perf_counter()
-            logits, iou = model.decode_masks(generation.seg_hidden, embedding, tuple(frame.sam_input.shape[-2:]),
-                                             image.shape[:2])
+            logits, iou = model.decode_masks(generation.seg_hidden, embedding, frame.sam_input_size, image.shape[:2])
             masks = [m.cpu().numpy() for m in (logits > 0)]
             scores = [float(s) for s in iou.cpu()]
             timings["mask_decode"] = (time.perf_counter() - tick) * 1000
@@ -274,20 +274,20 @@ class LisaEngine(Engine):
         return EngineOutput(masks=masks, scores=scores, text=tokenizer.decode(answer), timings_ms=timings)
 
     def _frame(self, image: np.ndarray, frame_key: Hashable, timings: dict[str, float]) -> _Frame:
-        """The frame's cached work, or CLIP now and SAM started (CUDA) / deferred (CPU)."""
+        """The frame's cached work, or CLIP now and SAM (its preprocessing included) started on its
+        own thread (CUDA) / deferred until an answer holds a ``[SEG]`` (CPU)."""
         frame = self._frames.get(frame_key)
-        if frame is not None and frame.shape == image.shape:
+        if frame is not None and frame.image.shape == image.shape:
             self._frames.move_to_end(frame_key)
             timings.update(preprocess=0.0, clip=0.0)
             return frame
         model = self.model
         tick = time.perf_counter()
+        frame = _Frame(image, torch.empty(0))
+        if self._executor is not None:  # SAM's preprocessing and encoder overlap CLIP and the LLM
+            frame.sam_future = self._executor.submit(self._encode_sam_concurrently, image)
         clip_input = clip_pixels(image, model.vision_tower.config.image_size, self.options.clip_preprocess)
-        sam_input = sam_pixels(image, model.config.sam.image_size)
         timings["preprocess"] = (time.perf_counter() - tick) * 1000
-        frame = _Frame(image.shape, torch.empty(0), sam_input)
-        if self._executor is not None:  # SAM's encoder overlaps CLIP and the LLM
-            frame.sam_future = self._executor.submit(self._encode_sam_on_stream, sam_input)
         tick = time.perf_counter()
         frame.clip_features = model.clip_features(clip_input)
         if model.device.type == "cuda":
@@ -307,26 +307,32 @@ class LisaEngine(Engine):
             other.prompt_prefix = None
         frame.prompt_prefix = prefix
 
-    def _encode_sam_on_stream(self, sam_input: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def _encode_sam_concurrently(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int], float]:
+        """Runs in the SAM thread: preprocessing and encoder, on SAM's own CUDA stream when there is one."""
         tick = time.perf_counter()
-        with torch.inference_mode(), torch.cuda.stream(self._sam_stream):
-            embedding = self.model.sam_image_embedding(sam_input.pin_memory())
-        self._sam_stream.synchronize()
-        return embedding, (time.perf_counter() - tick) * 1000
+        sam_input = sam_pixels(image, self.model.config.sam.image_size)
+        stream = self._sam_stream
+        with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            embedding = self.model.sam_image_embedding(sam_input.pin_memory() if stream is not None else sam_input)
+        if stream is not None:
+            stream.synchronize()
+        return embedding, tuple(sam_input.shape[-2:]), (time.perf_counter() - tick) * 1000
 
     def _sam_embedding(self, frame: _Frame, timings: dict[str, float]) -> torch.Tensor:
         """SAM's image embedding; ``sam_encoder`` is 0 when it was already there."""
         if frame.sam_embedding is None:
             if frame.sam_future is not None:
-                frame.sam_embedding, frame.sam_ms = frame.sam_future.result()
+                frame.sam_embedding, frame.sam_input_size, frame.sam_ms = frame.sam_future.result()
                 frame.sam_future = None
-                # Allocated on the SAM stream, used (and later freed) on this one.
-                frame.sam_embedding.record_stream(torch.cuda.current_stream(frame.sam_embedding.device))
+                if frame.sam_embedding.is_cuda:  # allocated on the SAM stream, used (and later freed) on this one
+                    frame.sam_embedding.record_stream(torch.cuda.current_stream(frame.sam_embedding.device))
                 timings["sam_encoder"] = frame.sam_ms  # overlapped with generation
             else:
                 tick = time.perf_counter()
-                frame.sam_embedding = self.model.sam_image_embedding(frame.sam_input)
-                timings["sam_encoder"] = (time.perf_counter() - tick) * 1000
+                sam_input = sam_pixels(frame.image, self.model.config.sam.image_size)
+                frame.sam_embedding = self.model.sam_image_embedding(sam_input)
+                frame.sam_input_size = tuple(sam_input.shape[-2:])
+                timings["sam_encoder"] = (time.perf_counter() - tick) * 1000  # its preprocessing included
         else:
             timings["sam_encoder"] = 0.0
         return frame.sam_embedding

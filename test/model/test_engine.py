@@ -6,6 +6,8 @@ and masks are still the model's own, but the token sequence is chosen by the tes
 """
 from __future__ import annotations
 
+import concurrent.futures
+
 import numpy as np
 import pytest
 import torch
@@ -116,6 +118,25 @@ def test_second_instruction_on_a_frame_reuses_the_prompt_prefix(engine, frame):
     # Only the latest frame keeps a prefix cache (memory stays bounded by one).
     assert engine._frames["prefix"].prompt_prefix is None
     assert engine._frames["prefix-fresh"].prompt_prefix is not None
+
+
+def test_sam_on_its_own_thread_gives_the_deferred_result(make_engine, tiny_7b, frame):
+    """The CUDA set-up (SAM's preprocessing and encoder on a worker thread while the LLM runs)
+    exercised on the CPU: same masks and scores as the CPU's deferred SAM."""
+    deferred = make_engine(tiny_7b.lisa_dir, max_history_turns=0)
+    threaded = make_engine(tiny_7b.lisa_dir, max_history_turns=0)
+    threaded._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sam-encoder")  # as load() on CUDA
+    try:
+        none = threaded.segment(frame, "Hello!", frame_key="t", force_answer="Hi.")
+        assert not none.found and threaded._frames["t"].sam_future is not None  # started, not waited for
+        a = deferred.segment(frame, "Segment the cup.", frame_key="t", force_answer="Sure, [SEG].")
+        b = threaded.segment(frame, "Segment the cup.", frame_key="t", force_answer="Sure, [SEG].")
+        assert threaded._frames["t"].sam_future is None and threaded._frames["t"].sam_embedding is not None
+        assert b.timings_ms["sam_encoder"] > 0 and b.timings_ms["preprocess"] == 0  # the frame's work was cached
+        assert len(a.masks) == len(b.masks) == 1 and (a.masks[0] == b.masks[0]).all() and a.scores == b.scores
+    finally:
+        threaded.unload()
+        deferred.unload()
 
 
 def test_frame_cache_size_zero_recomputes(make_engine, tiny_7b, frame):
