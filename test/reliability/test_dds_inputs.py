@@ -33,7 +33,9 @@ def cdr_string(raw: bytes) -> bytes:
 def node(lisa_io, ros_probe):
     from sensor_msgs.msg import Image
 
-    io = lisa_io(params={"compressed": True, "publish_overlay": True})
+    # These cases send bursts of content to check, not load: a queue that holds a whole burst keeps
+    # BUSY answers (the load suite's subject) out even on a slow machine.
+    io = lisa_io(params={"compressed": True, "publish_overlay": True, "max_queue": 64})
     io.overlays = ros_probe.collect(io.node.topic("~/overlay"), Image)
     wait_for(lambda: ros_probe.node.count_publishers(io.node.topic("~/overlay")) >= 1, 10, "overlay publisher")
     return io
@@ -81,10 +83,7 @@ def test_every_encoding_is_seen_pixel_exactly_by_the_engine_service_and_topic(ca
         sec += 1
         msg = CompressedImage(format=fmt, data=data)
         msg.header.stamp.sec = sec
-        node.frames_published += 1
-        compressed.publish(msg)
-        wait_for(lambda: int(node.diagnostics().get("frames_received", 0)) >= node.frames_published, 10,
-                 "compressed frame")
+        node.publish_frame(msg, publisher=compressed)  # sent again until received (best effort, new publisher)
         text = f"nothing via compressed {fmt}"
         sent.append(text)
         node.ask(text)
@@ -230,10 +229,7 @@ def test_corrupted_compressed_frames_on_the_camera_topic_are_refused_and_the_nod
     for index, (fmt, data, fragment) in enumerate(frames):
         msg = CompressedImage(format=fmt, data=data)
         msg.header.stamp.sec = 700 + index
-        node.frames_published += 1
-        publisher.publish(msg)
-        wait_for(lambda: int(node.diagnostics().get("frames_received", 0)) >= node.frames_published, 10,
-                 "the compressed frame")
+        node.publish_frame(msg, publisher=publisher)  # sent again until received (best effort, new publisher)
         text = f"compressed case {index}"
         sent.append(text)
         node.ask(text)
