@@ -25,8 +25,13 @@ def replay_command(bag, out, name, *extra):
             "--publish-image", f"/{name}_in/image", "--publish-instruction", f"/{name}_in/instruction", *extra]
 
 
-def run_replay(*args, timeout=90):
-    done = subprocess.run(replay_command(*args), capture_output=True, text=True, timeout=timeout)
+def run_replay(*args, timeout=120):
+    """Runs a replay; a run past ``timeout`` fails the test with what the replay printed so far."""
+    try:
+        done = subprocess.run(replay_command(*args, "--result-timeout", "30"), capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"replay still running after {timeout} s; its output:\n{error.stdout}\n{error.stderr}")
     return done.returncode, done.stdout + done.stderr
 
 
