@@ -31,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.append(str(Path(__file__).resolve().parent))
+from ros_node import rss_mb  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 STATUS_NAMES = {0: "OK", 1: "NOT_FOUND", 2: "INVALID_IMAGE", 3: "INVALID_INSTRUCTION", 4: "NO_IMAGE",
                 5: "STALE_IMAGE", 6: "BUSY", 7: "TIMEOUT", 8: "ENGINE_ERROR", 9: "OUT_OF_MEMORY", 10: "NOT_READY"}
@@ -51,16 +54,6 @@ def parse_args(argv=None):
     parser.add_argument("--max-p99-ratio", type=float, default=2.0)
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/soak-<N>min.json)")
     return parser.parse_args(argv)
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def thread_count(pid: int) -> int | None:
