@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from polling import wait_for  # noqa: F401  (tests import it from conftest)
 
 REPO = Path(__file__).resolve().parents[1]
 PLUMBING_CONFIG = REPO / "config" / "plumbing_test.yaml"
@@ -46,18 +47,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "ros" in item.keywords:
             item.add_marker(skip)
-
-
-def wait_for(condition, timeout: float, what: str = "condition", interval: float = 0.01):
-    """Poll ``condition()`` until truthy (returned) or fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def make_image_msg(width=64, height=48, encoding="rgb8", stamp=None, frame_id="camera", fill=None):

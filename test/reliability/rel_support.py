@@ -5,19 +5,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-
-def wait_for(condition, timeout: float, what: str = "condition", interval: float = 0.01):
-    """Poll ``condition()`` until truthy (returned) or fail the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+from polling import wait_for  # noqa: F401  (the suite imports it from here)
 
 
 def settle(condition, timeout: float, interval: float = 0.05) -> bool:
