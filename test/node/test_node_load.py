@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image_msg, wait_for
+from conftest import make_image_msg
 
 pytestmark = pytest.mark.ros
 

@@ -8,7 +8,6 @@ expectation of test_images_unit.
 """
 from __future__ import annotations
 
-import io as _io
 import struct
 import time
 
