@@ -2,11 +2,12 @@
 
 Per request: CLIP features and SAM's image embedding are computed once per frame
 (LRU cache keyed by ``frame_key``), and so is the KV cache of the prompt up to the
-image (kept for the most recent frame only: ~150 MB for LISA-7B in fp16); the prompt (``llava_v1``, with the
-conversation's earlier turns) is decoded greedily with a KV cache; each ``[SEG]``
-becomes a mask at the frame's resolution with SAM's IoU prediction as its score.
-On CUDA, SAM's image encoder runs on its own stream in a worker thread while the
-LLM generates; on the CPU it runs only when an answer holds a ``[SEG]``.
+image (kept for the most recent frame only: ~150 MB for LISA-7B in fp16); the
+prompt (``llava_v1``, with the conversation's earlier turns) is decoded greedily
+with a KV cache; each ``[SEG]`` becomes a mask at the frame's resolution with SAM's
+IoU prediction as its score. On CUDA, SAM's preprocessing and image encoder run on
+its own stream in a worker thread while the LLM generates; on the CPU they run only
+when an answer holds a ``[SEG]``.
 
 Conversations: each ``conversation_id`` keeps its last ``max_history_turns``
 (instruction, generated answer ids) pairs, replayed before the new instruction.
