@@ -53,6 +53,7 @@ class RosLink:
         self.image_pub = self._node.create_publisher(ros_type(self.image_type), image_topic, reliable)
         self.instruction_pub = self._node.create_publisher(ros_type("std_msgs/msg/String"), instruction_topic, reliable)
         self.recorded: dict[str, str] = {}  # topic -> msgtype
+        self._recorders: list = []  # the subscriptions behind ``recorded``
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self._node)
         self._spinner = threading.Thread(target=self._spin, daemon=True)
@@ -86,6 +87,13 @@ class RosLink:
                 )
             time.sleep(0.05)
         self._record_node_outputs()
+        # The recorders are new: an answer published before they match the node's writers would be lost.
+        while not all(subscription.get_publisher_count() > 0 for subscription in self._recorders):
+            if time.monotonic() > deadline:
+                unmatched = [s.topic_name for s in self._recorders if s.get_publisher_count() == 0]
+                print(f"warning: not yet matched with the node's publishers of {unmatched}", file=sys.stderr)
+                break
+            time.sleep(0.01)
 
     def _record_node_outputs(self) -> None:
         for topic, types in self._node.get_topic_names_and_types():
@@ -101,11 +109,11 @@ class RosLink:
             if msgtype not in bag_io.typestore().types:
                 print(f"warning: not recording {topic}: message type {msgtype} unknown to the bag writer", file=sys.stderr)
                 continue
-            self._node.create_subscription(
+            self._recorders.append(self._node.create_subscription(
                 ros_type(msgtype), topic,
                 lambda data, topic=topic, msgtype=msgtype: self.received.put((topic, msgtype, time.time_ns(), data)),
                 qos, raw=True,
-            )
+            ))
             self.recorded[topic] = msgtype
 
     def close(self) -> None:
