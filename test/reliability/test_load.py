@@ -225,7 +225,9 @@ def test_60hz_1080p_image_flood_while_inferring_keeps_newest_frame_and_flat_memo
         case.note(f"instruction delivery delayed: answered on frames {sorted(starved)} frames newer than "
                   "the newest one when it was sent")
     assert received > 60 and dropped >= received - 2 * len(asked) - 2
-    assert late - early < 40, (early, late)
+    # Queued frames would add ~360 MB per second (60 Hz x 6 MB); allocator arenas and frames in flight on a
+    # loaded machine move the median by up to a few frames (42 MB seen with a CPU hog beside the suite).
+    assert late - early < 100, (early, late)
 
 
 # Found by this suite and fixed in 873116c: image and instruction subscriptions shared one
