@@ -255,7 +255,7 @@ class LisaEngine(Engine):
                       if isinstance(force_answer, str) else [int(t) for t in force_answer])
         generation = generate(model, prompt, frame.clip_features, eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id,
                               max_new_tokens=max_new_tokens, forced_ids=forced, cancel=self._cancel,
-                              prefix=frame.prompt_prefix)
+                              prefix=frame.prompt_prefix, keep_prefix=self.options.frame_cache_size > 0)
         timings.update(prefill=generation.prefill_ms, decode=generation.decode_ms,
                        generate=generation.prefill_ms + generation.decode_ms)
         self._keep_prefix(frame, generation.prefix)

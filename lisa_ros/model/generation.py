@@ -45,7 +45,7 @@ class Generation:
     seg_hidden: torch.Tensor       # (n_seg, H) fp32
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
-    prefix: PromptPrefix | None = None  # reusable by the next prompt that starts with ``prefix.ids``
+    prefix: PromptPrefix | None = None  # the one used or kept: for the next prompt starting with ``prefix.ids``
     prefix_reused: bool = False
 
 
@@ -67,12 +67,14 @@ def _sync(device: torch.device) -> None:
 def generate(
     model: LisaModel, prompt_ids: Sequence[int], image_features: torch.Tensor, *, eos_id: int, seg_id: int,
     max_new_tokens: int, forced_ids: Sequence[int] | None = None, cancel: threading.Event | None = None,
-    prefix: PromptPrefix | None = None,
+    prefix: PromptPrefix | None = None, keep_prefix: bool = False,
 ) -> Generation:
     """Prefill the prompt once, then one cached step per token; stops at EOS or ``max_new_tokens``.
 
     ``prefix`` (from an earlier call on the same image features) skips prefilling
-    the positions it holds when the prompt starts with its ids. ``cancel``, checked
+    the positions it holds when the prompt starts with its ids; without one,
+    ``keep_prefix`` returns a copy of the prefill's cache cut after the image (the
+    copy is the only cost). ``cancel``, checked
     between tokens, ends a call that overran its deadline (raises
     GenerationCancelled) so the next request need not wait behind it.
     """
@@ -84,16 +86,16 @@ def generate(
               and tuple(prompt_ids[:len(prefix.ids)]) == prefix.ids)
     if reused:
         cache = copy.deepcopy(prefix.cache)
-        rest = prompt_ids[len(prefix.ids):]
+        hidden = model.decoder_hidden(model.embed(prompt_ids[len(prefix.ids):], image_features), cache)[:, -1]
     else:
         cache = DynamicCache(config=model.llm.config)
-        rest, prefix = prompt_ids, None
-        if IMAGE_PLACEHOLDER in prompt_ids[:-1]:  # prefill up to the image apart, and keep that cache
-            at = prompt_ids.index(IMAGE_PLACEHOLDER) + 1
-            model.decoder_hidden(model.embed(prompt_ids[:at], image_features), cache)
-            prefix = PromptPrefix(tuple(prompt_ids[:at]), copy.deepcopy(cache))
-            rest = prompt_ids[at:]
-    hidden = model.decoder_hidden(model.embed(rest, image_features), cache)[:, -1]  # (1, H)
+        hidden = model.decoder_hidden(model.embed(prompt_ids, image_features), cache)[:, -1]  # (1, H)
+        prefix = None
+        if keep_prefix and IMAGE_PLACEHOLDER in prompt_ids[:-1]:  # causal: the first positions' K/V are the prefix's
+            after_image = len(prompt_ids) - prompt_ids.index(IMAGE_PLACEHOLDER) - 1
+            snapshot = copy.deepcopy(cache)
+            snapshot.crop(-after_image)
+            prefix = PromptPrefix(tuple(prompt_ids[:-after_image]), snapshot)
     _sync(model.device)
     prefill_ms = (time.perf_counter() - start) * 1000
     start = time.perf_counter()

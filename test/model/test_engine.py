@@ -85,7 +85,8 @@ def test_prompt_prefix_cache_gives_the_answer_of_a_full_prefill(engine, frame, f
     features = model.clip_features(clip_pixels(frame))
     forced_ids = None if forced is None else tokenizer.encode_with_added_tokens(forced) + [tokenizer.eos_id]
     common = dict(eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id, max_new_tokens=24, forced_ids=forced_ids)
-    first = generate(model, build_prompt_ids(tokenizer, "Segment the cup."), features, **common)
+    assert generate(model, build_prompt_ids(tokenizer, "Segment the cup."), features, **common).prefix is None
+    first = generate(model, build_prompt_ids(tokenizer, "Segment the cup."), features, keep_prefix=True, **common)
     assert first.prefix is not None and not first.prefix_reused
     prompt = build_prompt_ids(tokenizer, "Please segment the saucer and the spoon.")
     assert prompt[:len(first.prefix.ids)] == list(first.prefix.ids) and len(prompt) > len(first.prefix.ids)
