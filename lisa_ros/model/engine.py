@@ -109,7 +109,6 @@ class _Frame:
     sam_input_size: tuple[int, int] | None = None      # SAM's resized input (h, w), longest side 1024
     sam_embedding: torch.Tensor | None = None          # (1, 256, 64, 64)
     sam_future: concurrent.futures.Future | None = None
-    sam_ms: float = 0.0
     prompt_prefix: PromptPrefix | None = None
 
 
@@ -286,7 +285,7 @@ class LisaEngine(Engine):
         tick = time.perf_counter()
         frame = _Frame(image, torch.empty(0))
         if self._executor is not None:  # SAM's preprocessing and encoder overlap CLIP and the LLM
-            frame.sam_future = self._executor.submit(self._encode_sam_concurrently, image)
+            frame.sam_future = self._executor.submit(self._encode_sam, image)
         clip_input = clip_pixels(image, model.vision_tower.config.image_size, self.options.clip_preprocess)
         timings["preprocess"] = (time.perf_counter() - tick) * 1000
         tick = time.perf_counter()
@@ -308,8 +307,9 @@ class LisaEngine(Engine):
             other.prompt_prefix = None
         frame.prompt_prefix = prefix
 
-    def _encode_sam_concurrently(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int], float]:
-        """Runs in the SAM thread: preprocessing and encoder, on SAM's own CUDA stream when there is one."""
+    def _encode_sam(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int], float]:
+        """SAM's preprocessing and encoder: (embedding, resized input size, ms). In the SAM thread on
+        CUDA (on SAM's own stream), or in the caller's on the CPU."""
         tick = time.perf_counter()
         sam_input = sam_pixels(image, self.model.config.sam.image_size)
         stream = self._sam_stream
@@ -323,17 +323,12 @@ class LisaEngine(Engine):
         """SAM's image embedding; ``sam_encoder`` is 0 when it was already there."""
         if frame.sam_embedding is None:
             if frame.sam_future is not None:
-                frame.sam_embedding, frame.sam_input_size, frame.sam_ms = frame.sam_future.result()
-                frame.sam_future = None
+                frame.sam_embedding, frame.sam_input_size, timings["sam_encoder"] = frame.sam_future.result()
+                frame.sam_future = None  # its time overlapped generation
                 if frame.sam_embedding.is_cuda:  # allocated on the SAM stream, used (and later freed) on this one
                     frame.sam_embedding.record_stream(torch.cuda.current_stream(frame.sam_embedding.device))
-                timings["sam_encoder"] = frame.sam_ms  # overlapped with generation
             else:
-                tick = time.perf_counter()
-                sam_input = sam_pixels(frame.image, self.model.config.sam.image_size)
-                frame.sam_embedding = self.model.sam_image_embedding(sam_input)
-                frame.sam_input_size = tuple(sam_input.shape[-2:])
-                timings["sam_encoder"] = (time.perf_counter() - tick) * 1000  # its preprocessing included
+                frame.sam_embedding, frame.sam_input_size, timings["sam_encoder"] = self._encode_sam(frame.image)
         else:
             timings["sam_encoder"] = 0.0
         return frame.sam_embedding
