@@ -36,7 +36,8 @@ class Sample:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="results folder written by `lisa-ros replay`")
     truth = parser.add_mutually_exclusive_group(required=True)
-    truth.add_argument("--gt-bag", help="rosbag2 with a ground-truth mask topic (masks carry their frame's header)")
+    truth.add_argument("--gt-bag", help="rosbag2 (directory or bare .mcap/.db3 file) with a ground-truth mask topic "
+                       "(masks carry their frame's header)")
     truth.add_argument("--gt-masks", help="folder of PNG masks named <frame stamp ns>.png")
     truth.add_argument("--gt-reasonseg", help="folder of ReasonSeg JSON annotations named <frame stamp ns>.json")
     parser.add_argument("--gt-topic", default="/ground_truth/mask", help="with --gt-bag: the mask topic (default /ground_truth/mask)")

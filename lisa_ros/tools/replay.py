@@ -41,7 +41,7 @@ class NodeExited(RuntimeError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap)")
+    parser.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap), or one bare .mcap or .db3 file")
     parser.add_argument("--output", "-o", required=True, help="results folder to create (holds results.jsonl, masks/, overlays/, bag/)")
     parser.add_argument("--output-storage", choices=["sqlite3", "mcap"], default="sqlite3", help="storage of the output bag")
     source = parser.add_argument_group("what to replay")

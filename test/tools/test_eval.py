@@ -94,12 +94,16 @@ def test_reasonseg_ground_truth(results, tmp_path):
     check_report(tmp_path / "report")
 
 
-def test_bag_topic_ground_truth(results, tmp_path):
+@pytest.mark.parametrize("storage, bare_suffix", [("sqlite3", None), ("sqlite3", ".db3"), ("mcap", ".mcap")])
+def test_bag_topic_ground_truth(results, tmp_path, storage, bare_suffix):
+    """From the bag's folder, or from its storage file alone (bare_suffix)."""
     bag = tmp_path / "gt_bag"
-    with bag_io.OutputBag(bag) as out:
+    with bag_io.OutputBag(bag, storage) as out:
         for request, mask in truth_cases().items():
             header = bag_io.header(STAMPS[request], "cam")
             out.write("/ground_truth/mask", STAMPS[request], bag_io.raw_image_msg(mask.astype(np.uint8) * 255, header), bag_io.IMAGE)
+    if bare_suffix:
+        bag = next(bag.glob(f"*{bare_suffix}")).rename(tmp_path / f"truth{bare_suffix}")
     assert main(["eval", str(results), "--gt-bag", str(bag), "--report", str(tmp_path / "report")]) == 0
     check_report(tmp_path / "report")
 

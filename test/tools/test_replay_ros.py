@@ -102,6 +102,24 @@ def test_timed_replay_of_compressed_mcap_with_command_line_instruction(tmp_path)
         assert int(record["frame_key"]) in stamps and record["mask_sizes"] == [[120, 160]]
 
 
+def test_bare_mcap_file_is_replayed_and_evaluated(tmp_path):
+    """An .mcap alone (what Foxglove and the mcap CLI write), as the replay's input and as eval's --gt-bag."""
+    truth = {0: np.ones((120, 160), bool), 2: np.zeros((120, 160), bool)}
+    stamps = write_bag(tmp_path / "bag", frames=3, instructions={0: "segment the cup", 2: "nothing here"},
+                       storage="mcap", ground_truth=truth)
+    bare = next((tmp_path / "bag").glob("*.mcap")).rename(tmp_path / "recording.mcap")
+    code, output = run_replay(bare, tmp_path / "out", "replay_bare", "--fail-on-error")
+    assert code == 0, output
+    answers = records(tmp_path / "out")
+    assert [(r["frame_index"], r["status"]) for r in answers] == [(0, "OK"), (2, "NOT_FOUND")]
+    assert [r["answered_stamp_ns"] for r in answers] == [stamps[0], stamps[2]]
+    done = subprocess.run([sys.executable, "-P", "-m", "lisa_ros.tools.cli", "eval", str(tmp_path / "out"),
+                           "--gt-bag", str(bare)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((tmp_path / "out" / "report" / "summary.json").read_text())
+    assert (summary["samples"], summary["scored"]) == (2, 2) and "recording.mcap" in summary["ground_truth"]
+
+
 def test_interrupted_replay_leaves_a_readable_bag(tmp_path):
     write_bag(tmp_path / "bag", frames=20, instructions={i: f"segment thing {i}" for i in range(20)})
     out = tmp_path / "out"
