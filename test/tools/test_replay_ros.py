@@ -140,6 +140,26 @@ def test_interrupted_replay_leaves_a_readable_bag(tmp_path):
     assert json.loads((out / "summary.json").read_text())["interrupted"] is True
 
 
+def test_node_that_fails_configure_fails_the_replay_at_once_with_its_reason(tmp_path):
+    """Not after --wait-for-node (600 s here: the run's 120 s limit would fail the test first)."""
+    write_bag(tmp_path / "bag", frames=1, instructions={0: "x"})
+    code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_broken", "--wait-for-node", "600",
+                              "--node-param", "model.load_error:=no weights at /models/missing")
+    assert code == 3, output
+    assert "/replay_broken cannot answer: configure failed: loading the model failed: EngineError: " \
+           "no weights at /models/missing" in output
+    assert "remappings" not in output
+
+
+def test_node_left_inactive_is_named_with_its_state_not_blamed_on_remappings(tmp_path):
+    write_bag(tmp_path / "bag", frames=1, instructions={0: "x"})
+    code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_idle", "--wait-for-node", "15",
+                              "--node-param", "auto_activate:=false")
+    assert code == 3, output
+    assert "/replay_idle runs but is not ready within 15 s: it reports 'inactive (model loaded)'" in output
+    assert "activate it" in output
+
+
 def test_no_node_is_a_clear_error(tmp_path):
     write_bag(tmp_path / "bag", frames=1, instructions={0: "x"})
     command = [a for a in replay_command(tmp_path / "bag", tmp_path / "out", "replay_none") if a != "--start-node"]
