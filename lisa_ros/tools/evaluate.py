@@ -13,6 +13,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from lisa_ros.tools import ground_truth, metrics, results_folder
 
 
@@ -23,6 +25,7 @@ class Sample:
     union: int | None = None
     truth_pixels: int = 0
     predicted_pixels: int = 0
+    truth_mask: np.ndarray | None = None
 
     @property
     def scored(self) -> bool:
@@ -59,9 +62,10 @@ def score(root: Path, records: list[dict], truth) -> list[Sample]:
     samples = []
     for record in records:
         sample = Sample(record)
-        found = truth.get(record["frame_key"], tuple(record["image_size"]))
+        found = truth.get(record["frame_key"], tuple(record["image_size"]), record.get("frame_occurrence", 0))
         if found is not None:
             mask, ignore = found
+            sample.truth_mask = mask
             predicted = results_folder.predicted_mask(root, record)
             try:
                 sample.intersection, sample.union = metrics.intersection_union(predicted, mask, ignore)

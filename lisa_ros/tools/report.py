@@ -25,7 +25,7 @@ from lisa_ros.tools import metrics, results_folder, visual  # noqa: E402
 
 # Engines whose masks say nothing about LISA's quality.
 NOT_A_REAL_MODEL = ("tiny", "plumbing", "random")
-CSV_FIELDS = ["request", "frame_key", "frame_index", "instruction", "status", "iou", "intersection", "union",
+CSV_FIELDS = ["request", "frame_key", "frame_occurrence", "frame_index", "instruction", "status", "iou", "intersection", "union",
               "truth_pixels", "predicted_pixels", "total_ms", "round_trip_ms", "model_id", "explanation"]
 
 
@@ -120,7 +120,7 @@ def plot_latency_histogram(samples, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_worst_cases(samples, results_root: Path, truth_masks: dict, path: Path, count: int) -> None:
+def plot_worst_cases(samples, results_root: Path, path: Path, count: int) -> None:
     """The lowest-IoU samples, each as its frame with prediction (blue) and ground truth (green outline)."""
     chosen = [s for s in _worst_first(samples) if s.scored][:count]
     columns = min(4, max(len(chosen), 1))
@@ -131,7 +131,7 @@ def plot_worst_cases(samples, results_root: Path, truth_masks: dict, path: Path,
     for ax, sample in zip(axes.flat, chosen):
         record = sample.record
         image = visual.read_rgb(results_root / record["frame"])
-        ax.imshow(visual.overlay(image, results_folder.predicted_mask(results_root, record), truth_masks[record["request"]]))
+        ax.imshow(visual.overlay(image, results_folder.predicted_mask(results_root, record), sample.truth_mask))
         said = record.get("explanation") or record.get("status_message", "")
         title = (f"#{record['request']} IoU {sample.iou:.2f} {record['status']}\n{textwrap.shorten(record['instruction'], 48)}"
                  f"\n\u201c{textwrap.shorten(said, 48)}\u201d")
@@ -175,14 +175,10 @@ def write_markdown(summary: dict, samples, path: Path) -> None:
 def write_report(report_dir: Path, results_root: Path, samples, truth, note: str, worst: int) -> dict:
     report_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(samples, truth.description, note)
-    truth_masks = {}
-    for s in samples:
-        found = truth.get(s.record["frame_key"], tuple(s.record["image_size"])) if s.scored else None
-        truth_masks[s.record["request"]] = None if found is None else found[0]
     write_csv(samples, report_dir / "per_sample.csv")
     plot_iou_histogram(samples, report_dir / "iou_histogram.png")
     plot_latency_histogram(samples, report_dir / "latency_histogram.png")
-    plot_worst_cases(samples, results_root, truth_masks, report_dir / "worst_cases.png", worst)
+    plot_worst_cases(samples, results_root, report_dir / "worst_cases.png", worst)
     write_markdown(summary, samples, report_dir / "report.md")
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary

@@ -1,4 +1,5 @@
 """Replay through a real lisa_node (plumbing engine) over DDS, then read the output bag back."""
+import csv
 import json
 import os
 import signal
@@ -118,6 +119,31 @@ def test_bare_mcap_file_is_replayed_and_evaluated(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((tmp_path / "out" / "report" / "summary.json").read_text())
     assert (summary["samples"], summary["scored"]) == (2, 2) and "recording.mcap" in summary["ground_truth"]
+
+
+def test_frames_with_one_stamp_keep_their_own_image_and_ground_truth(tmp_path):
+    """A frozen camera clock: three frames, two of them (different pixels) with one stamp."""
+    stamp = 1_700_000_000 * 10**9
+    full, empty = np.ones((120, 160), bool), np.zeros((120, 160), bool)
+    write_bag(tmp_path / "bag", frames=3, instructions={0: "segment the cup", 1: "segment the cup", 2: "segment the cup"},
+              stamps=[stamp, stamp, stamp + 10**9], ground_truth={0: full, 1: empty, 2: full})
+    code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_frozen", "--fail-on-error")
+    assert code == 0, output
+    answers = records(tmp_path / "out")
+    assert [r["frame_index"] for r in answers] == [0, 1, 2]
+    for record in answers:  # each frame file holds its own frame's pixels (JPEG: close, not exact)
+        saved = visual.read_rgb(tmp_path / "out" / record["frame"]).astype(int)
+        errors = [np.abs(saved - frame(i)).mean() for i in range(3)]
+        assert int(np.argmin(errors)) == record["frame_index"], (record["frame"], errors)
+    assert len({r["frame"] for r in answers}) == 3
+    assert [(r["frame_key"], r["frame_occurrence"]) for r in answers] == [
+        (str(stamp), 0), (str(stamp), 1), (str(stamp + 10**9), 0)]
+    done = subprocess.run([sys.executable, "-P", "-m", "lisa_ros.tools.cli", "eval", str(tmp_path / "out"),
+                           "--gt-bag", str(tmp_path / "bag")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = list(csv.DictReader((tmp_path / "out" / "report" / "per_sample.csv").open()))
+    # the plumbing engine's one-part mask is the whole frame: IoU 1 against the full truth, 0 against the empty one
+    assert [(row["frame_occurrence"], float(row["iou"])) for row in rows] == [("0", 1.0), ("1", 0.0), ("0", 1.0)]
 
 
 def test_interrupted_replay_leaves_a_readable_bag(tmp_path):
