@@ -24,6 +24,15 @@ from lisa_ros.tools import bag_io, visual
 from lisa_ros.tools.results_folder import frame_key
 
 
+class NoTruth:
+    """No ground truth: every sample is listed and counted, none scored."""
+
+    description = "none (statuses, latency and mask statistics only)"
+
+    def get(self, key, size, occurrence=0):
+        return None
+
+
 class BagTopicTruth:
     def __init__(self, bag_path: str, topic: str):
         with bag_io.InputBag(bag_path) as bag:

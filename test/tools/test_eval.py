@@ -154,3 +154,28 @@ def test_bag_truth_tells_frames_of_one_stamp_apart_by_occurrence(tmp_path):
     assert truth.get("5", SIZE, 2) is None  # a third frame of that stamp: its mask is not known
     assert [int(truth.get("6", SIZE, k)[0].sum()) for k in (0, 1)] == [9, 9]  # one mask: every frame of that stamp
     assert "3 masks" in truth.description
+
+
+def test_without_ground_truth_reports_statuses_latency_and_mask_statistics(results, capsys):
+    assert main(["eval", str(results)]) == 0
+    summary = json.loads((results / "report" / "summary.json").read_text())
+    assert summary["statuses"] == {"OK": 3, "NOT_FOUND": 1, "NO_RESULT": 1}
+    assert (summary["samples"], summary["scored"], summary["gIoU"], summary["cIoU"]) == (5, 0, None, None)
+    assert summary["latency_ms"]["median"] == 30.0  # 10, 20, 40, 50 ms (the failure has none)
+    # answers (OK / NOT_FOUND): requests 0, 1, 3, 4 with 1, 0, 2, 1 masks covering 16, -, 8, 25 of 200 pixels
+    assert summary["masks"] == {"answers": 4, "answers_with_masks": 3, "per_answer_mean": 1.0, "per_answer_max": 2,
+                                "area_fraction_median": 0.08, "area_fraction_p95": pytest.approx(0.1205)}
+    rows = {int(row["request"]): row for row in csv.DictReader((results / "report" / "per_sample.csv").open())}
+    assert [(rows[r]["mask_count"], rows[r]["area_fraction"], rows[r]["iou"]) for r in (0, 3)] == [
+        ("1", "0.0800", ""), ("2", "0.0400", "")]
+    text = (results / "report" / "report.md").read_text()
+    assert "No sample has ground truth" in text and "iou_histogram.png" not in text
+    assert (results / "report" / "latency_histogram.png").is_file()
+    assert not (results / "report" / "worst_cases.png").exists()
+    out = capsys.readouterr().out
+    assert "masks per answer" in out and "1.000 / 2 (3 of 4 OK/NOT_FOUND)" in out
+
+
+def test_min_giou_needs_ground_truth(results, capsys):
+    assert main(["eval", str(results), "--min-giou", "0.5"]) == 2
+    assert "--min-giou needs ground truth" in capsys.readouterr().err
