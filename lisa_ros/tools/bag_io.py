@@ -141,7 +141,8 @@ class InputBag:
             self._reader = AnyReader([self.path], default_typestore=typestore())
             self._reader.open()
         except _BAG_FAILURES as err:
-            raise BagError(f"bag {self.path} cannot be opened (truncated or corrupt?): {err}{self._cut_hint()}") from None
+            raise BagError(f"bag {self.path} cannot be opened (truncated or corrupt?): {err}"
+                           f"{self._cut_hint()}") from None
 
     def _cut_hint(self) -> str:
         """The fix for an MCAP file that ends before its footer (a recorder killed mid-write)."""

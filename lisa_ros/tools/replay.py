@@ -240,11 +240,13 @@ class Session:
         """Write the answer's masks, overlay and JSONL line."""
         image = bag_io.image_to_array(self.frames[answer.frame_index], self.image_type)
         mask_files, overlay_file = self.results.save_answer(answer.request.index, image, answer.masks)
-        self._add_record(answer.request, answer.frame_index, {**answer.fields, "masks": mask_files, "overlay": overlay_file})
+        self._add_record(answer.request, answer.frame_index,
+                         {**answer.fields, "masks": mask_files, "overlay": overlay_file})
 
     def give_up_pending(self) -> None:
         for request, frame_index, _ in self.pending:
-            self._add_record(request, frame_index, {"status": NO_RESULT, "status_message": "no answer within --result-timeout"})
+            self._add_record(request, frame_index,
+                             {"status": NO_RESULT, "status_message": "no answer within --result-timeout"})
         self.pending.clear()
 
     def _add_record(self, request: schedule.Request, frame_index: int, fields: dict) -> None:

@@ -25,9 +25,9 @@ from lisa_ros.tools import metrics, results_folder, visual  # noqa: E402
 
 # Engines whose masks say nothing about LISA's quality.
 NOT_A_REAL_MODEL = ("tiny", "plumbing", "random")
-CSV_FIELDS = ["request", "frame_key", "frame_occurrence", "frame_index", "instruction", "status", "iou", "intersection", "union",
-              "truth_pixels", "predicted_pixels", "mask_count", "area_fraction", "total_ms", "round_trip_ms", "model_id",
-              "explanation"]
+CSV_FIELDS = ["request", "frame_key", "frame_occurrence", "frame_index", "instruction", "status", "iou", "intersection",
+              "union", "truth_pixels", "predicted_pixels", "mask_count", "area_fraction", "total_ms", "round_trip_ms",
+              "model_id", "explanation"]
 # Statuses of answers the model gave (the rest are refusals or failures): the mask statistics' population.
 ANSWERED = ("OK", "NOT_FOUND")
 

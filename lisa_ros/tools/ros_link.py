@@ -98,9 +98,10 @@ class RosLink:
             if process is not None and process.poll() is not None:
                 raise NodeUnavailable(f"the lisa_node process exited with code {process.returncode} before it was ready (see its output above)")
             if time.monotonic() > deadline:
-                needed = (f"need subscribers on {self.image_pub.topic_name} ({self.image_pub.get_subscription_count()}) "
-                          f"and {self.instruction_pub.topic_name} ({self.instruction_pub.get_subscription_count()}) "
-                          f"and a publisher of {self.result_topic}")
+                image, instruction = self.image_pub, self.instruction_pub
+                needed = (f"need subscribers on {image.topic_name} ({image.get_subscription_count()}) and "
+                          f"{instruction.topic_name} ({instruction.get_subscription_count()}) and a publisher of "
+                          f"{self.result_topic}")
                 if status is None:
                     raise NodeUnavailable(f"no lisa_node within {timeout_s:.0f} s: {needed}; "
                                           "start one with these remappings or pass --start-node")

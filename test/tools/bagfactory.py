@@ -32,12 +32,14 @@ def write_bag(path: Path, frames: int = 4, instructions: dict[int, str] | None =
             header = bag_io.header(stamp, frame_id)
             image = frame(i, *size)
             if compressed:
-                bag.write(image_topic, time_ns, bag_io.compressed_image_msg(image, header, "png"), bag_io.COMPRESSED_IMAGE)
+                msg = bag_io.compressed_image_msg(image, header, "png")
+                bag.write(image_topic, time_ns, msg, bag_io.COMPRESSED_IMAGE)
             else:
                 bag.write(image_topic, time_ns, bag_io.raw_image_msg(image, header), bag_io.IMAGE)
             if instructions and i in instructions:
                 msg = bag_io.typestore().types[bag_io.STRING](data=instructions[i])
                 bag.write("/instruction", time_ns + 10_000_000, msg, bag_io.STRING)
             if ground_truth and i in ground_truth:
-                bag.write("/ground_truth/mask", time_ns, bag_io.raw_image_msg(ground_truth[i].astype(np.uint8) * 255, header), bag_io.IMAGE)
+                mask = bag_io.raw_image_msg(ground_truth[i].astype(np.uint8) * 255, header)
+                bag.write("/ground_truth/mask", time_ns, mask, bag_io.IMAGE)
     return stamps

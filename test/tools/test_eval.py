@@ -40,7 +40,8 @@ def results(tmp_path):
     for request, (status, masks, _, _, _) in CASES.items():
         key = str(STAMPS[request])
         record = {"request": request, "instruction": f"find thing {request}", "frame_index": request, "frame_key": key,
-                  "frame_id": "cam", "image_size": list(SIZE), "frame": folder.save_frame(request, STAMPS[request], image), "status": status}
+                  "frame_id": "cam", "image_size": list(SIZE), "frame": folder.save_frame(request, STAMPS[request], image),
+                  "status": status}
         if status != "NO_RESULT":
             names, overlay = folder.save_answer(request, image, masks)
             record.update(masks=names, overlay=overlay, total_ms=10.0 * (request + 1), round_trip_ms=12.0 * (request + 1),
@@ -148,7 +149,8 @@ def test_bag_truth_tells_frames_of_one_stamp_apart_by_occurrence(tmp_path):
     with bag_io.OutputBag(tmp_path / "gt") as out:
         for index, (stamp, mask) in enumerate([(5, box(0, 0, 1, 1)), (5, box(0, 0, 2, 2)), (6, box(0, 0, 3, 3))]):
             header = bag_io.header(stamp, "cam")
-            out.write("/ground_truth/mask", index, bag_io.raw_image_msg(mask.astype(np.uint8) * 255, header), bag_io.IMAGE)
+            mask_msg = bag_io.raw_image_msg(mask.astype(np.uint8) * 255, header)
+            out.write("/ground_truth/mask", index, mask_msg, bag_io.IMAGE)
     truth = BagTopicTruth(str(tmp_path / "gt"), "/ground_truth/mask")
     assert [int(truth.get("5", SIZE, k)[0].sum()) for k in (0, 1)] == [1, 4]
     assert truth.get("5", SIZE, 2) is None  # a third frame of that stamp: its mask is not known

@@ -125,7 +125,7 @@ def test_frames_with_one_stamp_keep_their_own_image_and_ground_truth(tmp_path):
     """A frozen camera clock: three frames, two of them (different pixels) with one stamp."""
     stamp = 1_700_000_000 * 10**9
     full, empty = np.ones((120, 160), bool), np.zeros((120, 160), bool)
-    write_bag(tmp_path / "bag", frames=3, instructions={0: "segment the cup", 1: "segment the cup", 2: "segment the cup"},
+    write_bag(tmp_path / "bag", frames=3, instructions=dict.fromkeys(range(3), "segment the cup"),
               stamps=[stamp, stamp, stamp + 10**9], ground_truth={0: full, 1: empty, 2: full})
     code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_frozen", "--fail-on-error")
     assert code == 0, output
