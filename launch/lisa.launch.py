@@ -3,7 +3,7 @@
     ros2 launch lisa_ros lisa.launch.py image:=/camera/color/image_raw
     ros2 launch lisa_ros lisa.launch.py namespace:=robot1 config:=/path/my_lisa.yaml
     ros2 launch lisa_ros lisa.launch.py config:=$(ros2 pkg prefix lisa_ros)/share/lisa_ros/config/lisa_cpu.yaml \
-        model_path:=/tmp/lisa-tiny
+        model_path:=/tmp/lisa-tiny/lisa-tiny-7b
 
 The node configures and activates itself (auto_configure/auto_activate parameters),
 so no lifecycle manager is needed; set both to false in the config to manage it.

@@ -1,6 +1,8 @@
 # Source this file (bash) to get the lisa_ros environment in a shell:
 #   - the project venv and, unless a ROS 2 install is sourced, the ROS 2 wheels in it
-#   - the colcon install of lisa_ros (.ws/install), unless called with --no-install
+#   - the colcon install of lisa_ros (.ws/install), unless called with --no-install, with its
+#     executables (lisa_node, lisa-ros) on PATH as the README's commands use them
+# Safe to source from scripts running with set -e and/or set -u (neither option is changed).
 #   - DDS kept on 127.0.0.1 (Fast DDS profile) on a ROS_DOMAIN_ID of this run's own
 _lisa_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _lisa_venv="$_lisa_repo/.venv"
@@ -20,9 +22,16 @@ export FASTDDS_DEFAULT_PROFILES_FILE="$FASTRTPS_DEFAULT_PROFILES_FILE"
 unset ROS_AUTOMATIC_DISCOVERY_RANGE ROS_LOCALHOST_ONLY
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 1 ))}"
 if [ "${1:-}" != "--no-install" ] && [ -f "$_lisa_repo/.ws/install/local_setup.bash" ]; then
+  # colcon's scripts read unset variables: source them without -u, then restore the caller's option
+  # (a test like `x=$([[ $- == *u* ]] && echo 1)` fails, and would end a `set -e` caller, when -u is off).
+  case $- in *u*) _lisa_nounset=1 ;; *) _lisa_nounset= ;; esac
+  set +u
   # shellcheck disable=SC1091
-  _lisa_nounset=$([[ $- == *u* ]] && echo 1); set +u
   source "$_lisa_repo/.ws/install/local_setup.bash"
-  [ -z "$_lisa_nounset" ] || set -u; unset _lisa_nounset
+  if [ -n "$_lisa_nounset" ]; then set -u; fi
+  # colcon installs executables into lib/<package>, which only `ros2 run` looks in.
+  _lisa_bin="$_lisa_repo/.ws/install/lisa_ros/lib/lisa_ros"
+  case ":$PATH:" in *":$_lisa_bin:"*) ;; *) export PATH="$_lisa_bin:$PATH" ;; esac
+  unset _lisa_nounset _lisa_bin
 fi
 unset _lisa_repo _lisa_venv

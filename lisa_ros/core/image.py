@@ -11,10 +11,19 @@ Depth-like encodings (16UC1, 32FC1) are mapped to normalised grey: the valid
 pixels (non-zero for 16UC1, finite for 32FC1) are scaled linearly from their min
 to their max onto 1..255, invalid pixels become 0 (a constant image becomes 128).
 mono16 is intensity, mapped by keeping the high byte (value >> 8).
+
+A CompressedImage's format names the source encoding before its ";" (image_transport:
+"16UC1; png compressed "), and a 16-bit PNG is read as that encoding, so depth sent
+compressed looks the same as depth sent raw. compressed_depth_image_transport's
+"16UC1; compressedDepth png" / "32FC1; compressedDepth png" put a 12-byte header
+(codec enum, two float32 quantisation parameters) before a 16-bit PNG of the depth
+(32FC1: quantised inverse depth, depth = a / (value - b), 0 = invalid); its RVL codec
+is refused with the fix.
 """
 from __future__ import annotations
 
 import io
+import struct
 
 import cv2
 import numpy as np
@@ -95,26 +104,64 @@ def raw_to_rgb(
 
 
 def compressed_to_rgb(fmt: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a sensor_msgs/CompressedImage (JPEG or PNG) to (H, W, 3) uint8 RGB.
+    """Decode a sensor_msgs/CompressedImage (JPEG, PNG or compressedDepth PNG) to (H, W, 3) uint8 RGB.
 
     The declared size is read from the file header and checked before decoding;
     truncated or corrupted data is refused instead of being half-decoded.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    if "compresseddepth" in fmt.lower():
-        raise ImageError(f"compressedDepth images are not supported (format {fmt!r}); send depth uncompressed")
     raw = bytes(data)
     if not raw:
         raise ImageError("compressed image has no data")
+    source_encoding = fmt.split(";", 1)[0].strip() if ";" in fmt else ""
+    if "compresseddepth" in fmt.lower():
+        return _compressed_depth_to_rgb(fmt, source_encoding, raw, max_pixels)
+    pixels = _decode_jpeg_or_png(fmt, raw, max_pixels)
+    if pixels.ndim == 2:  # a 16-bit grey PNG: depth or intensity, as the format's encoding says
+        return _to_rgb("16UC1" if source_encoding == "16UC1" else "mono16", pixels)
+    return pixels
+
+
+# compressed_depth_image_transport's ConfigHeader: int32 codec, float32 depthParam[2], native (little) endian.
+_DEPTH_HEADER = struct.Struct("<iff")
+
+
+def _compressed_depth_to_rgb(fmt: str, source_encoding: str, raw: bytes, max_pixels: int) -> np.ndarray:
+    codec = fmt.lower().split("compresseddepth", 1)[1].strip() or "png"  # no codec named: older versions, PNG
+    if codec != "png":
+        raise ImageError(f"compressedDepth codec {codec!r} is not supported (format {fmt!r}); set the publisher's "
+                         "compressedDepth format parameter to png, or send depth raw")
+    if source_encoding not in ("16UC1", "mono16", "32FC1"):
+        raise ImageError(f"compressedDepth image of encoding {source_encoding!r} (format {fmt!r}); "
+                         "compressedDepth carries 16UC1 or 32FC1 depth")
+    if len(raw) <= _DEPTH_HEADER.size:
+        raise ImageError(f"compressedDepth image ({fmt}) has {len(raw)} bytes, no PNG after its "
+                         f"{_DEPTH_HEADER.size}-byte header")
+    _, quant_a, quant_b = _DEPTH_HEADER.unpack_from(raw)
+    pixels = _decode_jpeg_or_png(fmt, raw[_DEPTH_HEADER.size:], max_pixels, png_only=True)
+    if source_encoding != "32FC1":
+        return _to_rgb(source_encoding, pixels)
+    inverse = pixels.astype(np.float32)
+    with np.errstate(divide="ignore"):
+        depth = np.where(pixels > 0, np.float32(quant_a) / (inverse - np.float32(quant_b)), np.float32(np.nan))
+    return _to_rgb("32FC1", depth.astype(np.float32))
+
+
+def _decode_jpeg_or_png(fmt: str, raw: bytes, max_pixels: int, png_only: bool = False) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, or (H, W) uint16 for a 16-bit grey PNG; size checked before decoding."""
+    from PIL import Image, UnidentifiedImageError
+
+    expected = ("PNG",) if png_only else ("JPEG", "PNG")
     try:
         with Image.open(io.BytesIO(raw)) as picture:
-            if picture.format not in ("JPEG", "PNG"):
-                raise ImageError(f"compressed data is {picture.format}, expected JPEG or PNG")
+            if picture.format not in expected:
+                raise ImageError(f"compressed data is {picture.format}, expected {' or '.join(expected)}")
             _check_size(picture.width, picture.height, max_pixels)
             picture.load()  # raises on truncated or corrupted data
             if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
-                return _to_rgb("mono16", np.asarray(picture, dtype=np.uint16))
+                return np.asarray(picture, dtype=np.uint16)
+            if png_only:
+                raise ImageError(f"compressedDepth image ({fmt}) holds an 8-bit {picture.mode} PNG, "
+                                 "expected 16-bit single-channel depth")
             return np.array(picture.convert("RGB"), dtype=np.uint8)
     except ImageError:
         raise

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import apsw
 import cv2
 import numpy as np
 from rosbags.highlevel import AnyReader, AnyReaderError
@@ -27,7 +28,12 @@ STRING = "std_msgs/msg/String"
 RESULT = "lisa_ros/msg/SegmentationResult"
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 
-_BAG_FAILURES = (AnyReaderError, ReaderError, TypesysError, sqlite3.DatabaseError, OSError, ValueError, EOFError)
+# rosbags reads sqlite3 bags through apsw: a .db3 cut short can open and fail later with apsw.IOError.
+_BAG_FAILURES = (AnyReaderError, ReaderError, TypesysError, sqlite3.DatabaseError, apsw.Error, OSError, ValueError,
+                 EOFError)
+# What rosbags opens besides a rosbag2 directory: one storage file alone (Foxglove and the mcap CLI write these).
+BAG_FILE_SUFFIXES = (".mcap", ".db3")
+_MCAP_MAGIC = b"\x89MCAP0\r\n"
 
 
 class BagError(RuntimeError):
@@ -115,7 +121,7 @@ def compressed_image_msg(array: np.ndarray, msg_header, fmt: str):
 
 
 class InputBag:
-    """A rosbag2 directory (sqlite3 or mcap) opened for reading, with checked topics.
+    """A rosbag2 (a directory, or one bare .mcap / .db3 file) opened for reading, with checked topics.
 
     Use as a context manager. ``messages(topic)`` yields (bag time ns, message)
     deserialized, in bag time order.
@@ -125,13 +131,33 @@ class InputBag:
         self.path = Path(path)
         if not self.path.exists():
             raise BagError(f"bag {self.path} does not exist")
-        if not (self.path / "metadata.yaml").is_file():
-            raise BagError(f"{self.path} is not a rosbag2 directory (no metadata.yaml); pass the bag's folder")
+        if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
+            data_files = sorted(p.name for p in self.path.iterdir() if p.suffix in BAG_FILE_SUFFIXES)
+            hint = f"; to read one of its files alone pass it: {', '.join(data_files)}" if data_files else ""
+            raise BagError(f"{self.path} is not a rosbag2 directory (no metadata.yaml); pass the bag's folder{hint}")
+        if not self.path.is_dir() and self.path.suffix not in BAG_FILE_SUFFIXES:
+            raise BagError(f"{self.path} is not a rosbag2: pass the bag's folder, or a bare .mcap or .db3 file")
         try:
             self._reader = AnyReader([self.path], default_typestore=typestore())
             self._reader.open()
         except _BAG_FAILURES as err:
-            raise BagError(f"bag {self.path} cannot be opened (truncated or corrupt?): {err}") from None
+            raise BagError(f"bag {self.path} cannot be opened (truncated or corrupt?): {err}"
+                           f"{self._cut_hint()}") from None
+
+    def _cut_hint(self) -> str:
+        """The fix for an MCAP file that ends before its footer (a recorder killed mid-write)."""
+        files = [self.path] if self.path.is_file() else sorted(self.path.glob("*.mcap"))
+        for data_file in files:
+            if data_file.suffix != ".mcap" or data_file.stat().st_size < 2 * len(_MCAP_MAGIC):
+                continue
+            with data_file.open("rb") as handle:
+                starts_well = handle.read(len(_MCAP_MAGIC)) == _MCAP_MAGIC
+                handle.seek(-len(_MCAP_MAGIC), os.SEEK_END)
+                if starts_well and handle.read() != _MCAP_MAGIC:
+                    recovered = data_file.with_name(f"{data_file.stem}-recovered.mcap")
+                    return (f". {data_file} is cut off at its end (no footer: the recording did not finish); "
+                            f"rebuild it with the mcap CLI: mcap recover {data_file} -o {recovered}")
+        return ""
 
     def __enter__(self) -> InputBag:
         return self
@@ -165,7 +191,8 @@ class InputBag:
             for connection, timestamp, raw in self._reader.messages(connections=connections):
                 yield timestamp, self._reader.deserialize(raw, connection.msgtype)
         except _BAG_FAILURES as err:
-            raise BagError(f"bag {self.path} cannot be read on {topic!r} (truncated or corrupt?): {err}") from None
+            raise BagError(f"bag {self.path} cannot be read on {topic!r} (truncated or corrupt?): {err}"
+                           f"{self._cut_hint()}") from None
 
 
 # --------------------------------------------------------------------------- writing

@@ -4,7 +4,8 @@ Every request in the results folder is one sample. Its prediction is the union o
 its masks (empty when the node answered NOT_FOUND or failed, so failures cost
 IoU instead of vanishing from the average); its ground truth is the mask of the
 frame it was answered on. Requests whose frame has no ground truth are listed
-but not scored.
+but not scored. Without any ground truth (most recordings have none) the report
+still gives the statuses, latency and mask statistics (masks per answer, area).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from lisa_ros.tools import ground_truth, metrics, results_folder
 
@@ -23,6 +26,17 @@ class Sample:
     union: int | None = None
     truth_pixels: int = 0
     predicted_pixels: int = 0
+    truth_mask: np.ndarray | None = None
+
+    @property
+    def mask_count(self) -> int:
+        return len(self.record.get("masks", []))
+
+    @property
+    def area_fraction(self) -> float:
+        """Share of the frame the predicted masks (their union) cover."""
+        height, width = self.record["image_size"]
+        return self.predicted_pixels / (height * width)
 
     @property
     def scored(self) -> bool:
@@ -35,15 +49,16 @@ class Sample:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="results folder written by `lisa-ros replay`")
-    truth = parser.add_mutually_exclusive_group(required=True)
-    truth.add_argument("--gt-bag", help="rosbag2 with a ground-truth mask topic (masks carry their frame's header)")
+    truth = parser.add_mutually_exclusive_group()  # none: statuses, latency and mask statistics only
+    truth.add_argument("--gt-bag", help="rosbag2 (directory or bare .mcap/.db3 file) with a ground-truth mask topic "
+                       "(masks carry their frame's header)")
     truth.add_argument("--gt-masks", help="folder of PNG masks named <frame stamp ns>.png")
     truth.add_argument("--gt-reasonseg", help="folder of ReasonSeg JSON annotations named <frame stamp ns>.json")
     parser.add_argument("--gt-topic", default="/ground_truth/mask", help="with --gt-bag: the mask topic (default /ground_truth/mask)")
     parser.add_argument("--report", help="report folder (default RESULTS/report)")
     parser.add_argument("--worst", type=int, default=8, help="worst cases shown in the report (default 8)")
     parser.add_argument("--note", default="", help="a line printed at the top of the report (e.g. which model and why)")
-    parser.add_argument("--min-giou", type=float, help="exit 1 when gIoU is below this")
+    parser.add_argument("--min-giou", type=float, help="exit 1 when gIoU is below this (needs ground truth)")
 
 
 def load_truth(args: argparse.Namespace):
@@ -51,22 +66,25 @@ def load_truth(args: argparse.Namespace):
         return ground_truth.BagTopicTruth(args.gt_bag, args.gt_topic)
     if args.gt_masks:
         return ground_truth.PngFolderTruth(args.gt_masks)
-    return ground_truth.ReasonSegTruth(args.gt_reasonseg)
+    if args.gt_reasonseg:
+        return ground_truth.ReasonSegTruth(args.gt_reasonseg)
+    return ground_truth.NoTruth()
 
 
 def score(root: Path, records: list[dict], truth) -> list[Sample]:
     samples = []
     for record in records:
-        sample = Sample(record)
-        found = truth.get(record["frame_key"], tuple(record["image_size"]))
+        predicted = results_folder.predicted_mask(root, record)
+        sample = Sample(record, predicted_pixels=int(predicted.sum()))
+        found = truth.get(record["frame_key"], tuple(record["image_size"]), record.get("frame_occurrence", 0))
         if found is not None:
             mask, ignore = found
-            predicted = results_folder.predicted_mask(root, record)
+            sample.truth_mask = mask
             try:
                 sample.intersection, sample.union = metrics.intersection_union(predicted, mask, ignore)
             except ValueError as err:
                 raise ValueError(f"request {record['request']} (frame {record['frame_key']}): {err}") from None
-            sample.truth_pixels, sample.predicted_pixels = int(mask.sum()), int(predicted.sum())
+            sample.truth_pixels = int(mask.sum())
         samples.append(sample)
     return samples
 
@@ -75,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
     from lisa_ros.tools import report  # matplotlib only when there is something to plot
 
     root = Path(args.results)
+    if args.min_giou is not None and not (args.gt_bag or args.gt_masks or args.gt_reasonseg):
+        print("error: --min-giou needs ground truth: pass --gt-bag, --gt-masks or --gt-reasonseg", file=sys.stderr)
+        return 2
     try:
         records = results_folder.read_records(root)
         truth = load_truth(args)
@@ -86,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
     summary = report.write_report(report_dir, root, samples, truth, args.note, args.worst)
     print(report.summary_text(summary))
     print(f"report: {report_dir / 'report.md'} (plots and per_sample.csv beside it)")
-    if args.min_giou is not None and not summary["gIoU"] >= args.min_giou:
+    if args.min_giou is not None and summary["gIoU"] is None:
+        print(f"no sample has ground truth ({truth.description}): --min-giou {args.min_giou} not met", file=sys.stderr)
+        return 1
+    if args.min_giou is not None and summary["gIoU"] < args.min_giou:
         print(f"gIoU {summary['gIoU']:.3f} is below --min-giou {args.min_giou}", file=sys.stderr)
         return 1
     return 0

@@ -6,8 +6,11 @@ Three sources, one answer per frame key (the frame's stamp in ns):
 - ReasonSeg annotations: ``<key>.json`` with labelme polygons, label "target" for
   the object and "ignore" for pixels that count neither way (as in LISA's eval).
 
-Each source has ``get(key, (height, width))`` -> (mask, ignore or None), or None
-when it has nothing for that frame, and a ``description`` for the report.
+Each source has ``get(key, (height, width), occurrence)`` -> (mask, ignore or None), or None
+when it has nothing for that frame, and a ``description`` for the report. ``occurrence``
+tells frames with one stamp apart (the replay's ``frame_occurrence``: 0 for the bag's first
+frame with that stamp, 1 for the next): a bag topic with several masks of one stamp gives
+them in that order; a single mask (or a file named by the stamp) is every such frame's.
 """
 from __future__ import annotations
 
@@ -21,16 +24,31 @@ from lisa_ros.tools import bag_io, visual
 from lisa_ros.tools.results_folder import frame_key
 
 
+class NoTruth:
+    """No ground truth: every sample is listed and counted, none scored."""
+
+    description = "none (statuses, latency and mask statistics only)"
+
+    def get(self, key, size, occurrence=0):
+        return None
+
+
 class BagTopicTruth:
     def __init__(self, bag_path: str, topic: str):
         with bag_io.InputBag(bag_path) as bag:
             msgtype = bag.require_topic(topic, bag_io.IMAGE_TYPES)
-            self._masks = {frame_key(bag_io.stamp_ns(msg.header)): bag_io.mask_to_array(msg, msgtype)
-                           for _, msg in bag.messages(topic)}
-        self.description = f"{bag_path} topic {topic} ({len(self._masks)} masks)"
+            self._masks: dict[str, list] = {}  # stamp key -> masks in bag order
+            for _, msg in bag.messages(topic):
+                self._masks.setdefault(frame_key(bag_io.stamp_ns(msg.header)), []).append(
+                    bag_io.mask_to_array(msg, msgtype))
+        count = sum(len(masks) for masks in self._masks.values())
+        self.description = f"{bag_path} topic {topic} ({count} masks)"
 
-    def get(self, key, size):
-        return (self._masks[key], None) if key in self._masks else None
+    def get(self, key, size, occurrence=0):
+        masks = self._masks.get(key, [])
+        if len(masks) == 1:
+            return masks[0], None
+        return (masks[occurrence], None) if occurrence < len(masks) else None
 
 
 class PngFolderTruth:
@@ -40,7 +58,7 @@ class PngFolderTruth:
             raise FileNotFoundError(f"ground-truth folder {self.folder} does not exist")
         self.description = f"{self.folder} ({len(list(self.folder.glob('*.png')))} PNG masks)"
 
-    def get(self, key, size):
+    def get(self, key, size, occurrence=0):
         path = self.folder / f"{key}.png"
         return (visual.read_mask(path), None) if path.is_file() else None
 
@@ -52,7 +70,7 @@ class ReasonSegTruth:
             raise FileNotFoundError(f"ReasonSeg folder {self.folder} does not exist")
         self.description = f"{self.folder} ({len(list(self.folder.glob('*.json')))} ReasonSeg annotations)"
 
-    def get(self, key, size):
+    def get(self, key, size, occurrence=0):
         path = self.folder / f"{key}.json"
         if not path.is_file():
             return None

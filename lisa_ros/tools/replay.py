@@ -41,7 +41,7 @@ class NodeExited(RuntimeError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap)")
+    parser.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap), or one bare .mcap or .db3 file")
     parser.add_argument("--output", "-o", required=True, help="results folder to create (holds results.jsonl, masks/, overlays/, bag/)")
     parser.add_argument("--output-storage", choices=["sqlite3", "mcap"], default="sqlite3", help="storage of the output bag")
     source = parser.add_argument_group("what to replay")
@@ -132,42 +132,52 @@ class Answer:
     """A result matched to its request, not yet written to the results folder."""
 
     request: schedule.Request
-    frame_stamp: int
+    frame_index: int
     fields: dict
     masks: list[np.ndarray]
 
 
 class Session:
-    """One replay: sends frames and instructions, writes the bag and the results folder."""
+    """One replay: sends frames and instructions, writes the bag and the results folder.
+
+    Frames are known by their index in the bag, not by their stamp: a camera with a coarse or
+    frozen clock sends different pixels under one stamp, and each must keep its own image.
+    """
 
     def __init__(self, link, output: bag_io.OutputBag, results: ResultsFolder, lock_step: bool, node_process=None):
         self.link, self.output, self.results, self.lock_step = link, output, results, lock_step
         self.node_process = node_process
         self.image_topic, self.image_type = link.image_pub.topic_name, link.image_type
         self.instruction_topic = link.instruction_pub.topic_name
-        # stamp -> (frame index, image message as published): the newest, and those pending answers refer to
-        self.frames: collections.OrderedDict[int, tuple[int, object]] = collections.OrderedDict()
-        self.pending: list[tuple[schedule.Request, int, float]] = []  # (request, frame stamp, send time)
+        # frame index -> image message as published: the newest, and those pending answers refer to
+        self.frames: collections.OrderedDict[int, object] = collections.OrderedDict()
+        self._indices_by_stamp: dict[int, set[int]] = collections.defaultdict(set)  # frames sent, by stamp
+        self.pending: list[tuple[schedule.Request, int, float]] = []  # (request, frame index, send time)
         self.answers: list[Answer] = []  # lock-step: answers the replay loop has not judged yet
         self.records: list[dict] = []
         output.add_topic(self.image_topic, self.image_type)
         output.add_topic(self.instruction_topic, bag_io.STRING)
 
     def send_frame(self, index: int, msg) -> None:
-        stamp = bag_io.stamp_ns(msg.header)
-        self.frames[stamp] = (index, msg)
-        self.frames.move_to_end(stamp)
-        waiting = {frame_stamp for _, frame_stamp, _ in self.pending}
-        for old in [s for s in self.frames if s not in waiting][: max(len(self.frames) - KEPT_FRAMES, 0)]:
+        self.frames[index] = msg
+        self.frames.move_to_end(index)
+        self._indices_by_stamp[bag_io.stamp_ns(msg.header)].add(index)
+        waiting = {frame_index for _, frame_index, _ in self.pending}
+        for old in [i for i in self.frames if i not in waiting][: max(len(self.frames) - KEPT_FRAMES, 0)]:
             del self.frames[old]
         data = bytes(bag_io.typestore().serialize_cdr(msg, self.image_type))
         self.link.image_pub.publish(data)
         self.output.write_raw(self.image_topic, time.time_ns(), data)
 
-    def send_instruction(self, request: schedule.Request, frame_stamp: int) -> None:
+    def occurrence(self, index: int) -> int:
+        """0 for the bag's first frame with this frame's stamp, 1 for the second, ... (frames go in bag order)."""
+        stamp = bag_io.stamp_ns(self.frames[index].header)
+        return sum(1 for other in self._indices_by_stamp[stamp] if other < index)
+
+    def send_instruction(self, request: schedule.Request, frame_index: int) -> None:
         msg = bag_io.typestore().types[bag_io.STRING](data=request.instruction)
         data = bytes(bag_io.typestore().serialize_cdr(msg, bag_io.STRING))
-        self.pending.append((request, frame_stamp, time.monotonic()))
+        self.pending.append((request, frame_index, time.monotonic()))
         self.link.instruction_pub.publish(data)
         self.output.write_raw(self.instruction_topic, time.time_ns(), data)
 
@@ -195,16 +205,18 @@ class Session:
         if match is None:
             return  # an answer to someone else's instruction: recorded in the bag only
         self.pending.remove(match)
-        request, frame_stamp, sent = match
+        request, frame_index, sent = match
         answered_stamp = bag_io.stamp_ns(result.header)
-        if not self.lock_step and answered_stamp in self.frames:
-            frame_stamp = answered_stamp  # timed replay: the node answers on the newest frame it has
+        if not self.lock_step:  # timed replay: the node answers on the newest frame it has
+            frame_index = max((i for i in self._indices_by_stamp.get(answered_stamp, ()) if i in self.frames),
+                              default=frame_index)
         status = Status(result.status).name if result.status in Status._value2member_map_ else str(result.status)
-        source_header = self.frames[frame_stamp][1].header
-        if status in ANSWERED and (answered_stamp, result.header.frame_id) != (frame_stamp, source_header.frame_id):
+        source_header = self.frames[frame_index].header
+        if status in ANSWERED and (answered_stamp, result.header.frame_id) != (bag_io.stamp_ns(source_header),
+                                                                                source_header.frame_id):
             status = HEADER_MISMATCH
         masks = [bag_io.mask_to_array(m, bag_io.IMAGE) for m in result.masks]
-        answer = Answer(request, frame_stamp, {
+        answer = Answer(request, frame_index, {
             "status": status,
             "status_code": int(result.status),
             "status_message": result.status_message,
@@ -226,26 +238,30 @@ class Session:
 
     def finish(self, answer: Answer) -> None:
         """Write the answer's masks, overlay and JSONL line."""
-        image = bag_io.image_to_array(self.frames[answer.frame_stamp][1], self.image_type)
+        image = bag_io.image_to_array(self.frames[answer.frame_index], self.image_type)
         mask_files, overlay_file = self.results.save_answer(answer.request.index, image, answer.masks)
-        self._add_record(answer.request, answer.frame_stamp, {**answer.fields, "masks": mask_files, "overlay": overlay_file})
+        self._add_record(answer.request, answer.frame_index,
+                         {**answer.fields, "masks": mask_files, "overlay": overlay_file})
 
     def give_up_pending(self) -> None:
-        for request, frame_stamp, _ in self.pending:
-            self._add_record(request, frame_stamp, {"status": NO_RESULT, "status_message": "no answer within --result-timeout"})
+        for request, frame_index, _ in self.pending:
+            self._add_record(request, frame_index,
+                             {"status": NO_RESULT, "status_message": "no answer within --result-timeout"})
         self.pending.clear()
 
-    def _add_record(self, request: schedule.Request, frame_stamp: int, fields: dict) -> None:
-        index, frame_msg = self.frames[frame_stamp]
+    def _add_record(self, request: schedule.Request, frame_index: int, fields: dict) -> None:
+        frame_msg = self.frames[frame_index]
+        stamp = bag_io.stamp_ns(frame_msg.header)
         image = bag_io.image_to_array(frame_msg, self.image_type)
         record = {
             "request": request.index,
             "instruction": request.instruction,
-            "frame_index": index,
-            "frame_key": frame_key(frame_stamp),
+            "frame_index": frame_index,
+            "frame_key": frame_key(stamp),
+            "frame_occurrence": self.occurrence(frame_index),
             "frame_id": frame_msg.header.frame_id,
             "image_size": list(image.shape[:2]),
-            "frame": self.results.save_frame(frame_key(frame_stamp), image),
+            "frame": self.results.save_frame(frame_index, stamp, image),
             **fields,
         }
         self.records.append(record)
@@ -270,7 +286,7 @@ def ask_lock_step(session: Session, index: int, msg, request: schedule.Request, 
     for attempt in range(1, args.attempts + 1):
         session.send_frame(index, msg)
         time.sleep(args.settle)
-        session.send_instruction(request, bag_io.stamp_ns(msg.header))
+        session.send_instruction(request, index)
         deadline = time.monotonic() + args.result_timeout
         while session.pending and time.monotonic() < deadline:
             session.drain(min(0.1, deadline - time.monotonic()))
@@ -300,7 +316,7 @@ def run_timed(session: Session, bag: bag_io.InputBag, plan: Plan, args, progress
     """Frames and instructions at their recorded times / rate; answers are collected as they come."""
     start_bag, start_wall = plan.frame_times_ns[0], time.monotonic()
     requests = collections.deque(plan.requests)
-    newest_stamp = None
+    newest_index = None
 
     def wait_until(bag_time_ns: int) -> None:
         while (delay := start_wall + (bag_time_ns - start_bag) / 1e9 / args.rate - time.monotonic()) > 0:
@@ -316,14 +332,14 @@ def run_timed(session: Session, bag: bag_io.InputBag, plan: Plan, args, progress
             # instant of its frame can overtake it, so it leaves at least --settle after the frame.
             while (delay := frame_sent_at.get(request.frame_index, 0.0) + args.settle - time.monotonic()) > 0:
                 progress.update(session.drain(min(delay, 0.05)))
-            session.send_instruction(request, newest_stamp)
+            session.send_instruction(request, newest_index)
 
     for index, timestamp, msg in frames_to_publish(bag, plan, args.decompress):
         send_due(timestamp)
         wait_until(timestamp)
         session.send_frame(index, msg)
         frame_sent_at[index] = time.monotonic()
-        newest_stamp = bag_io.stamp_ns(msg.header)
+        newest_index = index
     send_due(None)
     deadline = time.monotonic() + args.result_timeout
     while session.pending and time.monotonic() < deadline:

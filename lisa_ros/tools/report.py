@@ -3,9 +3,9 @@
     report.md            summary table, the plots, every sample worst first
     summary.json         the same numbers for scripts
     per_sample.csv       one row per request
-    iou_histogram.png    how the IoUs spread
+    iou_histogram.png    how the IoUs spread          (only with ground truth)
     latency_histogram.png
-    worst_cases.png      the lowest-IoU samples: prediction blue, ground truth green
+    worst_cases.png      the lowest-IoU samples: prediction blue, ground truth green (idem)
 """
 from __future__ import annotations
 
@@ -25,8 +25,11 @@ from lisa_ros.tools import metrics, results_folder, visual  # noqa: E402
 
 # Engines whose masks say nothing about LISA's quality.
 NOT_A_REAL_MODEL = ("tiny", "plumbing", "random")
-CSV_FIELDS = ["request", "frame_key", "frame_index", "instruction", "status", "iou", "intersection", "union",
-              "truth_pixels", "predicted_pixels", "total_ms", "round_trip_ms", "model_id", "explanation"]
+CSV_FIELDS = ["request", "frame_key", "frame_occurrence", "frame_index", "instruction", "status", "iou", "intersection",
+              "union", "truth_pixels", "predicted_pixels", "mask_count", "area_fraction", "total_ms", "round_trip_ms",
+              "model_id", "explanation"]
+# Statuses of answers the model gave (the rest are refusals or failures): the mask statistics' population.
+ANSWERED = ("OK", "NOT_FOUND")
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -46,15 +49,27 @@ def summarize(samples, truth_description: str, note: str) -> dict:
     if any(word in model_id.lower() for model_id in model_ids for word in NOT_A_REAL_MODEL):
         warning = (f"The masks come from {', '.join(model_ids)}, not from trained LISA weights: they are "
                    "meaningless, and these scores only show that the pipeline runs end to end.")
+    answered = [s for s in samples if s.record["status"] in ANSWERED]
+    with_masks = [s for s in answered if s.mask_count]
+    counts = [s.mask_count for s in answered]
+    areas = [s.area_fraction for s in with_masks]
     return {
         "samples": len(samples),
         "scored": len(scored),
         "without_ground_truth": len(samples) - len(scored),
-        "gIoU": metrics.giou(pairs),
-        "cIoU": metrics.ciou(pairs),
+        "gIoU": metrics.giou(pairs) if pairs else None,  # None, not NaN: summary.json stays strict JSON
+        "cIoU": metrics.ciou(pairs) if pairs else None,
         "statuses": statuses,
         "latency_ms": {"median": _percentile(latencies, 50), "p95": _percentile(latencies, 95)},
         "round_trip_ms": {"median": _percentile(round_trips, 50), "p95": _percentile(round_trips, 95)},
+        "masks": {
+            "answers": len(answered),
+            "answers_with_masks": len(with_masks),
+            "per_answer_mean": round(float(np.mean(counts)), 3) if counts else None,
+            "per_answer_max": max(counts, default=None),
+            "area_fraction_median": round(float(np.median(areas)), 4) if areas else None,
+            "area_fraction_p95": round(float(np.percentile(areas, 95)), 4) if areas else None,
+        },
         "model_ids": model_ids,
         "ground_truth": truth_description,
         "note": note,
@@ -69,7 +84,7 @@ def _fmt(value) -> str:
 
 
 def summary_rows(summary: dict) -> list[tuple[str, str]]:
-    lat, rtt = summary["latency_ms"], summary["round_trip_ms"]
+    lat, rtt, masks = summary["latency_ms"], summary["round_trip_ms"], summary["masks"]
     return [
         ("model", ", ".join(summary["model_ids"]) or "unknown"),
         ("ground truth", summary["ground_truth"]),
@@ -79,6 +94,10 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
         ("statuses", ", ".join(f"{k} {v}" for k, v in sorted(summary["statuses"].items()))),
         ("latency, node (median / p95)", f"{lat['median']} / {lat['p95']} ms"),
         ("round trip, replay (median / p95)", f"{rtt['median']} / {rtt['p95']} ms"),
+        ("masks per answer (mean / max; answers with masks)", f"{_fmt(masks['per_answer_mean'])} / "
+         f"{_fmt(masks['per_answer_max'])} ({masks['answers_with_masks']} of {masks['answers']} OK/NOT_FOUND)"),
+        ("mask area, share of the frame (median / p95)", f"{_fmt(masks['area_fraction_median'])} / "
+         f"{_fmt(masks['area_fraction_p95'])}"),
     ]
 
 
@@ -120,7 +139,7 @@ def plot_latency_histogram(samples, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_worst_cases(samples, results_root: Path, truth_masks: dict, path: Path, count: int) -> None:
+def plot_worst_cases(samples, results_root: Path, path: Path, count: int) -> None:
     """The lowest-IoU samples, each as its frame with prediction (blue) and ground truth (green outline)."""
     chosen = [s for s in _worst_first(samples) if s.scored][:count]
     columns = min(4, max(len(chosen), 1))
@@ -131,7 +150,7 @@ def plot_worst_cases(samples, results_root: Path, truth_masks: dict, path: Path,
     for ax, sample in zip(axes.flat, chosen):
         record = sample.record
         image = visual.read_rgb(results_root / record["frame"])
-        ax.imshow(visual.overlay(image, results_folder.predicted_mask(results_root, record), truth_masks[record["request"]]))
+        ax.imshow(visual.overlay(image, results_folder.predicted_mask(results_root, record), sample.truth_mask))
         said = record.get("explanation") or record.get("status_message", "")
         title = (f"#{record['request']} IoU {sample.iou:.2f} {record['status']}\n{textwrap.shorten(record['instruction'], 48)}"
                  f"\n\u201c{textwrap.shorten(said, 48)}\u201d")
@@ -149,7 +168,9 @@ def write_csv(samples, path: Path) -> None:
         for s in samples:
             row = {key: s.record.get(key, "") for key in CSV_FIELDS}
             row.update(iou="" if not s.scored else f"{s.iou:.4f}", intersection=s.intersection if s.scored else "",
-                       union=s.union if s.scored else "", truth_pixels=s.truth_pixels, predicted_pixels=s.predicted_pixels)
+                       union=s.union if s.scored else "", truth_pixels=s.truth_pixels if s.scored else "",
+                       predicted_pixels=s.predicted_pixels, mask_count=s.mask_count,
+                       area_fraction=f"{s.area_fraction:.4f}")
             writer.writerow(row)
 
 
@@ -159,30 +180,32 @@ def write_markdown(summary: dict, samples, path: Path) -> None:
         if line:
             lines += [f"> **{line}**", ""]
     lines += ["| | |", "|---|---|"] + [f"| {name} | {value} |" for name, value in summary_rows(summary)]
-    lines += ["", "IoU of a sample: its masks (union) against its frame's ground truth; an empty prediction on an",
-              "empty ground truth scores 1, a failed request scores as an empty prediction.", "",
-              "![IoU distribution](iou_histogram.png)", "![Latency](latency_histogram.png)",
-              "![Worst cases](worst_cases.png)", "", "## Samples, worst first", "",
-              "| request | frame | instruction | status | IoU | explanation |", "|---|---|---|---|---|---|"]
+    if summary["scored"]:
+        lines += ["", "IoU of a sample: its masks (union) against its frame's ground truth; an empty prediction on an",
+                  "empty ground truth scores 1, a failed request scores as an empty prediction.", "",
+                  "![IoU distribution](iou_histogram.png)", "![Latency](latency_histogram.png)",
+                  "![Worst cases](worst_cases.png)", "", "## Samples, worst first", ""]
+    else:
+        lines += ["", "No sample has ground truth: no IoU; statuses, latency and mask statistics only.", "",
+                  "![Latency](latency_histogram.png)", "", "## Samples", ""]
+    lines += ["| request | frame | instruction | status | IoU | masks | area | explanation |",
+              "|---|---|---|---|---|---|---|---|"]
     for s in _worst_first(samples):
         r = s.record
         explanation = textwrap.shorten(r.get("explanation") or r.get("status_message", ""), 80).replace("|", "/")
         lines.append(f"| {r['request']} | {r['frame_index']} | {r['instruction'].replace('|', '/')} | {r['status']} | "
-                     f"{_fmt(s.iou)} | {explanation} |")
+                     f"{_fmt(s.iou)} | {s.mask_count} | {s.area_fraction:.3f} | {explanation} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def write_report(report_dir: Path, results_root: Path, samples, truth, note: str, worst: int) -> dict:
     report_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(samples, truth.description, note)
-    truth_masks = {}
-    for s in samples:
-        found = truth.get(s.record["frame_key"], tuple(s.record["image_size"])) if s.scored else None
-        truth_masks[s.record["request"]] = None if found is None else found[0]
     write_csv(samples, report_dir / "per_sample.csv")
-    plot_iou_histogram(samples, report_dir / "iou_histogram.png")
     plot_latency_histogram(samples, report_dir / "latency_histogram.png")
-    plot_worst_cases(samples, results_root, truth_masks, report_dir / "worst_cases.png", worst)
+    if summary["scored"]:
+        plot_iou_histogram(samples, report_dir / "iou_histogram.png")
+        plot_worst_cases(samples, results_root, report_dir / "worst_cases.png", worst)
     write_markdown(summary, samples, report_dir / "report.md")
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary

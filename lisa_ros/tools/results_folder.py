@@ -4,8 +4,13 @@
                          each answer arrives (an interrupted run keeps them all)
     masks/RRRR_K.png     mask K of request RRRR, 0/255, source resolution
     overlays/RRRR.png    the frame with the request's masks drawn on it
-    frames/KEY.jpg       each frame that got an instruction (KEY = stamp in ns)
+    frames/NNNNN_STAMP.jpg  each frame that got an instruction (NNNNN = its index in the bag,
+                         STAMP = its header stamp in ns: two frames with one stamp keep their own files)
     summary.json         counts and latency percentiles, written at the end
+
+Each record names its frame by ``frame_key`` (the stamp, how ground truth is named) and
+``frame_occurrence`` (0 for the first frame with that stamp in the bag, 1 for the next...),
+so ground truth can tell frames with equal stamps apart too.
 """
 from __future__ import annotations
 
@@ -33,8 +38,9 @@ class ResultsFolder:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._jsonl = (self.root / RESULTS_FILE).open("w", encoding="utf-8")
 
-    def save_frame(self, key: str, image: np.ndarray) -> str:
-        relative = f"frames/{key}.jpg"
+    def save_frame(self, frame_index: int, stamp_ns: int, image: np.ndarray) -> str:
+        """Write the frame once (several requests may share it); returns its path relative to the folder."""
+        relative = f"frames/{frame_index:05d}_{frame_key(stamp_ns)}.jpg"
         path = self.root / relative
         if not path.exists():
             cv2.imwrite(str(path), cv2.cvtColor(visual.as_rgb(image), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -52,6 +53,11 @@ class RosLink:
         image_topic, self.image_type = image
         self.image_pub = self._node.create_publisher(ros_type(self.image_type), image_topic, reliable)
         self.instruction_pub = self._node.create_publisher(ros_type("std_msgs/msg/String"), instruction_topic, reliable)
+        # The node's own word on why it is not ready (e.g. "configure failed: ..."), from /diagnostics.
+        self._status_name = f"/{self.node_name}: segmentation"
+        self.node_status: DiagnosticStatus | None = None
+        # (kept for the whole replay: destroying it while the executor spins can break the spin)
+        self._node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.recorded: dict[str, str] = {}  # topic -> msgtype
         self._recorders: list = []  # the subscriptions behind ``recorded``
         self._executor = SingleThreadedExecutor(context=self._context)
@@ -65,8 +71,17 @@ class RosLink:
         except ExternalShutdownException:
             pass
 
+    def _on_diagnostics(self, array: DiagnosticArray) -> None:
+        for status in array.status:
+            if status.name == self._status_name:
+                self.node_status = status
+
     def wait_for_node(self, timeout_s: float, process: subprocess.Popen | None = None) -> None:
-        """Wait until the node subscribes our inputs and publishes results; then record its outputs."""
+        """Wait until the node subscribes our inputs and publishes results; then record its outputs.
+
+        Fails at once when the node reports an ERROR on /diagnostics (configure failed: it will not
+        become ready by itself) or its process exits, with the node's reason.
+        """
         deadline = time.monotonic() + timeout_s
         while True:
             ready = (
@@ -76,15 +91,24 @@ class RosLink:
             )
             if ready:
                 break
+            status = self.node_status
+            if status is not None and status.level == DiagnosticStatus.ERROR:
+                raise NodeUnavailable(f"/{self.node_name} cannot answer: {status.message} (its /diagnostics; "
+                                      "its log says more)")
             if process is not None and process.poll() is not None:
                 raise NodeUnavailable(f"the lisa_node process exited with code {process.returncode} before it was ready (see its output above)")
             if time.monotonic() > deadline:
-                raise NodeUnavailable(
-                    f"no lisa_node within {timeout_s:.0f} s: need subscribers on {self.image_pub.topic_name} "
-                    f"({self.image_pub.get_subscription_count()}) and {self.instruction_pub.topic_name} "
-                    f"({self.instruction_pub.get_subscription_count()}) and a publisher of {self.result_topic}; "
-                    "start one with these remappings or pass --start-node"
-                )
+                image, instruction = self.image_pub, self.instruction_pub
+                needed = (f"need subscribers on {image.topic_name} ({image.get_subscription_count()}) and "
+                          f"{instruction.topic_name} ({instruction.get_subscription_count()}) and a publisher of "
+                          f"{self.result_topic}")
+                if status is None:
+                    raise NodeUnavailable(f"no lisa_node within {timeout_s:.0f} s: {needed}; "
+                                          "start one with these remappings or pass --start-node")
+                fix = ("check its remappings" if status.level == DiagnosticStatus.OK else
+                       "activate it (auto_activate, or `ros2 lifecycle set`)")
+                raise NodeUnavailable(f"/{self.node_name} runs but is not ready within {timeout_s:.0f} s: it reports "
+                                      f"{status.message!r}; {needed}; {fix}")
             time.sleep(0.05)
         self._record_node_outputs()
         # The recorders are new: an answer published before they match the node's writers would be lost.

@@ -1,5 +1,7 @@
 """Image validation and conversion: pixel-exact per encoding, clear refusals."""
 import io
+import re
+import struct
 
 import cv2
 import numpy as np
@@ -150,6 +152,56 @@ def test_compressed_size_is_checked_before_decoding():
         compressed_to_rgb("png", encode(np.zeros((100, 100, 3), np.uint8), "PNG"), max_pixels=5000)
 
 
-def test_compressed_depth_is_refused():
-    with pytest.raises(ImageError, match="compressedDepth"):
-        compressed_to_rgb("16UC1; compressedDepth png", encode(RGB, "PNG"))
+DEPTH_MM = np.array([[0, 400, 800, 1200], [1600, 2000, 0, 4000], [3000, 2500, 900, 650]], np.uint16)
+
+
+def opencv_png16(values: np.ndarray) -> bytes:
+    """A 16-bit grey PNG as image_transport's publishers write it (cv::imencode)."""
+    ok, data = cv2.imencode(".png", values)
+    assert ok and values.dtype == np.uint16
+    return data.tobytes()
+
+
+def test_16bit_png_over_compressed_image_is_read_as_the_format_encoding():
+    """compressed_image_transport sends "16UC1; png compressed ": the same grey as the raw 16UC1 depth."""
+    png = opencv_png16(DEPTH_MM)
+    expected = convert(raw("16UC1", DEPTH_MM))
+    assert np.array_equal(compressed_to_rgb("16UC1; png compressed ", png), expected)
+    assert (expected[0, 1, 0], expected[1, 1, 0], expected[1, 3, 0]) == (1, 114, 255)  # not the near-black high byte
+    intensity = compressed_to_rgb("mono16; png compressed ", png)
+    assert np.array_equal(intensity, convert(raw("mono16", DEPTH_MM)))
+
+
+COMPRESSED_DEPTH_HEADER = struct.Struct("<iff")  # compressed_depth_image_transport's ConfigHeader
+
+
+def test_compressed_depth_png_16uc1_matches_raw_depth():
+    data = COMPRESSED_DEPTH_HEADER.pack(0, 0.0, 0.0) + opencv_png16(DEPTH_MM)
+    assert np.array_equal(compressed_to_rgb("16UC1; compressedDepth png", data), convert(raw("16UC1", DEPTH_MM)))
+    assert np.array_equal(compressed_to_rgb("16UC1; compressedDepth", data), convert(raw("16UC1", DEPTH_MM)))
+
+
+def test_compressed_depth_png_32fc1_inverse_depth_matches_raw_depth():
+    """Quantised as the transport's encoder does (depth_quantization 100, depth_max 10 m, its defaults)."""
+    depth = np.array([[0.5, 1.0, np.nan], [2.0, 3.5, 12.0], [5.0, 7.5, 9.0]], np.float32)
+    quant_a = np.float32(100.0 * 101.0)
+    quant_b = np.float32(1.0 - quant_a / 10.0)
+    with np.errstate(invalid="ignore"):
+        inverse = np.where(depth < 10.0, quant_a / depth + quant_b, 0).astype(np.uint16)
+    data = COMPRESSED_DEPTH_HEADER.pack(0, float(quant_a), float(quant_b)) + opencv_png16(inverse)
+    out = compressed_to_rgb("32FC1; compressedDepth png", data)[:, :, 0].astype(int)
+    expected = convert(raw("32FC1", np.where(depth < 10.0, depth, np.nan).astype(np.float32)))[:, :, 0].astype(int)
+    assert out[0, 2] == out[1, 2] == 0  # NaN and beyond depth_max: invalid
+    assert np.abs(out - expected).max() <= 1  # the quantisation's rounding
+
+
+@pytest.mark.parametrize("fmt,data,message", [
+    ("16UC1; compressedDepth rvl", bytes(40), "codec 'rvl' is not supported"),
+    ("16UC1; compressedDepth png", encode(RGB, "PNG"), "unreadable compressed image (16UC1; compressedDepth"),
+    ("16UC1; compressedDepth png", bytes(12), "no PNG after its 12-byte header"),
+    ("16UC1; compressedDepth png", bytes(12) + encode(RGB, "PNG"), "8-bit RGB PNG"),
+    ("rgb8; compressedDepth png", bytes(12) + opencv_png16(DEPTH_MM), "16UC1 or 32FC1"),
+], ids=["rvl", "no-header", "header-only", "8-bit-png", "colour-encoding"])
+def test_unusable_compressed_depth_is_refused_with_the_reason(fmt, data, message):
+    with pytest.raises(ImageError, match=re.escape(message)):
+        compressed_to_rgb(fmt, data)

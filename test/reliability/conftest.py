@@ -6,8 +6,10 @@ result, or a clear error result), ``case.failed(...)`` for a wrong or unclear on
 and ``case.account(sent, results)`` for instructions sent over DDS, which counts
 answers, error results, duplicates and lost instructions (sent, never answered)
 from the results actually received. At the end of the session the ledger is
-written as a table to ``test/reliability/REPORT.md`` (override with
-``LISA_RELIABILITY_REPORT``) and as JSON next to it; nothing in it is typed by hand.
+written as a table to ``results/reliability/REPORT.md`` (untracked) and as JSON next
+to it; nothing in it is typed by hand. The committed copy, ``test/reliability/REPORT.md``,
+changes only on purpose: ``LISA_RELIABILITY_REPORT`` names another target, e.g.
+``LISA_RELIABILITY_REPORT=test/reliability/REPORT.md scripts/test.sh test/reliability``.
 
 Categories come from each module's ``CATEGORY`` variable.
 """
@@ -25,6 +27,8 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
+# A run's report: under the repository's untracked results/, so running tests never edits a tracked file.
+DEFAULT_REPORT = HERE.parents[1] / "results" / "reliability" / "REPORT.md"
 sys.path.insert(0, str(HERE))  # rel_support (a unique name: test/*/conftest.py all import as "conftest")
 
 # Statuses that are results rather than refusals (lisa_ros.core.types.Status OK / NOT_FOUND).
@@ -155,11 +159,21 @@ def pytest_sessionfinish(session, exitstatus):
     cases = [c for c in _CASES.values() if c.outcome != "not run"]
     if not cases:
         return
-    target = Path(os.environ.get("LISA_RELIABILITY_REPORT", HERE / "REPORT.md"))
+    target = Path(os.environ.get("LISA_RELIABILITY_REPORT") or DEFAULT_REPORT)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render_report(cases, session))
     target.with_suffix(".json").write_text(json.dumps(
         {"generated": _now(), "cases": [dataclasses.asdict(c) for c in cases]}, indent=1) + "\n")
+    _WRITTEN.append(target)
+
+
+_WRITTEN: list[Path] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say where the ledger went (runs after pytest_sessionfinish)."""
+    for target in _WRITTEN:
+        terminalreporter.write_line(f"reliability report: {target} (and {target.with_suffix('.json').name})")
 
 
 def _now() -> str:

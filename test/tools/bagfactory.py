@@ -19,20 +19,27 @@ def frame(index: int, width: int = 160, height: int = 120) -> np.ndarray:
 
 def write_bag(path: Path, frames: int = 4, instructions: dict[int, str] | None = None, *, storage: str = "sqlite3",
               compressed: bool = False, image_topic: str = "/camera/image", size=(160, 120),
-              ground_truth: dict[int, np.ndarray] | None = None, frame_id: str = "cam") -> list[int]:
-    """Frames every 200 ms; instructions[i] is sent 10 ms after frame i. Returns the frame stamps (ns)."""
-    stamps = [START_NS + i * PERIOD_NS for i in range(frames)]
+              ground_truth: dict[int, np.ndarray] | None = None, frame_id: str = "cam",
+              stamps: list[int] | None = None) -> list[int]:
+    """Frames every 200 ms (bag time); instructions[i] is sent 10 ms after frame i. Returns the header stamps (ns).
+
+    ``stamps``: the frames' header stamps (default: their bag times), e.g. equal ones for a frozen clock.
+    """
+    times = [START_NS + i * PERIOD_NS for i in range(frames)]
+    stamps = stamps or times
     with bag_io.OutputBag(path, storage) as bag:
-        for i, stamp in enumerate(stamps):
+        for i, (time_ns, stamp) in enumerate(zip(times, stamps)):
             header = bag_io.header(stamp, frame_id)
             image = frame(i, *size)
             if compressed:
-                bag.write(image_topic, stamp, bag_io.compressed_image_msg(image, header, "png"), bag_io.COMPRESSED_IMAGE)
+                msg = bag_io.compressed_image_msg(image, header, "png")
+                bag.write(image_topic, time_ns, msg, bag_io.COMPRESSED_IMAGE)
             else:
-                bag.write(image_topic, stamp, bag_io.raw_image_msg(image, header), bag_io.IMAGE)
+                bag.write(image_topic, time_ns, bag_io.raw_image_msg(image, header), bag_io.IMAGE)
             if instructions and i in instructions:
                 msg = bag_io.typestore().types[bag_io.STRING](data=instructions[i])
-                bag.write("/instruction", stamp + 10_000_000, msg, bag_io.STRING)
+                bag.write("/instruction", time_ns + 10_000_000, msg, bag_io.STRING)
             if ground_truth and i in ground_truth:
-                bag.write("/ground_truth/mask", stamp, bag_io.raw_image_msg(ground_truth[i].astype(np.uint8) * 255, header), bag_io.IMAGE)
+                mask = bag_io.raw_image_msg(ground_truth[i].astype(np.uint8) * 255, header)
+                bag.write("/ground_truth/mask", time_ns, mask, bag_io.IMAGE)
     return stamps

@@ -40,7 +40,8 @@ def results(tmp_path):
     for request, (status, masks, _, _, _) in CASES.items():
         key = str(STAMPS[request])
         record = {"request": request, "instruction": f"find thing {request}", "frame_index": request, "frame_key": key,
-                  "frame_id": "cam", "image_size": list(SIZE), "frame": folder.save_frame(key, image), "status": status}
+                  "frame_id": "cam", "image_size": list(SIZE), "frame": folder.save_frame(request, STAMPS[request], image),
+                  "status": status}
         if status != "NO_RESULT":
             names, overlay = folder.save_answer(request, image, masks)
             record.update(masks=names, overlay=overlay, total_ms=10.0 * (request + 1), round_trip_ms=12.0 * (request + 1),
@@ -94,12 +95,16 @@ def test_reasonseg_ground_truth(results, tmp_path):
     check_report(tmp_path / "report")
 
 
-def test_bag_topic_ground_truth(results, tmp_path):
+@pytest.mark.parametrize("storage, bare_suffix", [("sqlite3", None), ("sqlite3", ".db3"), ("mcap", ".mcap")])
+def test_bag_topic_ground_truth(results, tmp_path, storage, bare_suffix):
+    """From the bag's folder, or from its storage file alone (bare_suffix)."""
     bag = tmp_path / "gt_bag"
-    with bag_io.OutputBag(bag) as out:
+    with bag_io.OutputBag(bag, storage) as out:
         for request, mask in truth_cases().items():
             header = bag_io.header(STAMPS[request], "cam")
             out.write("/ground_truth/mask", STAMPS[request], bag_io.raw_image_msg(mask.astype(np.uint8) * 255, header), bag_io.IMAGE)
+    if bare_suffix:
+        bag = next(bag.glob(f"*{bare_suffix}")).rename(tmp_path / f"truth{bare_suffix}")
     assert main(["eval", str(results), "--gt-bag", str(bag), "--report", str(tmp_path / "report")]) == 0
     check_report(tmp_path / "report")
 
@@ -136,3 +141,43 @@ def test_ground_truth_of_another_size_is_named(results, tmp_path, capsys):
     assert main(["eval", str(results), "--gt-bag", str(tmp_path / "wrong_size")]) == 2
     err = capsys.readouterr().err
     assert "request 0" in err and "20x10 but the ground truth is 5x5" in err
+
+
+def test_bag_truth_tells_frames_of_one_stamp_apart_by_occurrence(tmp_path):
+    from lisa_ros.tools.ground_truth import BagTopicTruth
+
+    with bag_io.OutputBag(tmp_path / "gt") as out:
+        for index, (stamp, mask) in enumerate([(5, box(0, 0, 1, 1)), (5, box(0, 0, 2, 2)), (6, box(0, 0, 3, 3))]):
+            header = bag_io.header(stamp, "cam")
+            mask_msg = bag_io.raw_image_msg(mask.astype(np.uint8) * 255, header)
+            out.write("/ground_truth/mask", index, mask_msg, bag_io.IMAGE)
+    truth = BagTopicTruth(str(tmp_path / "gt"), "/ground_truth/mask")
+    assert [int(truth.get("5", SIZE, k)[0].sum()) for k in (0, 1)] == [1, 4]
+    assert truth.get("5", SIZE, 2) is None  # a third frame of that stamp: its mask is not known
+    assert [int(truth.get("6", SIZE, k)[0].sum()) for k in (0, 1)] == [9, 9]  # one mask: every frame of that stamp
+    assert "3 masks" in truth.description
+
+
+def test_without_ground_truth_reports_statuses_latency_and_mask_statistics(results, capsys):
+    assert main(["eval", str(results)]) == 0
+    summary = json.loads((results / "report" / "summary.json").read_text())
+    assert summary["statuses"] == {"OK": 3, "NOT_FOUND": 1, "NO_RESULT": 1}
+    assert (summary["samples"], summary["scored"], summary["gIoU"], summary["cIoU"]) == (5, 0, None, None)
+    assert summary["latency_ms"]["median"] == 30.0  # 10, 20, 40, 50 ms (the failure has none)
+    # answers (OK / NOT_FOUND): requests 0, 1, 3, 4 with 1, 0, 2, 1 masks covering 16, -, 8, 25 of 200 pixels
+    assert summary["masks"] == {"answers": 4, "answers_with_masks": 3, "per_answer_mean": 1.0, "per_answer_max": 2,
+                                "area_fraction_median": 0.08, "area_fraction_p95": pytest.approx(0.1205)}
+    rows = {int(row["request"]): row for row in csv.DictReader((results / "report" / "per_sample.csv").open())}
+    assert [(rows[r]["mask_count"], rows[r]["area_fraction"], rows[r]["iou"]) for r in (0, 3)] == [
+        ("1", "0.0800", ""), ("2", "0.0400", "")]
+    text = (results / "report" / "report.md").read_text()
+    assert "No sample has ground truth" in text and "iou_histogram.png" not in text
+    assert (results / "report" / "latency_histogram.png").is_file()
+    assert not (results / "report" / "worst_cases.png").exists()
+    out = capsys.readouterr().out
+    assert "masks per answer" in out and "1.000 / 2 (3 of 4 OK/NOT_FOUND)" in out
+
+
+def test_min_giou_needs_ground_truth(results, capsys):
+    assert main(["eval", str(results), "--min-giou", "0.5"]) == 2
+    assert "--min-giou needs ground truth" in capsys.readouterr().err

@@ -17,6 +17,7 @@ def expect_error(capsys, tmp_path, code, *fragments):
     for fragment in fragments:
         assert fragment in err
     assert not (tmp_path / "out").exists()  # nothing started, nothing written
+    return err
 
 
 def test_missing_image_topic_lists_the_bag_topics(tmp_path, capsys):
@@ -53,6 +54,53 @@ def test_truncated_bag(tmp_path, capsys, storage, suffix):
     data_file = next((tmp_path / "bag").glob(f"*{suffix}"))
     data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
     expect_error(capsys, tmp_path, replay(tmp_path / "bag", tmp_path), str(tmp_path / "bag"), "truncated or corrupt")
+
+
+def bare_file(tmp_path, storage, suffix, name="bare"):
+    """The storage file of a bag written by rosbags, alone (as Foxglove or the mcap CLI leave it)."""
+    write_bag(tmp_path / f"{storage}_bag", frames=6, instructions={0: "x"}, storage=storage)
+    bare = tmp_path / f"{name}{suffix}"
+    next((tmp_path / f"{storage}_bag").glob(f"*{suffix}")).rename(bare)
+    return bare
+
+
+@pytest.mark.parametrize("storage, suffix", [("sqlite3", ".db3"), ("mcap", ".mcap")])
+def test_bare_storage_file_is_read_like_a_bag_folder(tmp_path, storage, suffix):
+    with bag_io.InputBag(bare_file(tmp_path, storage, suffix)) as bag:
+        assert bag.topics == {"/camera/image": bag_io.IMAGE, "/instruction": bag_io.STRING}
+        assert [msg.data for _, msg in bag.messages("/instruction")] == ["x"]
+        assert len(list(bag.messages("/camera/image"))) == 6
+
+
+def test_bare_mcap_cut_at_its_end_is_corrupt_with_the_recover_hint(tmp_path, capsys):
+    bare = bare_file(tmp_path, "mcap", ".mcap")
+    bare.write_bytes(bare.read_bytes()[: bare.stat().st_size * 9 // 10])
+    err = expect_error(capsys, tmp_path, replay(bare, tmp_path))
+    assert f"bag {bare} cannot be opened (truncated or corrupt?)" in err, err
+    assert f"mcap recover {bare} -o {tmp_path / 'bare-recovered.mcap'}" in err
+    assert "not a rosbag2 directory" not in err
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.99])
+def test_bare_db3_cut_short_is_corrupt(tmp_path, capsys, fraction):
+    """Cut at 99 % the database still opens and fails while being read (apsw.IOError inside rosbags)."""
+    bare = bare_file(tmp_path, "sqlite3", ".db3")
+    bare.write_bytes(bare.read_bytes()[: int(bare.stat().st_size * fraction)])
+    err = expect_error(capsys, tmp_path, replay(bare, tmp_path))
+    assert f"bag {bare} cannot be" in err and "(truncated or corrupt?)" in err, err
+    assert "not a rosbag2 directory" not in err and "mcap recover" not in err
+
+
+def test_folder_without_metadata_names_its_data_file(tmp_path, capsys):
+    bare = bare_file(tmp_path, "mcap", ".mcap")
+    (tmp_path / "orphan").mkdir()
+    bare.rename(tmp_path / "orphan" / "rec_0.mcap")
+    expect_error(capsys, tmp_path, replay(tmp_path / "orphan", tmp_path), "no metadata.yaml", "rec_0.mcap")
+
+
+def test_file_of_another_kind_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a bag")
+    expect_error(capsys, tmp_path, replay(tmp_path / "notes.txt", tmp_path), "a bare .mcap or .db3 file")
 
 
 def test_wrong_encoding_names_the_frame(tmp_path, capsys):

@@ -1,4 +1,5 @@
 """Replay through a real lisa_node (plumbing engine) over DDS, then read the output bag back."""
+import csv
 import json
 import os
 import signal
@@ -102,6 +103,49 @@ def test_timed_replay_of_compressed_mcap_with_command_line_instruction(tmp_path)
         assert int(record["frame_key"]) in stamps and record["mask_sizes"] == [[120, 160]]
 
 
+def test_bare_mcap_file_is_replayed_and_evaluated(tmp_path):
+    """An .mcap alone (what Foxglove and the mcap CLI write), as the replay's input and as eval's --gt-bag."""
+    truth = {0: np.ones((120, 160), bool), 2: np.zeros((120, 160), bool)}
+    stamps = write_bag(tmp_path / "bag", frames=3, instructions={0: "segment the cup", 2: "nothing here"},
+                       storage="mcap", ground_truth=truth)
+    bare = next((tmp_path / "bag").glob("*.mcap")).rename(tmp_path / "recording.mcap")
+    code, output = run_replay(bare, tmp_path / "out", "replay_bare", "--fail-on-error")
+    assert code == 0, output
+    answers = records(tmp_path / "out")
+    assert [(r["frame_index"], r["status"]) for r in answers] == [(0, "OK"), (2, "NOT_FOUND")]
+    assert [r["answered_stamp_ns"] for r in answers] == [stamps[0], stamps[2]]
+    done = subprocess.run([sys.executable, "-P", "-m", "lisa_ros.tools.cli", "eval", str(tmp_path / "out"),
+                           "--gt-bag", str(bare)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((tmp_path / "out" / "report" / "summary.json").read_text())
+    assert (summary["samples"], summary["scored"]) == (2, 2) and "recording.mcap" in summary["ground_truth"]
+
+
+def test_frames_with_one_stamp_keep_their_own_image_and_ground_truth(tmp_path):
+    """A frozen camera clock: three frames, two of them (different pixels) with one stamp."""
+    stamp = 1_700_000_000 * 10**9
+    full, empty = np.ones((120, 160), bool), np.zeros((120, 160), bool)
+    write_bag(tmp_path / "bag", frames=3, instructions=dict.fromkeys(range(3), "segment the cup"),
+              stamps=[stamp, stamp, stamp + 10**9], ground_truth={0: full, 1: empty, 2: full})
+    code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_frozen", "--fail-on-error")
+    assert code == 0, output
+    answers = records(tmp_path / "out")
+    assert [r["frame_index"] for r in answers] == [0, 1, 2]
+    for record in answers:  # each frame file holds its own frame's pixels (JPEG: close, not exact)
+        saved = visual.read_rgb(tmp_path / "out" / record["frame"]).astype(int)
+        errors = [np.abs(saved - frame(i)).mean() for i in range(3)]
+        assert int(np.argmin(errors)) == record["frame_index"], (record["frame"], errors)
+    assert len({r["frame"] for r in answers}) == 3
+    assert [(r["frame_key"], r["frame_occurrence"]) for r in answers] == [
+        (str(stamp), 0), (str(stamp), 1), (str(stamp + 10**9), 0)]
+    done = subprocess.run([sys.executable, "-P", "-m", "lisa_ros.tools.cli", "eval", str(tmp_path / "out"),
+                           "--gt-bag", str(tmp_path / "bag")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = list(csv.DictReader((tmp_path / "out" / "report" / "per_sample.csv").open()))
+    # the plumbing engine's one-part mask is the whole frame: IoU 1 against the full truth, 0 against the empty one
+    assert [(row["frame_occurrence"], float(row["iou"])) for row in rows] == [("0", 1.0), ("1", 0.0), ("0", 1.0)]
+
+
 def test_interrupted_replay_leaves_a_readable_bag(tmp_path):
     write_bag(tmp_path / "bag", frames=20, instructions={i: f"segment thing {i}" for i in range(20)})
     out = tmp_path / "out"
@@ -120,6 +164,26 @@ def test_interrupted_replay_leaves_a_readable_bag(tmp_path):
     recorded = read_output(out)  # metadata.yaml written, the sqlite data committed
     assert len(recorded["/replay_stop/result"]) >= len([r for r in answered if r["status"] == "OK"])
     assert json.loads((out / "summary.json").read_text())["interrupted"] is True
+
+
+def test_node_that_fails_configure_fails_the_replay_at_once_with_its_reason(tmp_path):
+    """Not after --wait-for-node (600 s here: the run's 120 s limit would fail the test first)."""
+    write_bag(tmp_path / "bag", frames=1, instructions={0: "x"})
+    code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_broken", "--wait-for-node", "600",
+                              "--node-param", "model.load_error:=no weights at /models/missing")
+    assert code == 3, output
+    assert "/replay_broken cannot answer: configure failed: loading the model failed: EngineError: " \
+           "no weights at /models/missing" in output
+    assert "remappings" not in output
+
+
+def test_node_left_inactive_is_named_with_its_state_not_blamed_on_remappings(tmp_path):
+    write_bag(tmp_path / "bag", frames=1, instructions={0: "x"})
+    code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_idle", "--wait-for-node", "15",
+                              "--node-param", "auto_activate:=false")
+    assert code == 3, output
+    assert "/replay_idle runs but is not ready within 15 s: it reports 'inactive (model loaded)'" in output
+    assert "activate it" in output
 
 
 def test_no_node_is_a_clear_error(tmp_path):

@@ -1,0 +1,46 @@
+"""The CPU commands the README, config/lisa_cpu.yaml and the launch file give point where
+make-tiny-checkpoint writes (OUT_DIR/lisa-tiny-7b), and the CPU command uses the CPU config.
+
+(Running them end to end is what test_replay_ros.py's lisa-engine test does with the same
+config; this keeps the copy-paste text in step with the code.)
+"""
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_checkpoint_dir(out_dir: str) -> str:
+    """Where `lisa-ros make-tiny-checkpoint OUT_DIR` writes the LISA checkpoint (default 7b layout)."""
+    return f"{out_dir}/lisa-tiny-7b"
+
+
+def test_the_documented_path_is_the_one_make_tiny_checkpoint_writes(tiny_lisa_checkpoint):
+    """tiny_lisa_checkpoint (test/conftest.py): write_tiny_checkpoint(OUT_DIR, layout="7b")'s LISA folder."""
+    written = Path(tiny_lisa_checkpoint)
+    assert (written / "config.json").is_file()
+    assert written == Path(tiny_checkpoint_dir(str(written.parent)))
+
+
+def test_readme_without_launch_gives_a_cpu_command_on_the_tiny_checkpoint_and_a_gpu_command():
+    section = (REPO / "README.md").read_text().split("Without `ros2 launch`", 1)[1].split("`ros2 launch lisa_ros", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    cpu = next(b for b in blocks if "make-tiny-checkpoint" in b)
+    out_dir = re.search(r"lisa-ros make-tiny-checkpoint (\S+)", cpu).group(1)
+    node = next(line for line in cpu.splitlines() if line.startswith("lisa_node"))
+    assert "--params-file config/lisa_cpu.yaml" in node
+    assert f"-p model.path:={tiny_checkpoint_dir(out_dir)}" in node
+    assert cpu.startswith("source scripts/ros_env.sh")
+    gpu = next(b for b in blocks if b is not cpu and "lisa_node" in b)
+    assert "--params-file config/lisa.yaml" in gpu and "cpu" not in gpu and "fp32" not in gpu
+
+
+@pytest.mark.parametrize("path", ["config/lisa_cpu.yaml", "launch/lisa.launch.py"])
+def test_config_and_launch_comments_name_the_checkpoint_folder(path):
+    text = (REPO / path).read_text()
+    out_dirs = re.findall(r"make-tiny-checkpoint (/\S+)", text) or ["/tmp/lisa-tiny"]
+    paths = re.findall(r"model[._]path:=(\S+)", text)
+    assert paths, f"{path} names no model path"
+    assert all(p == tiny_checkpoint_dir(out_dirs[0]) for p in paths), paths
