@@ -28,6 +28,8 @@ try:  # the colcon install (scripts/ros_env.sh) provides lisa_ros with its messa
 except ImportError:
     sys.path.append(str(REPO))
 
+from lisa_ros.core.stats import percentiles  # noqa: E402
+
 
 def _read(path: str) -> str:
     try:
@@ -117,7 +119,8 @@ def summary(values: Sequence[float]) -> dict[str, float]:
     values = sorted(float(v) for v in values)
     if not values:
         return {"n": 0}
-    p95 = values[min(len(values) - 1, max(0, int(round(0.95 * (len(values) - 1)))))]
+    # p95 is a measured value (nearest rank), not one interpolated between two runs.
+    p95 = percentiles(values, (95,), method="nearest")[95]
     return {"n": len(values), "median": round(statistics.median(values), 3), "p95": round(p95, 3),
             "min": round(values[0], 3), "max": round(values[-1], 3), "mean": round(statistics.fmean(values), 3)}
 

@@ -32,7 +32,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.append(str(Path(__file__).resolve().parent))
+import common  # noqa: E402, F401  (lisa_ros from the source tree when it is not installed)
 from ros_node import rss_mb  # noqa: E402
+
+from lisa_ros.core.stats import percentiles  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STATUS_NAMES = {0: "OK", 1: "NOT_FOUND", 2: "INVALID_IMAGE", 3: "INVALID_INSTRUCTION", 4: "NO_IMAGE",
@@ -146,12 +149,12 @@ class Probe:
         rclpy.try_shutdown(context=self.context)
 
 
-def percentiles(values) -> dict:
-    if not values:
+def latency_summary(values) -> dict:
+    found = percentiles(values)
+    if found is None:
         return {"count": 0}
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {"count": len(values), "p50_ms": round(float(p50), 1), "p90_ms": round(float(p90), 1),
-            "p99_ms": round(float(p99), 1), "max_ms": round(float(max(values)), 1)}
+    return {"count": len(values), **{f"p{q}_ms": round(v, 1) for q, v in found.items()},
+            "max_ms": round(float(max(values)), 1)}
 
 
 def run(args) -> dict:
@@ -245,8 +248,8 @@ def summarise(args, sent, results, samples, frames_published, diagnostics, crash
             "window": f"{low / 60:g}-{high / 60:g} min",
             "sent": sum(1 for t in sent if low <= sent[t] - started < high),
             "ok": len(latencies),
-            "latency_client": percentiles(latencies),
-            "latency_node_total": percentiles(node_total),
+            "latency_client": latency_summary(latencies),
+            "latency_node_total": latency_summary(node_total),
             "rss_mb_median": round(float(np.median([s[1] for s in in_window])), 1) if in_window else None,
             "rss_mb_max": round(float(max(s[1] for s in in_window)), 1) if in_window else None,
         })

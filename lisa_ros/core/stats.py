@@ -1,12 +1,38 @@
-"""Rolling latency and outcome statistics for /diagnostics (no ROS)."""
+"""Latency percentiles, and the rolling latency and outcome statistics of /diagnostics (no ROS).
+
+``percentiles`` is the one definition of a percentile in the package: the node's
+diagnostics, the replay's and the eval's summaries and the benchmarks use it.
+"""
 from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from lisa_ros.core.types import Status
+
+
+def percentiles(values: Iterable[float], quantiles: Sequence[float] = (50, 90, 99), *,
+                method: str = "linear") -> dict[float, float] | None:
+    """{q: value} for each quantile q in 0..100 (numpy's ``method``), or None without values.
+
+    None rather than NaN: a summary before the first answer stays valid JSON and readable.
+    """
+    values = list(values)
+    if not values:
+        return None
+    found = np.percentile(values, quantiles, method=method)
+    return {q: float(v) for q, v in zip(quantiles, found, strict=True)}
+
+
+def median_p95(values: Iterable[float], digits: int = 1) -> dict[str, float | None]:
+    """{"median": ..., "p95": ...} rounded to ``digits``; both None without values (the tools' summaries)."""
+    found = percentiles(values, (50, 95))
+    if found is None:
+        return {"median": None, "p95": None}
+    return {"median": round(found[50], digits), "p95": round(found[95], digits)}
 
 
 class RequestStats:
@@ -30,9 +56,7 @@ class RequestStats:
         """{50: p50_ms, 90: ..., 99: ...} over the window, or None before any answer."""
         with self._lock:
             values = list(self._latencies.get(kind, ()))
-        if not values:
-            return None
-        return {q: float(v) for q, v in zip(quantiles, np.percentile(values, quantiles))}
+        return percentiles(values, quantiles)
 
     def counts(self) -> dict[str, int]:
         with self._lock:

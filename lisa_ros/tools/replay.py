@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from lisa_ros.core.stats import median_p95
 from lisa_ros.core.types import Status
 from lisa_ros.tools import bag_io, schedule
 from lisa_ros.tools.bag_io import BagError
@@ -351,16 +352,12 @@ def summarize(records: list[dict], interrupted: bool) -> dict:
     statuses = collections.Counter(r["status"] for r in records)
     latencies = [r["total_ms"] for r in records if "total_ms" in r]
     round_trips = [r["round_trip_ms"] for r in records if "round_trip_ms" in r]
-
-    def percentile(values, q):
-        return round(float(np.percentile(values, q)), 1) if values else None
-
     return {
         "requests": len(records),
         "failures": sum(n for status, n in statuses.items() if status not in ANSWERED),
         "statuses": dict(statuses),
-        "latency_ms": {"median": percentile(latencies, 50), "p95": percentile(latencies, 95)},
-        "round_trip_ms": {"median": percentile(round_trips, 50), "p95": percentile(round_trips, 95)},
+        "latency_ms": median_p95(latencies),
+        "round_trip_ms": median_p95(round_trips),
         "model_ids": sorted({r["model_id"] for r in records if r.get("model_id")}),
         "interrupted": interrupted,
     }

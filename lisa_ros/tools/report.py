@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lisa_ros.core.stats import median_p95  # noqa: E402
 from lisa_ros.tools import metrics, results_folder, visual  # noqa: E402
 
 # Engines whose masks say nothing about LISA's quality.
@@ -30,10 +31,6 @@ CSV_FIELDS = ["request", "frame_key", "frame_occurrence", "frame_index", "instru
               "model_id", "explanation"]
 # Statuses of answers the model gave (the rest are refusals or failures): the mask statistics' population.
 ANSWERED = ("OK", "NOT_FOUND")
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 1) if values else None
 
 
 def summarize(samples, truth_description: str, note: str) -> dict:
@@ -52,7 +49,7 @@ def summarize(samples, truth_description: str, note: str) -> dict:
     answered = [s for s in samples if s.record["status"] in ANSWERED]
     with_masks = [s for s in answered if s.mask_count]
     counts = [s.mask_count for s in answered]
-    areas = [s.area_fraction for s in with_masks]
+    area = median_p95([s.area_fraction for s in with_masks], digits=4)
     return {
         "samples": len(samples),
         "scored": len(scored),
@@ -60,15 +57,15 @@ def summarize(samples, truth_description: str, note: str) -> dict:
         "gIoU": metrics.giou(pairs) if pairs else None,  # None, not NaN: summary.json stays strict JSON
         "cIoU": metrics.ciou(pairs) if pairs else None,
         "statuses": statuses,
-        "latency_ms": {"median": _percentile(latencies, 50), "p95": _percentile(latencies, 95)},
-        "round_trip_ms": {"median": _percentile(round_trips, 50), "p95": _percentile(round_trips, 95)},
+        "latency_ms": median_p95(latencies),
+        "round_trip_ms": median_p95(round_trips),
         "masks": {
             "answers": len(answered),
             "answers_with_masks": len(with_masks),
             "per_answer_mean": round(float(np.mean(counts)), 3) if counts else None,
             "per_answer_max": max(counts, default=None),
-            "area_fraction_median": round(float(np.median(areas)), 4) if areas else None,
-            "area_fraction_p95": round(float(np.percentile(areas, 95)), 4) if areas else None,
+            "area_fraction_median": area["median"],
+            "area_fraction_p95": area["p95"],
         },
         "model_ids": model_ids,
         "ground_truth": truth_description,

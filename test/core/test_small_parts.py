@@ -6,7 +6,7 @@ from lisa_ros.core.config import PARAMETERS, ConfigError, NodeConfig
 from lisa_ros.core.engine import EngineError, create_engine
 from lisa_ros.core.instruction import InstructionError, validate_instruction
 from lisa_ros.core.results import bounding_box, overlay, union_mono8
-from lisa_ros.core.stats import RequestStats
+from lisa_ros.core.stats import RequestStats, median_p95, percentiles
 from lisa_ros.core.types import Status
 from lisa_ros.core.worker import PairingPolicy
 
@@ -60,6 +60,15 @@ def test_stats_percentiles_and_counts():
     stats.record(Status.BUSY, total=1)
     assert stats.percentiles("total")[50] == 30.0
     assert stats.counts() == {"OK": 4, "BUSY": 1}
+
+
+def test_percentiles_are_none_without_values_and_numpy_s_otherwise():
+    assert percentiles([]) is None and median_p95([]) == {"median": None, "p95": None}
+    values = [10.0, 20.0, 40.0, 50.0]
+    assert percentiles(values, (50, 95)) == {50: 30.0, 95: 48.5}
+    assert percentiles(values, (95,), method="nearest") == {95: 50.0}
+    assert median_p95(values) == {"median": 30.0, "p95": 48.5}
+    assert median_p95([0.123456], digits=4) == {"median": 0.1235, "p95": 0.1235}
 
 
 def test_plumbing_engine_options_and_faults():
