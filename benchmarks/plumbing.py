@@ -46,7 +46,7 @@ def measure(width: int, height: int, requests: int, warmup: int, with_mask: bool
         os.environ["LISA_BENCH_NODE_EXECUTABLE"] = str(Path(__file__).with_name("node_breakdown.py"))
         os.environ["LISA_BENCH_BREAKDOWN_OUT"] = str(breakdown_path)
         os.environ["LISA_BENCH_BREAKDOWN_SKIP"] = str(warmup)
-    node = ros_node.NodeProcess({
+    node = ros_node.start_node({
         "engine": "plumbing", "model.delay_s": 0.0, "max_image_age": 0.0, "inference_timeout": 10.0,
         "max_queue": 4, "diagnostics_period": 0.2, "max_image_pixels": 4_000_000,
     })
@@ -115,18 +115,16 @@ def echo_floor(requests: int, warmup: int) -> dict:
     import subprocess
     import threading
 
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
+
+    from lisa_ros.tools.spinning_node import SpinningNode
 
     namespace = f"/lisa_bench_echo_{os.getpid()}"
     echo = subprocess.Popen([sys.executable, "-P", str(Path(__file__).with_name("echo_node.py")), namespace],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    context = Context()
-    rclpy.init(context=context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-    node = rclpy.create_node("lisa_bench_echo_client", context=context)
+    client = SpinningNode("lisa_bench_echo_client")
+    node = client.node
     arrived: dict[str, float] = {}
     condition = threading.Condition()
 
@@ -138,10 +136,6 @@ def echo_floor(requests: int, warmup: int) -> dict:
     qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
     node.create_subscription(String, f"{namespace}/pong", on_pong, qos)
     ping = node.create_publisher(String, f"{namespace}/ping", qos)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
     try:
         deadline = time.monotonic() + 30
         while (ping.get_subscription_count() < 1 or node.count_publishers(f"{namespace}/pong") < 1
@@ -162,9 +156,7 @@ def echo_floor(requests: int, warmup: int) -> dict:
                 times.append((arrived[text] - start) * 1000)
         return {"round_trip_ms": common.summary(times), "requests": requests}
     finally:
-        executor.shutdown(timeout_sec=2.0)
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        client.close()
         echo.send_signal(2)
         try:
             echo.wait(10)

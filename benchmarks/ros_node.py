@@ -1,4 +1,4 @@
-"""Starting ``lisa_node`` as its own process and talking to it over real DDS, for the node benchmarks.
+"""``lisa_node`` as its own process (``lisa_ros.tools.node_process``) and a client talking to it over real DDS.
 
 Needs the environment of ``scripts/ros_env.sh`` (loopback-only Fast DDS profile,
 a ROS_DOMAIN_ID of its own, the colcon install that provides ``lisa_ros.msg``).
@@ -6,7 +6,6 @@ a ROS_DOMAIN_ID of its own, the colcon install that provides ``lisa_ros.msg``).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -14,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+import common  # noqa: F401  (lisa_ros from the source tree when it is not installed)
+
+from lisa_ros.tools.node_process import NodeProcess
 
 
 def require_ros_env() -> None:
@@ -43,78 +44,31 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-class NodeProcess:
-    """lisa_node in a namespace of its own, with the given parameters (nested dict or dotted keys)."""
+def start_node(params: dict[str, Any]) -> NodeProcess:
+    """lisa_node in a namespace of its own, with the given parameters (dotted keys).
 
-    def __init__(self, params: dict[str, Any], log_dir: Path | None = None) -> None:
-        from ament_index_python.packages import get_package_prefix
-
-        # LISA_BENCH_NODE_EXECUTABLE: another script to run instead (e.g. an instrumented node, for profiling).
-        executable = Path(os.environ.get("LISA_BENCH_NODE_EXECUTABLE")
-                          or Path(get_package_prefix("lisa_ros")) / "lib" / "lisa_ros" / "lisa_node")
-        self.namespace = f"/lisa_bench_{os.getpid()}_{int(time.monotonic() * 1000) % 100000}"
-        self._dir = Path(tempfile.mkdtemp(prefix="lisa_bench_", dir=log_dir))
-        nested: dict = {}
-        for key, value in params.items():
-            *groups, leaf = key.split(".")
-            level = nested
-            for group in groups:
-                level = level.setdefault(group, {})
-            level[leaf] = value
-        params_file = self._dir / "params.yaml"
-        params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": nested}}))
-        self.log_path = self._dir / "lisa_node.log"
-        self._log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen(
-            [sys.executable, str(executable), "--ros-args", "-r", f"__ns:={self.namespace}",
-             "--params-file", str(params_file)],
-            stdout=self._log, stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0"))
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def topic(self, name: str) -> str:
-        if name.startswith("~/"):
-            return f"{self.namespace}/lisa_node/{name[2:]}"
-        return f"{self.namespace}/{name}"
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(2)  # SIGINT
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._log.close()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+    LISA_BENCH_NODE_EXECUTABLE: another script to run instead (e.g. an instrumented node, for profiling).
+    """
+    return NodeProcess(namespace=f"/lisa_bench_{os.getpid()}_{int(time.monotonic() * 1000) % 100000}",
+                       params=params, workdir=Path(tempfile.mkdtemp(prefix="lisa_bench_")),
+                       executable=os.environ.get("LISA_BENCH_NODE_EXECUTABLE") or None)
 
 
 class Client:
     """A plain rclpy node spinning in a thread: publishes images/instructions, collects results."""
 
     def __init__(self, node: NodeProcess, name: str = "lisa_bench_client") -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
         from std_msgs.msg import String
 
         from lisa_ros.msg import SegmentationResult
+        from lisa_ros.tools.spinning_node import SpinningNode
 
-        self.context = Context()
-        rclpy.init(context=self.context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
         self.node_process = node
-        self.node = rclpy.create_node(name, context=self.context)
+        self._spinning = SpinningNode(name)
+        self.node = self._spinning.node
         self._lock = threading.Condition()
         self.results: dict[str, tuple[float, Any]] = {}  # instruction -> (arrival perf_counter, first msg)
         self.result_counts: dict[str, int] = {}  # instruction -> results received (must be 1)
@@ -124,10 +78,6 @@ class Client:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.images = self.node.create_publisher(Image, node.topic("image"), 1)
         self.instructions = self.node.create_publisher(String, node.topic("instruction"), reliable)
-        self._executor = SingleThreadedExecutor(context=self.context)
-        self._executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._executor.spin, daemon=True)
-        self._thread.start()
 
     def _on_result(self, msg) -> None:
         arrived = time.perf_counter()
@@ -182,11 +132,7 @@ class Client:
             return self.results[text]
 
     def close(self) -> None:
-        import rclpy
-
-        self._executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        self._spinning.close()
 
 
 def image_msg(width: int, height: int, seed: int = 0):

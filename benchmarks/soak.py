@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,10 +35,10 @@ import common  # noqa: E402, F401  (lisa_ros from the source tree when it is not
 from ros_node import rss_mb  # noqa: E402
 
 from lisa_ros.core.stats import percentiles  # noqa: E402
+from lisa_ros.core.types import Status  # noqa: E402
+from lisa_ros.tools.node_process import NodeProcess  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-STATUS_NAMES = {0: "OK", 1: "NOT_FOUND", 2: "INVALID_IMAGE", 3: "INVALID_INSTRUCTION", 4: "NO_IMAGE",
-                5: "STALE_IMAGE", 6: "BUSY", 7: "TIMEOUT", 8: "ENGINE_ERROR", 9: "OUT_OF_MEMORY", 10: "NOT_READY"}
 
 
 def parse_args(argv=None):
@@ -59,6 +58,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def status_name(code: int) -> str:
+    return Status(code).name if code in Status._value2member_map_ else str(code)
+
+
 def thread_count(pid: int) -> int | None:
     try:
         return len(os.listdir(f"/proc/{pid}/task"))
@@ -66,42 +69,27 @@ def thread_count(pid: int) -> int | None:
         return None
 
 
-def start_node(args, workdir: Path, namespace: str) -> tuple[subprocess.Popen, Path]:
-    from ament_index_python.packages import get_package_prefix
-
-    executable = Path(get_package_prefix("lisa_ros")) / "lib" / "lisa_ros" / "lisa_node"
-    params = workdir / "soak_params.yaml"
-    params.write_text(
-        "/**:\n  ros__parameters:\n    engine: plumbing\n"
-        f"    model:\n      delay_s: {args.delay_s}\n"
-        f"    max_queue: {args.max_queue}\n    inference_timeout: 30.0\n    max_image_age: 2.0\n"
-        "    diagnostics_period: 1.0\n")
-    log_path = workdir / "lisa_node.log"
-    log = open(log_path, "wb")
-    process = subprocess.Popen(
-        [sys.executable, str(executable), "--ros-args", "-r", f"__ns:={namespace}", "--params-file", str(params),
-         "--log-level", "warn"],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0"))
-    return process, log_path
+def start_node(args, namespace: str) -> NodeProcess:
+    return NodeProcess(namespace=namespace, ros_args=["--log-level", "warn"],
+                       workdir=Path(tempfile.mkdtemp(prefix="lisa_soak_")),
+                       params={"engine": "plumbing", "model.delay_s": args.delay_s, "max_queue": args.max_queue,
+                               "inference_timeout": 30.0, "max_image_age": 2.0, "diagnostics_period": 1.0})
 
 
 class Probe:
     """Publishes frames and instructions, collects results and diagnostics (its own spinning thread)."""
 
     def __init__(self, namespace: str) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
         from std_msgs.msg import String
 
         from lisa_ros.msg import SegmentationResult
+        from lisa_ros.tools.spinning_node import SpinningNode
 
-        self.context = Context()
-        rclpy.init(context=self.context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-        self.node = rclpy.create_node("lisa_soak_probe", context=self.context)
+        self._spinning = SpinningNode("lisa_soak_probe")
+        self.node = self._spinning.node
         self.lock = threading.Lock()
         self.results: list[tuple[float, object]] = []
         self.diagnostics: dict[str, str] = {}
@@ -121,16 +109,6 @@ class Probe:
         self.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
         self.images = self.node.create_publisher(Image, f"{namespace}/image", 1)
         self.instructions = self.node.create_publisher(String, f"{namespace}/instruction", reliable)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        try:
-            self.executor.spin()
-        except Exception:
-            pass
 
     def wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -142,11 +120,7 @@ class Probe:
         return False
 
     def close(self):
-        import rclpy
-
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        self._spinning.close()
 
 
 def latency_summary(values) -> dict:
@@ -164,12 +138,11 @@ def run(args) -> dict:
     if "FASTRTPS_DEFAULT_PROFILES_FILE" not in os.environ:
         sys.exit("source scripts/ros_env.sh first (it keeps DDS on 127.0.0.1 and sets a ROS_DOMAIN_ID)")
     namespace = f"/lisa_soak_{os.getpid()}"
-    workdir = Path(tempfile.mkdtemp(prefix="lisa_soak_"))
-    process, log_path = start_node(args, workdir, namespace)
+    process = start_node(args, namespace)
     probe = Probe(namespace)
     if not probe.wait_ready(60):
-        process.kill()
-        sys.exit(f"the node did not become active; log:\n{log_path.read_text()[-3000:]}")
+        process.stop(signal.SIGKILL)
+        sys.exit(f"the node did not become active; log:\n{process.log[-3000:]}")
 
     frame = Image(width=args.width, height=args.height, encoding="rgb8", step=args.width * 3)
     frame.data = (np.arange(args.width * args.height * 3) % 251).astype(np.uint8).tobytes()
@@ -209,31 +182,22 @@ def run(args) -> dict:
     crashed = process.poll() is not None
     time.sleep(min(5.0, args.delay_s * (args.max_queue + 2) + 1.0))  # let the last answers arrive
     final_diagnostics = dict(probe.diagnostics)
-    stop_started = time.monotonic()
-    exit_code = None
-    if not crashed:
-        process.send_signal(signal.SIGINT)
-        try:
-            exit_code = process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            exit_code = process.wait()
-    exit_s = time.monotonic() - stop_started
+    exit_s = process.stop()  # SIGINT, as a terminal's Ctrl-C (0 s when it had crashed)
     with probe.lock:
         results = list(probe.results)
     probe.close()
     return summarise(args, sent, results, samples, frames_published, final_diagnostics, crashed,
-                     process.returncode if crashed else exit_code, exit_s, log_path, started)
+                     process.returncode, exit_s, process.log, started)
 
 
 def summarise(args, sent, results, samples, frames_published, diagnostics, crashed, exit_code, exit_s,
-              log_path, started) -> dict:
+              node_log, started) -> dict:
     answers = collections.defaultdict(list)
     for received_at, msg in results:
         answers[msg.instruction].append((received_at, msg))
     lost = [t for t in sent if t not in answers]
     duplicates = {t: len(a) for t, a in answers.items() if len(a) > 1}
-    statuses = collections.Counter(STATUS_NAMES.get(a[0][1].status, str(a[0][1].status)) for a in answers.values())
+    statuses = collections.Counter(status_name(a[0][1].status) for a in answers.values())
     window = args.window_s
     windows = []
     count = max(1, int(np.ceil(args.minutes * 60.0 / window)))
@@ -296,7 +260,7 @@ def summarise(args, sent, results, samples, frames_published, diagnostics, crash
                      "frames_dropped": s[4], "queue_depth": s[5]} for s in samples[::5]],
     }
     if crashed:
-        report["node_log_tail"] = log_path.read_text(errors="replace")[-3000:]
+        report["node_log_tail"] = node_log[-3000:]
     return report
 
 

@@ -36,7 +36,7 @@ def slope_mb_per_min(samples: list[tuple[float, float]]) -> float | None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    node = ros_node.NodeProcess({
+    node = ros_node.start_node({
         "engine": "plumbing", "model.delay_s": args.engine_delay, "max_image_age": 2.0,
         "inference_timeout": 30.0, "max_queue": 4, "diagnostics_period": 1.0,
         "max_image_pixels": 4_000_000,

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from polling import wait_for  # noqa: F401  (tests import it from conftest)
+
+from lisa_ros.tools.node_process import NodeProcess
 
 REPO = Path(__file__).resolve().parents[1]
 PLUMBING_CONFIG = REPO / "config" / "plumbing_test.yaml"
@@ -70,23 +68,10 @@ class RosProbe:
     """A plain rclpy node spinning in a background thread, for talking to nodes under test."""
 
     def __init__(self, context, name: str) -> None:
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.node import Node
+        from lisa_ros.tools.spinning_node import SpinningNode
 
-        self.context = context
-        self.node = Node(name, context=context)
-        self._executor = SingleThreadedExecutor(context=context)
-        self._executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self):
-        from rclpy.executors import ExternalShutdownException
-
-        try:
-            self._executor.spin()
-        except (ExternalShutdownException, Exception):
-            pass
+        self._spinning = SpinningNode(name, context)
+        self.context, self.node = context, self._spinning.node
 
     def collect(self, topic: str, msg_type, qos=100) -> list:
         """Subscribe and return the list the messages are appended to."""
@@ -113,8 +98,7 @@ class RosProbe:
         return future.result()
 
     def close(self):
-        self._executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
+        self._spinning.close()
 
 
 @pytest.fixture(scope="session")
@@ -148,25 +132,8 @@ def tiny_lisa_checkpoint(tmp_path_factory):
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_lisa"), layout="7b", seed=0, train_steps=0).lisa_dir
 
 
-class LisaNodeProcess:
+class LisaNodeProcess(NodeProcess):
     """A lisa_node running as its own process (like `ros2 run`), in a namespace of its own."""
-
-    def __init__(self, args: list[str], namespace: str, log_path: Path) -> None:
-        self.namespace = namespace
-        self.log_path = log_path
-        self._log_file = open(log_path, "wb")
-        self.popen = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                      env=dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0"))
-
-    def topic(self, name: str) -> str:
-        """Absolute name of a node-relative (``image``) or private (``~/result``) topic or service."""
-        if name.startswith("~/"):
-            return f"{self.namespace}/lisa_node/{name[2:]}"
-        return name if name.startswith("/") else f"{self.namespace}/{name}"
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def wait_for_state(self, probe: RosProbe, label: str = "active", timeout: float = 60.0) -> None:
         """Wait until the node reports the lifecycle state ``label`` (it answers only once spinning,
@@ -199,20 +166,6 @@ class LisaNodeProcess:
         request.transition.label = transition
         return probe.call(client, request, timeout=30.0).success
 
-    def stop(self, sig=signal.SIGINT, timeout: float = 10.0) -> float:
-        """Send a signal and wait for exit; returns how long exiting took (kills after ``timeout``)."""
-        if self.popen.poll() is not None:
-            return 0.0
-        started = time.monotonic()
-        self.popen.send_signal(sig)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-        self._log_file.close()
-        return time.monotonic() - started
-
 
 @pytest.fixture
 def lisa_node_process(ros_probe, tmp_path):
@@ -223,9 +176,6 @@ def lisa_node_process(ros_probe, tmp_path):
     wait_active (default True: returns once the node reports the active state, within
     start_timeout seconds).
     """
-    from ament_index_python.packages import get_package_prefix
-
-    executable = Path(get_package_prefix("lisa_ros")) / "lib" / "lisa_ros" / "lisa_node"
     started: list[LisaNodeProcess] = []
     counter = itertools.count()
 
@@ -234,26 +184,9 @@ def lisa_node_process(ros_probe, tmp_path):
               start_timeout: float = 60.0) -> LisaNodeProcess:
         index = next(counter)
         namespace = f"/lisa_test_{os.getpid()}_{index}_{int(time.monotonic() * 1000) % 100000}"
-        args = [sys.executable, str(executable), "--ros-args", "-r", f"__ns:={namespace}"]
-        if params_file is not None:
-            args += ["--params-file", str(params_file)]
-        if params:
-            import yaml
-
-            extra = tmp_path / f"params_{index}.yaml"
-            nested: dict = {}
-            for key, value in params.items():
-                *groups, leaf = key.split(".")
-                level = nested
-                for group in groups:
-                    level = level.setdefault(group, {})
-                level[leaf] = value
-            extra.write_text(yaml.safe_dump({"/**": {"ros__parameters": nested}}))
-            args += ["--params-file", str(extra)]
-        for source, target in (remaps or {}).items():
-            args += ["-r", f"{source}:={target}"]
-        args += extra_args or []
-        process = LisaNodeProcess(args, namespace, tmp_path / f"lisa_node_{index}.log")
+        process = LisaNodeProcess(namespace=namespace, params_files=[] if params_file is None else [params_file],
+                                  params=params, remaps=remaps, ros_args=extra_args or [],
+                                  workdir=tmp_path / f"lisa_node_{index}")
         started.append(process)
         if wait_active:
             process.wait_for_state(ros_probe, "active", start_timeout)

@@ -445,7 +445,7 @@ def replay(bag: bag_io.InputBag, plan: Plan, args: argparse.Namespace, results_r
             if link is not None:
                 link.close()
             if process is not None:
-                ros_link.stop_node(process)
+                process.stop()
         finally:
             signal.signal(signal.SIGINT, previous_handlers[0])
             signal.signal(signal.SIGTERM, previous_handlers[1])

@@ -8,22 +8,16 @@ bag (sqlite connections belong to the thread that opened them).
 from __future__ import annotations
 
 import importlib
-import os
 import queue
-import signal
-import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 
 from lisa_ros.tools import bag_io
+from lisa_ros.tools.node_process import NodeProcess
+from lisa_ros.tools.spinning_node import SpinningNode
 
 IGNORED_TOPICS = {"/rosout", "/parameter_events"}
 
@@ -46,9 +40,8 @@ class RosLink:
         self.node_name = node_name.strip("/")
         self.result_topic = f"/{self.node_name}/result"
         self.received: queue.Queue[tuple[str, str, int, bytes]] = queue.Queue()
-        self._context = rclpy.Context()
-        rclpy.init(context=self._context, signal_handler_options=SignalHandlerOptions.NO)
-        self._node = rclpy.create_node("lisa_replay", context=self._context)
+        self._spinning = SpinningNode("lisa_replay")
+        self._node = self._spinning.node
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         image_topic, self.image_type = image
         self.image_pub = self._node.create_publisher(ros_type(self.image_type), image_topic, reliable)
@@ -60,23 +53,13 @@ class RosLink:
         self._node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.recorded: dict[str, str] = {}  # topic -> msgtype
         self._recorders: list = []  # the subscriptions behind ``recorded``
-        self._executor = SingleThreadedExecutor(context=self._context)
-        self._executor.add_node(self._node)
-        self._spinner = threading.Thread(target=self._spin, daemon=True)
-        self._spinner.start()
-
-    def _spin(self) -> None:
-        try:
-            self._executor.spin()
-        except ExternalShutdownException:
-            pass
 
     def _on_diagnostics(self, array: DiagnosticArray) -> None:
         for status in array.status:
             if status.name == self._status_name:
                 self.node_status = status
 
-    def wait_for_node(self, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    def wait_for_node(self, timeout_s: float, process: NodeProcess | None = None) -> None:
         """Wait until the node subscribes our inputs and publishes results; then record its outputs.
 
         Fails at once when the node reports an ERROR on /diagnostics (configure failed: it will not
@@ -141,33 +124,17 @@ class RosLink:
             self.recorded[topic] = msgtype
 
     def close(self) -> None:
-        self._executor.shutdown(timeout_sec=1.0)
-        self._node.destroy_node()
-        if self._context.ok():
-            rclpy.shutdown(context=self._context)
-        self._spinner.join(timeout=2.0)
+        self._spinning.close()
 
 
-def start_node(node_name: str, image_topic: str, instruction_topic: str, params_file: str | None, params: list[str]) -> subprocess.Popen:
-    """Start a lisa_node process remapped onto the replay's topics."""
-    from ament_index_python.packages import get_package_prefix
+def start_node(node_name: str, image_topic: str, instruction_topic: str, params_file: str | None,
+               params: list[str]) -> NodeProcess:
+    """A lisa_node process remapped onto the replay's topics, its output on this terminal.
 
-    executable = Path(get_package_prefix("lisa_ros")) / "lib" / "lisa_ros" / "lisa_node"
-    command = [sys.executable, str(executable), "--ros-args", "-r", f"__node:={node_name}",
-               "-r", f"image:={image_topic}", "-r", f"instruction:={instruction_topic}"]
-    if params_file:
-        command += ["--params-file", str(Path(params_file).resolve())]
-    for param in params:
-        command += ["-p", param]
-    # Own process group: the terminal's Ctrl-C reaches the replay first, which then stops the node.
-    return subprocess.Popen(command, env=dict(os.environ), start_new_session=True)
-
-
-def stop_node(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    ``params``: "NAME:=VALUE" words as the user typed them (``-p``). Its own process group: the
+    terminal's Ctrl-C reaches the replay first, which then stops the node.
+    """
+    return NodeProcess(node_name=node_name, params_files=[params_file] if params_file else [],
+                       remaps={"image": image_topic, "instruction": instruction_topic},
+                       ros_args=[word for param in params for word in ("-p", param)],
+                       capture_log=False, own_session=True)

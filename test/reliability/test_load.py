@@ -271,29 +271,24 @@ def test_instructions_are_not_starved_by_an_image_flood(case, lisa_io, ros_probe
 def test_a_slow_result_subscriber_still_gets_every_answer(case, lisa_io, ros_probe, ros_context):
     """A consumer that takes 15 ms per result while 150 answers (mostly BUSY) come out at ~300/s:
     the reliable result publisher must not overwrite answers the consumer has not taken yet."""
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
 
     from lisa_ros.msg import SegmentationResult
+    from lisa_ros.tools.spinning_node import SpinningNode
 
     io = lisa_io(params={"model.delay_s": 0.02, "max_queue": 4})
     io.results = collect_all(ros_probe, io.node.topic("~/result"), _Result())
-    slow_node = Node(f"reliability_slow_consumer_{int(time.monotonic() * 1000) % 100000}", context=ros_context)
+    slow = SpinningNode(f"reliability_slow_consumer_{int(time.monotonic() * 1000) % 100000}", ros_context)
     got = []
 
     def consume(msg):
         got.append(msg)
         time.sleep(0.015)
 
-    slow_node.create_subscription(SegmentationResult, io.node.topic("~/result"), consume,
+    slow.node.create_subscription(SegmentationResult, io.node.topic("~/result"), consume,
                                   QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
                                              reliability=ReliabilityPolicy.RELIABLE))
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(slow_node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
     try:
         wait_for(lambda: ros_probe.node.count_subscribers(io.node.topic("~/result")) >= 2, 10, "the slow consumer")
         io.publish_frame(image_msg(np.full((48, 64, 3), 30, np.uint8), "rgb8", stamp=(1, 0)))
@@ -307,8 +302,7 @@ def test_a_slow_result_subscriber_still_gets_every_answer(case, lisa_io, ros_pro
         accounting = case.account(sent, got, expected_statuses={OK, BUSY})
         case.note(f"slow consumer received {len(got)} of {len(sent)} answers; node answered {node_answer_count(io)}")
     finally:
-        executor.shutdown(timeout_sec=1.0)
-        slow_node.destroy_node()
+        slow.close()
     assert not accounting["lost"] and not accounting["duplicates"] and not accounting["unexpected"], accounting
 
 
