@@ -121,6 +121,18 @@ def compressed_to_rgb(fmt: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS) -
     return pixels
 
 
+def image_message_to_rgb(msg, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A sensor_msgs Image or CompressedImage, validated and decoded to (H, W, 3) uint8 RGB.
+
+    Any object with the messages' fields will do (the node's rclpy messages, the tools' rosbags
+    ones), so this stays ROS-free; a CompressedImage is the one with a ``format``. Raises ImageError.
+    """
+    if hasattr(msg, "format"):
+        return compressed_to_rgb(msg.format, msg.data, max_pixels=max_pixels)
+    return raw_to_rgb(msg.encoding, msg.width, msg.height, msg.step, bool(msg.is_bigendian), msg.data,
+                      max_pixels=max_pixels)
+
+
 # compressed_depth_image_transport's ConfigHeader: int32 codec, float32 depthParam[2], native (little) endian.
 _DEPTH_HEADER = struct.Struct("<iff")
 

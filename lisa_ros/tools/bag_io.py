@@ -20,7 +20,7 @@ from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 
-from lisa_ros.core.image import compressed_to_rgb, raw_to_rgb
+from lisa_ros.core.image import image_message_to_rgb
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -71,19 +71,9 @@ def storage_of(name: str) -> StoragePlugin:
 # --------------------------------------------------------------------------- images
 
 
-def image_to_array(msg, msgtype: str) -> np.ndarray:
-    """A sensor_msgs Image/CompressedImage as (H, W, 3) RGB, checked by the node's own rules.
-
-    Raises ImageError (a ValueError) naming the encoding, size or format problem.
-    """
-    if msgtype == COMPRESSED_IMAGE:
-        return compressed_to_rgb(msg.format, msg.data)
-    return raw_to_rgb(msg.encoding, msg.width, msg.height, msg.step, bool(msg.is_bigendian), msg.data)
-
-
-def mask_to_array(msg, msgtype: str) -> np.ndarray:
+def mask_to_array(msg) -> np.ndarray:
     """A mask image (mono8 0/255, raw or PNG) as a bool (H, W) array."""
-    return image_to_array(msg, msgtype)[:, :, 0] > 0
+    return image_message_to_rgb(msg)[:, :, 0] > 0
 
 
 def header(stamp_ns: int, frame_id: str):

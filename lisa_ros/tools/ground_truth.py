@@ -36,11 +36,10 @@ class NoTruth:
 class BagTopicTruth:
     def __init__(self, bag_path: str, topic: str):
         with bag_io.InputBag(bag_path) as bag:
-            msgtype = bag.require_topic(topic, bag_io.IMAGE_TYPES)
+            bag.require_topic(topic, bag_io.IMAGE_TYPES)
             self._masks: dict[str, list] = {}  # stamp key -> masks in bag order
             for _, msg in bag.messages(topic):
-                self._masks.setdefault(frame_key(bag_io.stamp_ns(msg.header)), []).append(
-                    bag_io.mask_to_array(msg, msgtype))
+                self._masks.setdefault(frame_key(bag_io.stamp_ns(msg.header)), []).append(bag_io.mask_to_array(msg))
         count = sum(len(masks) for masks in self._masks.values())
         self.description = f"{bag_path} topic {topic} ({count} masks)"
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from lisa_ros.core.image import image_message_to_rgb
 from lisa_ros.core.stats import median_p95
 from lisa_ros.core.types import Status
 from lisa_ros.tools import bag_io, schedule
@@ -99,7 +100,7 @@ def make_plan(bag: bag_io.InputBag, args: argparse.Namespace) -> Plan:
     frame_times = []
     for index, (timestamp, msg) in enumerate(bag.messages(image_topic)):
         try:
-            bag_io.image_to_array(msg, image_type)
+            image_message_to_rgb(msg)
         except ValueError as err:
             raise BagError(f"bag {bag.path}: frame {index} on {image_topic!r} is unusable: {err}") from None
         frame_times.append(timestamp)
@@ -216,7 +217,7 @@ class Session:
         if status in ANSWERED and (answered_stamp, result.header.frame_id) != (bag_io.stamp_ns(source_header),
                                                                                 source_header.frame_id):
             status = HEADER_MISMATCH
-        masks = [bag_io.mask_to_array(m, bag_io.IMAGE) for m in result.masks]
+        masks = [bag_io.mask_to_array(m) for m in result.masks]
         answer = Answer(request, frame_index, {
             "status": status,
             "status_code": int(result.status),
@@ -239,7 +240,7 @@ class Session:
 
     def finish(self, answer: Answer) -> None:
         """Write the answer's masks, overlay and JSONL line."""
-        image = bag_io.image_to_array(self.frames[answer.frame_index], self.image_type)
+        image = image_message_to_rgb(self.frames[answer.frame_index])
         mask_files, overlay_file = self.results.save_answer(answer.request.index, image, answer.masks)
         self._add_record(answer.request, answer.frame_index,
                          {**answer.fields, "masks": mask_files, "overlay": overlay_file})
@@ -253,7 +254,7 @@ class Session:
     def _add_record(self, request: schedule.Request, frame_index: int, fields: dict) -> None:
         frame_msg = self.frames[frame_index]
         stamp = bag_io.stamp_ns(frame_msg.header)
-        image = bag_io.image_to_array(frame_msg, self.image_type)
+        image = image_message_to_rgb(frame_msg)
         record = {
             "request": request.index,
             "instruction": request.instruction,
@@ -273,7 +274,7 @@ def frames_to_publish(bag: bag_io.InputBag, plan: Plan, decompress: bool):
     """(index, bag time, image message) for every frame; compressed ones decoded with ``decompress``."""
     for index, (timestamp, msg) in enumerate(bag.messages(plan.image_topic)):
         if decompress and plan.image_type == bag_io.COMPRESSED_IMAGE:
-            msg = bag_io.raw_image_msg(bag_io.image_to_array(msg, plan.image_type), msg.header)
+            msg = bag_io.raw_image_msg(image_message_to_rgb(msg), msg.header)
         yield index, timestamp, msg
 
 

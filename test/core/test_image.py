@@ -2,13 +2,14 @@
 import io
 import re
 import struct
+import types
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from lisa_ros.core.image import SUPPORTED_ENCODINGS, ImageError, compressed_to_rgb, raw_to_rgb
+from lisa_ros.core.image import SUPPORTED_ENCODINGS, ImageError, compressed_to_rgb, image_message_to_rgb, raw_to_rgb
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
@@ -205,3 +206,15 @@ def test_compressed_depth_png_32fc1_inverse_depth_matches_raw_depth():
 def test_unusable_compressed_depth_is_refused_with_the_reason(fmt, data, message):
     with pytest.raises(ImageError, match=re.escape(message)):
         compressed_to_rgb(fmt, data)
+
+
+def test_a_message_is_decoded_by_its_fields_whatever_library_made_it():
+    """The node's rclpy messages and the tools' rosbags ones: an Image by its encoding, a CompressedImage
+    by its format, both under max_pixels."""
+    image = types.SimpleNamespace(**raw("bgr8", RGB[:, :, ::-1]))
+    assert np.array_equal(image_message_to_rgb(image), RGB)
+    compressed = types.SimpleNamespace(format="rgb8; png compressed bgr8", data=encode(RGB, "PNG"))
+    assert np.array_equal(image_message_to_rgb(compressed), RGB)
+    for msg in (image, compressed):
+        with pytest.raises(ImageError, match="max_image_pixels = 47"):
+            image_message_to_rgb(msg, max_pixels=47)

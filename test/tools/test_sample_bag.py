@@ -1,6 +1,7 @@
 """The shipped sample bag is what `lisa-ros make-sample-bag` writes, and is usable as promised."""
 from pathlib import Path
 
+from lisa_ros.core.image import image_message_to_rgb
 from lisa_ros.tools import bag_io
 from lisa_ros.tools.cli import main
 from lisa_ros.tools.make_sample_bag import GROUND_TRUTH_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC
@@ -24,8 +25,8 @@ def test_shipped_bag_is_reproducible(tmp_path):
 def test_sample_bag_content():
     assert sum(f.stat().st_size for f in SHIPPED.iterdir()) < 3_000_000
     with bag_io.InputBag(SHIPPED) as bag:
-        frames = [(bag_io.stamp_ns(m.header), bag_io.image_to_array(m, bag_io.COMPRESSED_IMAGE).shape) for _, m in bag.messages(IMAGE_TOPIC)]
-        truth = {bag_io.stamp_ns(m.header): bag_io.mask_to_array(m, bag_io.COMPRESSED_IMAGE) for _, m in bag.messages(GROUND_TRUTH_TOPIC)}
+        frames = [(bag_io.stamp_ns(m.header), image_message_to_rgb(m).shape) for _, m in bag.messages(IMAGE_TOPIC)]
+        truth = {bag_io.stamp_ns(m.header): bag_io.mask_to_array(m) for _, m in bag.messages(GROUND_TRUTH_TOPIC)}
         instructions = [m.data for _, m in bag.messages(INSTRUCTION_TOPIC)]
     assert len(frames) == 12 and {shape for _, shape in frames} == {(480, 640, 3)}
     assert len(instructions) == 10 and "segment what I could drink from" in instructions
