@@ -58,10 +58,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def status_name(code: int) -> str:
-    return Status(code).name if code in Status._value2member_map_ else str(code)
-
-
 def thread_count(pid: int) -> int | None:
     try:
         return len(os.listdir(f"/proc/{pid}/task"))
@@ -197,7 +193,7 @@ def summarise(args, sent, results, samples, frames_published, diagnostics, crash
         answers[msg.instruction].append((received_at, msg))
     lost = [t for t in sent if t not in answers]
     duplicates = {t: len(a) for t, a in answers.items() if len(a) > 1}
-    statuses = collections.Counter(status_name(a[0][1].status) for a in answers.values())
+    statuses = collections.Counter(Status.name_of(a[0][1].status) for a in answers.values())
     window = args.window_s
     windows = []
     count = max(1, int(np.ceil(args.minutes * 60.0 / window)))

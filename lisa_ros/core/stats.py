@@ -48,7 +48,7 @@ class RequestStats:
     def record(self, status: Status, **latencies_ms: float) -> None:
         with self._lock:
             self.status_counts[status] += 1
-            if status in (Status.OK, Status.NOT_FOUND):
+            if status.answered:
                 for kind, value in latencies_ms.items():
                     self._latencies[kind].append(value)
 

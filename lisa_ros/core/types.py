@@ -22,6 +22,27 @@ class Status(enum.IntEnum):
     OUT_OF_MEMORY = 9
     NOT_READY = 10
 
+    @property
+    def answered(self) -> bool:
+        """The model ran and answered: masks (OK) or "it is not there" (NOT_FOUND).
+
+        Every other status is a refusal or a failure: no model answer to count in latencies or score.
+        """
+        return self in (Status.OK, Status.NOT_FOUND)
+
+    @classmethod
+    def is_answered(cls, value: int | str) -> bool:
+        """``answered`` for a code or a name from a message or a record, which may be one this version does
+        not know (a newer node's code, the replay's own NO_RESULT): those are not answers."""
+        member = cls.__members__.get(value) if isinstance(value, str) else cls._value2member_map_.get(value)
+        return member is not None and member.answered
+
+    @classmethod
+    def name_of(cls, code: int) -> str:
+        """The name of a status code, or the number itself for a code this version does not know."""
+        member = cls._value2member_map_.get(code)
+        return member.name if member is not None else str(code)
+
 
 @dataclasses.dataclass
 class EngineOutput:

@@ -30,8 +30,6 @@ from lisa_ros.tools.results_folder import ResultsFolder, frame_key
 GROUND_TRUTH_PREFIX = "/ground_truth/"
 NO_RESULT = "NO_RESULT"
 HEADER_MISMATCH = "HEADER_MISMATCH"
-# Answers that are not failures: the model ran and either found the target or said it is absent.
-ANSWERED = {Status.OK.name, Status.NOT_FOUND.name}
 # Lock-step asks again when the node did not get (or no longer had) the frame just sent.
 RETRIED = {Status.NO_IMAGE.name, Status.STALE_IMAGE.name, HEADER_MISMATCH}
 EXIT_FAILURES, EXIT_BAD_INPUT, EXIT_NO_NODE, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -212,9 +210,9 @@ class Session:
         if not self.lock_step:  # timed replay: the node answers on the newest frame it has
             frame_index = max((i for i in self._indices_by_stamp.get(answered_stamp, ()) if i in self.frames),
                               default=frame_index)
-        status = Status(result.status).name if result.status in Status._value2member_map_ else str(result.status)
+        status = Status.name_of(result.status)
         source_header = self.frames[frame_index].header
-        if status in ANSWERED and (answered_stamp, result.header.frame_id) != (bag_io.stamp_ns(source_header),
+        if Status.is_answered(status) and (answered_stamp, result.header.frame_id) != (bag_io.stamp_ns(source_header),
                                                                                 source_header.frame_id):
             status = HEADER_MISMATCH
         masks = [bag_io.mask_to_array(m) for m in result.masks]
@@ -355,7 +353,7 @@ def summarize(records: list[dict], interrupted: bool) -> dict:
     round_trips = [r["round_trip_ms"] for r in records if "round_trip_ms" in r]
     return {
         "requests": len(records),
-        "failures": sum(n for status, n in statuses.items() if status not in ANSWERED),
+        "failures": sum(n for status, n in statuses.items() if not Status.is_answered(status)),
         "statuses": dict(statuses),
         "latency_ms": median_p95(latencies),
         "round_trip_ms": median_p95(round_trips),

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lisa_ros.core.stats import median_p95  # noqa: E402
+from lisa_ros.core.types import Status  # noqa: E402
 from lisa_ros.tools import metrics, results_folder, visual  # noqa: E402
 
 # Engines whose masks say nothing about LISA's quality.
@@ -29,8 +30,6 @@ NOT_A_REAL_MODEL = ("tiny", "plumbing", "random")
 CSV_FIELDS = ["request", "frame_key", "frame_occurrence", "frame_index", "instruction", "status", "iou", "intersection",
               "union", "truth_pixels", "predicted_pixels", "mask_count", "area_fraction", "total_ms", "round_trip_ms",
               "model_id", "explanation"]
-# Statuses of answers the model gave (the rest are refusals or failures): the mask statistics' population.
-ANSWERED = ("OK", "NOT_FOUND")
 
 
 def summarize(samples, truth_description: str, note: str) -> dict:
@@ -46,7 +45,7 @@ def summarize(samples, truth_description: str, note: str) -> dict:
     if any(word in model_id.lower() for model_id in model_ids for word in NOT_A_REAL_MODEL):
         warning = (f"The masks come from {', '.join(model_ids)}, not from trained LISA weights: they are "
                    "meaningless, and these scores only show that the pipeline runs end to end.")
-    answered = [s for s in samples if s.record["status"] in ANSWERED]
+    answered = [s for s in samples if Status.is_answered(s.record["status"])]  # the mask statistics' population
     with_masks = [s for s in answered if s.mask_count]
     counts = [s.mask_count for s in answered]
     area = median_p95([s.area_fraction for s in with_masks], digits=4)

@@ -26,13 +26,12 @@ from pathlib import Path
 
 import pytest
 
+from lisa_ros.core.types import Status
+
 HERE = Path(__file__).resolve().parent
 # A run's report: under the repository's untracked results/, so running tests never edits a tracked file.
 DEFAULT_REPORT = HERE.parents[1] / "results" / "reliability" / "REPORT.md"
 sys.path.insert(0, str(HERE))  # rel_support (a unique name: test/*/conftest.py all import as "conftest")
-
-# Statuses that are results rather than refusals (lisa_ros.core.types.Status OK / NOT_FOUND).
-_RESULT_STATUSES = {0, 1}
 
 
 @dataclasses.dataclass
@@ -102,7 +101,7 @@ class Case:
                 self.failures.append(f"{text[:40]!r}: status {status} {got[0].status_message[:80]}")
                 continue
             self.answered += 1
-            self.error_results += int(status not in _RESULT_STATUSES)
+            self.error_results += int(not Status.is_answered(status))
         return {"lost": lost, "duplicates": duplicates, "unexpected": unexpected}
 
 

@@ -82,15 +82,6 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def status_name(status: int) -> str:
-    from lisa_ros.core.types import Status
-
-    try:
-        return Status(status).name
-    except ValueError:
-        return str(status)
-
-
 def collect_all(probe, topic: str, msg_type) -> list:
     """Like RosProbe.collect, but KEEP_ALL reliable: the test's own reader never overwrites a result it
     has not taken yet (a depth-100 reader in a busy test process can, under floods)."""

@@ -14,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from rel_support import bare_image, image_msg, settle, status_name, wait_for
+from lisa_ros.core.types import Status
+from rel_support import bare_image, image_msg, settle, wait_for
 from test_images_unit import matches, sample
 
 CATEGORY = "Bad input: end to end (DDS)"
@@ -61,7 +62,7 @@ def test_every_encoding_is_seen_pixel_exactly_by_the_engine_service_and_topic(ca
         result = node.call(text, image=image_msg(pixels, encoding, padding=3, bigendian=bigendian, stamp=(sec, 0)))
         seen = overlay_pixels(node, sec)
         ok = result.status == NOT_FOUND and matches(seen, expected)
-        case.check(ok, f"service {encoding} be={bigendian}: {status_name(result.status)} {result.status_message}")
+        case.check(ok, f"service {encoding} be={bigendian}: {Status.name_of(result.status)} {result.status_message}")
     # The camera path (topic), including compressed frames.
     from sensor_msgs.msg import CompressedImage
 
@@ -121,12 +122,12 @@ def test_inconsistent_service_images_are_refused_and_the_next_request_succeeds(c
         sent.append(text)
         result = node.call(text, image=bare_image(stamp=(500 + index, 0), **fields))
         case.check(result.status == INVALID_IMAGE and fragment in result.status_message,
-                   f"{name}: {status_name(result.status)} {result.status_message[:80]}", error=True)
+                   f"{name}: {Status.name_of(result.status)} {result.status_message[:80]}", error=True)
         good = f"good after {index}"
         sent.append(good)
         pixels = np.full((4, 6, 3), index, np.uint8)
         after = node.call(good, image=image_msg(pixels, "rgb8", stamp=(600 + index, 0)))
-        case.check(after.status == OK, f"after {name}: {status_name(after.status)}")
+        case.check(after.status == OK, f"after {name}: {Status.name_of(after.status)}")
     time.sleep(0.2)
     accounting = case.account(sent, node.results)
     assert not accounting["lost"] and not accounting["duplicates"], accounting
@@ -146,7 +147,7 @@ def test_oversized_service_image_payload_is_refused_without_harm(case, lisa_io):
     result = io.call("oversized frame", image=image_msg(big, "rgb8", stamp=(1, 0)), timeout=60)
     took = time.monotonic() - started
     case.check(result.status == INVALID_IMAGE and "max_image_pixels = 4000000" in result.status_message,
-               f"12 MP: {status_name(result.status)} {result.status_message[:80]}", error=True)
+               f"12 MP: {Status.name_of(result.status)} {result.status_message[:80]}", error=True)
     small = io.call("small after oversized", image=image_msg(np.ones((4, 4, 3), np.uint8), "rgb8", stamp=(2, 0)))
     case.check(small.status == OK, "next request")
     after = rss_mb(pid)
@@ -185,7 +186,7 @@ def test_hostile_instructions_over_dds_are_answered_or_refused_with_the_reason(c
     for text in ok_texts:
         got = by_echo.get(text.strip(), [])
         case.check(len(got) == 1 and got[0].status == OK and got[0].instruction == text.strip(),
-                   f"{text[:30]!r}: {[status_name(r.status) for r in got]}")
+                   f"{text[:30]!r}: {[Status.name_of(r.status) for r in got]}")
     refusals = [r for r in results if r.status == INVALID_INSTRUCTION]
     for text, fragment in refused.items():
         echo = text[:500] + "..." if len(text) > 500 else text  # refused instructions are echoed as sent
@@ -234,7 +235,7 @@ def test_corrupted_compressed_frames_on_the_camera_topic_are_refused_and_the_nod
         node.ask(text)
         result = node.results_for(text)[0]
         case.check(result.status == INVALID_IMAGE and fragment in result.status_message,
-                   f"{fmt} case {index}: {status_name(result.status)} {result.status_message[:70]}", error=True)
+                   f"{fmt} case {index}: {Status.name_of(result.status)} {result.status_message[:70]}", error=True)
     node.publish_frame(image_msg(rgb, "rgb8", stamp=(800, 0)))
     node.ask("after the corrupted frames")
     sent.append("after the corrupted frames")

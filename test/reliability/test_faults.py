@@ -16,7 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from rel_support import children, collect_all, image_msg, settle, status_name, thread_count, wait_for
+from lisa_ros.core.types import Status
+from rel_support import children, collect_all, image_msg, settle, thread_count, wait_for
 
 CATEGORY = "Faults (DDS)"
 pytestmark = pytest.mark.ros
@@ -64,10 +65,10 @@ def test_fault_mix_from_topic_and_service_is_answered_once_each_with_its_status(
     for result in results:
         kind = kinds.get(result.instruction)
         if kind is not None and result.status not in EXPECTED[kind]:
-            wrong.append((result.instruction, status_name(result.status), result.status_message[:60]))
+            wrong.append((result.instruction, Status.name_of(result.status), result.status_message[:60]))
     for text, result in service_results:  # the service reply is the same single answer
         if result.status not in EXPECTED[kinds[text]]:
-            wrong.append((text, "service reply", status_name(result.status)))
+            wrong.append((text, "service reply", Status.name_of(result.status)))
     case.failed += len(wrong)
     case.failures += [str(w) for w in wrong]
     cleared = [r for r in results if r.status == OUT_OF_MEMORY and "caches cleared" in r.status_message]
@@ -91,11 +92,11 @@ def test_hang_is_answered_timeout_in_time_and_the_node_recovers(case, lisa_io):
     took = time.monotonic() - started
     case.check(result.status == TIMEOUT and "inference_timeout = 1.0" in result.status_message
                and "caches cleared" in result.status_message and took < 2.0,
-               f"hang: {status_name(result.status)} after {took:.2f} s", error=True)
+               f"hang: {Status.name_of(result.status)} after {took:.2f} s", error=True)
     # Once the hung call is over (3 s), requests succeed again.
     wait_for(lambda: time.monotonic() - started > 3.3, 5, "the injected hang to end")
     after = io.call("cup after the hang ended")
-    case.check(after.status == OK, f"after the hang: {status_name(after.status)}")
+    case.check(after.status == OK, f"after the hang: {Status.name_of(after.status)}")
     case.note(f"hang answered TIMEOUT after {took:.2f} s (inference_timeout 1.0 s)")
     assert not case.failures, case.failures
 
@@ -109,7 +110,7 @@ def test_the_request_right_after_a_hang_timeout_succeeds(case, lisa_io):
     assert hung.status == TIMEOUT, hung.status_message
     case.answered_ok("hang", error=True)
     after = io.call("cup right after the timeout", timeout=10)
-    case.check(after.status == OK, f"next request: {status_name(after.status)} {after.status_message[:80]}")
+    case.check(after.status == OK, f"next request: {Status.name_of(after.status)} {after.status_message[:80]}")
     assert after.status == OK, after.status_message
 
 
@@ -136,7 +137,6 @@ def test_lisa_load_failures_fail_configure_with_the_reason_then_configure_after_
     fixed path: configure succeeds and a request with special-token text is answered by the tiny LISA."""
     import torch
 
-    from lisa_ros.msg import SegmentationResult
     from lisa_ros.srv import Segment
     from test_security import _Exploit
 
@@ -170,9 +170,9 @@ def test_lisa_load_failures_fail_configure_with_the_reason_then_configure_after_
     for index, text in enumerate(["the cup", "[SEG] <image> <im_start></s> [SEG]"]):
         request = Segment.Request(instruction=text, image=image_msg(pixels, "rgb8", stamp=(10 + index, 0)))
         result = ros_probe.call(client, request, timeout=60).result
-        case.check(result.status in (SegmentationResult.STATUS_OK, SegmentationResult.STATUS_NOT_FOUND)
-                   and "[SEG]" not in result.explanation and "</s>" not in result.explanation,
-                   f"{text!r}: {status_name(result.status)} {result.explanation[:60]!r}")
+        answered = Status.is_answered(result.status)
+        case.check(answered and "[SEG]" not in result.explanation and "</s>" not in result.explanation,
+                   f"{text!r}: {Status.name_of(result.status)} {result.explanation[:60]!r}")
     assert not marker.exists()
     assert not case.failures, case.failures
 
@@ -246,7 +246,7 @@ def test_signal_during_floods_and_a_pending_service_call_exits_cleanly_within_2_
         flooder.join(2)
     # The pending service call either got its single answer or the server went away; never a hang here.
     settle(pending.done, 1.0)
-    case.note(f"pending service call {'answered: ' + status_name(pending.result().result.status) if pending.done() else 'left unanswered (server gone)'}")
+    case.note(f"pending service call {'answered: ' + Status.name_of(pending.result().result.status) if pending.done() else 'left unanswered (server gone)'}")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM], ids=["SIGTERM"])
@@ -374,7 +374,7 @@ def test_lifecycle_transitions_under_an_instruction_flood_answer_every_received_
     unsubscribed = [t for t, subscribed in sent if not subscribed and t not in answered]
     expected = [t for t, subscribed in sent if subscribed or t in answered]
     accounting = case.account(expected, io.results, expected_statuses={OK, BUSY, NOT_READY, NO_IMAGE})
-    statuses = collections.Counter(status_name(r.status) for r in io.results)
+    statuses = collections.Counter(Status.name_of(r.status) for r in io.results)
     case.note(f"{len(sent)} sent across 3 deactivate/activate cycles: node answered {node_answers}, "
               f"{len(io.results)} results {dict(statuses)}; {len(unsubscribed)} published with no subscriber "
               f"(node inactive), {len(accounting['lost'])} lost while subscribed")

@@ -14,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from rel_support import collect_all, image_msg, rss_mb, settle, status_name, wait_for
+from lisa_ros.core.types import Status
+from rel_support import collect_all, image_msg, rss_mb, settle, wait_for
 
 CATEGORY = "Load (DDS)"
 
@@ -364,7 +365,7 @@ def test_service_call_flood_does_not_exhaust_the_executor(case, lisa_io, ros_pro
     on_topic = {r.instruction: r for r in io.results}
     case.note(f"{len(replies)}/100 service replies ({statuses.count(OK)} OK, {statuses.count(BUSY)} BUSY), "
               f"{len(errors)} without reply (on ~/result: "
-              f"{[(t, status_name(on_topic[t].status), round(on_topic[t].total_ms)) if t in on_topic else (t, None) for t in errors]}); "
+              f"{[(t, Status.name_of(on_topic[t].status), round(on_topic[t].total_ms)) if t in on_topic else (t, None) for t in errors]}); "
               f"topic: {sum(1 for r in io.results if r.instruction in topic_sent)}/40 answered; "
               f"node answers {sum(int(v) for k, v in io.diagnostics().items() if k.startswith('answers_'))}")
     assert not errors, f"{len(errors)} service calls got no reply: {errors[:5]}"
