@@ -172,9 +172,6 @@ class InputBag:
             raise BagError(f"bag {self.path} has no definition of message type {topics[topic]!r} used by {topic!r}")
         return topics[topic]
 
-    def count(self, topic: str) -> int:
-        return sum(c.msgcount for c in self._reader.connections if c.topic == topic)
-
     def messages(self, topic: str) -> Iterator[tuple[int, object]]:
         connections = [c for c in self._reader.connections if c.topic == topic]
         try:
@@ -204,7 +201,6 @@ class OutputBag:
         except WriterError as err:
             raise BagError(f"cannot record into {self.path}: {err}") from None
         self._connections: dict[str, object] = {}
-        self.count = 0
 
     def add_topic(self, topic: str, msgtype: str) -> None:
         if topic not in self._connections:
@@ -212,7 +208,6 @@ class OutputBag:
 
     def write_raw(self, topic: str, timestamp_ns: int, data: bytes) -> None:
         self._writer.write(self._connections[topic], timestamp_ns, data)
-        self.count += 1
 
     def write(self, topic: str, timestamp_ns: int, msg, msgtype: str) -> None:
         self.add_topic(topic, msgtype)
