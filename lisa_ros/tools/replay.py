@@ -72,6 +72,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+@dataclasses.dataclass(frozen=True)
+class Pacing:
+    """How the replay sends: lock-step (``rate`` None) or the recorded timing scaled by ``rate``."""
+
+    rate: float | None
+    settle_s: float  # from a frame to its instruction: they travel on different topics
+    result_timeout_s: float  # for each answer (lock-step), for the last ones (timed)
+    attempts: int  # lock-step: tries when the node answers on another frame or none
+
+    @property
+    def lock_step(self) -> bool:
+        return self.rate is None
+
+    def describe(self) -> str:
+        return "lock-step" if self.lock_step else f"rate {self.rate}"
+
+
 @dataclasses.dataclass
 class Plan:
     """What the replay will send, checked against the bag before anything is published."""
@@ -276,18 +293,18 @@ def frames_to_publish(bag: bag_io.InputBag, plan: Plan, decompress: bool):
         yield index, timestamp, msg
 
 
-def ask_lock_step(session: Session, index: int, msg, request: schedule.Request, args) -> None:
+def ask_lock_step(session: Session, index: int, msg, request: schedule.Request, pacing: Pacing) -> None:
     """Frame, then instruction, then wait for the answer; again when the node did not answer on that frame.
 
     The node takes camera frames best effort and keeps only the newest, so a frame
     can be lost or overtaken by the instruction; each attempt re-sends the frame.
     Every attempt stays in the output bag; the JSONL keeps the last with its count.
     """
-    for attempt in range(1, args.attempts + 1):
+    for attempt in range(1, pacing.attempts + 1):
         session.send_frame(index, msg)
-        time.sleep(args.settle)
+        time.sleep(pacing.settle_s)
         session.send_instruction(request, index)
-        deadline = time.monotonic() + args.result_timeout
+        deadline = time.monotonic() + pacing.result_timeout_s
         while session.pending and time.monotonic() < deadline:
             session.drain(min(0.1, deadline - time.monotonic()))
         if session.pending:
@@ -295,31 +312,33 @@ def ask_lock_step(session: Session, index: int, msg, request: schedule.Request, 
             return
         answer = session.answers.pop()
         answer.fields["attempts"] = attempt
-        if answer.fields["status"] not in RETRIED or attempt == args.attempts:
+        if answer.fields["status"] not in RETRIED or attempt == pacing.attempts:
             session.finish(answer)
             return
 
 
-def run_lock_step(session: Session, bag: bag_io.InputBag, plan: Plan, args, progress: tqdm) -> None:
+def run_lock_step(session: Session, bag: bag_io.InputBag, plan: Plan, pacing: Pacing, decompress: bool,
+                  progress: tqdm) -> None:
     by_frame = collections.defaultdict(list)
     for request in plan.requests:
         by_frame[request.frame_index].append(request)
-    for index, _, msg in frames_to_publish(bag, plan, args.decompress):
+    for index, _, msg in frames_to_publish(bag, plan, decompress):
         if index not in by_frame:
             session.send_frame(index, msg)
         for request in by_frame.get(index, []):
-            ask_lock_step(session, index, msg, request, args)
+            ask_lock_step(session, index, msg, request, pacing)
             progress.update(1)
 
 
-def run_timed(session: Session, bag: bag_io.InputBag, plan: Plan, args, progress: tqdm) -> None:
+def run_timed(session: Session, bag: bag_io.InputBag, plan: Plan, pacing: Pacing, decompress: bool,
+              progress: tqdm) -> None:
     """Frames and instructions at their recorded times / rate; answers are collected as they come."""
     start_bag, start_wall = plan.frame_times_ns[0], time.monotonic()
     requests = collections.deque(plan.requests)
     newest_index = None
 
     def wait_until(bag_time_ns: int) -> None:
-        while (delay := start_wall + (bag_time_ns - start_bag) / 1e9 / args.rate - time.monotonic()) > 0:
+        while (delay := start_wall + (bag_time_ns - start_bag) / 1e9 / pacing.rate - time.monotonic()) > 0:
             progress.update(session.drain(min(delay, 0.05)))
 
     frame_sent_at: dict[int, float] = {}
@@ -330,18 +349,18 @@ def run_timed(session: Session, bag: bag_io.InputBag, plan: Plan, args, progress
             wait_until(request.time_ns)
             # Frames (best effort) and instructions travel on separate topics: an instruction sent at the
             # instant of its frame can overtake it, so it leaves at least --settle after the frame.
-            while (delay := frame_sent_at.get(request.frame_index, 0.0) + args.settle - time.monotonic()) > 0:
+            while (delay := frame_sent_at.get(request.frame_index, 0.0) + pacing.settle_s - time.monotonic()) > 0:
                 progress.update(session.drain(min(delay, 0.05)))
             session.send_instruction(request, newest_index)
 
-    for index, timestamp, msg in frames_to_publish(bag, plan, args.decompress):
+    for index, timestamp, msg in frames_to_publish(bag, plan, decompress):
         send_due(timestamp)
         wait_until(timestamp)
         session.send_frame(index, msg)
         frame_sent_at[index] = time.monotonic()
         newest_index = index
     send_due(None)
-    deadline = time.monotonic() + args.result_timeout
+    deadline = time.monotonic() + pacing.result_timeout_s
     while session.pending and time.monotonic() < deadline:
         progress.update(session.drain(0.1))
     session.give_up_pending()
@@ -401,6 +420,7 @@ def replay(bag: bag_io.InputBag, plan: Plan, args: argparse.Namespace, results_r
     compressed = plan.image_type == bag_io.COMPRESSED_IMAGE and not args.decompress
     image_out, image_out_type = (f"{image_in}/compressed", bag_io.COMPRESSED_IMAGE) if compressed else (image_in, bag_io.IMAGE)
     instruction_out = args.publish_instruction or args.instruction_topic or "/instruction"
+    pacing = Pacing(rate=args.rate, settle_s=args.settle, result_timeout_s=args.result_timeout, attempts=args.attempts)
     previous_handlers = signal.getsignal(signal.SIGINT), signal.signal(signal.SIGTERM, _raise_interrupt)
     process = link = output = results = session = None
     interrupted, code = False, 0
@@ -413,12 +433,12 @@ def replay(bag: bag_io.InputBag, plan: Plan, args: argparse.Namespace, results_r
         time.sleep(args.delay)
         results = ResultsFolder(results_root)
         output = bag_io.OutputBag(results_root / "bag", args.output_storage)
-        session = Session(link, output, results, lock_step=args.rate is None, node_process=process)
-        mode = "lock-step" if args.rate is None else f"rate {args.rate}"
+        session = Session(link, output, results, lock_step=pacing.lock_step, node_process=process)
         print(f"replaying {len(plan.frame_times_ns)} frames of {plan.image_topic}, {len(plan.requests)} instructions, "
-              f"{mode}, into {args.node_name} ({image_out}, {instruction_out})", file=sys.stderr)
+              f"{pacing.describe()}, into {args.node_name} ({image_out}, {instruction_out})", file=sys.stderr)
         with tqdm(total=len(plan.requests), unit="req", disable=args.no_progress, file=sys.stderr) as progress:
-            (run_lock_step if args.rate is None else run_timed)(session, bag, plan, args, progress)
+            send_all = run_lock_step if pacing.lock_step else run_timed
+            send_all(session, bag, plan, pacing, args.decompress, progress)
         session.drain(0.3)  # masks/overlays published just after the last result
     except KeyboardInterrupt:
         interrupted, code = True, EXIT_INTERRUPTED
