@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from image_samples import raw_fields
 from polling import wait_for  # noqa: F401  (the suite imports it from here)
 
 
@@ -16,19 +17,6 @@ def settle(condition, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return bool(condition())
-
-
-def raw_fields(pixels: np.ndarray, *, padding: int = 0, bigendian: bool = False) -> tuple[int, int, int, bytes]:
-    """(width, height, step, data) of pixels (H, W[, C]) with ``padding`` bytes after each row."""
-    height, width = pixels.shape[:2]
-    data = np.ascontiguousarray(pixels)
-    if data.dtype.itemsize > 1:
-        data = data.astype(data.dtype.newbyteorder(">" if bigendian else "<"))
-    rows = data.view(np.uint8).reshape(height, -1)
-    step = rows.shape[1] + padding
-    padded = np.full((height, step), 0xAB, np.uint8)  # padding bytes that must never be read as pixels
-    padded[:, :rows.shape[1]] = rows
-    return width, height, step, padded.tobytes()
 
 
 def image_msg(pixels: np.ndarray, encoding: str, *, padding: int = 0, bigendian: bool = False,

@@ -4,7 +4,7 @@ Pixel exactness end to end: with an instruction containing "nothing" the plumbin
 engine returns no mask, and the node then publishes ``~/overlay`` = the decoded
 frame itself (blending no mask leaves every pixel as it was). So the overlay shows
 exactly which pixels the engine saw, and is compared with the independent
-expectation of test_images_unit.
+expectation of test/image_samples.py.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 from lisa_ros.core.types import Status
 from rel_support import bare_image, image_msg, settle, wait_for
-from test_images_unit import matches, sample
+from image_samples import matches, sample
 
 CATEGORY = "Bad input: end to end (DDS)"
 pytestmark = pytest.mark.ros
@@ -76,7 +76,7 @@ def test_every_encoding_is_seen_pixel_exactly_by_the_engine_service_and_topic(ca
         result = node.results_for(text)[0]
         case.check(result.status == NOT_FOUND and matches(overlay_pixels(node, sec), expected), f"topic {encoding}")
     compressed = node.probe.publisher(node.node.topic("image/compressed"), CompressedImage)
-    from test_images_unit import encode, opencv_rgb
+    from image_samples import encode, opencv_rgb
 
     rgb = np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8)
     for fmt, data in (("png", encode(rgb, "PNG")), ("jpeg", encode(rgb, "JPEG", quality=90))):
@@ -211,7 +211,8 @@ def test_hostile_instructions_over_dds_are_answered_or_refused_with_the_reason(c
 def test_corrupted_compressed_frames_on_the_camera_topic_are_refused_and_the_node_recovers(case, node, ros_probe):
     from sensor_msgs.msg import CompressedImage
 
-    from test_images_unit import _png_with_declared_size, encode
+    from image_samples import encode
+    from test_images_unit import _png_with_declared_size
 
     rgb = np.random.default_rng(9).integers(0, 256, (24, 32, 3), dtype=np.uint8)
     png, jpeg = encode(rgb, "PNG"), encode(rgb, "JPEG")
