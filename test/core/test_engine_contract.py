@@ -1,9 +1,157 @@
-"""The engine factory refuses unknown engine types with a message naming them."""
+"""The contract of lisa_ros.core.engine.Engine, run on every engine: the plumbing stand-in and LISA on a
+tiny checkpoint (real transformers / segment_anything code, CPU fp32).
+
+Each engine is an ``EngineCase``: how to build it, a request that must give masks, one that runs long
+enough to be cancelled, and how to read which turn of its conversation an answer was. A new engine
+adds a case; the tests below stay as they are.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
 import pytest
 
-from lisa_ros.core.engine import create_engine
+from lisa_ros.core.engine import Engine, EngineError, create_engine
+from lisa_ros.core.types import EngineOutput
+
+FRAME = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)  # non-square: (H, W) not swapped
+
+
+@dataclasses.dataclass
+class EngineCase:
+    make: Callable[[], Engine]  # built, not loaded
+    ask: Callable[..., EngineOutput]  # (engine, image, frame_key, conversation_id): an answer with masks
+    slow: Callable[[Engine, np.ndarray], EngineOutput]  # a request that runs for seconds unless cancelled
+    turn: Callable[[Engine, EngineOutput, str], int]  # which turn of its conversation the answer was
+
+
+def _plumbing_case(_request) -> EngineCase:
+    return EngineCase(
+        make=lambda: create_engine("plumbing", {"hang_on": "hang", "hang_s": 30.0}),
+        ask=lambda engine, image, key, conversation: engine.segment(
+            image, "the cup and the plate", frame_key=key, conversation_id=conversation),
+        slow=lambda engine, image: engine.segment(image, "hang", frame_key="slow"),
+        turn=lambda engine, output, conversation: int(re.match(r"turn (\d+):", output.text).group(1)),
+    )
+
+
+def _lisa_case(request) -> EngineCase:
+    pytest.importorskip("torch")
+    checkpoint = request.getfixturevalue("tiny_lisa_checkpoint")  # untrained: answers are forced
+    return EngineCase(
+        make=lambda: create_engine("lisa", {"path": str(checkpoint), "device": "cpu", "precision": "fp32"}),
+        ask=lambda engine, image, key, conversation: engine.segment(
+            image, "segment the cup", frame_key=key, conversation_id=conversation, force_answer="Sure, [SEG]."),
+        # max_new_tokens (512) forced tokens: tens of seconds on a CPU; cancel() is checked between tokens.
+        slow=lambda engine, image: engine.segment(image, "describe", frame_key="slow", force_answer=[100] * 512),
+        turn=lambda engine, output, conversation: len(engine.conversation(conversation)),
+    )
+
+
+CASES = {"plumbing": _plumbing_case, "lisa": _lisa_case}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request) -> EngineCase:
+    return CASES[request.param](request)
+
+
+@pytest.fixture(scope="module")
+def loaded(case):
+    """The case's engine, loaded once for the module (the unload test builds its own)."""
+    engine = case.make()
+    engine.load()
+    yield engine
+    engine.unload()
+
+
+@pytest.fixture
+def engine(loaded):
+    """The loaded engine without conversations or frame caches left by another test."""
+    loaded.reset()
+    loaded.clear_caches()
+    return loaded
+
+
+def assert_well_formed(output: EngineOutput, height: int, width: int) -> None:
+    assert output.masks, "this request must give masks"
+    for mask in output.masks:
+        assert isinstance(mask, np.ndarray) and mask.dtype == bool and mask.shape == (height, width)
+    assert len(output.scores) == len(output.masks)
+    assert all(isinstance(score, float) and np.isfinite(score) for score in output.scores)
+    assert isinstance(output.text, str)
+    assert all(isinstance(k, str) and isinstance(v, float) for k, v in output.timings_ms.items())
 
 
 def test_unknown_engine_type_is_named():
     with pytest.raises(ValueError, match="'yolo'"):
         create_engine("yolo", {})
+
+
+def test_masks_are_boolean_at_the_source_size_with_one_score_each(case, engine):
+    assert_well_formed(case.ask(engine, FRAME, "f1", "default"), 48, 64)
+    assert_well_formed(case.ask(engine, FRAME[:30, :40], "f2", "default"), 30, 40)
+    # One key, another size (e.g. two unstamped frames): the masks follow the image, not a cache.
+    assert_well_formed(case.ask(engine, FRAME[:20], "f1", "default"), 20, 64)
+    assert all(isinstance(v, float) for v in engine.memory_stats().values())
+
+
+def test_reset_forgets_one_conversation_or_all(case, engine):
+    def turn(conversation: str) -> int:
+        return case.turn(engine, case.ask(engine, FRAME, "f", conversation), conversation)
+
+    assert (turn("a"), turn("a"), turn("b")) == (1, 2, 1)
+    engine.reset("a")
+    assert (turn("a"), turn("b")) == (1, 2)  # "b" kept its history
+    engine.reset()
+    assert (turn("a"), turn("b")) == (1, 1)
+
+
+def test_cancel_ends_a_running_request_and_the_next_one_runs_normally(case, engine):
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(case.slow(engine, FRAME))
+        except EngineError as error:
+            outcome.append(error)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=run)
+    worker.start()
+    # A cancel() that lands before the request starts is dropped by it: keep asking until it ends.
+    while worker.is_alive():
+        engine.cancel()
+        worker.join(0.02)
+    assert isinstance(outcome[0], EngineError), f"not cancelled: {outcome[0]!r}"
+    assert time.monotonic() - started < 15  # the slow request alone takes longer (plumbing: 30 s)
+    assert_well_formed(case.ask(engine, FRAME, "after", "default"), 48, 64)
+
+
+def test_clear_caches_keeps_the_answers_and_the_conversations(case, engine):
+    first = case.ask(engine, FRAME, "f", "a")  # computed from nothing cached
+    engine.clear_caches()
+    again = case.ask(engine, FRAME, "f", "b")  # computed from nothing cached again
+    assert again.text == first.text and again.scores == pytest.approx(first.scores)
+    assert all(np.array_equal(m, n) for m, n in zip(again.masks, first.masks, strict=True))
+    assert case.turn(engine, case.ask(engine, FRAME, "f", "a"), "a") == 2
+
+
+def test_unload_twice_refuses_requests_and_load_works_again(case):
+    engine = case.make()
+    with pytest.raises(EngineError):
+        engine.segment(FRAME, "before load", frame_key="x")
+    engine.load()
+    assert_well_formed(case.ask(engine, FRAME, "x", "default"), 48, 64)
+    engine.unload()
+    engine.unload()  # cleanup after a failed or repeated deactivate: nothing left to free, no error
+    with pytest.raises(EngineError):
+        engine.segment(FRAME, "after unload", frame_key="x")
+    engine.load()
+    assert_well_formed(case.ask(engine, FRAME, "x", "default"), 48, 64)
+    engine.unload()
