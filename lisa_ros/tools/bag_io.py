@@ -17,7 +17,7 @@ import apsw
 import cv2
 import numpy as np
 from rosbags.highlevel import AnyReader, AnyReaderError
-from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 
 from lisa_ros.core.image import image_message_to_rgb
@@ -188,15 +188,22 @@ class InputBag:
 class OutputBag:
     """A rosbag2 being recorded; serialized messages go in as they come.
 
-    rosbags commits an sqlite3 bag and writes metadata.yaml only on close, so
-    ``close()`` must run on every exit path (the replay calls it from
-    ``finally``, Ctrl-C included); then the bag is complete and readable.
+    MCAP by default (rosbag2's default storage since Iron) with zstd-compressed chunks: masks,
+    overlays and raw frames shrink several times, and every MCAP reader decompresses chunks.
+    sqlite3 on request, uncompressed like rosbag2's sqlite3 default.
+
+    rosbags writes the MCAP index and summary (sqlite3: commits) and metadata.yaml only on
+    close, so ``close()`` must run on every exit path (the replay calls it from ``finally``,
+    Ctrl-C included); then the bag is complete and readable.
     """
 
-    def __init__(self, path: str | os.PathLike, storage: str = "sqlite3"):
+    def __init__(self, path: str | os.PathLike, storage: str = "mcap"):
         self.path = Path(path)
+        plugin = storage_of(storage)
         try:
-            self._writer = Writer(self.path, version=9, storage_plugin=storage_of(storage))
+            self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+            if plugin is StoragePlugin.MCAP:
+                self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
             self._writer.open()
         except WriterError as err:
             raise BagError(f"cannot record into {self.path}: {err}") from None

@@ -43,7 +43,8 @@ class NodeExited(RuntimeError):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap), or one bare .mcap or .db3 file")
     parser.add_argument("--output", "-o", required=True, help="results folder to create (holds results.jsonl, masks/, overlays/, bag/)")
-    parser.add_argument("--output-storage", choices=["sqlite3", "mcap"], default="sqlite3", help="storage of the output bag")
+    parser.add_argument("--output-storage", choices=["mcap", "sqlite3"], default="mcap",
+                        help="storage of the output bag (default mcap, zstd-compressed chunks; sqlite3 uncompressed)")
     source = parser.add_argument_group("what to replay")
     source.add_argument("--image-topic", help="image topic in the bag (Image or CompressedImage); default: the only one outside /ground_truth/")
     source.add_argument("--instruction-topic", help="std_msgs/String topic in the bag; default /instruction when the bag has it")

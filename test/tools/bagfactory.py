@@ -1,9 +1,10 @@
-"""Writes small rosbag2 test bags with the rosbags library (no ROS needed)."""
+"""Writes small rosbag2 test bags with the rosbags library, and reads what their MCAP chunks say (no ROS needed)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+from rosbags.rosbag2.storage_mcap import McapReader
 
 from lisa_ros.tools import bag_io
 
@@ -43,3 +44,13 @@ def write_bag(path: Path, frames: int = 4, instructions: dict[int, str] | None =
                 mask = bag_io.raw_image_msg(ground_truth[i].astype(np.uint8) * 255, header)
                 bag.write("/ground_truth/mask", time_ns, mask, bag_io.IMAGE)
     return stamps
+
+
+def chunk_compressions(mcap_file: Path) -> set[str]:
+    """The compression named by each chunk of an MCAP file ("" = none)."""
+    reader = McapReader(mcap_file)
+    reader.open()
+    try:
+        return {chunk.compression for chunk in reader.chunks}
+    finally:
+        reader.close()

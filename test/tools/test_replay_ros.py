@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from bagfactory import frame, write_bag
+from bagfactory import chunk_compressions, frame, write_bag
 from lisa_ros.tools import bag_io, visual
 
 pytestmark = pytest.mark.ros
@@ -41,6 +42,10 @@ def read_output(out):
         return {topic: [m for _, m in bag.messages(topic)] for topic in bag.topics}
 
 
+def storage_of_bag(bag):
+    return yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["storage_identifier"]
+
+
 def records(out):
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
@@ -52,6 +57,9 @@ def test_lock_step_gives_one_result_per_instruction_with_source_header(tmp_path)
     assert code == 0, output
     assert "4 requests, 0 failed" in output and "model:      plumbing" in output
 
+    # The output bag by default: MCAP, zstd-compressed chunks.
+    assert storage_of_bag(tmp_path / "out" / "bag") == "mcap"
+    assert chunk_compressions(tmp_path / "out" / "bag" / "bag.mcap") == {"zstd"}
     recorded = read_output(tmp_path / "out")
     sent, results = recorded["/replay_lock_in/instruction"], recorded["/replay_lock/result"]
     assert len(results) == len(sent) >= len(instructions)  # retries included: one answer per instruction sent
@@ -91,9 +99,9 @@ def test_failures_are_counted_and_fail_the_run_when_asked(tmp_path):
 def test_timed_replay_of_compressed_mcap_with_command_line_instruction(tmp_path):
     stamps = write_bag(tmp_path / "bag", frames=6, storage="mcap", compressed=True, image_topic="/cam/image_raw/compressed")
     code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_rate", "--rate", "4", "--instruction", "the mug",
-                              "--every", "2", "--output-storage", "mcap")
+                              "--every", "2", "--output-storage", "sqlite3")
     assert code == 0, output
-    assert (tmp_path / "out" / "bag" / "bag.mcap").is_file()
+    assert (tmp_path / "out" / "bag" / "bag.db3").is_file() and storage_of_bag(tmp_path / "out" / "bag") == "sqlite3"
     recorded = read_output(tmp_path / "out")
     assert len(recorded["/replay_rate_in/image/compressed"]) == 6  # published as recorded, compressed
     assert len(recorded["/replay_rate_in/instruction"]) == len(recorded["/replay_rate/result"]) == 3
