@@ -16,6 +16,7 @@ ROSDEP_KEYS = {
     "skimage": "python3-skimage",
     "torch": None, "transformers": None, "tokenizers": None, "huggingface_hub": None, "safetensors": None,
     "accelerate": None, "bitsandbytes": None, "segment_anything": None, "sentencepiece": None, "rosbags": None,
+    "apsw": None,  # rosbags' sqlite3 reader, installed with it
 }
 
 
