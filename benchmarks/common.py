@@ -130,12 +130,17 @@ def median(values: Iterable[float]) -> float:
     return round(statistics.median(values), 3) if values else float("nan")
 
 
-def timed(fn: Callable[[], Any], sync: Callable[[], None] | None = None) -> tuple[Any, float]:
-    """(fn(), wall milliseconds), with an optional device synchronisation before reading the clock."""
+def timed(fn: Callable[..., Any], *args: Any, sync: Callable[[], None] | None = None,
+          **kwargs: Any) -> tuple[Any, float]:
+    """(fn(*args, **kwargs), wall milliseconds), with an optional device synchronisation before reading the clock.
+
+    Arguments are passed, not captured in a lambda: a closure in a loop would see the names as they are
+    when it runs, not when it was written.
+    """
     if sync:
         sync()
     start = time.perf_counter()
-    value = fn()
+    value = fn(*args, **kwargs)
     if sync:
         sync()
     return value, (time.perf_counter() - start) * 1000

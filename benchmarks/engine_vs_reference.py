@@ -72,8 +72,8 @@ def mask_agreement(engine_masks: list[np.ndarray], reference_masks: list[np.ndar
     """IoU of the engine's and the reference's masks (1.0 = identical work and result)."""
     if len(engine_masks) != len(reference_masks) or not engine_masks:
         return None
-    inter = sum(int(np.logical_and(a, b).sum()) for a, b in zip(engine_masks, reference_masks))
-    union = sum(int(np.logical_or(a, b).sum()) for a, b in zip(engine_masks, reference_masks))
+    inter = sum(int(np.logical_and(a, b).sum()) for a, b in zip(engine_masks, reference_masks, strict=True))
+    union = sum(int(np.logical_or(a, b).sum()) for a, b in zip(engine_masks, reference_masks, strict=True))
     return 1.0 if union == 0 else round(inter / union, 4)
 
 
@@ -110,14 +110,13 @@ def run(args: argparse.Namespace) -> dict:
             key = (name, repeat, time.monotonic_ns())
             if is_cuda:
                 torch.cuda.reset_peak_memory_stats(device)
-            out1, ms1 = common.timed(lambda: engine.segment(image, INSTRUCTION, frame_key=key, force_answer=ids),
-                                     sync)
-            out2, ms2 = common.timed(lambda: engine.segment(image, SECOND_INSTRUCTION, frame_key=key,
-                                                            force_answer=ids), sync)
+            out1, ms1 = common.timed(engine.segment, image, INSTRUCTION, frame_key=key, force_answer=ids, sync=sync)
+            out2, ms2 = common.timed(engine.segment, image, SECOND_INSTRUCTION, frame_key=key, force_answer=ids,
+                                     sync=sync)
             if is_cuda:
                 peak_engine = max(peak_engine, torch.cuda.max_memory_allocated(device) / 2 ** 20)
-            ref, ms_ref = common.timed(lambda: reference_segment(model, tokenizer, image, INSTRUCTION,
-                                                                 forced_ids=ids), sync)
+            ref, ms_ref = common.timed(reference_segment, model, tokenizer, image, INSTRUCTION, forced_ids=ids,
+                                       sync=sync)
             if ref.token_ids != ids[:len(ref.token_ids)]:
                 raise RuntimeError("the reference did not follow the forced answer")
             first.append(ms1)

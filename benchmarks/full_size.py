@@ -40,6 +40,12 @@ from lisa_ros.model.preprocess import clip_pixels, sam_pixels  # noqa: E402
 from lisa_ros.model.tokenization import build_prompt_ids  # noqa: E402
 
 
+def decode_masks(model, seg_hidden, embedding, sam_input_size, image_size) -> tuple[list, list[float]]:
+    """The masks and scores of the [SEG] states, on the host (what the engine hands back)."""
+    logits, iou = model.decode_masks(seg_hidden, embedding, sam_input_size, image_size)
+    return [m.cpu().numpy() for m in (logits > 0)], [float(s) for s in iou.cpu()]
+
+
 def measure(shape: str, precision: str, device_name: str, repeats: int, short_tokens: int, long_tokens: int,
             width: int, height: int) -> dict:
     device = torch.device(device_name)
@@ -73,18 +79,13 @@ def measure(shape: str, precision: str, device_name: str, repeats: int, short_to
         for repeat in range(repeats + 1):  # the first round warms up
             (clip_input, sam_input), ms_pre = common.timed(
                 lambda: (clip_pixels(image, clip_size), sam_pixels(image, sam_size)))
-            features, ms_clip = common.timed(lambda: model.clip_features(clip_input), sync)
-            generation, _ = common.timed(lambda: generate(
-                model, prompt, features, eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id,
-                max_new_tokens=len(sequences["long"]), forced_ids=sequences["long"]), sync)
-            embedding, ms_sam = common.timed(lambda: model.sam_image_embedding(sam_input), sync)
-
-            def masks():
-                logits, iou = model.decode_masks(generation.seg_hidden, embedding, tuple(sam_input.shape[-2:]),
-                                                 image.shape[:2])
-                return [m.cpu().numpy() for m in (logits > 0)], [float(s) for s in iou.cpu()]
-
-            _, ms_mask = common.timed(masks, sync)
+            features, ms_clip = common.timed(model.clip_features, clip_input, sync=sync)
+            generation, _ = common.timed(generate, model, prompt, features, eos_id=tokenizer.eos_id,
+                                         seg_id=tokenizer.seg_id, max_new_tokens=len(sequences["long"]),
+                                         forced_ids=sequences["long"], sync=sync)
+            embedding, ms_sam = common.timed(model.sam_image_embedding, sam_input, sync=sync)
+            _, ms_mask = common.timed(decode_masks, model, generation.seg_hidden, embedding,
+                                      tuple(sam_input.shape[-2:]), image.shape[:2], sync=sync)
             if repeat:
                 steps = max(1, len(generation.token_ids) - 1)  # the first token comes from the prefill
                 for key, value in (("preprocess", ms_pre), ("clip", ms_clip), ("prefill", generation.prefill_ms),
@@ -98,10 +99,10 @@ def measure(shape: str, precision: str, device_name: str, repeats: int, short_to
             first, second = [], []
             for repeat in range(repeats + 1):
                 key = ("e2e", name, repeat, time.monotonic_ns())
-                out1, ms1 = common.timed(lambda: engine.segment(image, INSTRUCTION, frame_key=key, force_answer=ids),
-                                         sync)
-                out2, ms2 = common.timed(lambda: engine.segment(image, SECOND_INSTRUCTION, frame_key=key,
-                                                                force_answer=ids), sync)
+                out1, ms1 = common.timed(engine.segment, image, INSTRUCTION, frame_key=key, force_answer=ids,
+                                         sync=sync)
+                out2, ms2 = common.timed(engine.segment, image, SECOND_INSTRUCTION, frame_key=key, force_answer=ids,
+                                         sync=sync)
                 if repeat:
                     first.append(ms1)
                     second.append(ms2)

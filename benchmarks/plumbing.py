@@ -151,7 +151,7 @@ def echo_floor(requests: int, warmup: int) -> dict:
             start = time.perf_counter()
             ping.publish(String(data=text))
             with condition:
-                condition.wait_for(lambda: text in arrived, 5.0)
+                condition.wait_for(lambda text=text: text in arrived, 5.0)
             if index >= warmup and text in arrived:
                 times.append((arrived[text] - start) * 1000)
         return {"round_trip_ms": common.summary(times), "requests": requests}

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             fn()
             times = []
             for _ in range(args.repeats):
-                out, ms = common.timed(fn, sync)
+                out, ms = common.timed(fn, sync=sync)
                 times.append(ms)
             results[name] = common.summary(times)
         difference = (full().float() - cached().float()).abs().max().item()

@@ -29,11 +29,11 @@ from lisa_ros.model.sam import SamConfig, build_sam, use_sdpa_attention  # noqa:
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def bench(fn, repeats: int, sync) -> tuple[torch.Tensor, list[float]]:
-    out, _ = common.timed(fn, sync)  # warm-up
+def bench(fn, encoder, repeats: int, sync) -> tuple[torch.Tensor, list[float]]:
+    out, _ = common.timed(fn, encoder, sync=sync)  # warm-up
     times = []
     for _ in range(repeats):
-        out, ms = common.timed(fn, sync)
+        out, ms = common.timed(fn, encoder, sync=sync)
         times.append(ms)
     return out, times
 
@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             cases["windowed_block_14x14"] = lambda encoder: encoder.blocks[0](tokens)
         rows = {}
         for name, fn in cases.items():
-            eager_out, eager = bench(lambda: fn(eager_encoder), args.repeats, sync)
-            sdpa_out, sdpa = bench(lambda: fn(sdpa_encoder), args.repeats, sync)
+            eager_out, eager = bench(fn, eager_encoder, args.repeats, sync)
+            sdpa_out, sdpa = bench(fn, sdpa_encoder, args.repeats, sync)
             difference = (eager_out.float() - sdpa_out.float()).abs().max().item()
             scale = eager_out.float().abs().max().item()
             rows[name] = {"eager_ms": common.summary(eager), "sdpa_ms": common.summary(sdpa),

@@ -42,8 +42,8 @@ def measure(checkpoint: Path, precision: str, size: str, repeats: int) -> dict:
     first, second, phases, phases_second, answers = [], [], [], [], set()
     for repeat in range(repeats):
         key = (size, repeat, time.monotonic_ns())
-        out1, ms1 = common.timed(lambda: engine.segment(image, INSTRUCTIONS[0], frame_key=key))
-        out2, ms2 = common.timed(lambda: engine.segment(image, INSTRUCTIONS[1], frame_key=key))
+        out1, ms1 = common.timed(engine.segment, image, INSTRUCTIONS[0], frame_key=key)
+        out2, ms2 = common.timed(engine.segment, image, INSTRUCTIONS[1], frame_key=key)
         first.append(ms1)
         second.append(ms2)
         phases.append(out1.timings_ms)
