@@ -72,7 +72,7 @@ def other_processes_cpu() -> list[str]:
 def machine(device: str = "cpu") -> dict[str, Any]:
     """What the figures were measured on; call it at the start and the end of a run (load changes)."""
     info: dict[str, Any] = {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S"),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import itertools
 import json
 import os
 import statistics
@@ -70,7 +71,7 @@ def _report() -> None:
     skip = int(os.environ.get("LISA_BENCH_BREAKDOWN_SKIP", "0"))
     complete = complete[skip:]
     stages = {f"{a} -> {b}": round(statistics.median((m[b] - m[a]) * 1000 for m in complete), 3)
-              for a, b in zip(STAGES, STAGES[1:])} if complete else {}
+              for a, b in itertools.pairwise(STAGES)} if complete else {}
     costs = {k: {"n": len(v), "median_ms": round(statistics.median(v), 3)} for k, v in _costs.items() if v}
     with open(path, "w") as out:
         json.dump({"requests": len(complete), "stage_medians_ms": stages, "call_costs": costs}, out, indent=2)

@@ -66,7 +66,7 @@ def full_size() -> str:
     import full_size as module
 
     parts = []
-    for path, result in zip(sorted(common.RESULTS.glob("full_size_*.json")), _load("full_size_*.json")):
+    for path, result in zip(sorted(common.RESULTS.glob("full_size_*.json")), _load("full_size_*.json"), strict=True):
         title = path.stem
         if path.stem.endswith("smoke"):
             title += (" (`--smoke`: the GPU script run on this CPU with a tiny random shape, to show it works; "
@@ -84,7 +84,8 @@ def plumbing() -> str:
 
     return "\n\n".join(f"{_header(r)}\n{module.table(r['rows'])}"
                        + (f"\n\n{module.floor_line(r['echo_floor'])}" if "echo_floor" in r else "")
-                       + (f"\n\nInside the node (`--breakdown` probes), medians in ms:\n\n{module.breakdown_table(r['rows'])}"
+                       + ("\n\nInside the node (`--breakdown` probes), medians in ms:\n\n"
+                          f"{module.breakdown_table(r['rows'])}"
                           if module.breakdown_table(r["rows"]) else "")
                        for r in _load("plumbing*.json"))
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import common  # noqa: F401  (lisa_ros from the source tree when it is not installed)
-
 from lisa_ros.tools.node_process import NodeProcess
 
 

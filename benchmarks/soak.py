@@ -32,11 +32,10 @@ import numpy as np
 
 sys.path.append(str(Path(__file__).resolve().parent))
 import common  # noqa: E402, F401  (lisa_ros from the source tree when it is not installed)
-from ros_node import rss_mb  # noqa: E402
-
 from lisa_ros.core.stats import percentiles  # noqa: E402
 from lisa_ros.core.types import Status  # noqa: E402
 from lisa_ros.tools.node_process import NodeProcess  # noqa: E402
+from ros_node import rss_mb  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +53,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-rss-growth-mb", type=float, default=20.0,
                         help="allowed RSS growth over the second half, as MB per 10 min (default 20)")
     parser.add_argument("--max-p99-ratio", type=float, default=2.0)
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/soak-<N>min.json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default benchmarks/results/soak-<N>min.json)")
     return parser.parse_args(argv)
 
 
@@ -269,7 +269,7 @@ def print_table(report: dict) -> None:
     r = report["rss_mb"]
     print(f"node RSS: first {r['first']:.1f} MB, last {r['last']:.1f} MB, min {r['min']:.1f}, max {r['max']:.1f}, "
           f"second-half slope {r['second_half_slope_mb_per_10min']} MB/10 min; threads {report['threads']}")
-    print(f"\n| window | sent | OK | p50 ms | p90 ms | p99 ms | max ms | node p50 ms | RSS median MB |")
+    print("\n| window | sent | OK | p50 ms | p90 ms | p99 ms | max ms | node p50 ms | RSS median MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for w in report["windows"]:
         c, n = w["latency_client"], w["latency_node_total"]

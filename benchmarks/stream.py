@@ -32,7 +32,7 @@ def slope_mb_per_min(samples: list[tuple[float, float]]) -> float | None:
     ys = [m for _, m in samples]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     var = sum((x - mx) ** 2 for x in xs)
-    return round(sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var, 3) if var else None
+    return round(sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var, 3) if var else None
 
 
 def run(args: argparse.Namespace) -> dict:

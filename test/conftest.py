@@ -20,15 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from polling import wait_for  # noqa: F401  (tests import it from conftest)
 
 from lisa_ros.tools.node_process import NodeProcess
+from polling import wait_for  # noqa: F401  (tests import it from conftest)
 
 REPO = Path(__file__).resolve().parents[1]
 PLUMBING_CONFIG = REPO / "config" / "plumbing_test.yaml"
 
 try:
     import rclpy  # noqa: F401
+
     from lisa_ros.msg import SegmentationResult  # noqa: F401  (colcon-built interfaces)
 
     ROS_AVAILABLE = "FASTRTPS_DEFAULT_PROFILES_FILE" in os.environ

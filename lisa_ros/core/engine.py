@@ -56,10 +56,10 @@ class Engine(abc.ABC):
     def unload(self) -> None:
         """Release the model and every cache, GPU memory included."""
 
-    def clear_caches(self) -> None:
+    def clear_caches(self) -> None:  # noqa: B027 (optional: engines without caches keep this no-op)
         """Drop per-frame caches (after an OOM or a timeout). Default: nothing."""
 
-    def cancel(self) -> None:
+    def cancel(self) -> None:  # noqa: B027 (optional: best effort, an engine may not be able to stop)
         """Ask a running ``segment`` to return early (it may raise); its result is discarded.
 
         Called from another thread when a call overran ``inference_timeout``, so the

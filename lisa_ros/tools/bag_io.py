@@ -42,7 +42,8 @@ class BagError(RuntimeError):
 
 def _interface_files() -> list[Path]:
     """SegmentationResult.msg from the installed package, else from this source tree."""
-    candidates = [Path(p) / "share" / "lisa_ros" / "msg" for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    prefixes = os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)
+    candidates = [Path(p) / "share" / "lisa_ros" / "msg" for p in prefixes if p]
     candidates.append(Path(__file__).resolve().parents[2] / "msg")
     for folder in candidates:
         if (folder / "SegmentationResult.msg").is_file():
@@ -100,11 +101,13 @@ def raw_image_msg(array: np.ndarray, msg_header):
 def compressed_image_msg(array: np.ndarray, msg_header, fmt: str):
     """A sensor_msgs/CompressedImage: ``fmt`` "jpeg" for photos, "png" for masks (lossless)."""
     bgr = array if array.ndim == 2 else cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(f".{'jpg' if fmt == 'jpeg' else fmt}", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90] if fmt == "jpeg" else [])
+    options = [cv2.IMWRITE_JPEG_QUALITY, 90] if fmt == "jpeg" else []
+    ok, encoded = cv2.imencode(f".{'jpg' if fmt == 'jpeg' else fmt}", bgr, options)
     assert ok, fmt
     # image_transport's format: "<source encoding>; <codec> compressed <encoding inside the file>"
     source, inside = ("mono8", "mono8") if array.ndim == 2 else ("rgb8", "bgr8")
-    return typestore().types[COMPRESSED_IMAGE](header=msg_header, format=f"{source}; {fmt} compressed {inside}", data=encoded.reshape(-1))
+    return typestore().types[COMPRESSED_IMAGE](header=msg_header, format=f"{source}; {fmt} compressed {inside}",
+                                               data=encoded.reshape(-1))
 
 
 # --------------------------------------------------------------------------- reading
@@ -167,7 +170,8 @@ class InputBag:
             listing = ", ".join(f"{name} [{kind}]" for name, kind in sorted(topics.items())) or "none"
             raise BagError(f"bag {self.path} has no topic {topic!r}; its topics: {listing}")
         if topics[topic] not in allowed_types:
-            raise BagError(f"topic {topic!r} in bag {self.path} has message type {topics[topic]!r}; expected {' or '.join(allowed_types)}")
+            raise BagError(f"topic {topic!r} in bag {self.path} has message type {topics[topic]!r}; "
+                           f"expected {' or '.join(allowed_types)}")
         if topics[topic] not in self._reader.typestore.types:
             raise BagError(f"bag {self.path} has no definition of message type {topics[topic]!r} used by {topic!r}")
         return topics[topic]

@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "(masks carry their frame's header)")
     truth.add_argument("--gt-masks", help="folder of PNG masks named <frame stamp ns>.png")
     truth.add_argument("--gt-reasonseg", help="folder of ReasonSeg JSON annotations named <frame stamp ns>.json")
-    parser.add_argument("--gt-topic", default="/ground_truth/mask", help="with --gt-bag: the mask topic (default /ground_truth/mask)")
+    parser.add_argument("--gt-topic", default="/ground_truth/mask",
+                        help="with --gt-bag: the mask topic (default /ground_truth/mask)")
     parser.add_argument("--report", help="report folder (default RESULTS/report)")
     parser.add_argument("--worst", type=int, default=8, help="worst cases shown in the report (default 8)")
     parser.add_argument("--note", default="", help="a line printed at the top of the report (e.g. which model and why)")

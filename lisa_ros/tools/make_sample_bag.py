@@ -128,7 +128,8 @@ def write_sample(bag_dir: Path, reasonseg_dir: Path | None, storage: str) -> Non
             header = bag_io.header(stamp, FRAME_ID)
             polygons = objects.get(target, [])
             bag.write(IMAGE_TOPIC, stamp, bag_io.compressed_image_msg(image, header, "jpeg"), bag_io.COMPRESSED_IMAGE)
-            bag.write(GROUND_TRUTH_TOPIC, stamp, bag_io.compressed_image_msg(render_mask(polygons), header, "png"), bag_io.COMPRESSED_IMAGE)
+            truth = bag_io.compressed_image_msg(render_mask(polygons), header, "png")
+            bag.write(GROUND_TRUTH_TOPIC, stamp, truth, bag_io.COMPRESSED_IMAGE)
             if instruction:
                 msg = bag_io.typestore().types[bag_io.STRING](data=instruction)
                 bag.write(INSTRUCTION_TOPIC, stamp + INSTRUCTION_DELAY_NS, msg, bag_io.STRING)
@@ -141,7 +142,8 @@ def write_sample(bag_dir: Path, reasonseg_dir: Path | None, storage: str) -> Non
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="data/sample_bag", help="bag directory to create (default data/sample_bag)")
-    parser.add_argument("--reasonseg", default="data/sample_reasonseg", help="ReasonSeg-style JSON folder to write ('' for none)")
+    parser.add_argument("--reasonseg", default="data/sample_reasonseg",
+                        help="ReasonSeg-style JSON folder to write ('' for none)")
     parser.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     parser.add_argument("--force", action="store_true", help="replace existing output")
 
@@ -157,5 +159,6 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(path)
     write_sample(bag_dir, reasonseg_dir, args.storage)
     size = sum(f.stat().st_size for f in bag_dir.rglob("*") if f.is_file())
-    print(f"wrote {bag_dir} ({size / 1e6:.2f} MB, {len(FRAMES)} frames)" + (f" and {reasonseg_dir}" if reasonseg_dir else ""))
+    also = f" and {reasonseg_dir}" if reasonseg_dir else ""
+    print(f"wrote {bag_dir} ({size / 1e6:.2f} MB, {len(FRAMES)} frames){also}")
     return 0

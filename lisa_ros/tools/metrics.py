@@ -13,7 +13,8 @@ import numpy as np
 def intersection_union(predicted: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None = None) -> tuple[int, int]:
     """Pixel counts of (predicted AND truth, predicted OR truth), both (H, W) bool."""
     if predicted.shape != truth.shape:
-        raise ValueError(f"predicted mask is {predicted.shape[1]}x{predicted.shape[0]} but the ground truth is {truth.shape[1]}x{truth.shape[0]}")
+        raise ValueError(f"predicted mask is {predicted.shape[1]}x{predicted.shape[0]} but the ground truth is "
+                         f"{truth.shape[1]}x{truth.shape[0]}")
     valid = np.ones_like(truth, bool) if ignore is None else ~ignore
     return int(np.count_nonzero(predicted & truth & valid)), int(np.count_nonzero((predicted | truth) & valid))
 

@@ -42,34 +42,44 @@ class NodeExited(RuntimeError):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap), or one bare .mcap or .db3 file")
-    parser.add_argument("--output", "-o", required=True, help="results folder to create (holds results.jsonl, masks/, overlays/, bag/)")
+    parser.add_argument("--output", "-o", required=True,
+                        help="results folder to create (holds results.jsonl, masks/, overlays/, bag/)")
     parser.add_argument("--output-storage", choices=["mcap", "sqlite3"], default="mcap",
                         help="storage of the output bag (default mcap, zstd-compressed chunks; sqlite3 uncompressed)")
     source = parser.add_argument_group("what to replay")
-    source.add_argument("--image-topic", help="image topic in the bag (Image or CompressedImage); default: the only one outside /ground_truth/")
-    source.add_argument("--instruction-topic", help="std_msgs/String topic in the bag; default /instruction when the bag has it")
+    source.add_argument("--image-topic", help="image topic in the bag (Image or CompressedImage); "
+                        "default: the only one outside /ground_truth/")
+    source.add_argument("--instruction-topic",
+                        help="std_msgs/String topic in the bag; default /instruction when the bag has it")
     source.add_argument("--instruction", help="send this instruction instead (on every --every'th frame)")
-    source.add_argument("--every", type=int, default=1, metavar="N", help="with --instruction: every Nth frame (default 1)")
-    source.add_argument("--instructions-file", help="file of 'SECONDS INSTRUCTION' lines, seconds after the first frame")
+    source.add_argument("--every", type=int, default=1, metavar="N",
+                        help="with --instruction: every Nth frame (default 1)")
+    source.add_argument("--instructions-file",
+                        help="file of 'SECONDS INSTRUCTION' lines, seconds after the first frame")
     pacing = parser.add_argument_group("pacing")
     pacing.add_argument("--rate", type=float, help="play with the recorded timing scaled by RATE (default: lock-step)")
     pacing.add_argument("--result-timeout", type=float, default=120.0, help="s to wait for each answer (default 120)")
     pacing.add_argument("--settle", type=float, default=0.05, help="s from a frame to its instruction (default 0.05)")
-    pacing.add_argument("--attempts", type=int, default=3, help="lock-step: tries when the node answers on another frame or none (default 3)")
+    pacing.add_argument("--attempts", type=int, default=3,
+                        help="lock-step: tries when the node answers on another frame or none (default 3)")
     node = parser.add_argument_group("the node")
-    node.add_argument("--node-name", default="lisa_node", help="node whose ~/result etc. are recorded (default lisa_node)")
+    node.add_argument("--node-name", default="lisa_node",
+                      help="node whose ~/result etc. are recorded (default lisa_node)")
     node.add_argument("--publish-image", help="the node's image topic (default: the bag's, /compressed dropped); "
                       "compressed frames go to <this>/compressed")
     node.add_argument("--decompress", action="store_true", help="publish compressed frames as raw sensor_msgs/Image "
                       "(for a node without `compressed: true`)")
-    node.add_argument("--publish-instruction", help="topic the instructions are published on (default: the bag's, or /instruction)")
+    node.add_argument("--publish-instruction",
+                      help="topic the instructions are published on (default: the bag's, or /instruction)")
     node.add_argument("--start-node", action="store_true", help="start a lisa_node remapped onto these topics")
     node.add_argument("--node-params", help="with --start-node: parameters YAML file")
-    node.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE", help="with --start-node: one parameter (repeatable)")
+    node.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                      help="with --start-node: one parameter (repeatable)")
     node.add_argument("--wait-for-node", type=float, default=60.0, help="s to wait for the node to appear (default 60)")
     node.add_argument("--delay", type=float, default=0.5, help="s between finding the node and the first message, for "
                       "discovery to finish on the node's side too (a frame it cannot match yet is lost; default 0.5)")
-    parser.add_argument("--fail-on-error", action="store_true", help="exit 1 if any request failed (no answer, error status, wrong frame)")
+    parser.add_argument("--fail-on-error", action="store_true",
+                        help="exit 1 if any request failed (no answer, error status, wrong frame)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -103,10 +113,12 @@ class Plan:
 def resolve_image_topic(bag: bag_io.InputBag, wanted: str | None) -> tuple[str, str]:
     if wanted:
         return wanted, bag.require_topic(wanted, bag_io.IMAGE_TYPES)
-    candidates = [t for t, kind in bag.topics.items() if kind in bag_io.IMAGE_TYPES and not t.startswith(GROUND_TRUTH_PREFIX)]
+    candidates = [t for t, kind in bag.topics.items()
+                  if kind in bag_io.IMAGE_TYPES and not t.startswith(GROUND_TRUTH_PREFIX)]
     if len(candidates) != 1:
         listing = ", ".join(f"{t} [{k}]" for t, k in sorted(bag.topics.items())) or "none"
-        raise BagError(f"bag {bag.path}: {'several' if candidates else 'no'} image topics; pass --image-topic (topics: {listing})")
+        raise BagError(f"bag {bag.path}: {'several' if candidates else 'no'} image topics; pass --image-topic "
+                       f"(topics: {listing})")
     return candidates[0], bag.require_topic(candidates[0], bag_io.IMAGE_TYPES)
 
 
@@ -125,11 +137,13 @@ def make_plan(bag: bag_io.InputBag, args: argparse.Namespace) -> Plan:
     if args.instruction:
         requests = schedule.every_nth_frame(frame_times, args.instruction, args.every)
     elif args.instructions_file:
-        requests = schedule.bind_to_frames(frame_times, schedule.read_instruction_file(args.instructions_file, frame_times[0]))
+        timed = schedule.read_instruction_file(args.instructions_file, frame_times[0])
+        requests = schedule.bind_to_frames(frame_times, timed)
     else:
         topic = args.instruction_topic or "/instruction"
         if args.instruction_topic is None and topic not in bag.topics:
-            raise BagError(f"bag {bag.path} has no /instruction topic; pass --instruction-topic, --instruction or --instructions-file")
+            raise BagError(f"bag {bag.path} has no /instruction topic; pass --instruction-topic, --instruction or "
+                           "--instructions-file")
         bag.require_topic(topic, (bag_io.STRING,))
         timed = [(timestamp, msg.data) for timestamp, msg in bag.messages(topic)]
         requests = schedule.bind_to_frames(frame_times, timed)
@@ -202,13 +216,15 @@ class Session:
     def drain(self, timeout_s: float) -> int:
         """Record what the node sent within ``timeout_s``; returns how many results came."""
         if self.node_process is not None and self.node_process.poll() is not None:
-            raise NodeExited(f"the lisa_node process exited with code {self.node_process.returncode} (see its log above)")
+            raise NodeExited(f"the lisa_node process exited with code {self.node_process.returncode} "
+                             "(see its log above)")
         deadline, results = time.monotonic() + timeout_s, 0
         while True:
             try:
-                topic, msgtype, received_ns, data = self.link.received.get(timeout=max(deadline - time.monotonic(), 0.001))
+                received = self.link.received.get(timeout=max(deadline - time.monotonic(), 0.001))
             except queue.Empty:
                 return results
+            topic, msgtype, received_ns, data = received
             self.output.add_topic(topic, msgtype)
             self.output.write_raw(topic, received_ns, data)
             if topic == self.link.result_topic:
@@ -384,9 +400,11 @@ def summarize(records: list[dict], interrupted: bool) -> dict:
 
 def print_summary(summary: dict, results_root: Path, bag_path: Path) -> None:
     lat, rtt = summary["latency_ms"], summary["round_trip_ms"]
-    print(f"\nreplay {'INTERRUPTED' if summary['interrupted'] else 'done'}: {summary['requests']} requests, {summary['failures']} failed")
+    print(f"\nreplay {'INTERRUPTED' if summary['interrupted'] else 'done'}: {summary['requests']} requests, "
+          f"{summary['failures']} failed")
     print("  statuses:   " + (", ".join(f"{k} {v}" for k, v in sorted(summary["statuses"].items())) or "none"))
-    print(f"  latency:    median {lat['median']} ms, p95 {lat['p95']} ms (node: instruction received -> result published)")
+    print(f"  latency:    median {lat['median']} ms, p95 {lat['p95']} ms "
+          "(node: instruction received -> result published)")
     print(f"  round trip: median {rtt['median']} ms, p95 {rtt['p95']} ms (replay: instruction sent -> result received)")
     print(f"  model:      {', '.join(summary['model_ids']) or 'unknown'}")
     print(f"  results:    {results_root}/results.jsonl (masks/, overlays/)")
@@ -419,7 +437,8 @@ def replay(bag: bag_io.InputBag, plan: Plan, args: argparse.Namespace, results_r
 
     image_in = args.publish_image or node_image_topic(plan.image_topic, plan.image_type)
     compressed = plan.image_type == bag_io.COMPRESSED_IMAGE and not args.decompress
-    image_out, image_out_type = (f"{image_in}/compressed", bag_io.COMPRESSED_IMAGE) if compressed else (image_in, bag_io.IMAGE)
+    image_out, image_out_type = ((f"{image_in}/compressed", bag_io.COMPRESSED_IMAGE) if compressed
+                                 else (image_in, bag_io.IMAGE))
     instruction_out = args.publish_instruction or args.instruction_topic or "/instruction"
     pacing = Pacing(rate=args.rate, settle_s=args.settle, result_timeout_s=args.result_timeout, attempts=args.attempts)
     previous_handlers = signal.getsignal(signal.SIGINT), signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -84,7 +84,8 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
     return [
         ("model", ", ".join(summary["model_ids"]) or "unknown"),
         ("ground truth", summary["ground_truth"]),
-        ("samples (scored / no ground truth)", f"{summary['samples']} ({summary['scored']} / {summary['without_ground_truth']})"),
+        ("samples (scored / no ground truth)",
+         f"{summary['samples']} ({summary['scored']} / {summary['without_ground_truth']})"),
         ("gIoU (mean per-sample IoU)", _fmt(summary["gIoU"])),
         ("cIoU (total intersection / total union)", _fmt(summary["cIoU"])),
         ("statuses", ", ".join(f"{k} {v}" for k, v in sorted(summary["statuses"].items()))),
@@ -127,7 +128,8 @@ def plot_latency_histogram(samples, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if node:
         bins = np.linspace(0, max(node + trip) * 1.05 + 1e-3, 21)
-        ax.hist([node, trip], bins=bins, label=["node (received -> published)", "replay round trip"], color=["#4a7ab5", "#e0a030"])
+        ax.hist([node, trip], bins=bins, label=["node (received -> published)", "replay round trip"],
+                color=["#4a7ab5", "#e0a030"])
         ax.legend()
     ax.set(xlabel="latency (ms)", ylabel="requests", title="Latency")
     fig.tight_layout()
@@ -143,13 +145,13 @@ def plot_worst_cases(samples, results_root: Path, path: Path, count: int) -> Non
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.8 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, sample in zip(axes.flat, chosen):
+    for ax, sample in zip(axes.flat, chosen, strict=False):  # the grid may have more cells than samples
         record = sample.record
         image = visual.read_rgb(results_root / record["frame"])
         ax.imshow(visual.overlay(image, results_folder.predicted_mask(results_root, record), sample.truth_mask))
         said = record.get("explanation") or record.get("status_message", "")
-        title = (f"#{record['request']} IoU {sample.iou:.2f} {record['status']}\n{textwrap.shorten(record['instruction'], 48)}"
-                 f"\n\u201c{textwrap.shorten(said, 48)}\u201d")
+        title = (f"#{record['request']} IoU {sample.iou:.2f} {record['status']}\n"
+                 f"{textwrap.shorten(record['instruction'], 48)}\n\u201c{textwrap.shorten(said, 48)}\u201d")
         ax.set_title(title, fontsize=8)
     fig.suptitle("Worst cases: prediction blue, ground truth green outline", fontsize=11)
     fig.tight_layout()

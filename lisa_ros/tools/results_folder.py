@@ -43,7 +43,8 @@ class ResultsFolder:
         relative = f"frames/{frame_index:05d}_{frame_key(stamp_ns)}.jpg"
         path = self.root / relative
         if not path.exists():
-            cv2.imwrite(str(path), cv2.cvtColor(visual.as_rgb(image), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+            bgr = cv2.cvtColor(visual.as_rgb(image), cv2.COLOR_RGB2BGR)
+            cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
         return relative
 
     def save_answer(self, request_index: int, image: np.ndarray, masks: list[np.ndarray]) -> tuple[list[str], str]:

@@ -79,7 +79,8 @@ class RosLink:
                 raise NodeUnavailable(f"/{self.node_name} cannot answer: {status.message} (its /diagnostics; "
                                       "its log says more)")
             if process is not None and process.poll() is not None:
-                raise NodeUnavailable(f"the lisa_node process exited with code {process.returncode} before it was ready (see its output above)")
+                raise NodeUnavailable(f"the lisa_node process exited with code {process.returncode} before it was "
+                                      "ready (see its output above)")
             if time.monotonic() > deadline:
                 image, instruction = self.image_pub, self.instruction_pub
                 needed = (f"need subscribers on {image.topic_name} ({image.get_subscription_count()}) and "
@@ -114,7 +115,8 @@ class RosLink:
                              durability=DurabilityPolicy.VOLATILE)
             msgtype = types[0]
             if msgtype not in bag_io.typestore().types:
-                print(f"warning: not recording {topic}: message type {msgtype} unknown to the bag writer", file=sys.stderr)
+                print(f"warning: not recording {topic}: message type {msgtype} unknown to the bag writer",
+                      file=sys.stderr)
                 continue
             self._recorders.append(self._node.create_subscription(
                 ros_type(msgtype), topic,

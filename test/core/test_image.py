@@ -12,9 +12,9 @@ import types
 import cv2
 import numpy as np
 import pytest
-from image_samples import H, RNG, W, encode, matches, opencv_rgb, raw_fields, sample
 from PIL import Image as PILImage
 
+from image_samples import RNG, H, W, encode, matches, opencv_rgb, raw_fields, sample
 from lisa_ros.core.image import SUPPORTED_ENCODINGS, ImageError, compressed_to_rgb, image_message_to_rgb, raw_to_rgb
 
 RGB = RNG.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)

@@ -176,7 +176,7 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def render_report(cases: list[Case], session) -> str:

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from image_samples import raw_fields
 from polling import wait_for  # noqa: F401  (the suite imports it from here)
 

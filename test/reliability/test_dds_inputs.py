@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
+from image_samples import matches, sample
 from lisa_ros.core.types import Status
 from rel_support import bare_image, image_msg, settle, wait_for
-from image_samples import matches, sample
 
 CATEGORY = "Bad input: end to end (DDS)"
 pytestmark = pytest.mark.ros

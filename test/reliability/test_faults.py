@@ -246,7 +246,9 @@ def test_signal_during_floods_and_a_pending_service_call_exits_cleanly_within_2_
         flooder.join(2)
     # The pending service call either got its single answer or the server went away; never a hang here.
     settle(pending.done, 1.0)
-    case.note(f"pending service call {'answered: ' + Status.name_of(pending.result().result.status) if pending.done() else 'left unanswered (server gone)'}")
+    outcome = ("answered: " + Status.name_of(pending.result().result.status) if pending.done()
+               else "left unanswered (server gone)")
+    case.note(f"pending service call {outcome}")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM], ids=["SIGTERM"])

@@ -14,8 +14,8 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from image_samples import RNG, encode
 
+from image_samples import RNG, encode
 from lisa_ros.core.image import SUPPORTED_ENCODINGS, ImageError, compressed_to_rgb, raw_to_rgb
 
 CATEGORY = "Bad input: images (unit)"

@@ -108,7 +108,8 @@ def test_instruction_flood_is_bounded_answered_exactly_once_and_memory_flat(case
     assert not accounting["unexpected"], accounting["unexpected"][:5]
     assert received == node_answers, f"the node answered {node_answers} but {received} results arrived"
     assert not accounting["lost"], (f"{len(accounting['lost'])} instructions never answered "
-                                    f"({len(sent) - node_answers} never reached the node), e.g. {accounting['lost'][:5]}")
+                                    f"({len(sent) - node_answers} never reached the node), "
+                                    f"e.g. {accounting['lost'][:5]}")
     assert statuses.count(BUSY) > 0 and statuses.count(OK) > 0
     assert max(sampler.depths) <= max_queue + 1, sampler.depths
     assert all("max_queue" in r.status_message for r in io.results if r.status == BUSY)
@@ -363,9 +364,10 @@ def test_service_call_flood_does_not_exhaust_the_executor(case, lisa_io, ros_pro
     mismatched = [t for t, r in replies if r.instruction != t]
     statuses = [r.status for _, r in replies]
     on_topic = {r.instruction: r for r in io.results}
+    unreplied = [(t, Status.name_of(on_topic[t].status), round(on_topic[t].total_ms)) if t in on_topic else (t, None)
+                 for t in errors]
     case.note(f"{len(replies)}/100 service replies ({statuses.count(OK)} OK, {statuses.count(BUSY)} BUSY), "
-              f"{len(errors)} without reply (on ~/result: "
-              f"{[(t, Status.name_of(on_topic[t].status), round(on_topic[t].total_ms)) if t in on_topic else (t, None) for t in errors]}); "
+              f"{len(errors)} without reply (on ~/result: {unreplied}); "
               f"topic: {sum(1 for r in io.results if r.instruction in topic_sent)}/40 answered; "
               f"node answers {sum(int(v) for k, v in io.diagnostics().items() if k.startswith('answers_'))}")
     assert not errors, f"{len(errors)} service calls got no reply: {errors[:5]}"

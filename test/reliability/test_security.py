@@ -89,7 +89,7 @@ def test_malicious_pickle_in_a_checkpoint_is_refused_and_never_runs(case, tiny_l
         for item in clip.glob("model*.safetensors*"):
             item.unlink()
         target = clip / "pytorch_model.bin"
-        state = {f"vision_model.exploit": _Exploit(f"touch {marker}")}
+        state = {"vision_model.exploit": _Exploit(f"touch {marker}")}
         torch.save(state, target)
     _prove_exploit(target, marker)
 
@@ -261,13 +261,12 @@ def test_hostile_request_fields_never_reach_a_shell_or_a_file(case, ros_context,
     path syntax go through validation, the worker, the engine and publishing while an audit hook
     watches every process spawn, and every file operation naming them."""
     global _HOOKED
+    import numpy as np
     from rclpy.lifecycle import TransitionCallbackReturn
 
     from lisa_ros.node.lisa_node import LisaNode
     from lisa_ros.srv import Segment
     from rel_support import image_msg
-
-    import numpy as np
 
     monkeypatch.chdir(tmp_path)
     params = tmp_path / "p.yaml"
@@ -302,7 +301,8 @@ def test_hostile_request_fields_never_reach_a_shell_or_a_file(case, ros_context,
             node._on_instruction(String(data=text))
         wait_for(lambda: node._worker.queue_depth == 0, 10, "the topic requests to finish")
         statuses = sorted({int(s) for s in node._stats.status_counts})
-        case.note(f"{2 * len(HOSTILE)} hostile requests, statuses seen {statuses}; audit events: {len(_AUDIT['events'])}")
+        case.note(f"{2 * len(HOSTILE)} hostile requests, statuses seen {statuses}; "
+                  f"audit events: {len(_AUDIT['events'])}")
         _AUDIT["active"] = False
     finally:
         _AUDIT["active"] = False

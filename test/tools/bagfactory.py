@@ -29,7 +29,7 @@ def write_bag(path: Path, frames: int = 4, instructions: dict[int, str] | None =
     times = [START_NS + i * PERIOD_NS for i in range(frames)]
     stamps = stamps or times
     with bag_io.OutputBag(path, storage) as bag:
-        for i, (time_ns, stamp) in enumerate(zip(times, stamps)):
+        for i, (time_ns, stamp) in enumerate(zip(times, stamps, strict=True)):
             header = bag_io.header(stamp, frame_id)
             image = frame(i, *size)
             if compressed:

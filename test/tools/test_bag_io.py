@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 import yaml
-from bagfactory import chunk_compressions, frame
 
+from bagfactory import chunk_compressions, frame
 from lisa_ros.core.image import image_message_to_rgb
 from lisa_ros.tools import bag_io
 

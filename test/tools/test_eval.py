@@ -40,12 +40,12 @@ def results(tmp_path):
     for request, (status, masks, _, _, _) in CASES.items():
         key = str(STAMPS[request])
         record = {"request": request, "instruction": f"find thing {request}", "frame_index": request, "frame_key": key,
-                  "frame_id": "cam", "image_size": list(SIZE), "frame": folder.save_frame(request, STAMPS[request], image),
-                  "status": status}
+                  "frame_id": "cam", "image_size": list(SIZE),
+                  "frame": folder.save_frame(request, STAMPS[request], image), "status": status}
         if status != "NO_RESULT":
             names, overlay = folder.save_answer(request, image, masks)
-            record.update(masks=names, overlay=overlay, total_ms=10.0 * (request + 1), round_trip_ms=12.0 * (request + 1),
-                          model_id="tiny-random-lisa", explanation="It is [SEG].")
+            record.update(masks=names, overlay=overlay, total_ms=10.0 * (request + 1),
+                          round_trip_ms=12.0 * (request + 1), model_id="tiny-random-lisa", explanation="It is [SEG].")
         folder.append(record)
     folder.close()
     return root
@@ -90,7 +90,8 @@ def test_reasonseg_ground_truth(results, tmp_path):
         ys, xs = np.nonzero(mask)
         shapes = [] if not mask.any() else [{"label": "target", "shape_type": "polygon", "points": [
             [xs.min(), ys.min()], [xs.max(), ys.min()], [xs.max(), ys.max()], [xs.min(), ys.max()]]}]
-        (gt / f"{STAMPS[request]}.json").write_text(json.dumps({"text": ["x"], "is_sentence": True, "shapes": shapes}, default=int))
+        annotation = {"text": ["x"], "is_sentence": True, "shapes": shapes}
+        (gt / f"{STAMPS[request]}.json").write_text(json.dumps(annotation, default=int))
     assert main(["eval", str(results), "--gt-reasonseg", str(gt), "--report", str(tmp_path / "report")]) == 0
     check_report(tmp_path / "report")
 
@@ -102,7 +103,8 @@ def test_bag_topic_ground_truth(results, tmp_path, storage, bare_suffix):
     with bag_io.OutputBag(bag, storage) as out:
         for request, mask in truth_cases().items():
             header = bag_io.header(STAMPS[request], "cam")
-            out.write("/ground_truth/mask", STAMPS[request], bag_io.raw_image_msg(mask.astype(np.uint8) * 255, header), bag_io.IMAGE)
+            msg = bag_io.raw_image_msg(mask.astype(np.uint8) * 255, header)
+            out.write("/ground_truth/mask", STAMPS[request], msg, bag_io.IMAGE)
     if bare_suffix:
         bag = next(bag.glob(f"*{bare_suffix}")).rename(tmp_path / f"truth{bare_suffix}")
     assert main(["eval", str(results), "--gt-bag", str(bag), "--report", str(tmp_path / "report")]) == 0
@@ -137,7 +139,8 @@ def test_missing_results_folder_is_named(tmp_path, capsys):
 def test_ground_truth_of_another_size_is_named(results, tmp_path, capsys):
     with bag_io.OutputBag(tmp_path / "wrong_size") as out:
         header = bag_io.header(STAMPS[0], "cam")
-        out.write("/ground_truth/mask", STAMPS[0], bag_io.raw_image_msg(np.zeros((5, 5), np.uint8), header), bag_io.IMAGE)
+        msg = bag_io.raw_image_msg(np.zeros((5, 5), np.uint8), header)
+        out.write("/ground_truth/mask", STAMPS[0], msg, bag_io.IMAGE)
     assert main(["eval", str(results), "--gt-bag", str(tmp_path / "wrong_size")]) == 2
     err = capsys.readouterr().err
     assert "request 0" in err and "20x10 but the ground truth is 5x5" in err

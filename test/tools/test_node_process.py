@@ -4,9 +4,9 @@ import signal
 import sys
 
 import yaml
-from polling import wait_for
 
 from lisa_ros.tools.node_process import NodeProcess, write_params_file
+from polling import wait_for
 
 # Stands in for lisa_node: prints its arguments as JSON, then waits for a signal.
 ECHO_ARGS = """import json, signal, sys, time

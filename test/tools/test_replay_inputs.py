@@ -23,7 +23,8 @@ def expect_error(capsys, tmp_path, code, *fragments):
 def test_missing_image_topic_lists_the_bag_topics(tmp_path, capsys):
     write_bag(tmp_path / "bag", instructions={0: "x"})
     code = replay(tmp_path / "bag", tmp_path, "--image-topic", "/front/image")
-    expect_error(capsys, tmp_path, code, "no topic '/front/image'", "/camera/image [sensor_msgs/msg/Image]", "/instruction")
+    expect_error(capsys, tmp_path, code, "no topic '/front/image'", "/camera/image [sensor_msgs/msg/Image]",
+                 "/instruction")
 
 
 def test_missing_instruction_topic_says_what_to_pass(tmp_path, capsys):
@@ -131,7 +132,8 @@ def test_two_image_topics_need_a_choice(tmp_path, capsys):
     write_bag(tmp_path / "bag", instructions={0: "x"})
     with bag_io.OutputBag(tmp_path / "bag2") as bag:
         for topic in ("/left/image", "/right/image"):
-            bag.write(topic, 0, bag_io.raw_image_msg(np.zeros((4, 4, 3), np.uint8), bag_io.header(0, "cam")), bag_io.IMAGE)
+            msg = bag_io.raw_image_msg(np.zeros((4, 4, 3), np.uint8), bag_io.header(0, "cam"))
+            bag.write(topic, 0, msg, bag_io.IMAGE)
     expect_error(capsys, tmp_path, replay(tmp_path / "bag2", tmp_path), "several image topics", "--image-topic")
 
 

@@ -97,9 +97,10 @@ def test_failures_are_counted_and_fail_the_run_when_asked(tmp_path):
 
 
 def test_timed_replay_of_compressed_mcap_with_command_line_instruction(tmp_path):
-    stamps = write_bag(tmp_path / "bag", frames=6, storage="mcap", compressed=True, image_topic="/cam/image_raw/compressed")
-    code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_rate", "--rate", "4", "--instruction", "the mug",
-                              "--every", "2", "--output-storage", "sqlite3")
+    stamps = write_bag(tmp_path / "bag", frames=6, storage="mcap", compressed=True,
+                       image_topic="/cam/image_raw/compressed")
+    code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_rate", "--rate", "4",
+                              "--instruction", "the mug", "--every", "2", "--output-storage", "sqlite3")
     assert code == 0, output
     assert (tmp_path / "out" / "bag" / "bag.db3").is_file() and storage_of_bag(tmp_path / "out" / "bag") == "sqlite3"
     recorded = read_output(tmp_path / "out")
@@ -157,8 +158,8 @@ def test_frames_with_one_stamp_keep_their_own_image_and_ground_truth(tmp_path):
 def test_interrupted_replay_leaves_a_readable_bag(tmp_path):
     write_bag(tmp_path / "bag", frames=20, instructions={i: f"segment thing {i}" for i in range(20)})
     out = tmp_path / "out"
-    process = subprocess.Popen(replay_command(tmp_path / "bag", out, "replay_stop", "--node-param", "model.delay_s:=0.3"),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = replay_command(tmp_path / "bag", out, "replay_stop", "--node-param", "model.delay_s:=0.3")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while not ((out / "results.jsonl").is_file() and len(records(out)) >= 2):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
@@ -209,8 +210,9 @@ def test_sample_bag_through_the_lisa_engine(tmp_path):
 
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny", layout="7b", seed=0, train_steps=0)
     out = tmp_path / "out"
-    command = replay_command(REPO / "data" / "sample_bag", out, "replay_lisa", "--instruction", "segment what I could drink from",
-                             "--every", "6", "--node-param", f"model.path:={checkpoint.lisa_dir}")
+    command = replay_command(REPO / "data" / "sample_bag", out, "replay_lisa",
+                             "--instruction", "segment what I could drink from", "--every", "6",
+                             "--node-param", f"model.path:={checkpoint.lisa_dir}")
     command[command.index(str(PLUMBING))] = str(REPO / "config" / "lisa_cpu.yaml")
     done = subprocess.run(command, capture_output=True, text=True, timeout=240,
                           env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"))

@@ -26,7 +26,8 @@ def test_instruction_file(tmp_path):
     assert timed == [(100 + 150_000_000, "segment the cup"), (100, "what can I drink from?")]
 
 
-@pytest.mark.parametrize("line, message", [("soon segment it", "expected 'SECONDS INSTRUCTION'"), ("1.5", "no instruction")])
+@pytest.mark.parametrize("line, message", [("soon segment it", "expected 'SECONDS INSTRUCTION'"),
+                                           ("1.5", "no instruction")])
 def test_instruction_file_errors_name_the_line(tmp_path, line, message):
     path = tmp_path / "instructions.txt"
     path.write_text(f"0 fine\n{line}\n")
