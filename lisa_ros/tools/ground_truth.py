@@ -50,28 +50,36 @@ class BagTopicTruth:
         return (masks[occurrence], None) if occurrence < len(masks) else None
 
 
-class PngFolderTruth:
+class _FolderTruth:
+    """One file per frame, named by the frame's key: ``<key><suffix>``."""
+
+    suffix = folder_kind = files_kind = ""
+
     def __init__(self, folder: str):
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise FileNotFoundError(f"ground-truth folder {self.folder} does not exist")
-        self.description = f"{self.folder} ({len(list(self.folder.glob('*.png')))} PNG masks)"
+            raise FileNotFoundError(f"{self.folder_kind} folder {self.folder} does not exist")
+        self.description = f"{self.folder} ({len(list(self.folder.glob(f'*{self.suffix}')))} {self.files_kind})"
+
+    def _file(self, key) -> Path | None:
+        path = self.folder / f"{key}{self.suffix}"
+        return path if path.is_file() else None
+
+
+class PngFolderTruth(_FolderTruth):
+    suffix, folder_kind, files_kind = ".png", "ground-truth", "PNG masks"
 
     def get(self, key, size, occurrence=0):
-        path = self.folder / f"{key}.png"
-        return (visual.read_mask(path), None) if path.is_file() else None
+        path = self._file(key)
+        return (visual.read_mask(path), None) if path else None
 
 
-class ReasonSegTruth:
-    def __init__(self, folder: str):
-        self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise FileNotFoundError(f"ReasonSeg folder {self.folder} does not exist")
-        self.description = f"{self.folder} ({len(list(self.folder.glob('*.json')))} ReasonSeg annotations)"
+class ReasonSegTruth(_FolderTruth):
+    suffix, folder_kind, files_kind = ".json", "ReasonSeg", "ReasonSeg annotations"
 
     def get(self, key, size, occurrence=0):
-        path = self.folder / f"{key}.json"
-        if not path.is_file():
+        path = self._file(key)
+        if path is None:
             return None
         annotation = json.loads(path.read_text(encoding="utf-8"))
         # As LISA's loader: larger polygons first so smaller ones drawn over them win;
