@@ -50,17 +50,21 @@ class PlumbingEngine(Engine):
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> PlumbingEngine:
-        kwargs = {}
+        """Raises ValueError naming every bad option at once."""
+        kwargs, problems = {}, []
         for key, value in options.items():
             if key in LISA_OPTION_KEYS:
                 continue
             kind = cls.OPTIONS.get(key)
             if kind is None:
-                raise ValueError(f"unknown plumbing engine option {key!r}; known: {sorted(cls.OPTIONS)}")
+                problems.append(f"unknown plumbing engine option {key!r}; known: {sorted(cls.OPTIONS)}")
+                continue
             try:
                 kwargs[key] = kind(value)
             except (TypeError, ValueError):
-                raise ValueError(f"plumbing engine option {key!r} must be {kind.__name__}, got {value!r}") from None
+                problems.append(f"plumbing engine option {key!r} must be {kind.__name__}, got {value!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
         return cls(**kwargs)
 
     def load(self) -> None:
