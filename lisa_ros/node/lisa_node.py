@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
+import re
 import signal
 import sys
 import threading
@@ -367,10 +369,24 @@ def _raise_shutdown(signum, frame) -> None:
     raise _Shutdown(signal.Signals(signum).name)
 
 
+def _rcl_reason(error: Exception, argv: list[str]) -> str:
+    """What is wrong with the command line, in one line: rcl's message without its C source locations."""
+    missing = [path for flag, path in zip(argv, argv[1:]) if flag == "--params-file" and not os.path.isfile(path)]
+    if missing:
+        return f"--params-file {missing[0]}: no such file"
+    reason = re.sub(r", at \S+:\d+", "", str(error)).removeprefix("failed to initialize rcl: ")
+    return f"{reason} (check the --ros-args: --params-file, -p name:=value, -r from:=to)"
+
+
 def main(args: list[str] | None = None) -> int:
     # Our own signal handlers: rclpy's would shut the context down first, and the
     # NOT_READY answers to pending instructions could then no longer be published.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as error:  # RCLError: a bad --ros-args (a missing --params-file, a typo in -p, bad YAML)
+        print(f"lisa_node: cannot start: {_rcl_reason(error, sys.argv if args is None else args)}",
+              file=sys.stderr)
+        return 2
     signal.signal(signal.SIGINT, _raise_shutdown)
     signal.signal(signal.SIGTERM, _raise_shutdown)
     node = LisaNode()
