@@ -33,6 +33,7 @@ from std_srvs.srv import Trigger
 from lisa_ros.core.config import MODEL_OPTION_KEYS, PARAMETERS, ConfigError, NodeConfig
 from lisa_ros.core.engine import Engine, create_engine
 from lisa_ros.core.frames import Frame, LatestFrame
+from lisa_ros.core.lifecycle import NodeState, not_ready_message
 from lisa_ros.core.instruction import InstructionError, validate_instruction
 from lisa_ros.core.results import overlay
 from lisa_ros.core.stats import RequestStats
@@ -68,8 +69,8 @@ class LisaNode(LifecycleNode):
         self._engine: Engine | None = None
         self._runner: EngineRunner | None = None
         self._worker: RequestWorker | None = None
-        self._active = False
-        self._state_text = "unconfigured"
+        self._state = NodeState.UNCONFIGURED
+        self._problem = ""  # why the last transition failed ("" after a success): shown until fixed
         self._frames = LatestFrame()
         self._stats = RequestStats()
         self._request_ids = itertools.count(1)
@@ -126,12 +127,12 @@ class LisaNode(LifecycleNode):
                 self.get_logger().debug(f"unload after a failed load: {unload_error!r}")
             return self._configure_failed(f"loading the model failed: {type(error).__name__}: {error}")
         self._config, self._engine, self._runner = config, engine, EngineRunner()
-        self._state_text = "inactive (model loaded)"
+        self._state, self._problem = NodeState.INACTIVE, ""
         self.get_logger().info(f"model {engine.model_id!r} loaded in {time.monotonic() - started:.1f} s")
         return TransitionCallbackReturn.SUCCESS
 
     def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
-        self._state_text = f"configure failed: {reason}"
+        self._state, self._problem = NodeState.UNCONFIGURED, f"configure failed: {reason}"
         self.get_logger().error(f"configure failed: {reason}. Fix the parameter and trigger configure again.")
         return TransitionCallbackReturn.FAILURE
 
@@ -164,8 +165,7 @@ class LisaNode(LifecycleNode):
             self._image_subscriptions.append(self.create_subscription(
                 CompressedImage, f"{image_topic}/compressed", self._on_image, IMAGE_QOS,
                 callback_group=self._image_group, qos_overriding_options=overridable))
-        self._active = True
-        self._state_text = "active"
+        self._state, self._problem = NodeState.ACTIVE, ""
         self.get_logger().info(
             f"active: images on {image_topic}{' (+/compressed)' if config.compressed else ''}, "
             f"instructions on {self.resolve_topic_name('instruction')}, "
@@ -173,31 +173,30 @@ class LisaNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._state, self._problem = NodeState.INACTIVE, ""  # first: what arrives meanwhile is refused
         self._stop_processing("node deactivated")
-        self._state_text = "inactive (model loaded)"
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._unload_engine()
-        self._state_text = "unconfigured"
+        self._state, self._problem = NodeState.UNCONFIGURED, ""
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.release("node shutting down")
+        self.release("node shut down (lifecycle shutdown)", NodeState.FINALIZED)
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.release("node error")
+        self.release("node error", NodeState.UNCONFIGURED)
         return TransitionCallbackReturn.SUCCESS
 
-    def release(self, reason: str) -> None:
+    def release(self, reason: str, state: NodeState = NodeState.EXITING) -> None:
         """Stop everything and free the model (shutdown paths); safe to call twice."""
+        self._state = state  # first: what arrives meanwhile is refused with this state's advice
         self._stop_processing(reason)
         self._unload_engine()
-        self._state_text = reason
 
     def _stop_processing(self, reason: str) -> None:
-        self._active = False
         for subscription in self._image_subscriptions:
             self.destroy_subscription(subscription)
         self._image_subscriptions = []
@@ -235,10 +234,9 @@ class LisaNode(LifecycleNode):
     def _submit(self, request: Request) -> None:
         request.request_id = str(next(self._request_ids))
         worker, config = self._worker, self._config
-        if worker is None or not self._active:
-            self._publish_answer(Answer(request, Status.NOT_READY, (
-                f"node is {self._state_text}; activate it (auto_activate, or the lifecycle "
-                "change_state service) and retry"), frame=request.frame))
+        if worker is None or self._state is not NodeState.ACTIVE:
+            self._publish_answer(Answer(request, Status.NOT_READY, not_ready_message(self._state, self._problem),
+                                        frame=request.frame))
             return
         try:
             request.instruction = validate_instruction(request.instruction, config.max_instruction_chars)
@@ -268,7 +266,7 @@ class LisaNode(LifecycleNode):
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         engine, runner = self._engine, self._runner
         if engine is None or runner is None:
-            response.success, response.message = False, f"no model loaded (node is {self._state_text})"
+            response.success, response.message = False, f"no model loaded (node is {self._state.value})"
             return response
         try:
             runner.call(lambda: engine.reset(None), SERVICE_DEADLINE_MARGIN_S, threading.Event())
@@ -321,13 +319,13 @@ class LisaNode(LifecycleNode):
         engine, config, worker = self._engine, self._config, self._worker
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: segmentation",
                                   hardware_id=engine.model_id if engine is not None else "")
-        if self._state_text.startswith("configure failed"):
+        if self._problem:
             status.level = DiagnosticStatus.ERROR
-        elif self._active:
+        elif self._state is NodeState.ACTIVE:
             status.level = DiagnosticStatus.OK
         else:
             status.level = DiagnosticStatus.WARN
-        status.message = self._state_text
+        status.message = self._problem or self._state.value
         values = {
             "engine": config.engine if config is not None else "",
             "model_id": engine.model_id if engine is not None else "",

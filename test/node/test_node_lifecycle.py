@@ -81,3 +81,19 @@ def test_cleanup_frees_the_engine(ros_context, tmp_path):
     finally:
         node.release("test over")
         node.destroy_node()
+
+
+def test_after_a_lifecycle_shutdown_requests_are_told_to_restart_the_node(lisa_io, ros_probe):
+    """It used to answer "node is node shutting down; activate it": a finalized node can never be activated."""
+    from lisa_ros.msg import SegmentationResult
+
+    io = lisa_io()
+    assert io.node.change_state(ros_probe, "shutdown")
+    io.node.wait_for_state(ros_probe, "finalized")
+    io.ask("after the shutdown")
+    answers = [io.results_for("after the shutdown")[0], io.call("after the shutdown too")]
+    for answer in answers:
+        assert answer.status == SegmentationResult.STATUS_NOT_READY
+        assert "restart lisa_node" in answer.status_message and "activate" not in answer.status_message
+        assert "node is node" not in answer.status_message
+    wait_for(lambda: io.diagnostics().get("_message") == "finalized (lifecycle shutdown)", 5, "diagnostics")
