@@ -20,7 +20,7 @@ from lisa_ros.core.worker import PairingPolicy
 MODEL_OPTION_KEYS = (
     "path", "vision_tower", "precision", "device", "max_new_tokens", "clip_preprocess",
     "frame_cache_size", "max_history_turns", "local_files_only", "revision", "cache_dir",
-    "delay_s", "raise_on", "hang_on", "oom_on", "hang_s", "load_error",
+    "delay_s", "raise_on", "hang_on", "oom_on", "hang_s", "load_error", "load_delay_s",
 )
 
 # name -> (default, description)

@@ -33,13 +33,15 @@ class PlumbingEngine(Engine):
         segment() raise EngineError / hang for hang_s / raise EngineOutOfMemory.
     hang_s: how long a hang lasts (default 30; cancel() and unload() end it early).
     load_error: if set, load() fails with this message.
+    load_delay_s: seconds load() takes (a slow model load; cancel() ends it early with an EngineError).
     """
 
-    OPTIONS = {"delay_s": float, "raise_on": str, "hang_on": str, "oom_on": str, "hang_s": float, "load_error": str}
+    OPTIONS = {"delay_s": float, "raise_on": str, "hang_on": str, "oom_on": str, "hang_s": float, "load_error": str,
+               "load_delay_s": float}
 
     def __init__(self, delay_s: float = 0.0, raise_on: str = "", hang_on: str = "", oom_on: str = "",
-                 hang_s: float = 30.0, load_error: str = "") -> None:
-        self.delay_s, self.hang_s = delay_s, hang_s
+                 hang_s: float = 30.0, load_error: str = "", load_delay_s: float = 0.0) -> None:
+        self.delay_s, self.hang_s, self.load_delay_s = delay_s, hang_s, load_delay_s
         self.raise_on, self.hang_on, self.oom_on, self.load_error = raise_on, hang_on, oom_on, load_error
         self.model_id = "plumbing"
         self.loaded = False
@@ -68,9 +70,12 @@ class PlumbingEngine(Engine):
         return cls(**kwargs)
 
     def load(self) -> None:
+        self._unloaded.clear()
+        self._cancelled.clear()
+        if self.load_delay_s > 0:
+            self._wait(self.load_delay_s)
         if self.load_error:
             raise EngineError(self.load_error)
-        self._unloaded.clear()
         self.loaded = True
 
     def segment(self, image: np.ndarray, instruction: str, *, frame_key: Hashable,

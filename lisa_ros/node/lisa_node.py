@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 
 import rclpy
 from rclpy._rclpy_pybind11 import InvalidHandle
@@ -76,12 +77,22 @@ class LisaNode(LifecycleNode):
         self._request_ids = itertools.count(1)
         self._unstamped_ids = itertools.count(1)
         self._image_subscriptions: list = []  # created on activate, destroyed on deactivate
+        self._loading: tuple[Engine, float] | None = None  # (engine, monotonic start) while configure loads it
 
         overridable = QoSOverridingOptions.with_default_policies()
         # One group each, so a flood of frames cannot starve the instructions.
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._instruction_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
+        # Transitions (change_state, the auto-start) run in a group of their own: a configure that loads
+        # the model for minutes must not hold the default group, where get_state, the parameter services
+        # and the diagnostics timer run.
+        self._transition_group = MutuallyExclusiveCallbackGroup()
+        change_state = self._service_change_state
+        self.default_callback_group.entities.discard(weakref.ref(change_state))
+        change_state.callback_group = self._transition_group
+        self._transition_group.add_entity(change_state)
+        self._auto_start_timer = None
         self._result_pub = self.create_publisher(SegmentationResult, "~/result", RESULT_QOS,
                                                  qos_overriding_options=overridable)
         self._mask_pub = self.create_publisher(Image, "~/mask", RESULT_QOS, qos_overriding_options=overridable)
@@ -118,16 +129,18 @@ class LisaNode(LifecycleNode):
                 "images nor language. Set engine: lisa for real segmentation")
         self.get_logger().info(f"loading engine {config.engine!r} with options {config.model_options}")
         started = time.monotonic()
+        self._state, self._loading = NodeState.LOADING, (engine, started)
         try:
             engine.load()
         except Exception as error:
+            self._loading = None
             try:
                 engine.unload()  # free whatever the failed load allocated
             except Exception as unload_error:
                 self.get_logger().debug(f"unload after a failed load: {unload_error!r}")
             return self._configure_failed(f"loading the model failed: {type(error).__name__}: {error}")
         self._config, self._engine, self._runner = config, engine, EngineRunner()
-        self._state, self._problem = NodeState.INACTIVE, ""
+        self._state, self._problem, self._loading = NodeState.INACTIVE, "", None
         self.get_logger().info(f"model {engine.model_id!r} loaded in {time.monotonic() - started:.1f} s")
         return TransitionCallbackReturn.SUCCESS
 
@@ -326,6 +339,9 @@ class LisaNode(LifecycleNode):
         else:
             status.level = DiagnosticStatus.WARN
         status.message = self._problem or self._state.value
+        loading = self._loading
+        if loading is not None and self._state is NodeState.LOADING:
+            status.message = f"loading the model {loading[0].model_id!r} ({time.monotonic() - loading[1]:.0f} s so far)"
         values = {
             "engine": config.engine if config is not None else "",
             "model_id": engine.model_id if engine is not None else "",
@@ -349,8 +365,16 @@ class LisaNode(LifecycleNode):
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)
 
-    def auto_start(self) -> None:
-        """Configure and activate at start-up when the parameters ask for it (the default)."""
+    def schedule_auto_start(self) -> None:
+        """Configure and activate once the executor spins, when the parameters ask for it (the default).
+
+        As a callback of the transition group (like change_state), so the node answers get_state and
+        publishes /diagnostics while the model loads.
+        """
+        self._auto_start_timer = self.create_timer(0.0, self._auto_start, callback_group=self._transition_group)
+
+    def _auto_start(self) -> None:
+        self._auto_start_timer.cancel()  # once
         if self.get_parameter("auto_configure").value is not True:
             return
         if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -394,8 +418,8 @@ def main(args: list[str] | None = None) -> int:
     waiting = max_queue + 1 if isinstance(max_queue, int) and 0 < max_queue < 64 else 5
     executor = MultiThreadedExecutor(num_threads=waiting + 2)
     executor.add_node(node)
+    node.schedule_auto_start()
     try:
-        node.auto_start()
         while rclpy.ok(context=node.context):
             try:
                 executor.spin_once(timeout_sec=SPIN_PERIOD_S)  # returns often so a signal is seen at once
