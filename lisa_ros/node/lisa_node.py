@@ -11,7 +11,6 @@ import gc
 import itertools
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -41,6 +40,7 @@ from lisa_ros.core.stats import RequestStats
 from lisa_ros.core.types import Status
 from lisa_ros.core.worker import Answer, CallTimeout, EngineRunner, PairingPolicy, Request, RequestWorker, WorkerSettings
 from lisa_ros.node.convert import answer_to_result, array_to_image_msg, frame_key, image_msg_to_rgb, union_mask_msg
+from lisa_ros.node.exit_signals import ExitSignals
 from lisa_ros.srv import Segment
 from lisa_ros.msg import SegmentationResult
 
@@ -54,11 +54,19 @@ RESULT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=R
 SPIN_PERIOD_S = 0.1
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 SERVICE_DEADLINE_MARGIN_S = 5.0
+LOAD_POLL_S = 0.05  # how often configure looks for an exit request while the model loads
+EXIT_WAIT_S = 1.0  # at exit, how long an in-flight transition may take to see the exit request and end
 
 
 class LisaNode(LifecycleNode):
-    def __init__(self, node_name: str = "lisa_node", **kwargs) -> None:
+    def __init__(self, node_name: str = "lisa_node", *, exit_requested: threading.Event | None = None,
+                 **kwargs) -> None:
+        """exit_requested: set by SIGINT/SIGTERM (see main); every step of start-up looks at it."""
         super().__init__(node_name, **kwargs)
+        self._exit_requested = exit_requested or threading.Event()
+        # Held while the state, the engine and the subscriptions change: an exit (main thread) and a
+        # transition (an executor thread) never interleave.
+        self._state_lock = threading.RLock()
         dynamic = dict(dynamic_typing=True)  # types are checked at configure, with clear errors
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description, **dynamic))
@@ -116,6 +124,8 @@ class LisaNode(LifecycleNode):
 
     # -- lifecycle ------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._exit_requested.is_set():
+            return TransitionCallbackReturn.FAILURE
         values = {name: self.get_parameter(name).value for name in PARAMETERS}
         values.update({f"model.{k}": self.get_parameter(f"model.{k}").value for k in MODEL_OPTION_KEYS})
         try:
@@ -129,20 +139,54 @@ class LisaNode(LifecycleNode):
                 "images nor language. Set engine: lisa for real segmentation")
         self.get_logger().info(f"loading engine {config.engine!r} with options {config.model_options}")
         started = time.monotonic()
-        self._state, self._loading = NodeState.LOADING, (engine, started)
-        try:
-            engine.load()
-        except Exception as error:
+        with self._state_lock:
+            if self._exit_requested.is_set():
+                return TransitionCallbackReturn.FAILURE
+            self._state, self._loading = NodeState.LOADING, (engine, started)
+        finished, error = self._load(engine)
+        with self._state_lock:
             self._loading = None
-            try:
-                engine.unload()  # free whatever the failed load allocated
-            except Exception as unload_error:
-                self.get_logger().debug(f"unload after a failed load: {unload_error!r}")
-            return self._configure_failed(f"loading the model failed: {type(error).__name__}: {error}")
-        self._config, self._engine, self._runner = config, engine, EngineRunner()
-        self._state, self._problem, self._loading = NodeState.INACTIVE, "", None
+            if self._exit_requested.is_set():  # the process is exiting: the model is not kept
+                if finished:
+                    self._unload_quietly(engine)
+                return TransitionCallbackReturn.FAILURE
+            if error is not None:
+                self._unload_quietly(engine)  # free whatever the failed load allocated
+                return self._configure_failed(f"loading the model failed: {type(error).__name__}: {error}")
+            self._config, self._engine, self._runner = config, engine, EngineRunner()
+            self._state, self._problem = NodeState.INACTIVE, ""
         self.get_logger().info(f"model {engine.model_id!r} loaded in {time.monotonic() - started:.1f} s")
         return TransitionCallbackReturn.SUCCESS
+
+    def _load(self, engine: Engine) -> tuple[bool, BaseException | None]:
+        """engine.load() on a daemon thread: (finished, its error), or (False, None) once exit is requested.
+
+        A model load cannot be interrupted in general (reading a checkpoint), so configure stops waiting
+        for it instead: a daemon thread does not hold the process, and cancel() ends it where it can.
+        """
+        outcome: list[BaseException | None] = []
+
+        def load() -> None:
+            try:
+                engine.load()
+                outcome.append(None)
+            except BaseException as error:  # reported by configure
+                outcome.append(error)
+
+        thread = threading.Thread(target=load, name="lisa-load", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(LOAD_POLL_S)
+            if self._exit_requested.is_set() and thread.is_alive():
+                engine.cancel()
+                return False, None
+        return True, outcome[0]
+
+    def _unload_quietly(self, engine: Engine) -> None:
+        try:
+            engine.unload()
+        except Exception as error:
+            self.get_logger().debug(f"unload after a failed or abandoned load: {error!r}")
 
     def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
         self._state, self._problem = NodeState.UNCONFIGURED, f"configure failed: {reason}"
@@ -150,6 +194,12 @@ class LisaNode(LifecycleNode):
         return TransitionCallbackReturn.FAILURE
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._state_lock:
+            if self._exit_requested.is_set():
+                return TransitionCallbackReturn.FAILURE
+            return self._activate()
+
+    def _activate(self) -> TransitionCallbackReturn:
         config = self._config
         image_topic = self.resolve_topic_name("image")
         self._frames.clear()
@@ -186,13 +236,15 @@ class LisaNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._state, self._problem = NodeState.INACTIVE, ""  # first: what arrives meanwhile is refused
-        self._stop_processing("node deactivated")
+        with self._state_lock:
+            self._state, self._problem = NodeState.INACTIVE, ""  # first: what arrives meanwhile is refused
+            self._stop_processing("node deactivated")
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._unload_engine()
-        self._state, self._problem = NodeState.UNCONFIGURED, ""
+        with self._state_lock:
+            self._unload_engine()
+            self._state, self._problem = NodeState.UNCONFIGURED, ""
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -205,9 +257,24 @@ class LisaNode(LifecycleNode):
 
     def release(self, reason: str, state: NodeState = NodeState.EXITING) -> None:
         """Stop everything and free the model (shutdown paths); safe to call twice."""
-        self._state = state  # first: what arrives meanwhile is refused with this state's advice
-        self._stop_processing(reason)
-        self._unload_engine()
+        with self._state_lock:
+            self._state = state  # first: what arrives meanwhile is refused with this state's advice
+            self._stop_processing(reason)
+            self._unload_engine()
+
+    def exit(self, executor: NodeExecutor, signal_name: str) -> None:
+        """Process exit (SIGINT/SIGTERM, or the context shut down): answer what is pending, free the model,
+        let an in-flight transition see the exit request and end, then destroy the node."""
+        self._exit_requested.set()
+        if signal_name:
+            self.get_logger().info(f"{signal_name}: shutting down")
+        self.release("node shutting down")
+        deadline = time.monotonic() + EXIT_WAIT_S
+        while not self._transition_group.can_execute(self._service_change_state) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=LOAD_POLL_S)
+        # Destroying the node under a running callback would make that callback fail.
+        executor.wait_for_callbacks(max(0.0, deadline - time.monotonic()))
+        self.destroy_node()
 
     def _stop_processing(self, reason: str) -> None:
         for subscription in self._image_subscriptions:
@@ -282,7 +349,7 @@ class LisaNode(LifecycleNode):
             response.success, response.message = False, f"no model loaded (node is {self._state.value})"
             return response
         try:
-            runner.call(lambda: engine.reset(None), SERVICE_DEADLINE_MARGIN_S, threading.Event())
+            runner.call(lambda: engine.reset(None), SERVICE_DEADLINE_MARGIN_S, self._exit_requested)
             response.success, response.message = True, "conversation history cleared"
         except CallTimeout:
             response.success, response.message = False, "the engine is busy; retry"
@@ -375,20 +442,27 @@ class LisaNode(LifecycleNode):
 
     def _auto_start(self) -> None:
         self._auto_start_timer.cancel()  # once
-        if self.get_parameter("auto_configure").value is not True:
+        if self._exit_requested.is_set() or self.get_parameter("auto_configure").value is not True:
             return
         if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             return
-        if self.get_parameter("auto_activate").value is True:
+        if not self._exit_requested.is_set() and self.get_parameter("auto_activate").value is True:
             self.trigger_activate()
 
 
-class _Shutdown(Exception):
-    """Raised in the main thread by SIGINT/SIGTERM."""
+class NodeExecutor(MultiThreadedExecutor):
+    def wait_for_callbacks(self, timeout_s: float) -> bool:
+        """Wait until every callback handed to the thread pool has run; True if they all did in time.
 
-
-def _raise_shutdown(signum, frame) -> None:
-    raise _Shutdown(signal.Signals(signum).name)
+        Jazzy's shutdown() means to wait for them but skips the wait, and then destroys the guard
+        condition that a callback just starting still triggers.
+        """
+        deadline = time.monotonic() + timeout_s
+        while any(not handler.done() for handler in list(self._futures)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
 
 def _rcl_reason(error: Exception, argv: list[str]) -> str:
@@ -400,38 +474,39 @@ def _rcl_reason(error: Exception, argv: list[str]) -> str:
     return f"{reason} (check the --ros-args: --params-file, -p name:=value, -r from:=to)"
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None, signals: ExitSignals | None = None) -> int:
+    """signals: installed by the entry script before its imports (installed here otherwise)."""
     # Our own signal handlers: rclpy's would shut the context down first, and the
     # NOT_READY answers to pending instructions could then no longer be published.
+    signals = signals or ExitSignals().install()
+    if signals.requested.is_set():  # during the imports
+        return 0
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except Exception as error:  # RCLError: a bad --ros-args (a missing --params-file, a typo in -p, bad YAML)
         print(f"lisa_node: cannot start: {_rcl_reason(error, sys.argv if args is None else args)}",
               file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, _raise_shutdown)
-    signal.signal(signal.SIGTERM, _raise_shutdown)
-    node = LisaNode()
+    node = LisaNode(exit_requested=signals.requested)
     # ~/segment callbacks wait (without running inference) until the worker answers: at most
     # max_queue + 1 wait at once, so leave threads for the inputs, lifecycle and diagnostics.
     max_queue = node.get_parameter("max_queue").value
     waiting = max_queue + 1 if isinstance(max_queue, int) and 0 < max_queue < 64 else 5
-    executor = MultiThreadedExecutor(num_threads=waiting + 2)
+    executor = NodeExecutor(num_threads=waiting + 2)
     executor.add_node(node)
     node.schedule_auto_start()
     try:
-        while rclpy.ok(context=node.context):
+        while not signals.requested.is_set() and rclpy.ok(context=node.context):
             try:
                 executor.spin_once(timeout_sec=SPIN_PERIOD_S)  # returns often so a signal is seen at once
             except InvalidHandle:
                 # deactivate destroyed a subscription while this thread was building the wait
                 # set (an rclpy race under traffic); the next wait set no longer holds it.
                 continue
-    except (_Shutdown, KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
     finally:
-        node.release("node shutting down")
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
+        node.exit(executor, signals.name)
         rclpy.try_shutdown()
+        signals.ignore_from_now_on()
     return 0

@@ -1,4 +1,7 @@
-"""A slow model load (plumbing engine, model.load_delay_s): the node stays observable while it loads."""
+"""A slow model load (plumbing engine, model.load_delay_s): the node stays observable while it loads, and a
+signal at any point of start-up ends the process cleanly and at once."""
+from pathlib import Path
+
 import pytest
 
 from conftest import wait_for
@@ -59,3 +62,63 @@ def test_get_state_answers_while_a_configure_request_loads(lisa_node_process, ro
     assert observer.state() == "configuring" and not configured.done()
     assert wait_for(configured.done, 30, "the configure reply") and configured.result().success
     assert observer.state() == "inactive"
+
+
+def _exit_cleanly(node, *signals, gap: float = 0.0) -> float:
+    """Send the signals (``gap`` s apart) and wait for the exit: returns how long it took."""
+    import subprocess
+    import time
+
+    started = time.monotonic()
+    for index, sig in enumerate(signals):
+        if index:
+            time.sleep(gap)
+        node.popen.send_signal(sig)
+    try:
+        node.popen.wait(10)
+    except subprocess.TimeoutExpired:
+        node.popen.kill()
+        node.popen.wait()
+    took = time.monotonic() - started
+    assert node.popen.returncode == 0, (node.popen.returncode, node.log[-2000:])
+    assert took < 2.0, f"exit took {took:.2f} s"
+    assert "Traceback" not in node.log and "exception was never retrieved" not in node.log, node.log[-3000:]
+    return took
+
+
+@pytest.mark.parametrize("signals", [("SIGINT",), ("SIGTERM",), ("SIGINT", "SIGINT")],
+                         ids=["SIGINT", "SIGTERM", "double SIGINT"])
+def test_a_signal_during_the_model_load_ends_the_process_cleanly_within_2_s(lisa_node_process, signals):
+    """It used to be lost (an exception raised in the load, swallowed by `except Exception`): the node
+    stayed up unconfigured; a second SIGINT then aborted the clean-up with a traceback and exit code 1."""
+    import signal
+
+    for trial in range(3):
+        node = lisa_node_process(params={"model.load_delay_s": 30.0}, wait_active=False)
+        wait_for(lambda: "loading engine 'plumbing'" in node.log, 30, "the load to start")
+        _exit_cleanly(node, *(getattr(signal, name) for name in signals), gap=0.05 * trial)
+        assert "model 'plumbing' loaded" not in node.log and "active:" not in node.log
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """lisa_node's own handlers are installed (Python alone does not catch SIGTERM)."""
+    import signal
+
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
+def test_a_signal_at_any_point_of_start_up_ends_the_process_cleanly(lisa_node_process):
+    """During the imports, before rclpy is up, during configure, right after the load, before activate: always
+    exit 0, at once. (From the moment the entry script runs: before that, the interpreter's own start-up, about
+    0.1 s, has Python's default handlers.)"""
+    import signal
+    import time
+
+    for delay in (0.0, 0.2, 0.5, 0.9, 1.3, 1.8):
+        node = lisa_node_process(params={"model.load_delay_s": 0.3}, wait_active=False)
+        wait_for(lambda: _catches_sigterm(node.popen.pid), 10, "lisa_node's signal handlers", interval=0.001)
+        time.sleep(delay)
+        _exit_cleanly(node, signal.SIGINT, signal.SIGINT)
