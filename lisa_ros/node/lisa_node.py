@@ -7,6 +7,8 @@ unsubscribes, cleanup frees the model. Callbacks never run inference.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import gc
 import itertools
 import os
@@ -17,15 +19,17 @@ import time
 import weakref
 
 import rclpy
-from rclpy._rclpy_pybind11 import InvalidHandle
+from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
 from rclpy.signals import SignalHandlerOptions
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.qos_overriding_options import QoSOverridingOptions, _declare_qos_parameters
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -58,6 +62,27 @@ LOAD_POLL_S = 0.05  # how often configure looks for an exit request while the mo
 EXIT_WAIT_S = 1.0  # at exit, how long an in-flight transition may take to see the exit request and end
 
 
+def _qos(profile: QoSProfile) -> QoSProfile:
+    """A copy for one entity: rclpy applies qos_overrides to the profile it is given, in place."""
+    return copy.copy(profile)
+
+
+def _reported(transition: str):
+    """rclpy turns an exception in a transition callback into ERROR without a word: log it with the
+    reason and keep it for /diagnostics and NOT_READY answers."""
+    def decorate(callback):
+        @functools.wraps(callback)
+        def run(self, state: LifecycleState) -> TransitionCallbackReturn:
+            try:
+                return callback(self, state)
+            except Exception as error:
+                self._problem = f"{transition} failed: {type(error).__name__}: {error}"
+                self.get_logger().error(self._problem)
+                return TransitionCallbackReturn.ERROR
+        return run
+    return decorate
+
+
 class LisaNode(LifecycleNode):
     def __init__(self, node_name: str = "lisa_node", *, exit_requested: threading.Event | None = None,
                  **kwargs) -> None:
@@ -73,6 +98,7 @@ class LisaNode(LifecycleNode):
         for key in MODEL_OPTION_KEYS:
             self.declare_parameter(f"model.{key}", None, ParameterDescriptor(
                 description=f"engine option {key!r} (unset = engine default)", **dynamic))
+        self.add_on_set_parameters_callback(self._refuse_deletion)  # after declaring: it refuses NOT_SET
 
         self._config: NodeConfig | None = None
         self._engine: Engine | None = None
@@ -100,13 +126,15 @@ class LisaNode(LifecycleNode):
         self.default_callback_group.entities.discard(weakref.ref(change_state))
         change_state.callback_group = self._transition_group
         self._transition_group.add_entity(change_state)
+        change_state.callback = self._refusing_unavailable_transitions(change_state.callback)
         self._auto_start_timer = None
-        self._result_pub = self.create_publisher(SegmentationResult, "~/result", RESULT_QOS,
+        self._result_pub = self.create_publisher(SegmentationResult, "~/result", _qos(RESULT_QOS),
                                                  qos_overriding_options=overridable)
-        self._mask_pub = self.create_publisher(Image, "~/mask", RESULT_QOS, qos_overriding_options=overridable)
-        self._explanation_pub = self.create_publisher(String, "~/explanation", RESULT_QOS,
+        self._mask_pub = self.create_publisher(Image, "~/mask", _qos(RESULT_QOS), qos_overriding_options=overridable)
+        self._explanation_pub = self.create_publisher(String, "~/explanation", _qos(RESULT_QOS),
                                                       qos_overriding_options=overridable)
-        self._overlay_pub = self.create_publisher(Image, "~/overlay", RESULT_QOS, qos_overriding_options=overridable)
+        self._overlay_pub = self.create_publisher(Image, "~/overlay", _qos(RESULT_QOS),
+                                                  qos_overriding_options=overridable)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Keep all pending requests: with the default depth of 10, DDS drops the oldest requests
         # while the executor's threads wait on earlier ones, and those callers never get a reply.
@@ -116,23 +144,70 @@ class LisaNode(LifecycleNode):
         # Instructions are subscribed for the node's whole life (images only while active):
         # an instruction that arrives while inactive is answered NOT_READY instead of being
         # dropped by a destroyed subscription, so every instruction gets its one answer.
-        self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS,
+        self.create_subscription(String, "instruction", self._on_instruction, _qos(INSTRUCTION_QOS),
                                  callback_group=self._instruction_group, qos_overriding_options=overridable)
         period = self.get_parameter("diagnostics_period").value
         self.create_timer(period if isinstance(period, (int, float)) and period > 0 else 1.0,
                           self._publish_diagnostics)
 
+    # -- parameters -------------------------------------------------------------------
+    def _refuse_deletion(self, parameters: list[Parameter]) -> SetParametersResult:
+        """`ros2 param delete` undeclares a parameter, and every later configure failed reading it."""
+        own = set(PARAMETERS) | {f"model.{key}" for key in MODEL_OPTION_KEYS}
+        deleted = [p.name for p in parameters if p.type_ is Parameter.Type.NOT_SET and p.name in own]
+        if not deleted:
+            return SetParametersResult(successful=True)
+        reason = (f"{', '.join(deleted)} cannot be deleted: lisa_node reads it at every configure. Set the "
+                  "value you want instead (a model.* option left unset in the params file takes the engine default)")
+        self.get_logger().warning(f"refused: {reason}")
+        return SetParametersResult(successful=False, reason=reason)
+
+    def _image_qos_problems(self, compressed: bool) -> list[str]:
+        """The camera subscriptions' qos_overrides, checked at configure rather than at activate.
+
+        Declares their (read-only) parameters as rclpy would when subscribing, so a typo is named
+        with the other problems before the model loads.
+        """
+        image_topic = self.resolve_topic_name("image")
+        problems = []
+        for topic in [image_topic] + ([f"{image_topic}/compressed"] if compressed else []):
+            try:
+                _declare_qos_parameters(Subscription, self, topic, _qos(IMAGE_QOS),
+                                        QoSOverridingOptions.with_default_policies())
+            except Exception as error:  # RuntimeError (bad policy name), InvalidParameterTypeException, ...
+                problems.append(f"qos_overrides.{topic}.subscription: {error} (QoS overrides are read-only: fix the "
+                                "params file and restart lisa_node)")
+        return problems
+
     # -- lifecycle ------------------------------------------------------------------
+    def _refusing_unavailable_transitions(self, change_state):
+        """change_state by the id of a transition the current state lacks raised RCLError out of rclpy's
+        service callback, which ended the process with a traceback; it is refused like a bad label."""
+        def callback(request, response):
+            try:
+                return change_state(request, response)
+            except RCLError as error:
+                self.get_logger().error(
+                    f"change_state to transition {request.transition.id} {request.transition.label!r} refused "
+                    f"in state {self._state_machine.current_state[1]!r}: {error}")
+                response.success = False
+                return response
+        return callback
+
+    @_reported("configure")
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         if self._exit_requested.is_set():
             return TransitionCallbackReturn.FAILURE
         values = {name: self.get_parameter(name).value for name in PARAMETERS}
         values.update({f"model.{k}": self.get_parameter(f"model.{k}").value for k in MODEL_OPTION_KEYS})
+        problems = self._image_qos_problems(compressed=values["compressed"] is True)
         try:
             config = NodeConfig.from_parameters(values)
-            engine = create_engine(config.engine, config.model_options)
-        except (ConfigError, ValueError, ImportError) as error:
-            return self._configure_failed(f"{error}")
+        except ConfigError as error:
+            problems = error.problems + problems
+        if problems:
+            return self._configure_failed("invalid parameters: " + "; ".join(problems))
+        engine = create_engine(config.engine, config.model_options)
         if config.engine == "plumbing":
             self.get_logger().warning(
                 "engine 'plumbing' is a deterministic stand-in for testing the node; it understands neither "
@@ -193,6 +268,7 @@ class LisaNode(LifecycleNode):
         self.get_logger().error(f"configure failed: {reason}. Fix the parameter and trigger configure again.")
         return TransitionCallbackReturn.FAILURE
 
+    @_reported("activate")
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._state_lock:
             if self._exit_requested.is_set():
@@ -221,12 +297,12 @@ class LisaNode(LifecycleNode):
         )
         overridable = QoSOverridingOptions.with_default_policies()
         self._image_subscriptions = [
-            self.create_subscription(Image, "image", self._on_image, IMAGE_QOS,
+            self.create_subscription(Image, "image", self._on_image, _qos(IMAGE_QOS),
                                      callback_group=self._image_group, qos_overriding_options=overridable),
         ]
         if config.compressed:
             self._image_subscriptions.append(self.create_subscription(
-                CompressedImage, f"{image_topic}/compressed", self._on_image, IMAGE_QOS,
+                CompressedImage, f"{image_topic}/compressed", self._on_image, _qos(IMAGE_QOS),
                 callback_group=self._image_group, qos_overriding_options=overridable))
         self._state, self._problem = NodeState.ACTIVE, ""
         self.get_logger().info(
@@ -235,22 +311,26 @@ class LisaNode(LifecycleNode):
             f"results on {self.resolve_topic_name('~/result')}")
         return TransitionCallbackReturn.SUCCESS
 
+    @_reported("deactivate")
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._state_lock:
             self._state, self._problem = NodeState.INACTIVE, ""  # first: what arrives meanwhile is refused
             self._stop_processing("node deactivated")
         return TransitionCallbackReturn.SUCCESS
 
+    @_reported("cleanup")
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._state_lock:
             self._unload_engine()
             self._state, self._problem = NodeState.UNCONFIGURED, ""
         return TransitionCallbackReturn.SUCCESS
 
+    @_reported("shutdown")
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release("node shut down (lifecycle shutdown)", NodeState.FINALIZED)
         return TransitionCallbackReturn.SUCCESS
 
+    @_reported("error processing")
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.release("node error", NodeState.UNCONFIGURED)
         return TransitionCallbackReturn.SUCCESS
@@ -487,7 +567,12 @@ def main(args: list[str] | None = None, signals: ExitSignals | None = None) -> i
         print(f"lisa_node: cannot start: {_rcl_reason(error, sys.argv if args is None else args)}",
               file=sys.stderr)
         return 2
-    node = LisaNode(exit_requested=signals.requested)
+    try:
+        node = LisaNode(exit_requested=signals.requested)
+    except Exception as error:  # e.g. a bad qos_overrides value for ~/result or the instruction topic
+        print(f"lisa_node: cannot start: {type(error).__name__}: {error}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
     # ~/segment callbacks wait (without running inference) until the worker answers: at most
     # max_queue + 1 wait at once, so leave threads for the inputs, lifecycle and diagnostics.
     max_queue = node.get_parameter("max_queue").value
@@ -503,6 +588,8 @@ def main(args: list[str] | None = None, signals: ExitSignals | None = None) -> i
                 # deactivate destroyed a subscription while this thread was building the wait
                 # set (an rclpy race under traffic); the next wait set no longer holds it.
                 continue
+            except Exception as error:  # raised by a callback: one bad request must not end the node
+                node.get_logger().error(f"a callback failed: {type(error).__name__}: {error}")
     except ExternalShutdownException:
         pass
     finally:

@@ -29,3 +29,15 @@ def test_a_bad_command_line_is_named_in_one_line_with_exit_code_2(tmp_path, prob
     ours = [line for line in done.stderr.splitlines() if line.startswith("lisa_node:")]
     assert len(ours) == 1 and expected in ours[0], done.stderr
     assert "Traceback" not in done.stderr + done.stdout, done.stderr
+
+
+def test_a_bad_qos_override_of_an_output_is_named_in_one_line_with_exit_code_2(tmp_path):
+    """Outputs and the instruction topic are created at start-up: their overrides are checked then."""
+    params = tmp_path / "qos.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    engine: plumbing\n    qos_overrides:\n"
+                      "      /qos_out/lisa_node/result:\n        publisher:\n          reliability: reliabel\n")
+    done = subprocess.run([sys.executable, str(lisa_node_executable()), "--ros-args", "-r", "__ns:=/qos_out",
+                           "--params-file", str(params)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done
+    ours = [line for line in done.stderr.splitlines() if line.startswith("lisa_node:")]
+    assert len(ours) == 1 and "reliabel" in ours[0] and "Traceback" not in done.stderr, done.stderr
