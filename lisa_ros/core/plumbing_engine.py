@@ -46,6 +46,7 @@ class PlumbingEngine(Engine):
         self.model_id = "plumbing"
         self.loaded = False
         self.cache_clears = 0
+        self.segments_started = 0  # lets tests wait until a call is really running
         self._turns: dict[str, int] = {}
         self._unloaded = threading.Event()
         self._cancelled = threading.Event()
@@ -83,6 +84,7 @@ class PlumbingEngine(Engine):
         if not self.loaded:
             raise EngineError("engine not loaded")
         self._cancelled.clear()
+        self.segments_started += 1
         if self.raise_on and self.raise_on in instruction:
             raise EngineError(f"injected failure ({self.raise_on!r} in the instruction)")
         if self.oom_on and self.oom_on in instruction:

@@ -97,3 +97,22 @@ def test_after_a_lifecycle_shutdown_requests_are_told_to_restart_the_node(lisa_i
         assert "restart lisa_node" in answer.status_message and "activate" not in answer.status_message
         assert "node is node" not in answer.status_message
     wait_for(lambda: io.diagnostics().get("_message") == "finalized (lifecycle shutdown)", 5, "diagnostics")
+
+
+def test_deactivate_cancels_the_running_inference_and_the_next_request_is_not_delayed(lisa_io, ros_probe):
+    """The hung call used to run on after deactivate: the first request after activate waited behind it,
+    reported as inference time."""
+    from lisa_ros.msg import SegmentationResult
+
+    io = lisa_io(params={"model.hang_s": 30.0, "inference_timeout": 60.0})
+    io.publish_frame(make_image_msg(stamp=(1, 0)))
+    io.ask("cup #hang")
+    wait_for(lambda: io.diagnostics().get("queue_depth") == "1", 5, "the hung request in progress")
+    assert io.node.change_state(ros_probe, "deactivate")
+    assert io.results_for("cup #hang")[0].status == SegmentationResult.STATUS_NOT_READY
+    assert io.node.change_state(ros_probe, "activate")
+    wait_for(lambda: io.images.get_subscription_count() == 1, 10, "image subscription back")
+    io.publish_frame(make_image_msg(stamp=(2, 0)))
+    after = io.call("cup after", timeout=10)
+    assert after.status == SegmentationResult.STATUS_OK, after.status_message
+    assert after.total_ms < 1000 and after.queue_wait_ms < 1000 and after.inference_ms < 500
