@@ -30,6 +30,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions, _declare_qos_parameters
 from rclpy.subscription import Subscription
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -60,6 +61,10 @@ SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=Reliability
 SERVICE_DEADLINE_MARGIN_S = 5.0
 LOAD_POLL_S = 0.05  # how often configure looks for an exit request while the model loads
 EXIT_WAIT_S = 1.0  # at exit, how long an in-flight transition may take to see the exit request and end
+# Callbacks that may hold a thread at once: one per mutually exclusive group (images, instructions,
+# transitions, ~/reset, the default group: get_state, parameters, diagnostics) plus ~/segment's coroutine
+# steps, which never wait on a thread: a call waiting for its answer holds none, whatever max_queue is.
+EXECUTOR_THREADS = 8
 
 
 def _qos(profile: QoSProfile) -> QoSProfile:
@@ -118,6 +123,9 @@ class LisaNode(LifecycleNode):
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._instruction_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
+        self._reset_group = MutuallyExclusiveCallbackGroup()  # a reset may wait up to 5 s for a busy engine
+        self._waiting_service_calls = 0  # ~/segment calls awaiting their answer (for a clean exit)
+        self._waiting_lock = threading.Lock()
         # Transitions (change_state, the auto-start) run in a group of their own: a configure that loads
         # the model for minutes must not hold the default group, where get_state, the parameter services
         # and the diagnostics timer run.
@@ -140,7 +148,7 @@ class LisaNode(LifecycleNode):
         # while the executor's threads wait on earlier ones, and those callers never get a reply.
         self.create_service(Segment, "~/segment", self._on_segment, callback_group=self._service_group,
                             qos_profile=SERVICE_QOS)
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._service_group)
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._reset_group)
         # Instructions are subscribed for the node's whole life (images only while active):
         # an instruction that arrives while inactive is answered NOT_READY instead of being
         # dropped by a destroyed subscription, so every instruction gets its one answer.
@@ -350,7 +358,8 @@ class LisaNode(LifecycleNode):
             self.get_logger().info(f"{signal_name}: shutting down")
         self.release("node shutting down")
         deadline = time.monotonic() + EXIT_WAIT_S
-        while not self._transition_group.can_execute(self._service_change_state) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (self._waiting_service_calls  # their NOT_READY replies go out
+                                               or not self._transition_group.can_execute(self._service_change_state)):
             executor.spin_once(timeout_sec=LOAD_POLL_S)
         # Destroying the node under a running callback would make that callback fail.
         executor.wait_for_callbacks(max(0.0, deadline - time.monotonic()))
@@ -404,23 +413,25 @@ class LisaNode(LifecycleNode):
             request.error = (Status.INVALID_INSTRUCTION, str(error))
         worker.submit(request)
 
-    def _on_segment(self, request: Segment.Request, response: Segment.Response) -> Segment.Response:
-        """Blocks this (reentrant) service callback until the worker answers; never runs inference."""
+    async def _on_segment(self, request: Segment.Request, response: Segment.Response) -> Segment.Response:
+        """Awaits the worker's answer without holding an executor thread; never runs inference."""
         frame = None
         image = request.image
         if image.width or image.height or len(image.data):
             frame = Frame(payload=image, header=image.header, received=time.monotonic(),
                           key=frame_key(image.header, f"service-{next(self._unstamped_ids)}"))
-        done = threading.Event()
+        answered = Future()  # resolved by _publish_answer, from the worker thread or right here
         pending = Request(instruction=request.instruction, conversation_id=request.conversation_id or "default",
-                          reset_conversation=request.reset_conversation, frame=frame, context=done,
+                          reset_conversation=request.reset_conversation, frame=frame, context=answered,
                           pairing_policy=PairingPolicy.NEWEST)
-        self._submit(pending)
-        while not done.wait(0.1):
-            if not rclpy.ok(context=self.context):
-                break
-        response.result = getattr(done, "result", None) or SegmentationResult(
-            request_id=pending.request_id, status=int(Status.NOT_READY), status_message="node shut down")
+        with self._waiting_lock:
+            self._waiting_service_calls += 1
+        try:
+            self._submit(pending)
+            response.result = await answered
+        finally:
+            with self._waiting_lock:
+                self._waiting_service_calls -= 1
         return response
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -459,9 +470,11 @@ class LisaNode(LifecycleNode):
                 self.get_logger().info(f"{label}: {answer.status.name}, {answer.message}, {result.total_ms:.0f} ms")
             else:
                 self.get_logger().warning(f"{label}: {answer.status.name}: {answer.message}")
-            if isinstance(request.context, threading.Event):
-                request.context.result = result
-                request.context.set()
+            if isinstance(request.context, Future):
+                request.context.set_result(result)
+                executor = self.executor
+                if executor is not None:
+                    executor.wake()  # the awaiting ~/segment coroutine resumes at once
 
     def _publish_images_and_text(self, answer: Answer) -> None:
         if self._mask_pub.get_subscription_count() > 0:  # the union costs a full-frame pass: skip it unread
@@ -573,11 +586,7 @@ def main(args: list[str] | None = None, signals: ExitSignals | None = None) -> i
         print(f"lisa_node: cannot start: {type(error).__name__}: {error}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    # ~/segment callbacks wait (without running inference) until the worker answers: at most
-    # max_queue + 1 wait at once, so leave threads for the inputs, lifecycle and diagnostics.
-    max_queue = node.get_parameter("max_queue").value
-    waiting = max_queue + 1 if isinstance(max_queue, int) and 0 < max_queue < 64 else 5
-    executor = NodeExecutor(num_threads=waiting + 2)
+    executor = NodeExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
     node.schedule_auto_start()
     try:
