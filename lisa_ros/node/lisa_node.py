@@ -154,9 +154,10 @@ class LisaNode(LifecycleNode):
         # dropped by a destroyed subscription, so every instruction gets its one answer.
         self.create_subscription(String, "instruction", self._on_instruction, _qos(INSTRUCTION_QOS),
                                  callback_group=self._instruction_group, qos_overriding_options=overridable)
+        # Until the first configure has validated diagnostics_period (each configure applies it).
         period = self.get_parameter("diagnostics_period").value
-        self.create_timer(period if isinstance(period, (int, float)) and period > 0 else 1.0,
-                          self._publish_diagnostics)
+        self._diagnostics_timer = self.create_timer(period if isinstance(period, (int, float)) and period > 0
+                                                    else 1.0, self._publish_diagnostics)
 
     # -- parameters -------------------------------------------------------------------
     def _refuse_deletion(self, parameters: list[Parameter]) -> SetParametersResult:
@@ -215,6 +216,8 @@ class LisaNode(LifecycleNode):
             problems = error.problems + problems
         if problems:
             return self._configure_failed("invalid parameters: " + "; ".join(problems))
+        self._diagnostics_timer.timer_period_ns = int(config.diagnostics_period * 1e9)
+        self._diagnostics_timer.reset()
         engine = create_engine(config.engine, config.model_options)
         if config.engine == "plumbing":
             self.get_logger().warning(

@@ -116,3 +116,24 @@ def test_deactivate_cancels_the_running_inference_and_the_next_request_is_not_de
     after = io.call("cup after", timeout=10)
     assert after.status == SegmentationResult.STATUS_OK, after.status_message
     assert after.total_ms < 1000 and after.queue_wait_ms < 1000 and after.inference_ms < 500
+
+
+def test_a_new_diagnostics_period_takes_effect_at_the_next_configure(lisa_io, ros_probe):
+    """The diagnostics timer used to keep the period read at start-up."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    io = lisa_io()  # diagnostics_period 0.1 (config/plumbing_test.yaml)
+    assert io.node.change_state(ros_probe, "deactivate") and io.node.change_state(ros_probe, "cleanup")
+    client = ros_probe.client(io.node.topic("~/set_parameters"), SetParameters)
+    period = Parameter(name="diagnostics_period",
+                       value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.5))
+    assert ros_probe.call(client, SetParameters.Request(parameters=[period])).results[0].successful
+    assert io.node.change_state(ros_probe, "configure")
+    name = f"{io.node.namespace}/lisa_node: segmentation"
+    first = len(io._diagnostics)
+    arrays = wait_for(lambda: (new := [a for a in io._diagnostics[first:] if any(s.name == name for s in a.status)])
+                      and len(new) >= 5 and new, 10, "5 diagnostics messages after configure")
+    stamps = [a.header.stamp.sec + a.header.stamp.nanosec * 1e-9 for a in arrays]
+    gaps = sorted(b - a for a, b in zip(stamps[1:], stamps[2:]))  # the first gap may straddle the change
+    assert 0.4 < gaps[len(gaps) // 2] < 0.7, gaps
