@@ -34,6 +34,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "inference_timeout": (120.0, "s; an engine call running longer is answered TIMEOUT; 0 = no limit"),
     "max_instruction_chars": (DEFAULT_MAX_CHARS, "longer instructions are refused (INVALID_INSTRUCTION)"),
     "max_image_pixels": (DEFAULT_MAX_PIXELS, "larger images are refused before decoding (INVALID_IMAGE)"),
+    "max_masks": (16, "most masks in one answer; beyond it the highest-scoring are kept and the message says "
+                      "how many were dropped"),
     "compressed": (False, "also subscribe to sensor_msgs/CompressedImage on <image>/compressed"),
     "publish_overlay": (False, "always publish ~/overlay (otherwise only while someone subscribes)"),
     "overlay_alpha": (0.5, "mask opacity in ~/overlay, 0..1"),
@@ -62,6 +64,7 @@ class NodeConfig:
     inference_timeout: float
     max_instruction_chars: int
     max_image_pixels: int
+    max_masks: int
     compressed: bool
     publish_overlay: bool
     overlay_alpha: float
@@ -114,6 +117,7 @@ class NodeConfig:
             inference_timeout=number("inference_timeout", float, 0),
             max_instruction_chars=number("max_instruction_chars", int, 1),
             max_image_pixels=number("max_image_pixels", int, 1),
+            max_masks=number("max_masks", int, 1),
             compressed=flag("compressed"),
             publish_overlay=flag("publish_overlay"),
             overlay_alpha=number("overlay_alpha", float, 0, maximum=1),

@@ -22,6 +22,7 @@ import numpy as np
 from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import ImageError
+from lisa_ros.core.results import keep_best_masks
 from lisa_ros.core.types import EngineOutput, Status
 
 
@@ -213,6 +214,7 @@ class WorkerSettings:
     max_image_age: float = 0.0  # s; 0 = no limit
     next_frame_timeout: float = 2.0  # s, for PairingPolicy.NEXT
     inference_timeout: float = 0.0  # s; 0 = no limit
+    max_masks: int = 16  # the highest-scoring are kept
     image_topic: str = "image"  # for messages only
 
 
@@ -390,7 +392,11 @@ class RequestWorker:
             return
         status = Status.OK if output.found else Status.NOT_FOUND
         message = f"{len(output.masks)} mask(s)" if output.found else "the model found nothing to segment"
-        finish(status, message, output=output)
+        kept = keep_best_masks(output, self.settings.max_masks)
+        if len(kept.masks) < len(output.masks):
+            message = (f"{len(kept.masks)} of {len(output.masks)} masks kept: max_masks = {self.settings.max_masks} "
+                       "keeps the highest-scoring; raise it for more")
+        finish(status, message, output=kept)
 
     def _finish(
         self,

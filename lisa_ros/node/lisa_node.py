@@ -302,6 +302,7 @@ class LisaNode(LifecycleNode):
                 max_image_age=config.max_image_age,
                 next_frame_timeout=config.next_frame_timeout,
                 inference_timeout=config.inference_timeout,
+                max_masks=config.max_masks,
                 image_topic=image_topic,
             ),
             logger=self.get_logger(),

@@ -228,6 +228,17 @@ def test_queue_wait_includes_waiting_behind_a_busy_engine_and_inference_only_the
     assert answer.queue_wait_ms >= 300 and answer.inference_ms < 250, (answer.queue_wait_ms, answer.inference_ms)
 
 
+def test_masks_beyond_max_masks_are_dropped_and_the_message_says_so(harness):
+    h = harness(max_masks=4)
+    h.put(1)
+    h.submit(" and ".join(f"part {i}" for i in range(6)))
+    h.submit("a and b")
+    many, few = h.wait(2)
+    assert many.status is Status.OK and len(many.output.masks) == len(many.output.scores) == 4
+    assert many.message.startswith("4 of 6 masks kept") and "max_masks = 4" in many.message
+    assert few.message == "2 mask(s)"
+
+
 def test_conversation_reset(harness):
     h = harness()
     h.put(1)

@@ -153,3 +153,17 @@ def test_a_qos_override_applies_to_its_own_topic_only(lisa_node_process, ros_pro
     wait_for(lambda: reliability(result) == [ReliabilityPolicy.BEST_EFFORT], 10, "the overridden ~/result")
     for name in ("~/mask", "~/explanation", "~/overlay"):
         assert reliability(node.topic(name)) == [ReliabilityPolicy.RELIABLE], name
+
+
+def test_an_answer_keeps_at_most_max_masks_and_says_how_many_were_dropped(lisa_io):
+    """Answers had no cap: 334 parts made a 308 MB result, and ~/result keeps the last 10."""
+    from lisa_ros.msg import SegmentationResult
+
+    io = lisa_io()  # max_masks: the default, 16
+    io.publish_frame(make_image_msg(width=8, height=40, stamp=(1, 0)))
+    instruction = " and ".join(f"p{i}" for i in range(20))  # the plumbing engine: one mask per part
+    result = io.call(instruction)
+    assert result.status == SegmentationResult.STATUS_OK
+    assert len(result.masks) == len(result.scores) == len(result.boxes) == 16
+    assert result.status_message.startswith("16 of 20 masks kept") and "max_masks = 16" in result.status_message
+    assert [b.y_offset for b in result.boxes] == list(range(0, 32, 2))  # equal scores: the first 16 parts
