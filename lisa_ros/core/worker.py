@@ -44,6 +44,7 @@ class Request:
     frame: Frame | None = None
     error: tuple[Status, str] | None = None  # refused before queueing (bad instruction, ...)
     received: float = dataclasses.field(default_factory=time.monotonic)
+    stamp: Any = None  # when it was received, on the node's clock: the header of an answer without a frame
     context: Any = None  # opaque for the submitter (e.g. a service waiter)
     pairing_policy: PairingPolicy | None = None  # None = the worker's setting
     wait_after_seq: int | None = None

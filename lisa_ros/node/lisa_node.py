@@ -406,6 +406,7 @@ class LisaNode(LifecycleNode):
 
     def _submit(self, request: Request) -> None:
         request.request_id = str(next(self._request_ids))
+        request.stamp = self.get_clock().now().to_msg()
         worker, config = self._worker, self._config
         if worker is None or self._state is not NodeState.ACTIVE:
             self._publish_answer(Answer(request, Status.NOT_READY, not_ready_message(self._state, self._problem),
@@ -458,6 +459,8 @@ class LisaNode(LifecycleNode):
         engine = self._engine
         result = answer_to_result(answer, engine.model_id if engine is not None else "")
         request = answer.request
+        if answer.frame is None and request.stamp is not None:  # refused before reaching a frame
+            result.header.stamp = request.stamp  # frame_id stays empty: no frame was used
         label = f"request {request.request_id} ({request.instruction[:60]!r})"
         try:
             self._publish_images_and_text(answer)
