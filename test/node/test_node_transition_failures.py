@@ -18,7 +18,8 @@ def _set(probe, node, name, value=None):
     else:
         parameter_value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
     client = probe.client(node.topic("~/set_parameters"), SetParameters)
-    return probe.call(client, SetParameters.Request(parameters=[Parameter(name=name, value=parameter_value)])).results[0]
+    request = SetParameters.Request(parameters=[Parameter(name=name, value=parameter_value)])
+    return probe.call(client, request).results[0]
 
 
 def test_deleting_a_parameter_is_refused_and_configure_keeps_working(lisa_node_process, ros_probe):
