@@ -229,12 +229,10 @@ class LisaNode(LifecycleNode):
             if self._exit_requested.is_set():
                 return TransitionCallbackReturn.FAILURE
             self._state, self._loading = NodeState.LOADING, (engine, started)
-        finished, error = self._load(engine)
+        error = self._load(engine)
         with self._state_lock:
             self._loading = None
-            if self._exit_requested.is_set():  # the process is exiting: the model is not kept
-                if finished:
-                    self._unload_quietly(engine)
+            if self._exit_requested.is_set():  # the process is exiting: the model is left to its end
                 return TransitionCallbackReturn.FAILURE
             if error is not None:
                 self._unload_quietly(engine)  # free whatever the failed load allocated
@@ -244,8 +242,8 @@ class LisaNode(LifecycleNode):
         self.get_logger().info(f"model {engine.model_id!r} loaded in {time.monotonic() - started:.1f} s")
         return TransitionCallbackReturn.SUCCESS
 
-    def _load(self, engine: Engine) -> tuple[bool, BaseException | None]:
-        """engine.load() on a daemon thread: (finished, its error), or (False, None) once exit is requested.
+    def _load(self, engine: Engine) -> BaseException | None:
+        """engine.load() on a daemon thread, waited for until it ends (its error) or exit is requested.
 
         A model load cannot be interrupted in general (reading a checkpoint), so configure stops waiting
         for it instead: a daemon thread does not hold the process, and cancel() ends it where it can.
@@ -265,14 +263,14 @@ class LisaNode(LifecycleNode):
             thread.join(LOAD_POLL_S)
             if self._exit_requested.is_set() and thread.is_alive():
                 engine.cancel()
-                return False, None
-        return True, outcome[0]
+                return None
+        return outcome[0]
 
     def _unload_quietly(self, engine: Engine) -> None:
         try:
             engine.unload()
         except Exception as error:
-            self.get_logger().debug(f"unload after a failed or abandoned load: {error!r}")
+            self.get_logger().debug(f"unload after a failed load: {error!r}")
 
     def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
         self._state, self._problem = NodeState.UNCONFIGURED, f"configure failed: {reason}"
@@ -355,12 +353,18 @@ class LisaNode(LifecycleNode):
             self._unload_engine()
 
     def exit(self, executor: NodeExecutor, signal_name: str) -> None:
-        """Process exit (SIGINT/SIGTERM, or the context shut down): answer what is pending, free the model,
-        let an in-flight transition see the exit request and end, then destroy the node."""
+        """Process exit (SIGINT/SIGTERM, or the context shut down): answer what is pending, let an in-flight
+        transition see the exit request and end, then destroy the node.
+
+        The model is left to the process's end: freeing it (garbage collection over torch's objects)
+        took seconds of the 2 s an exit may take, for memory the OS reclaims anyway.
+        """
         self._exit_requested.set()
         if signal_name:
             self.get_logger().info(f"{signal_name}: shutting down")
-        self.release("node shutting down")
+        with self._state_lock:
+            self._state = NodeState.EXITING  # first: what arrives meanwhile is refused with this state's advice
+            self._stop_processing("node shutting down")  # its running engine call is cancelled
         deadline = time.monotonic() + EXIT_WAIT_S
         while time.monotonic() < deadline and (self._waiting_service_calls  # their NOT_READY replies go out
                                                or not self._transition_group.can_execute(self._service_change_state)):
