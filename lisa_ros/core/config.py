@@ -2,7 +2,8 @@
 
 The node declares every name in PARAMETERS (plus ``model.<key>`` engine options)
 and calls ``NodeConfig.from_parameters`` at configure, which reports every
-problem at once, each naming the parameter and what it accepts.
+problem at once (node parameters and engine options together), each naming the
+parameter and what it accepts.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from lisa_ros.core.engine import ENGINE_TYPES
+from lisa_ros.core.engine import ENGINE_TYPES, create_engine
 from lisa_ros.core.image import DEFAULT_MAX_PIXELS
 from lisa_ros.core.instruction import DEFAULT_MAX_CHARS
 from lisa_ros.core.worker import PairingPolicy
@@ -19,7 +20,7 @@ from lisa_ros.core.worker import PairingPolicy
 MODEL_OPTION_KEYS = (
     "path", "vision_tower", "precision", "device", "max_new_tokens", "clip_preprocess",
     "frame_cache_size", "max_history_turns", "local_files_only", "revision", "cache_dir",
-    "delay_s", "raise_on", "hang_on", "oom_on", "hang_s", "load_error",
+    "delay_s", "raise_on", "hang_on", "oom_on", "hang_s", "load_error", "load_delay_s",
 )
 
 # name -> (default, description)
@@ -33,6 +34,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "inference_timeout": (120.0, "s; an engine call running longer is answered TIMEOUT; 0 = no limit"),
     "max_instruction_chars": (DEFAULT_MAX_CHARS, "longer instructions are refused (INVALID_INSTRUCTION)"),
     "max_image_pixels": (DEFAULT_MAX_PIXELS, "larger images are refused before decoding (INVALID_IMAGE)"),
+    "max_masks": (16, "most masks in one answer; beyond it the highest-scoring are kept and the message says "
+                      "how many were dropped"),
     "compressed": (False, "also subscribe to sensor_msgs/CompressedImage on <image>/compressed"),
     "publish_overlay": (False, "always publish ~/overlay (otherwise only while someone subscribes)"),
     "overlay_alpha": (0.5, "mask opacity in ~/overlay, 0..1"),
@@ -43,7 +46,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 
 
 class ConfigError(ValueError):
-    """One or more parameters are invalid; the message lists each."""
+    """One or more parameters are invalid; the message lists each (``problems``: one entry per problem)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid parameters: " + "; ".join(problems))
+        self.problems = problems
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +64,7 @@ class NodeConfig:
     inference_timeout: float
     max_instruction_chars: int
     max_image_pixels: int
+    max_masks: int
     compressed: bool
     publish_overlay: bool
     overlay_alpha: float
@@ -95,10 +103,13 @@ class NodeConfig:
         except ValueError:
             problems.append(f"pairing_policy must be 'newest' or 'next', got {get['pairing_policy']!r}")
             policy = PairingPolicy.NEWEST
+        model_options = {key: values[f"model.{key}"] for key in MODEL_OPTION_KEYS
+                         if values.get(f"model.{key}") is not None}
+        if engine in ENGINE_TYPES:
+            problems += _engine_option_problems(engine, model_options)
         config = cls(
             engine=engine,
-            model_options={key: values[f"model.{key}"] for key in MODEL_OPTION_KEYS
-                           if values.get(f"model.{key}") is not None},
+            model_options=model_options,
             pairing_policy=policy,
             max_image_age=number("max_image_age", float, 0),
             next_frame_timeout=number("next_frame_timeout", float, 0, strict=True),
@@ -106,6 +117,7 @@ class NodeConfig:
             inference_timeout=number("inference_timeout", float, 0),
             max_instruction_chars=number("max_instruction_chars", int, 1),
             max_image_pixels=number("max_image_pixels", int, 1),
+            max_masks=number("max_masks", int, 1),
             compressed=flag("compressed"),
             publish_overlay=flag("publish_overlay"),
             overlay_alpha=number("overlay_alpha", float, 0, maximum=1),
@@ -114,5 +126,16 @@ class NodeConfig:
             diagnostics_period=number("diagnostics_period", float, 0, strict=True),
         )
         if problems:
-            raise ConfigError("invalid parameters: " + "; ".join(problems))
+            raise ConfigError(problems)
         return config
+
+
+def _engine_option_problems(engine: str, options: dict[str, Any]) -> list[str]:
+    """The engine's own checks of its model.* options (it is built, not loaded), as problems."""
+    try:
+        create_engine(engine, options)
+    except ValueError as error:
+        return [f"model options: {error}"]
+    except ImportError as error:
+        return [f"engine {engine!r} cannot be imported ({error}); install requirements/ml.txt"]
+    return []

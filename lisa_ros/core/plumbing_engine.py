@@ -33,40 +33,50 @@ class PlumbingEngine(Engine):
         segment() raise EngineError / hang for hang_s / raise EngineOutOfMemory.
     hang_s: how long a hang lasts (default 30; cancel() and unload() end it early).
     load_error: if set, load() fails with this message.
+    load_delay_s: seconds load() takes (a slow model load; cancel() ends it early with an EngineError).
     """
 
-    OPTIONS = {"delay_s": float, "raise_on": str, "hang_on": str, "oom_on": str, "hang_s": float, "load_error": str}
+    OPTIONS = {"delay_s": float, "raise_on": str, "hang_on": str, "oom_on": str, "hang_s": float, "load_error": str,
+               "load_delay_s": float}
 
     def __init__(self, delay_s: float = 0.0, raise_on: str = "", hang_on: str = "", oom_on: str = "",
-                 hang_s: float = 30.0, load_error: str = "") -> None:
-        self.delay_s, self.hang_s = delay_s, hang_s
+                 hang_s: float = 30.0, load_error: str = "", load_delay_s: float = 0.0) -> None:
+        self.delay_s, self.hang_s, self.load_delay_s = delay_s, hang_s, load_delay_s
         self.raise_on, self.hang_on, self.oom_on, self.load_error = raise_on, hang_on, oom_on, load_error
         self.model_id = "plumbing"
         self.loaded = False
         self.cache_clears = 0
+        self.segments_started = 0  # lets tests wait until a call is really running
         self._turns: dict[str, int] = {}
         self._unloaded = threading.Event()
         self._cancelled = threading.Event()
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> PlumbingEngine:
-        kwargs = {}
+        """Raises ValueError naming every bad option at once."""
+        kwargs, problems = {}, []
         for key, value in options.items():
             if key in LISA_OPTION_KEYS:
                 continue
             kind = cls.OPTIONS.get(key)
             if kind is None:
-                raise ValueError(f"unknown plumbing engine option {key!r}; known: {sorted(cls.OPTIONS)}")
+                problems.append(f"unknown plumbing engine option {key!r}; known: {sorted(cls.OPTIONS)}")
+                continue
             try:
                 kwargs[key] = kind(value)
             except (TypeError, ValueError):
-                raise ValueError(f"plumbing engine option {key!r} must be {kind.__name__}, got {value!r}") from None
+                problems.append(f"plumbing engine option {key!r} must be {kind.__name__}, got {value!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
         return cls(**kwargs)
 
     def load(self) -> None:
+        self._unloaded.clear()
+        self._cancelled.clear()
+        if self.load_delay_s > 0:
+            self._wait(self.load_delay_s)
         if self.load_error:
             raise EngineError(self.load_error)
-        self._unloaded.clear()
         self.loaded = True
 
     def segment(self, image: np.ndarray, instruction: str, *, frame_key: Hashable,
@@ -74,6 +84,7 @@ class PlumbingEngine(Engine):
         if not self.loaded:
             raise EngineError("engine not loaded")
         self._cancelled.clear()
+        self.segments_started += 1
         if self.raise_on and self.raise_on in instruction:
             raise EngineError(f"injected failure ({self.raise_on!r} in the instruction)")
         if self.oom_on and self.oom_on in instruction:

@@ -1,10 +1,26 @@
 """Turning engine masks into what the node publishes (no ROS)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+from lisa_ros.core.types import EngineOutput
 
 # Distinct colours (RGB) for overlay masks; cycled when there are more masks.
 OVERLAY_COLOURS = ((255, 64, 64), (64, 200, 255), (80, 255, 80), (255, 200, 0), (220, 80, 255), (0, 255, 200))
+
+
+def keep_best_masks(output: EngineOutput, limit: int) -> EngineOutput:
+    """At most ``limit`` masks: the highest-scoring (the earliest among equal scores), in their order.
+
+    An answer can name hundreds of parts (334 full-frame masks made a 308 MB result); the result
+    publisher keeps its last 10 results, so this bounds what they hold to 10 x limit frames of masks.
+    """
+    if len(output.masks) <= limit:
+        return output
+    best = sorted(np.argsort(-np.asarray(output.scores, dtype=np.float64), kind="stable")[:limit])
+    return dataclasses.replace(output, masks=[output.masks[i] for i in best], scores=[output.scores[i] for i in best])
 
 
 def mask_to_mono8(mask: np.ndarray) -> np.ndarray:

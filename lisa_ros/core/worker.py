@@ -22,6 +22,7 @@ import numpy as np
 from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import ImageError
+from lisa_ros.core.results import keep_best_masks
 from lisa_ros.core.types import EngineOutput, Status
 
 
@@ -43,6 +44,7 @@ class Request:
     frame: Frame | None = None
     error: tuple[Status, str] | None = None  # refused before queueing (bad instruction, ...)
     received: float = dataclasses.field(default_factory=time.monotonic)
+    stamp: Any = None  # when it was received, on the node's clock: the header of an answer without a frame
     context: Any = None  # opaque for the submitter (e.g. a service waiter)
     pairing_policy: PairingPolicy | None = None  # None = the worker's setting
     wait_after_seq: int | None = None
@@ -68,10 +70,20 @@ class CallTimeout(Exception):
     """An engine call did not finish within its time limit."""
 
 
+@dataclasses.dataclass
+class CallTimes:
+    """When the engine thread started and ended one call (monotonic s; None until then)."""
+
+    started: float | None = None
+    ended: float | None = None
+
+
 @dataclasses.dataclass(eq=False)
 class _Call:
     fn: Callable[[], Any]
     must_run: bool = False  # run even if nobody waits for it (clear_caches)
+    cancel: Callable[[], None] | None = None  # asks fn to return early (Engine.cancel)
+    times: CallTimes = dataclasses.field(default_factory=CallTimes)
     abandoned: bool = False
     done: bool = False
     value: Any = None
@@ -81,10 +93,12 @@ class _Call:
 class EngineRunner:
     """Runs engine calls one at a time on a daemon thread, with a time limit.
 
-    A call that overruns is abandoned: its requester gets a timeout and its
-    result is discarded when it finally returns. The engine is not thread-safe,
-    so later calls queue behind it (calls abandoned before they start are
-    skipped). A daemon thread never blocks process exit.
+    A call that overruns, or whose requester stops waiting (deactivate), is abandoned:
+    its ``cancel`` is called so the engine can return early, and its result is discarded.
+    The engine is not thread-safe, so later calls queue behind it; while they wait they
+    cancel it again (a cancel that lands just before the engine starts the call is
+    dropped by design). Calls abandoned before they start are skipped. A daemon thread
+    never blocks process exit.
     """
 
     def __init__(self, name: str = "lisa-engine") -> None:
@@ -100,9 +114,13 @@ class EngineRunner:
         with self._condition:
             return self._running is not None and self._running.abandoned
 
-    def call(self, fn: Callable[[], Any], timeout: float | None, cancelled: threading.Event) -> Any:
-        """Run fn on the engine thread; raise CallTimeout after ``timeout`` s or when cancelled."""
-        call = _Call(fn)
+    def call(self, fn: Callable[[], Any], timeout: float | None, cancelled: threading.Event, *,
+             cancel: Callable[[], None] | None = None, times: CallTimes | None = None) -> Any:
+        """Run fn on the engine thread; raise CallTimeout after ``timeout`` s or when ``cancelled`` is set.
+
+        ``cancel`` is called when this call is abandoned while running; ``times`` records when it ran.
+        """
+        call = _Call(fn, cancel=cancel, times=times if times is not None else CallTimes())
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
             if self._closed:
@@ -113,11 +131,20 @@ class EngineRunner:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if cancelled.is_set() or (remaining is not None and remaining <= 0):
                     call.abandoned = True
+                    if self._running is call:
+                        self._cancel_running()
                     raise CallTimeout()
+                if self._running is not None and self._running.abandoned:
+                    self._cancel_running()  # this call waits behind it: end it as soon as it can
                 self._condition.wait(0.05 if remaining is None else min(remaining, 0.05))
         if call.error is not None:
             raise call.error
         return call.value
+
+    def _cancel_running(self) -> None:
+        """Under the lock, so the cancel is for the call running now, never for the next one."""
+        if self._running.cancel is not None:
+            self._running.cancel()
 
     def post(self, fn: Callable[[], Any]) -> None:
         """Queue fn without waiting for it (e.g. clear_caches after a timeout)."""
@@ -127,10 +154,16 @@ class EngineRunner:
                 self._condition.notify_all()
 
     def close(self) -> None:
-        """Drop queued calls and end the thread after the running call (not waited for)."""
+        """Drop queued calls (their callers get an EngineError), cancel the running one, and end the
+        thread after it (not waited for)."""
         with self._condition:
             self._closed = True
+            for call in self._calls:
+                call.error, call.done = EngineError("the engine was unloaded"), True
             self._calls.clear()
+            if self._running is not None:
+                self._running.abandoned = True
+                self._cancel_running()
             self._condition.notify_all()
 
     def _loop(self) -> None:
@@ -144,14 +177,35 @@ class EngineRunner:
                 if call.abandoned and not call.must_run:
                     continue
                 self._running = call
+            call.times.started = time.monotonic()
             try:
                 call.value = call.fn()
             except BaseException as error:  # handed to the caller, who classifies it
                 call.error = error
+            call.times.ended = time.monotonic()
             with self._condition:
                 call.done = True
                 self._running = None
                 self._condition.notify_all()
+
+
+class _EngineTime:
+    """One request's own engine calls: when the first started, and how long they ran."""
+
+    def __init__(self) -> None:
+        self.calls: list[CallTimes] = []
+
+    def new_call(self) -> CallTimes:
+        self.calls.append(CallTimes())
+        return self.calls[-1]
+
+    @property
+    def started(self) -> float | None:
+        return next((c.started for c in self.calls if c.started is not None), None)
+
+    def ran_ms(self) -> float:
+        now = time.monotonic()
+        return 1000.0 * sum((c.ended or now) - c.started for c in self.calls if c.started is not None)
 
 
 @dataclasses.dataclass
@@ -161,6 +215,7 @@ class WorkerSettings:
     max_image_age: float = 0.0  # s; 0 = no limit
     next_frame_timeout: float = 2.0  # s, for PairingPolicy.NEXT
     inference_timeout: float = 0.0  # s; 0 = no limit
+    max_masks: int = 16  # the highest-scoring are kept
     image_topic: str = "image"  # for messages only
 
 
@@ -287,52 +342,62 @@ class RequestWorker:
                     f"{self.settings.next_frame_timeout} s after the instruction (pairing_policy 'next')"
                 ))
                 return
-        started = time.monotonic()
         try:
             image = self._decode(frame)
         except ImageError as error:
-            self._finish(request, Status.INVALID_IMAGE, str(error), frame=frame, started=started)
+            self._finish(request, Status.INVALID_IMAGE, str(error), frame=frame)
             return
         if self._runner.busy_with_abandoned_call:
-            self._log.warning("engine still busy with a timed-out call; this request waits behind it")
+            self._log.warning("engine still busy with a cancelled or timed-out call; this request waits behind it")
         timeout = self.settings.inference_timeout or None
+        engine_time = _EngineTime()
+
+        def run(fn: Callable[[], Any]) -> Any:
+            return self._runner.call(fn, timeout, self._stopping, cancel=lambda: self._engine.cancel(),
+                                     times=engine_time.new_call())
+
+        def finish(status: Status, message: str, **kwargs) -> None:
+            # Queue wait runs until the engine starts this request (after any call still running before
+            # it); inference is this request's own engine time.
+            self._finish(request, status, message, frame=frame, image=image,
+                         started=engine_time.started or time.monotonic(), engine_ms=engine_time.ran_ms(), **kwargs)
+
         try:
             if request.reset_conversation:
-                self._runner.call(lambda: self._engine.reset(request.conversation_id), timeout, self._stopping)
-            output = self._runner.call(
-                lambda: self._engine.segment(
-                    image, request.instruction, frame_key=frame.key, conversation_id=request.conversation_id
-                ),
-                timeout,
-                self._stopping,
-            )
+                run(lambda: self._engine.reset(request.conversation_id))
+            output = run(lambda: self._engine.segment(
+                image, request.instruction, frame_key=frame.key, conversation_id=request.conversation_id))
         except CallTimeout:
             if self._stopping.is_set():
                 return  # stop() answers it
-            self._engine.cancel()  # thread-safe by contract; lets the next request start sooner
             self._runner.post(self._engine.clear_caches)
-            self._finish(request, Status.TIMEOUT, (
-                f"inference took longer than inference_timeout = {self.settings.inference_timeout} s; "
-                "caches cleared. Use a faster precision/device or raise inference_timeout"
-            ), frame=frame, image=image, started=started)
+            if engine_time.started is None:
+                finish(Status.TIMEOUT, (
+                    f"the engine was still busy with an earlier (cancelled) call for all of inference_timeout = "
+                    f"{self.settings.inference_timeout} s; caches cleared. Retry, or raise inference_timeout"))
+            else:
+                finish(Status.TIMEOUT, (
+                    f"inference took longer than inference_timeout = {self.settings.inference_timeout} s; "
+                    "caches cleared. Use a faster precision/device or raise inference_timeout"))
             return
         except EngineOutOfMemory as error:
             self._runner.post(self._engine.clear_caches)
-            self._finish(request, Status.OUT_OF_MEMORY, f"out of memory, caches cleared: {error}",
-                         frame=frame, image=image, started=started)
+            finish(Status.OUT_OF_MEMORY, f"out of memory, caches cleared: {error}")
             return
         except Exception as error:
-            self._finish(request, Status.ENGINE_ERROR, f"engine error: {type(error).__name__}: {error}",
-                         frame=frame, image=image, started=started)
+            finish(Status.ENGINE_ERROR, f"engine error: {type(error).__name__}: {error}")
             return
         problem = _output_problem(output, image.shape[:2])
         if problem is not None:
-            self._finish(request, Status.ENGINE_ERROR, f"engine returned an unusable result: {problem}",
-                         frame=frame, image=image, started=started)
+            finish(Status.ENGINE_ERROR, f"engine returned an unusable result: {problem}")
             return
         status = Status.OK if output.found else Status.NOT_FOUND
         message = f"{len(output.masks)} mask(s)" if output.found else "the model found nothing to segment"
-        self._finish(request, status, message, frame=frame, image=image, output=output, started=started)
+        kept = keep_best_masks(output, self.settings.max_masks)
+        if len(kept.masks) < len(output.masks):
+            message = (f"{len(kept.masks)} of {len(output.masks)} masks kept: max_masks = {self.settings.max_masks} "
+                       "keeps the highest-scoring; raise it for more")
+        finish(status, message, output=kept)
 
     def _finish(
         self,
@@ -344,7 +409,10 @@ class RequestWorker:
         image: np.ndarray | None = None,
         output: EngineOutput | None = None,
         started: float | None = None,
+        engine_ms: float | None = None,
     ) -> None:
+        """started: when the engine started on the request (the end of its queue wait; default: now);
+        engine_ms: the request's own engine time (default: none)."""
         with self._answered_lock:
             if request.answered:
                 return
@@ -358,7 +426,7 @@ class RequestWorker:
             image=image,
             output=output,
             queue_wait_ms=1000.0 * ((started if started is not None else now) - request.received),
-            inference_ms=1000.0 * (now - started) if started is not None else 0.0,
+            inference_ms=engine_ms or 0.0,
             total_ms=1000.0 * (now - request.received),
         )
         try:

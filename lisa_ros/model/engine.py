@@ -67,37 +67,45 @@ class LisaOptions:
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> LisaOptions:
-        """Validates types, ranges and combinations; raises ValueError naming the option."""
+        """Validates types, ranges and combinations; raises ValueError naming every bad option at once."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
+        problems = []
         unknown = sorted(set(options) - set(fields))
         if unknown:
-            raise ValueError(f"unknown LISA engine option(s) {unknown}; known: {sorted(fields)}")
+            problems.append(f"unknown LISA engine option(s) {unknown}; known: {sorted(fields)}")
         values = {}
         for name, value in options.items():
-            expected = type(cls.__dataclass_fields__[name].default)
+            if name not in fields:
+                continue
+            expected = type(fields[name].default)
             if type(value) is not expected:  # bool is not an int here, nor an int a bool
-                raise ValueError(f"option {name!r} must be {expected.__name__}, got {value!r}")
-            values[name] = value
+                problems.append(f"option {name!r} must be {expected.__name__}, got {value!r}")
+            else:
+                values[name] = value
         result = cls(**values)
-        result._check()
+        problems += result._problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         return result
 
-    def _check(self) -> None:
+    def _problems(self) -> list[str]:
+        problems = []
         if not self.path.strip():
-            raise ValueError("option 'path' must name a Hugging Face id or a directory")
+            problems.append("option 'path' must name a Hugging Face id or a directory")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"option 'precision' must be one of {PRECISIONS}, got {self.precision!r}")
+            problems.append(f"option 'precision' must be one of {PRECISIONS}, got {self.precision!r}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"option 'device' must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+            problems.append(f"option 'device' must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.device == "cpu" and self.precision == "fp16":
-            raise ValueError("option 'precision' fp16 needs device cuda (CPU fp16 kernels are slow or missing); "
-                             "use fp32 or bf16 on the CPU")
+            problems.append("option 'precision' fp16 needs device cuda (CPU fp16 kernels are slow or missing); "
+                            "use fp32 or bf16 on the CPU")
         if self.clip_preprocess not in CLIP_MODES:
-            raise ValueError(f"option 'clip_preprocess' must be one of {CLIP_MODES}, got {self.clip_preprocess!r}")
+            problems.append(f"option 'clip_preprocess' must be one of {CLIP_MODES}, got {self.clip_preprocess!r}")
         for name, low, high in (("max_new_tokens", 1, 8192), ("frame_cache_size", 0, 256),
                                 ("max_history_turns", 0, 256)):
             if not low <= getattr(self, name) <= high:
-                raise ValueError(f"option {name!r} must be in [{low}, {high}], got {getattr(self, name)}")
+                problems.append(f"option {name!r} must be in [{low}, {high}], got {getattr(self, name)}")
+        return problems
 
 
 @dataclasses.dataclass

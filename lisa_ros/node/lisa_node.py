@@ -7,23 +7,30 @@ unsubscribes, cleanup frees the model. Callbacks never run inference.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import gc
 import itertools
-import signal
+import os
+import re
 import sys
 import threading
 import time
+import weakref
 
 import rclpy
-from rclpy._rclpy_pybind11 import InvalidHandle
+from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
 from rclpy.signals import SignalHandlerOptions
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.qos_overriding_options import QoSOverridingOptions, _declare_qos_parameters
+from rclpy.subscription import Subscription
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -31,12 +38,14 @@ from std_srvs.srv import Trigger
 from lisa_ros.core.config import MODEL_OPTION_KEYS, PARAMETERS, ConfigError, NodeConfig
 from lisa_ros.core.engine import Engine, create_engine
 from lisa_ros.core.frames import Frame, LatestFrame
+from lisa_ros.core.lifecycle import NodeState, not_ready_message
 from lisa_ros.core.instruction import InstructionError, validate_instruction
 from lisa_ros.core.results import overlay
 from lisa_ros.core.stats import RequestStats
 from lisa_ros.core.types import Status
 from lisa_ros.core.worker import Answer, CallTimeout, EngineRunner, PairingPolicy, Request, RequestWorker, WorkerSettings
 from lisa_ros.node.convert import answer_to_result, array_to_image_msg, frame_key, image_msg_to_rgb, union_mask_msg
+from lisa_ros.node.exit_signals import ExitSignals
 from lisa_ros.srv import Segment
 from lisa_ros.msg import SegmentationResult
 
@@ -50,90 +59,232 @@ RESULT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=R
 SPIN_PERIOD_S = 0.1
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 SERVICE_DEADLINE_MARGIN_S = 5.0
+LOAD_POLL_S = 0.05  # how often configure looks for an exit request while the model loads
+EXIT_WAIT_S = 1.0  # at exit, how long an in-flight transition may take to see the exit request and end
+# Callbacks that may hold a thread at once: one per mutually exclusive group (images, instructions,
+# transitions, ~/reset, the default group: get_state, parameters, diagnostics) plus ~/segment's coroutine
+# steps, which never wait on a thread: a call waiting for its answer holds none, whatever max_queue is.
+EXECUTOR_THREADS = 8
+
+
+def _qos(profile: QoSProfile) -> QoSProfile:
+    """A copy for one entity: rclpy applies qos_overrides to the profile it is given, in place."""
+    return copy.copy(profile)
+
+
+def _reported(transition: str):
+    """rclpy turns an exception in a transition callback into ERROR without a word: log it with the
+    reason and keep it for /diagnostics and NOT_READY answers."""
+    def decorate(callback):
+        @functools.wraps(callback)
+        def run(self, state: LifecycleState) -> TransitionCallbackReturn:
+            try:
+                return callback(self, state)
+            except Exception as error:
+                self._problem = f"{transition} failed: {type(error).__name__}: {error}"
+                self.get_logger().error(self._problem)
+                return TransitionCallbackReturn.ERROR
+        return run
+    return decorate
 
 
 class LisaNode(LifecycleNode):
-    def __init__(self, node_name: str = "lisa_node", **kwargs) -> None:
+    def __init__(self, node_name: str = "lisa_node", *, exit_requested: threading.Event | None = None,
+                 **kwargs) -> None:
+        """exit_requested: set by SIGINT/SIGTERM (see main); every step of start-up looks at it."""
         super().__init__(node_name, **kwargs)
+        self._exit_requested = exit_requested or threading.Event()
+        # Held while the state, the engine and the subscriptions change: an exit (main thread) and a
+        # transition (an executor thread) never interleave.
+        self._state_lock = threading.RLock()
         dynamic = dict(dynamic_typing=True)  # types are checked at configure, with clear errors
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description, **dynamic))
         for key in MODEL_OPTION_KEYS:
             self.declare_parameter(f"model.{key}", None, ParameterDescriptor(
                 description=f"engine option {key!r} (unset = engine default)", **dynamic))
+        self.add_on_set_parameters_callback(self._refuse_deletion)  # after declaring: it refuses NOT_SET
 
         self._config: NodeConfig | None = None
         self._engine: Engine | None = None
         self._runner: EngineRunner | None = None
         self._worker: RequestWorker | None = None
-        self._active = False
-        self._state_text = "unconfigured"
+        self._state = NodeState.UNCONFIGURED
+        self._problem = ""  # why the last transition failed ("" after a success): shown until fixed
         self._frames = LatestFrame()
         self._stats = RequestStats()
         self._request_ids = itertools.count(1)
         self._unstamped_ids = itertools.count(1)
         self._image_subscriptions: list = []  # created on activate, destroyed on deactivate
+        self._loading: tuple[Engine, float] | None = None  # (engine, monotonic start) while configure loads it
 
         overridable = QoSOverridingOptions.with_default_policies()
         # One group each, so a flood of frames cannot starve the instructions.
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._instruction_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
-        self._result_pub = self.create_publisher(SegmentationResult, "~/result", RESULT_QOS,
+        self._reset_group = MutuallyExclusiveCallbackGroup()  # a reset may wait up to 5 s for a busy engine
+        self._waiting_service_calls = 0  # ~/segment calls awaiting their answer (for a clean exit)
+        self._waiting_lock = threading.Lock()
+        # Transitions (change_state, the auto-start) run in a group of their own: a configure that loads
+        # the model for minutes must not hold the default group, where get_state, the parameter services
+        # and the diagnostics timer run.
+        self._transition_group = MutuallyExclusiveCallbackGroup()
+        change_state = self._service_change_state
+        self.default_callback_group.entities.discard(weakref.ref(change_state))
+        change_state.callback_group = self._transition_group
+        self._transition_group.add_entity(change_state)
+        change_state.callback = self._refusing_unavailable_transitions(change_state.callback)
+        self._auto_start_timer = None
+        self._result_pub = self.create_publisher(SegmentationResult, "~/result", _qos(RESULT_QOS),
                                                  qos_overriding_options=overridable)
-        self._mask_pub = self.create_publisher(Image, "~/mask", RESULT_QOS, qos_overriding_options=overridable)
-        self._explanation_pub = self.create_publisher(String, "~/explanation", RESULT_QOS,
+        self._mask_pub = self.create_publisher(Image, "~/mask", _qos(RESULT_QOS), qos_overriding_options=overridable)
+        self._explanation_pub = self.create_publisher(String, "~/explanation", _qos(RESULT_QOS),
                                                       qos_overriding_options=overridable)
-        self._overlay_pub = self.create_publisher(Image, "~/overlay", RESULT_QOS, qos_overriding_options=overridable)
+        self._overlay_pub = self.create_publisher(Image, "~/overlay", _qos(RESULT_QOS),
+                                                  qos_overriding_options=overridable)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Keep all pending requests: with the default depth of 10, DDS drops the oldest requests
         # while the executor's threads wait on earlier ones, and those callers never get a reply.
         self.create_service(Segment, "~/segment", self._on_segment, callback_group=self._service_group,
                             qos_profile=SERVICE_QOS)
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._service_group)
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._reset_group)
         # Instructions are subscribed for the node's whole life (images only while active):
         # an instruction that arrives while inactive is answered NOT_READY instead of being
         # dropped by a destroyed subscription, so every instruction gets its one answer.
-        self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS,
+        self.create_subscription(String, "instruction", self._on_instruction, _qos(INSTRUCTION_QOS),
                                  callback_group=self._instruction_group, qos_overriding_options=overridable)
+        # Until the first configure has validated diagnostics_period (each configure applies it).
         period = self.get_parameter("diagnostics_period").value
-        self.create_timer(period if isinstance(period, (int, float)) and period > 0 else 1.0,
-                          self._publish_diagnostics)
+        self._diagnostics_timer = self.create_timer(period if isinstance(period, (int, float)) and period > 0
+                                                    else 1.0, self._publish_diagnostics)
+
+    # -- parameters -------------------------------------------------------------------
+    def _refuse_deletion(self, parameters: list[Parameter]) -> SetParametersResult:
+        """`ros2 param delete` undeclares a parameter, and every later configure failed reading it."""
+        own = set(PARAMETERS) | {f"model.{key}" for key in MODEL_OPTION_KEYS}
+        deleted = [p.name for p in parameters if p.type_ is Parameter.Type.NOT_SET and p.name in own]
+        if not deleted:
+            return SetParametersResult(successful=True)
+        reason = (f"{', '.join(deleted)} cannot be deleted: lisa_node reads it at every configure. Set the "
+                  "value you want instead (a model.* option left unset in the params file takes the engine default)")
+        self.get_logger().warning(f"refused: {reason}")
+        return SetParametersResult(successful=False, reason=reason)
+
+    def _image_qos_problems(self, compressed: bool) -> list[str]:
+        """The camera subscriptions' qos_overrides, checked at configure rather than at activate.
+
+        Declares their (read-only) parameters as rclpy would when subscribing, so a typo is named
+        with the other problems before the model loads.
+        """
+        image_topic = self.resolve_topic_name("image")
+        problems = []
+        for topic in [image_topic] + ([f"{image_topic}/compressed"] if compressed else []):
+            try:
+                _declare_qos_parameters(Subscription, self, topic, _qos(IMAGE_QOS),
+                                        QoSOverridingOptions.with_default_policies())
+            except Exception as error:  # RuntimeError (bad policy name), InvalidParameterTypeException, ...
+                problems.append(f"qos_overrides.{topic}.subscription: {error} (QoS overrides are read-only: fix the "
+                                "params file and restart lisa_node)")
+        return problems
 
     # -- lifecycle ------------------------------------------------------------------
+    def _refusing_unavailable_transitions(self, change_state):
+        """change_state by the id of a transition the current state lacks raised RCLError out of rclpy's
+        service callback, which ended the process with a traceback; it is refused like a bad label."""
+        def callback(request, response):
+            try:
+                return change_state(request, response)
+            except RCLError as error:
+                self.get_logger().error(
+                    f"change_state to transition {request.transition.id} {request.transition.label!r} refused "
+                    f"in state {self._state_machine.current_state[1]!r}: {error}")
+                response.success = False
+                return response
+        return callback
+
+    @_reported("configure")
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._exit_requested.is_set():
+            return TransitionCallbackReturn.FAILURE
         values = {name: self.get_parameter(name).value for name in PARAMETERS}
         values.update({f"model.{k}": self.get_parameter(f"model.{k}").value for k in MODEL_OPTION_KEYS})
+        problems = self._image_qos_problems(compressed=values["compressed"] is True)
         try:
             config = NodeConfig.from_parameters(values)
-            engine = create_engine(config.engine, config.model_options)
-        except (ConfigError, ValueError, ImportError) as error:
-            return self._configure_failed(f"{error}")
+        except ConfigError as error:
+            problems = error.problems + problems
+        if problems:
+            return self._configure_failed("invalid parameters: " + "; ".join(problems))
+        self._diagnostics_timer.timer_period_ns = int(config.diagnostics_period * 1e9)
+        self._diagnostics_timer.reset()
+        engine = create_engine(config.engine, config.model_options)
         if config.engine == "plumbing":
             self.get_logger().warning(
                 "engine 'plumbing' is a deterministic stand-in for testing the node; it understands neither "
                 "images nor language. Set engine: lisa for real segmentation")
         self.get_logger().info(f"loading engine {config.engine!r} with options {config.model_options}")
         started = time.monotonic()
-        try:
-            engine.load()
-        except Exception as error:
-            try:
-                engine.unload()  # free whatever the failed load allocated
-            except Exception as unload_error:
-                self.get_logger().debug(f"unload after a failed load: {unload_error!r}")
-            return self._configure_failed(f"loading the model failed: {type(error).__name__}: {error}")
-        self._config, self._engine, self._runner = config, engine, EngineRunner()
-        self._state_text = "inactive (model loaded)"
+        with self._state_lock:
+            if self._exit_requested.is_set():
+                return TransitionCallbackReturn.FAILURE
+            self._state, self._loading = NodeState.LOADING, (engine, started)
+        error = self._load(engine)
+        with self._state_lock:
+            self._loading = None
+            if self._exit_requested.is_set():  # the process is exiting: the model is left to its end
+                return TransitionCallbackReturn.FAILURE
+            if error is not None:
+                self._unload_quietly(engine)  # free whatever the failed load allocated
+                return self._configure_failed(f"loading the model failed: {type(error).__name__}: {error}")
+            self._config, self._engine, self._runner = config, engine, EngineRunner()
+            self._state, self._problem = NodeState.INACTIVE, ""
         self.get_logger().info(f"model {engine.model_id!r} loaded in {time.monotonic() - started:.1f} s")
         return TransitionCallbackReturn.SUCCESS
 
+    def _load(self, engine: Engine) -> BaseException | None:
+        """engine.load() on a daemon thread, waited for until it ends (its error) or exit is requested.
+
+        A model load cannot be interrupted in general (reading a checkpoint), so configure stops waiting
+        for it instead: a daemon thread does not hold the process, and cancel() ends it where it can.
+        """
+        outcome: list[BaseException | None] = []
+
+        def load() -> None:
+            try:
+                engine.load()
+                outcome.append(None)
+            except BaseException as error:  # reported by configure
+                outcome.append(error)
+
+        thread = threading.Thread(target=load, name="lisa-load", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(LOAD_POLL_S)
+            if self._exit_requested.is_set() and thread.is_alive():
+                engine.cancel()
+                return None
+        return outcome[0]
+
+    def _unload_quietly(self, engine: Engine) -> None:
+        try:
+            engine.unload()
+        except Exception as error:
+            self.get_logger().debug(f"unload after a failed load: {error!r}")
+
     def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
-        self._state_text = f"configure failed: {reason}"
+        self._state, self._problem = NodeState.UNCONFIGURED, f"configure failed: {reason}"
         self.get_logger().error(f"configure failed: {reason}. Fix the parameter and trigger configure again.")
         return TransitionCallbackReturn.FAILURE
 
+    @_reported("activate")
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._state_lock:
+            if self._exit_requested.is_set():
+                return TransitionCallbackReturn.FAILURE
+            return self._activate()
+
+    def _activate(self) -> TransitionCallbackReturn:
         config = self._config
         image_topic = self.resolve_topic_name("image")
         self._frames.clear()
@@ -149,53 +300,80 @@ class LisaNode(LifecycleNode):
                 max_image_age=config.max_image_age,
                 next_frame_timeout=config.next_frame_timeout,
                 inference_timeout=config.inference_timeout,
+                max_masks=config.max_masks,
                 image_topic=image_topic,
             ),
             logger=self.get_logger(),
         )
         overridable = QoSOverridingOptions.with_default_policies()
         self._image_subscriptions = [
-            self.create_subscription(Image, "image", self._on_image, IMAGE_QOS,
+            self.create_subscription(Image, "image", self._on_image, _qos(IMAGE_QOS),
                                      callback_group=self._image_group, qos_overriding_options=overridable),
         ]
         if config.compressed:
             self._image_subscriptions.append(self.create_subscription(
-                CompressedImage, f"{image_topic}/compressed", self._on_image, IMAGE_QOS,
+                CompressedImage, f"{image_topic}/compressed", self._on_image, _qos(IMAGE_QOS),
                 callback_group=self._image_group, qos_overriding_options=overridable))
-        self._active = True
-        self._state_text = "active"
+        self._state, self._problem = NodeState.ACTIVE, ""
         self.get_logger().info(
             f"active: images on {image_topic}{' (+/compressed)' if config.compressed else ''}, "
             f"instructions on {self.resolve_topic_name('instruction')}, "
             f"results on {self.resolve_topic_name('~/result')}")
         return TransitionCallbackReturn.SUCCESS
 
+    @_reported("deactivate")
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_processing("node deactivated")
-        self._state_text = "inactive (model loaded)"
+        with self._state_lock:
+            self._state, self._problem = NodeState.INACTIVE, ""  # first: what arrives meanwhile is refused
+            self._stop_processing("node deactivated")
         return TransitionCallbackReturn.SUCCESS
 
+    @_reported("cleanup")
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._unload_engine()
-        self._state_text = "unconfigured"
+        with self._state_lock:
+            self._unload_engine()
+            self._state, self._problem = NodeState.UNCONFIGURED, ""
         return TransitionCallbackReturn.SUCCESS
 
+    @_reported("shutdown")
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.release("node shutting down")
+        self.release("node shut down (lifecycle shutdown)", NodeState.FINALIZED)
         return TransitionCallbackReturn.SUCCESS
 
+    @_reported("error processing")
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.release("node error")
+        self.release("node error", NodeState.UNCONFIGURED)
         return TransitionCallbackReturn.SUCCESS
 
-    def release(self, reason: str) -> None:
+    def release(self, reason: str, state: NodeState = NodeState.EXITING) -> None:
         """Stop everything and free the model (shutdown paths); safe to call twice."""
-        self._stop_processing(reason)
-        self._unload_engine()
-        self._state_text = reason
+        with self._state_lock:
+            self._state = state  # first: what arrives meanwhile is refused with this state's advice
+            self._stop_processing(reason)
+            self._unload_engine()
+
+    def exit(self, executor: NodeExecutor, signal_name: str) -> None:
+        """Process exit (SIGINT/SIGTERM, or the context shut down): answer what is pending, let an in-flight
+        transition see the exit request and end, then destroy the node.
+
+        The model is left to the process's end: freeing it (garbage collection over torch's objects)
+        took seconds of the 2 s an exit may take, for memory the OS reclaims anyway.
+        """
+        self._exit_requested.set()
+        if signal_name:
+            self.get_logger().info(f"{signal_name}: shutting down")
+        with self._state_lock:
+            self._state = NodeState.EXITING  # first: what arrives meanwhile is refused with this state's advice
+            self._stop_processing("node shutting down")  # its running engine call is cancelled
+        deadline = time.monotonic() + EXIT_WAIT_S
+        while time.monotonic() < deadline and (self._waiting_service_calls  # their NOT_READY replies go out
+                                               or not self._transition_group.can_execute(self._service_change_state)):
+            executor.spin_once(timeout_sec=LOAD_POLL_S)
+        # Destroying the node under a running callback would make that callback fail.
+        executor.wait_for_callbacks(max(0.0, deadline - time.monotonic()))
+        self.destroy_node()
 
     def _stop_processing(self, reason: str) -> None:
-        self._active = False
         for subscription in self._image_subscriptions:
             self.destroy_subscription(subscription)
         self._image_subscriptions = []
@@ -232,11 +410,11 @@ class LisaNode(LifecycleNode):
 
     def _submit(self, request: Request) -> None:
         request.request_id = str(next(self._request_ids))
+        request.stamp = self.get_clock().now().to_msg()
         worker, config = self._worker, self._config
-        if worker is None or not self._active:
-            self._publish_answer(Answer(request, Status.NOT_READY, (
-                f"node is {self._state_text}; activate it (auto_activate, or the lifecycle "
-                "change_state service) and retry"), frame=request.frame))
+        if worker is None or self._state is not NodeState.ACTIVE:
+            self._publish_answer(Answer(request, Status.NOT_READY, not_ready_message(self._state, self._problem),
+                                        frame=request.frame))
             return
         try:
             request.instruction = validate_instruction(request.instruction, config.max_instruction_chars)
@@ -244,32 +422,34 @@ class LisaNode(LifecycleNode):
             request.error = (Status.INVALID_INSTRUCTION, str(error))
         worker.submit(request)
 
-    def _on_segment(self, request: Segment.Request, response: Segment.Response) -> Segment.Response:
-        """Blocks this (reentrant) service callback until the worker answers; never runs inference."""
+    async def _on_segment(self, request: Segment.Request, response: Segment.Response) -> Segment.Response:
+        """Awaits the worker's answer without holding an executor thread; never runs inference."""
         frame = None
         image = request.image
         if image.width or image.height or len(image.data):
             frame = Frame(payload=image, header=image.header, received=time.monotonic(),
                           key=frame_key(image.header, f"service-{next(self._unstamped_ids)}"))
-        done = threading.Event()
+        answered = Future()  # resolved by _publish_answer, from the worker thread or right here
         pending = Request(instruction=request.instruction, conversation_id=request.conversation_id or "default",
-                          reset_conversation=request.reset_conversation, frame=frame, context=done,
+                          reset_conversation=request.reset_conversation, frame=frame, context=answered,
                           pairing_policy=PairingPolicy.NEWEST)
-        self._submit(pending)
-        while not done.wait(0.1):
-            if not rclpy.ok(context=self.context):
-                break
-        response.result = getattr(done, "result", None) or SegmentationResult(
-            request_id=pending.request_id, status=int(Status.NOT_READY), status_message="node shut down")
+        with self._waiting_lock:
+            self._waiting_service_calls += 1
+        try:
+            self._submit(pending)
+            response.result = await answered
+        finally:
+            with self._waiting_lock:
+                self._waiting_service_calls -= 1
         return response
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         engine, runner = self._engine, self._runner
         if engine is None or runner is None:
-            response.success, response.message = False, f"no model loaded (node is {self._state_text})"
+            response.success, response.message = False, f"no model loaded (node is {self._state.value})"
             return response
         try:
-            runner.call(lambda: engine.reset(None), SERVICE_DEADLINE_MARGIN_S, threading.Event())
+            runner.call(lambda: engine.reset(None), SERVICE_DEADLINE_MARGIN_S, self._exit_requested)
             response.success, response.message = True, "conversation history cleared"
         except CallTimeout:
             response.success, response.message = False, "the engine is busy; retry"
@@ -283,6 +463,8 @@ class LisaNode(LifecycleNode):
         engine = self._engine
         result = answer_to_result(answer, engine.model_id if engine is not None else "")
         request = answer.request
+        if answer.frame is None and request.stamp is not None:  # refused before reaching a frame
+            result.header.stamp = request.stamp  # frame_id stays empty: no frame was used
         label = f"request {request.request_id} ({request.instruction[:60]!r})"
         try:
             self._publish_images_and_text(answer)
@@ -299,9 +481,11 @@ class LisaNode(LifecycleNode):
                 self.get_logger().info(f"{label}: {answer.status.name}, {answer.message}, {result.total_ms:.0f} ms")
             else:
                 self.get_logger().warning(f"{label}: {answer.status.name}: {answer.message}")
-            if isinstance(request.context, threading.Event):
-                request.context.result = result
-                request.context.set()
+            if isinstance(request.context, Future):
+                request.context.set_result(result)
+                executor = self.executor
+                if executor is not None:
+                    executor.wake()  # the awaiting ~/segment coroutine resumes at once
 
     def _publish_images_and_text(self, answer: Answer) -> None:
         if self._mask_pub.get_subscription_count() > 0:  # the union costs a full-frame pass: skip it unread
@@ -319,13 +503,16 @@ class LisaNode(LifecycleNode):
         engine, config, worker = self._engine, self._config, self._worker
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: segmentation",
                                   hardware_id=engine.model_id if engine is not None else "")
-        if self._state_text.startswith("configure failed"):
+        if self._problem:
             status.level = DiagnosticStatus.ERROR
-        elif self._active:
+        elif self._state is NodeState.ACTIVE:
             status.level = DiagnosticStatus.OK
         else:
             status.level = DiagnosticStatus.WARN
-        status.message = self._state_text
+        status.message = self._problem or self._state.value
+        loading = self._loading
+        if loading is not None and self._state is NodeState.LOADING:
+            status.message = f"loading the model {loading[0].model_id!r} ({time.monotonic() - loading[1]:.0f} s so far)"
         values = {
             "engine": config.engine if config is not None else "",
             "model_id": engine.model_id if engine is not None else "",
@@ -349,51 +536,84 @@ class LisaNode(LifecycleNode):
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)
 
-    def auto_start(self) -> None:
-        """Configure and activate at start-up when the parameters ask for it (the default)."""
-        if self.get_parameter("auto_configure").value is not True:
+    def schedule_auto_start(self) -> None:
+        """Configure and activate once the executor spins, when the parameters ask for it (the default).
+
+        As a callback of the transition group (like change_state), so the node answers get_state and
+        publishes /diagnostics while the model loads.
+        """
+        self._auto_start_timer = self.create_timer(0.0, self._auto_start, callback_group=self._transition_group)
+
+    def _auto_start(self) -> None:
+        self._auto_start_timer.cancel()  # once
+        if self._exit_requested.is_set() or self.get_parameter("auto_configure").value is not True:
             return
         if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             return
-        if self.get_parameter("auto_activate").value is True:
+        if not self._exit_requested.is_set() and self.get_parameter("auto_activate").value is True:
             self.trigger_activate()
 
 
-class _Shutdown(Exception):
-    """Raised in the main thread by SIGINT/SIGTERM."""
+class NodeExecutor(MultiThreadedExecutor):
+    def wait_for_callbacks(self, timeout_s: float) -> bool:
+        """Wait until every callback handed to the thread pool has run; True if they all did in time.
+
+        Jazzy's shutdown() means to wait for them but skips the wait, and then destroys the guard
+        condition that a callback just starting still triggers.
+        """
+        deadline = time.monotonic() + timeout_s
+        while any(not handler.done() for handler in list(self._futures)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
 
-def _raise_shutdown(signum, frame) -> None:
-    raise _Shutdown(signal.Signals(signum).name)
+def _rcl_reason(error: Exception, argv: list[str]) -> str:
+    """What is wrong with the command line, in one line: rcl's message without its C source locations."""
+    missing = [path for flag, path in zip(argv, argv[1:]) if flag == "--params-file" and not os.path.isfile(path)]
+    if missing:
+        return f"--params-file {missing[0]}: no such file"
+    reason = re.sub(r", at \S+:\d+", "", str(error)).removeprefix("failed to initialize rcl: ")
+    return f"{reason} (check the --ros-args: --params-file, -p name:=value, -r from:=to)"
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None, signals: ExitSignals | None = None) -> int:
+    """signals: installed by the entry script before its imports (installed here otherwise)."""
     # Our own signal handlers: rclpy's would shut the context down first, and the
     # NOT_READY answers to pending instructions could then no longer be published.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, _raise_shutdown)
-    signal.signal(signal.SIGTERM, _raise_shutdown)
-    node = LisaNode()
-    # ~/segment callbacks wait (without running inference) until the worker answers: at most
-    # max_queue + 1 wait at once, so leave threads for the inputs, lifecycle and diagnostics.
-    max_queue = node.get_parameter("max_queue").value
-    waiting = max_queue + 1 if isinstance(max_queue, int) and 0 < max_queue < 64 else 5
-    executor = MultiThreadedExecutor(num_threads=waiting + 2)
-    executor.add_node(node)
+    signals = signals or ExitSignals().install()
+    if signals.requested.is_set():  # during the imports
+        return 0
     try:
-        node.auto_start()
-        while rclpy.ok(context=node.context):
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as error:  # RCLError: a bad --ros-args (a missing --params-file, a typo in -p, bad YAML)
+        print(f"lisa_node: cannot start: {_rcl_reason(error, sys.argv if args is None else args)}",
+              file=sys.stderr)
+        return 2
+    try:
+        node = LisaNode(exit_requested=signals.requested)
+    except Exception as error:  # e.g. a bad qos_overrides value for ~/result or the instruction topic
+        print(f"lisa_node: cannot start: {type(error).__name__}: {error}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = NodeExecutor(num_threads=EXECUTOR_THREADS)
+    executor.add_node(node)
+    node.schedule_auto_start()
+    try:
+        while not signals.requested.is_set() and rclpy.ok(context=node.context):
             try:
                 executor.spin_once(timeout_sec=SPIN_PERIOD_S)  # returns often so a signal is seen at once
             except InvalidHandle:
                 # deactivate destroyed a subscription while this thread was building the wait
                 # set (an rclpy race under traffic); the next wait set no longer holds it.
                 continue
-    except (_Shutdown, KeyboardInterrupt, ExternalShutdownException):
+            except Exception as error:  # raised by a callback: one bad request must not end the node
+                node.get_logger().error(f"a callback failed: {type(error).__name__}: {error}")
+    except ExternalShutdownException:
         pass
     finally:
-        node.release("node shutting down")
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
+        node.exit(executor, signals.name)
         rclpy.try_shutdown()
+        signals.ignore_from_now_on()
     return 0

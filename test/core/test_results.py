@@ -1,7 +1,8 @@
-"""Mask helpers: union, bounding boxes, overlay."""
+"""Mask helpers: union, bounding boxes, overlay, the max_masks cap."""
 import numpy as np
 
-from lisa_ros.core.results import bounding_box, overlay, union_mono8
+from lisa_ros.core.results import bounding_box, keep_best_masks, overlay, union_mono8
+from lisa_ros.core.types import EngineOutput
 
 
 def test_union_boxes_and_overlay():
@@ -14,3 +15,12 @@ def test_union_boxes_and_overlay():
     assert bounding_box(a) == (2, 1, 2, 2) and bounding_box(np.zeros((2, 2), bool)) == (0, 0, 0, 0)
     drawn = overlay(np.zeros((4, 5, 3), np.uint8), [a], alpha=1.0)
     assert drawn[1, 2].tolist() == [255, 64, 64] and drawn[0, 0].tolist() == [0, 0, 0]
+
+
+def test_keep_best_masks_keeps_the_highest_scoring_in_their_order():
+    masks = [np.full((2, 2), i % 2 == 0) for i in range(5)]
+    output = EngineOutput(masks=masks, scores=[0.1, 0.9, 0.5, 0.9, 0.7], text="a [SEG] b")
+    kept = keep_best_masks(output, 3)
+    assert kept.scores == [0.9, 0.9, 0.7] and [m is masks[i] for m, i in zip(kept.masks, (1, 3, 4))] == [True] * 3
+    assert kept.text == "a [SEG] b" and output.scores == [0.1, 0.9, 0.5, 0.9, 0.7]  # the engine's output untouched
+    assert keep_best_masks(output, 5) is output

@@ -20,9 +20,14 @@ class Harness:
         self.runner = EngineRunner()
         self.answers = []
         self.lock = threading.Condition()
-        self.worker = RequestWorker(self.engine, self.runner, self.frames, self.decode, self.on_answer,
-                                    WorkerSettings(**settings))
+        self.settings = settings
+        self.worker = self.new_worker()
         self.ids = iter(range(1, 10**6))
+
+    def new_worker(self):
+        """A worker on the same engine and runner (what re-activating the node makes)."""
+        return RequestWorker(self.engine, self.runner, self.frames, self.decode, self.on_answer,
+                             WorkerSettings(**self.settings))
 
     @staticmethod
     def decode(frame):
@@ -183,6 +188,55 @@ def test_stop_answers_pending_requests_not_ready(harness):
     assert statuses == [Status.NOT_READY] * 3
     late = h.submit("too late")
     assert h.wait(4)[3].status is Status.NOT_READY and late.answered
+
+
+def test_stop_cancels_the_running_call_so_the_next_worker_is_not_delayed(harness):
+    """Deactivate used to leave the engine call running: the first request after re-activation waited
+    behind it (up to the rest of a 30 s hang) and that wait was reported as its inference time."""
+    h = harness({"hang_on": "#hang", "hang_s": 30.0})
+    h.put(1)
+    h.submit("cup #hang")
+    deadline = time.monotonic() + 5
+    while h.engine.segments_started < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert h.engine.segments_started == 1
+    h.worker.stop("node deactivated")
+    assert h.wait(1)[0].status is Status.NOT_READY
+    h.worker = h.new_worker()
+    h.submit("cup after")
+    after = h.wait(2, timeout=5)[1]
+    assert after.status is Status.OK
+    assert after.total_ms < 1000 and after.queue_wait_ms < 1000 and after.inference_ms < 500, after
+
+
+def test_queue_wait_includes_waiting_behind_a_busy_engine_and_inference_only_the_own_call(harness):
+    h = harness()
+    busy = threading.Event()
+
+    def occupy_engine():  # e.g. a ~/reset service call, or a call that is not cancellable
+        busy.set()
+        time.sleep(0.5)
+
+    blocker = threading.Thread(target=h.runner.call, args=(occupy_engine, None, threading.Event()))
+    blocker.start()
+    assert busy.wait(5)
+    h.put(1)
+    h.submit("cup")
+    answer, = h.wait(1)
+    blocker.join()
+    assert answer.status is Status.OK
+    assert answer.queue_wait_ms >= 300 and answer.inference_ms < 250, (answer.queue_wait_ms, answer.inference_ms)
+
+
+def test_masks_beyond_max_masks_are_dropped_and_the_message_says_so(harness):
+    h = harness(max_masks=4)
+    h.put(1)
+    h.submit(" and ".join(f"part {i}" for i in range(6)))
+    h.submit("a and b")
+    many, few = h.wait(2)
+    assert many.status is Status.OK and len(many.output.masks) == len(many.output.scores) == 4
+    assert many.message.startswith("4 of 6 masks kept") and "max_masks = 4" in many.message
+    assert few.message == "2 mask(s)"
 
 
 def test_conversation_reset(harness):

@@ -113,3 +113,20 @@ def _image(**fields):
     msg.header.frame_id = "camera"
     return msg
 
+
+
+def test_answers_refused_before_reaching_a_frame_carry_the_stamp_of_reception(lisa_io):
+    """They used to have an empty header, so consumers that sort or pair by stamp saw time 0."""
+    from lisa_ros.msg import SegmentationResult
+
+    io = lisa_io()
+    before = time.time()
+    io.ask("no frame yet")  # NO_IMAGE
+    io.ask("x" * 300)  # INVALID_INSTRUCTION (max_instruction_chars 200)
+    refused = io.results_for("no frame yet") + io.results_for("x" * 100)
+    after = time.time()
+    assert [r.status for r in refused] == [SegmentationResult.STATUS_NO_IMAGE,
+                                           SegmentationResult.STATUS_INVALID_INSTRUCTION]
+    for result in refused:
+        stamp = result.header.stamp.sec + result.header.stamp.nanosec * 1e-9
+        assert before - 0.1 <= stamp <= after and result.header.frame_id == ""

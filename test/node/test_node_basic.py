@@ -136,3 +136,34 @@ def test_next_frame_pairing_waits_for_a_frame_after_the_instruction(lisa_io):
     io.ask("nothing comes")
     late = io.results_for("nothing comes", timeout=10)[0]
     assert late.status == late.STATUS_NO_IMAGE and "next_frame_timeout = 1.0" in late.status_message
+
+
+def test_a_qos_override_applies_to_its_own_topic_only(lisa_node_process, ros_probe):
+    """rclpy applies overrides to the profile it is given, in place: an override of ~/result used to
+    change ~/mask, ~/explanation and ~/overlay too (they were created from the same profile object)."""
+    from rclpy.qos import ReliabilityPolicy
+
+    result = f"/qos_own_{id(ros_probe)}/result"
+    node = lisa_node_process(params={f"qos_overrides.{result}.publisher.reliability": "best_effort"},
+                             remaps={"~/result": result})
+
+    def reliability(name):
+        return [i.qos_profile.reliability for i in ros_probe.node.get_publishers_info_by_topic(name)]
+
+    wait_for(lambda: reliability(result) == [ReliabilityPolicy.BEST_EFFORT], 10, "the overridden ~/result")
+    for name in ("~/mask", "~/explanation", "~/overlay"):
+        assert reliability(node.topic(name)) == [ReliabilityPolicy.RELIABLE], name
+
+
+def test_an_answer_keeps_at_most_max_masks_and_says_how_many_were_dropped(lisa_io):
+    """Answers had no cap: 334 parts made a 308 MB result, and ~/result keeps the last 10."""
+    from lisa_ros.msg import SegmentationResult
+
+    io = lisa_io()  # max_masks: the default, 16
+    io.publish_frame(make_image_msg(width=8, height=40, stamp=(1, 0)))
+    instruction = " and ".join(f"p{i}" for i in range(20))  # the plumbing engine: one mask per part
+    result = io.call(instruction)
+    assert result.status == SegmentationResult.STATUS_OK
+    assert len(result.masks) == len(result.scores) == len(result.boxes) == 16
+    assert result.status_message.startswith("16 of 20 masks kept") and "max_masks = 16" in result.status_message
+    assert [b.y_offset for b in result.boxes] == list(range(0, 32, 2))  # equal scores: the first 16 parts

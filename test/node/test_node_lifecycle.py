@@ -81,3 +81,59 @@ def test_cleanup_frees_the_engine(ros_context, tmp_path):
     finally:
         node.release("test over")
         node.destroy_node()
+
+
+def test_after_a_lifecycle_shutdown_requests_are_told_to_restart_the_node(lisa_io, ros_probe):
+    """It used to answer "node is node shutting down; activate it": a finalized node can never be activated."""
+    from lisa_ros.msg import SegmentationResult
+
+    io = lisa_io()
+    assert io.node.change_state(ros_probe, "shutdown")
+    io.node.wait_for_state(ros_probe, "finalized")
+    io.ask("after the shutdown")
+    answers = [io.results_for("after the shutdown")[0], io.call("after the shutdown too")]
+    for answer in answers:
+        assert answer.status == SegmentationResult.STATUS_NOT_READY
+        assert "restart lisa_node" in answer.status_message and "activate" not in answer.status_message
+        assert "node is node" not in answer.status_message
+    wait_for(lambda: io.diagnostics().get("_message") == "finalized (lifecycle shutdown)", 5, "diagnostics")
+
+
+def test_deactivate_cancels_the_running_inference_and_the_next_request_is_not_delayed(lisa_io, ros_probe):
+    """The hung call used to run on after deactivate: the first request after activate waited behind it,
+    reported as inference time."""
+    from lisa_ros.msg import SegmentationResult
+
+    io = lisa_io(params={"model.hang_s": 30.0, "inference_timeout": 60.0})
+    io.publish_frame(make_image_msg(stamp=(1, 0)))
+    io.ask("cup #hang")
+    wait_for(lambda: io.diagnostics().get("queue_depth") == "1", 5, "the hung request in progress")
+    assert io.node.change_state(ros_probe, "deactivate")
+    assert io.results_for("cup #hang")[0].status == SegmentationResult.STATUS_NOT_READY
+    assert io.node.change_state(ros_probe, "activate")
+    wait_for(lambda: io.images.get_subscription_count() == 1, 10, "image subscription back")
+    io.publish_frame(make_image_msg(stamp=(2, 0)))
+    after = io.call("cup after", timeout=10)
+    assert after.status == SegmentationResult.STATUS_OK, after.status_message
+    assert after.total_ms < 1000 and after.queue_wait_ms < 1000 and after.inference_ms < 500
+
+
+def test_a_new_diagnostics_period_takes_effect_at_the_next_configure(lisa_io, ros_probe):
+    """The diagnostics timer used to keep the period read at start-up."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    io = lisa_io()  # diagnostics_period 0.1 (config/plumbing_test.yaml)
+    assert io.node.change_state(ros_probe, "deactivate") and io.node.change_state(ros_probe, "cleanup")
+    client = ros_probe.client(io.node.topic("~/set_parameters"), SetParameters)
+    period = Parameter(name="diagnostics_period",
+                       value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.5))
+    assert ros_probe.call(client, SetParameters.Request(parameters=[period])).results[0].successful
+    assert io.node.change_state(ros_probe, "configure")
+    name = f"{io.node.namespace}/lisa_node: segmentation"
+    first = len(io._diagnostics)
+    arrays = wait_for(lambda: (new := [a for a in io._diagnostics[first:] if any(s.name == name for s in a.status)])
+                      and len(new) >= 5 and new, 10, "5 diagnostics messages after configure")
+    stamps = [a.header.stamp.sec + a.header.stamp.nanosec * 1e-9 for a in arrays]
+    gaps = sorted(b - a for a, b in zip(stamps[1:], stamps[2:]))  # the first gap may straddle the change
+    assert 0.4 < gaps[len(gaps) // 2] < 0.7, gaps

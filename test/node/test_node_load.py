@@ -80,3 +80,43 @@ def test_concurrent_instructions_are_each_answered_exactly_once(lisa_io):
     assert statuses[SegmentationResult.STATUS_BUSY] >= 1 and statuses[SegmentationResult.STATUS_OK] >= 3
     assert all("max_queue" in r.status_message for r in io.results if r.status == SegmentationResult.STATUS_BUSY)
     assert len(service_results) == 9
+
+
+def test_30_concurrent_service_calls_with_a_long_queue_neither_wait_for_threads_nor_go_stale(lisa_io, ros_probe):
+    """With max_queue >= 64 the executor had 7 threads: waiting ~/segment calls held them all, the camera
+    callback starved (false STALE_IMAGE while the camera was live) and the calls ran 2.5x slower."""
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    from lisa_ros.msg import SegmentationResult
+    from lisa_ros.srv import Segment
+
+    delay = 0.25
+    io = lisa_io(params={"model.delay_s": delay, "max_queue": 64, "max_image_age": 0.15})
+    io.publish_frame(make_image_msg(stamp=(1, 0)))
+    segment = ros_probe.node.create_client(Segment, io.node.topic("~/segment"), qos_profile=QoSProfile(
+        history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE))
+    assert segment.wait_for_service(timeout_sec=10)
+    camera_off = threading.Event()
+
+    def camera():  # 40 Hz: the newest frame is far younger than max_image_age unless the node starves
+        stamp = 1
+        while not camera_off.wait(0.025):
+            stamp += 1
+            io.images.publish(make_image_msg(stamp=(stamp, 0)))
+
+    camera_thread = threading.Thread(target=camera, daemon=True)
+    camera_thread.start()
+    try:
+        started = time.monotonic()
+        futures = [segment.call_async(Segment.Request(instruction=f"concurrent {i}")) for i in range(30)]
+        deadline = started + 30
+        while not all(f.done() for f in futures) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        took = time.monotonic() - started
+    finally:
+        camera_off.set()
+        camera_thread.join(2)
+    assert all(f.done() for f in futures), f"{sum(f.done() for f in futures)} of 30 answered"
+    statuses = collections.Counter(f.result().result.status for f in futures)
+    assert statuses == {SegmentationResult.STATUS_OK: 30}, statuses
+    assert took < 30 * delay + 3.0, f"30 calls took {took:.2f} s; the engine needs {30 * delay:.1f} s"

@@ -16,6 +16,7 @@ import re
 import shutil
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -255,6 +256,16 @@ HOSTILE = [
 ]
 
 
+def _serve(coroutine):
+    """Runs a coroutine service callback to its end, as the executor would (it awaits the worker's answer)."""
+    while True:
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            return done.value
+        time.sleep(0.005)
+
+
 @pytest.mark.ros
 def test_hostile_request_fields_never_reach_a_shell_or_a_file(case, ros_context, tmp_path, monkeypatch):
     """In-process node (plumbing engine): instructions, conversation ids and frame ids full of shell and
@@ -288,7 +299,7 @@ def test_hostile_request_fields_never_reach_a_shell_or_a_file(case, ros_context,
         for index, text in enumerate(HOSTILE):
             request = Segment.Request(instruction=text, conversation_id=text,
                                       image=image_msg(pixels, "rgb8", stamp=(index + 1, 0), frame_id=text[:60]))
-            response = node._on_segment(request, Segment.Response())
+            response = _serve(node._on_segment(request, Segment.Response()))
             result = response.result
             # Answered (OK) or refused with a clear status; the text is data, echoed back verbatim.
             ok = result.status in (0, 1, 3) and result.request_id != ""
