@@ -23,6 +23,10 @@ class EngineOutOfMemory(EngineError):
     """The accelerator ran out of memory; caches have been cleared."""
 
 
+class InstructionTooLong(EngineError):
+    """The instruction does not fit the model's context: the request is at fault, not the engine."""
+
+
 class Engine(abc.ABC):
     """(RGB image, instruction, conversation) -> masks, scores, explanation.
 

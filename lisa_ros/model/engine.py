@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory
+from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, InstructionTooLong
 from lisa_ros.core.types import EngineOutput
 from lisa_ros.model.checkpoint import resolve_checkpoint, resolve_vision_tower
 from lisa_ros.model.config import CheckpointError, load_lisa_config
@@ -346,8 +346,13 @@ class LisaEngine(Engine):
             if expanded_length(prompt, image_tokens) < context:
                 return prompt, history
             if not history:
-                raise EngineError(f"the instruction is too long: {expanded_length(prompt, image_tokens)} tokens "
-                                  f"with the image, the model's context is {context}. Fix: shorten the instruction")
+                # The template, the image positions and one answer token take the rest of the context.
+                tokens = len(self.tokenizer.encode_text(instruction.strip()))
+                limit = context - 1 - (expanded_length(prompt, image_tokens) - tokens)
+                raise InstructionTooLong(
+                    f"the instruction is too long: {tokens} tokens, at most {limit} fit (the model's context of "
+                    f"{context} tokens also holds the prompt template, {image_tokens} image positions and the "
+                    f"answer). Fix: shorten the instruction")
             history = history[1:]
 
     def _remember(self, conversation_id: str, history: list[Turn], turn: Turn, frame_key: Hashable) -> None:

@@ -7,12 +7,18 @@ and masks are still the model's own, but the token sequence is chosen by the tes
 from __future__ import annotations
 
 import concurrent.futures
+import re
+import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from lisa_ros.core.engine import EngineError
+from lisa_ros.core.engine import EngineError, InstructionTooLong
+from lisa_ros.core.frames import Frame, LatestFrame
+from lisa_ros.core.types import Status
+from lisa_ros.core.worker import EngineRunner, Request, RequestWorker, WorkerSettings
 from lisa_ros.model.generation import PromptPrefix, generate, reference_generate, reference_segment
 from lisa_ros.model.preprocess import clip_pixels
 from lisa_ros.model.tokenization import build_prompt_ids
@@ -175,8 +181,50 @@ def test_max_new_tokens_stops_generation(make_engine, tiny_7b, frame):
 
 
 def test_instruction_longer_than_context_is_refused(engine, frame):
-    with pytest.raises(EngineError, match="too long"):
+    with pytest.raises(InstructionTooLong, match="too long"):
         engine.segment(frame, "cup " * 2000, frame_key="long")
+
+
+def test_too_long_in_tokens_names_the_limit_and_the_limit_is_exact(engine, frame):
+    """700 CJK characters pass the node's character limit but not the context (3 byte tokens each here)."""
+    with pytest.raises(InstructionTooLong) as refused:
+        engine.segment(frame, "杯" * 700, frame_key="cjk")
+    found = re.search(r"too long: (\d+) tokens, at most (\d+) fit", str(refused.value))
+    assert found, str(refused.value)
+    tokens, limit = map(int, found.groups())
+    assert tokens == len(engine.tokenizer.encode_text("杯" * 700)) and tokens > limit
+    fitting = (limit - 1) // 3  # "▁" then 3 byte tokens per character: the longest that fits
+    assert len(engine.tokenizer.encode_text("杯" * fitting)) <= limit < len(engine.tokenizer.encode_text(
+        "杯" * (fitting + 1)))
+    assert engine.segment(frame, "杯" * fitting, frame_key="cjk", force_answer="Sure, [SEG].").found
+    with pytest.raises(InstructionTooLong):
+        engine.segment(frame, "杯" * (fitting + 1), frame_key="cjk")
+
+
+def test_worker_answers_too_long_instructions_invalid_instruction(engine, frame):
+    """Through the node's request worker: the request's fault (INVALID_INSTRUCTION), not ENGINE_ERROR."""
+    answers, arrived = [], threading.Condition()
+
+    def on_answer(answer):
+        with arrived:
+            answers.append(answer)
+            arrived.notify_all()
+
+    runner = EngineRunner()
+    worker = RequestWorker(engine, runner, LatestFrame(), lambda f: f.payload, on_answer, WorkerSettings())
+    try:
+        for text in ("杯" * 700, "Segment the cup."):
+            worker.submit(Request(instruction=text, request_id=text[:3],
+                                  frame=Frame(payload=frame, header=None, key="worker", received=time.monotonic())))
+        with arrived:
+            assert arrived.wait_for(lambda: len(answers) == 2, timeout=60), answers
+    finally:
+        worker.stop("test over")
+        runner.close()
+    too_long, fine = answers
+    assert too_long.status is Status.INVALID_INSTRUCTION, too_long.message
+    assert re.search(r"too long: \d+ tokens, at most \d+ fit", too_long.message)
+    assert fine.status in (Status.OK, Status.NOT_FOUND)
 
 
 def test_bad_image_is_refused(engine):
@@ -236,9 +284,6 @@ def test_out_of_memory_clears_caches(engine, frame, monkeypatch):
 
 def test_cancel_ends_a_long_generation_and_the_next_call_runs(engine, frame):
     """The node calls cancel() from its worker when a call overruns inference_timeout."""
-    import threading
-    import time
-
     long_answer = [100] * 5000  # forced: no EOS, thousands of cached steps (about a minute uncancelled)
     threading.Timer(0.3, engine.cancel).start()
     started = time.monotonic()
