@@ -8,6 +8,7 @@ and quantized ``lm_head``, the projector and the ``[SEG]`` head too.
 from __future__ import annotations
 
 import logging
+import sys
 
 import torch
 from torch import nn
@@ -49,9 +50,10 @@ def replace_linears(root: nn.Module, precision: str, compute_dtype: torch.dtype)
 
 
 def is_quantized_layer(module: nn.Module) -> bool:
-    if not isinstance(module, nn.Linear):
-        return False
-    bnb = _bnb()
+    """Never imports bitsandbytes: a model with no quantized layer must not pay for (or warn about) it."""
+    bnb = sys.modules.get("bitsandbytes")
+    if bnb is None or not isinstance(module, nn.Linear):
+        return False  # no bitsandbytes layer can exist before bitsandbytes is imported
     return isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))
 
 

@@ -2,6 +2,10 @@
 decoder is quantized, and SAM, the projector, lm_head and the [SEG] head are not."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -31,3 +35,21 @@ def test_quantized_load_and_segment(make_engine, tiny_7b, frame, precision):
     assert len(out.masks) == 2 and all(torch.isfinite(torch.tensor(out.scores)))
     assert out.masks[0].shape == frame.shape[:2]
     engine.unload()
+
+
+def test_full_precision_load_never_imports_bitsandbytes(tiny_7b):
+    """bitsandbytes only for int8/int4: its import costs start-up and shutdown time and, on avx512_bf16
+    CPUs, logs a spurious "pip install kernels" warning. A fresh interpreter, so nothing imported it before."""
+    code = (
+        "import sys\n"
+        "from lisa_ros.model.engine import LisaEngine\n"
+        f"engine = LisaEngine.from_options({{'path': {str(tiny_7b.lisa_dir)!r}, 'device': 'cpu', 'precision': 'fp32'}})\n"
+        "engine.load()\n"
+        "engine.unload()\n"
+        "print('bitsandbytes imported:', 'bitsandbytes' in sys.modules)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), HF_HUB_OFFLINE="1")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "bitsandbytes imported: False" in run.stdout, run.stdout
+    assert "kernels" not in run.stderr
