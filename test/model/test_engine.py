@@ -282,12 +282,33 @@ def test_out_of_memory_clears_caches(engine, frame, monkeypatch):
     assert not engine._frames
 
 
-def test_cancel_ends_a_long_generation_and_the_next_call_runs(engine, frame):
-    """The node calls cancel() from its worker when a call overruns inference_timeout."""
+def test_cancel_ends_a_long_generation_and_the_next_call_runs(engine, frame, monkeypatch):
+    """The node calls cancel() from its worker when a call overruns inference_timeout.
+
+    A cancel that lands before a call starts is dropped by design, so the cancel is sent once
+    generation has started (signalled by the real ``generate`` being entered), never on a timer.
+    """
+    from lisa_ros.model import engine as engine_module
+
+    generating, cancelled_at = threading.Event(), []
+
+    def generate_and_signal(*args, **kwargs):
+        generating.set()
+        return real_generate(*args, **kwargs)
+
+    def cancel_once_generating():
+        if generating.wait(120):
+            cancelled_at.append(time.monotonic())
+            engine.cancel()
+
+    real_generate = engine_module.generate
+    monkeypatch.setattr(engine_module, "generate", generate_and_signal)
+    canceller = threading.Thread(target=cancel_once_generating)
+    canceller.start()
     long_answer = [100] * 5000  # forced: no EOS, thousands of cached steps (about a minute uncancelled)
-    threading.Timer(0.3, engine.cancel).start()
-    started = time.monotonic()
     with pytest.raises(EngineError, match="cancelled"):
         engine.segment(frame, "Segment the cup.", frame_key="cancel", force_answer=long_answer)
-    assert time.monotonic() - started < 5.0
+    ended = time.monotonic()
+    canceller.join()
+    assert cancelled_at and ended - cancelled_at[0] < 5.0
     assert engine.segment(frame, "Segment the cup.", frame_key="cancel", force_answer="Sure, [SEG].").found
