@@ -84,6 +84,44 @@ def test_embedding_cache_hit_for_second_instruction(engine, frame):
         assert phase in second.timings_ms
 
 
+def test_same_key_with_other_pixels_is_computed_afresh(make_engine, tiny_7b, engine, frame, caplog):  # forced
+    """Two images under one key (an edited image resent with its header, a constant camera clock) must
+    never share CLIP features, SAM's embedding or the prompt prefix: the answer equals a fresh engine's."""
+    other = np.random.default_rng(1).integers(0, 256, frame.shape, dtype=np.uint8)
+    ask = dict(frame_key=("collide", 1), force_answer="Sure, [SEG].")
+    first = engine.segment(frame, "Segment the cup.", conversation_id="c", **ask)
+    with caplog.at_level("DEBUG", logger="lisa_ros.model.engine"):
+        same = engine.segment(frame.copy(), "Segment the cup.", conversation_id="c", **ask)
+        assert "new frame" not in caplog.text  # same pixels, another array: the same frame
+        second = engine.segment(other, "Segment the cup.", conversation_id="c2", **ask)
+        engine.segment(other, "Segment the cup.", conversation_id="c", **ask)
+        assert "'c': new frame" in caplog.text  # the conversation saw its frame change
+    assert same.timings_ms["clip"] == 0 and same.timings_ms["sam_encoder"] == 0  # a real cache hit
+    assert second.timings_ms["clip"] > 0 and second.timings_ms["sam_encoder"] > 0
+
+    fresh_engine = make_engine(tiny_7b.lisa_dir)
+    try:
+        fresh = fresh_engine.segment(other, "Segment the cup.", frame_key="anything", force_answer="Sure, [SEG].")
+    finally:
+        fresh_engine.unload()
+    assert fresh.scores != first.scores  # the test can tell the two frames apart
+    assert second.scores == fresh.scores and (second.masks[0] == fresh.masks[0]).all()
+    assert engine._frames[("collide", 1)].image is not other  # the cache holds its own copy
+
+
+def test_a_reused_buffer_under_one_key_is_a_new_frame(engine, frame):  # forced
+    """A caller that writes each new image into the same array cannot change a cached frame."""
+    other = np.ascontiguousarray(frame[::-1])
+    buffer = frame.copy()
+    ask = dict(frame_key="buffer", force_answer="Sure, [SEG].")
+    engine.segment(buffer, "Segment the cup.", conversation_id="b1", **ask)
+    buffer[:] = other
+    again = engine.segment(buffer, "Segment the cup.", conversation_id="b2", **ask)
+    expected = engine.segment(other, "Segment the cup.", frame_key="buffer-reference", conversation_id="b3",
+                              force_answer="Sure, [SEG].")
+    assert again.timings_ms["clip"] > 0 and again.scores == expected.scores
+
+
 @pytest.mark.parametrize("forced", [None, "It is [SEG] and [SEG]."])
 def test_prompt_prefix_cache_gives_the_answer_of_a_full_prefill(engine, frame, forced):
     """A second prompt on the same image features prefills only what follows the image."""
