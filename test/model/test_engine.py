@@ -174,6 +174,7 @@ def test_sam_on_its_own_thread_gives_the_deferred_result(make_engine, tiny_7b, f
     try:
         none = threaded.segment(frame, "Hello!", frame_key="t", force_answer="Hi.")
         assert not none.found and threaded._frames["t"].sam_future is not None  # started, not waited for
+        deferred.segment(frame, "Hello!", frame_key="t", force_answer="Hi.")  # same calls: same prompt-prefix reuse
         a = deferred.segment(frame, "Segment the cup.", frame_key="t", force_answer="Sure, [SEG].")
         b = threaded.segment(frame, "Segment the cup.", frame_key="t", force_answer="Sure, [SEG].")
         assert threaded._frames["t"].sam_future is None and threaded._frames["t"].sam_embedding is not None
