@@ -92,11 +92,11 @@ def _train_tokenizer(layout: str) -> tuple[bytes, dict[str, int]]:
     return model.getvalue(), {name: size + i for i, name in enumerate(names)}
 
 
-def _lisa_config(layout: str, vocab_size: int) -> dict:
+def _lisa_config(layout: str, vocab_size: int, intermediate_size: int) -> dict:
     config = {
         "_name_or_path": f"lisa-ros/lisa-tiny-{layout}", "architectures": ["LISAForCausalLM"], "model_type": "llava",
         "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu", "hidden_size": 64,
-        "initializer_range": 0.02, "intermediate_size": 128, "max_position_embeddings": 2048,
+        "initializer_range": 0.02, "intermediate_size": intermediate_size, "max_position_embeddings": 2048,
         "num_attention_heads": 4, "num_hidden_layers": 2, "rms_norm_eps": 1e-6, "rope_scaling": None,
         "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.31.0",
         "use_cache": False, "vocab_size": vocab_size,
@@ -167,8 +167,12 @@ def _train(model: LisaModel, tokenizer: LisaTokenizer, seed: int, steps: int, ba
 
 
 def write_tiny_checkpoint(out_dir: str | Path, layout: str = "7b", seed: int = 0, safetensors: bool = False,
-                          train_steps: int = 200, legacy: str = "default") -> TinyCheckpoint:
-    """Writes the tiny LISA and CLIP directories under ``out_dir``; same seed, same files."""
+                          train_steps: int = 200, legacy: str = "default", intermediate_size: int = 128
+                          ) -> TinyCheckpoint:
+    """Writes the tiny LISA and CLIP directories under ``out_dir``; same seed, same files.
+
+    ``intermediate_size``: the LLaMA MLP width (tests use one that is not a multiple of 32).
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if legacy not in LEGACY_CHOICES:
@@ -185,7 +189,8 @@ def write_tiny_checkpoint(out_dir: str | Path, layout: str = "7b", seed: int = 0
         clip.save_pretrained(clip_dir)
         sp_model, added = _train_tokenizer(layout)
         _write_tokenizer(lisa_dir, sp_model, added, legacy)
-        (lisa_dir / "config.json").write_text(json.dumps(_lisa_config(layout, max(added.values()) + 1), indent=2))
+        (lisa_dir / "config.json").write_text(json.dumps(_lisa_config(layout, max(added.values()) + 1, intermediate_size),
+                                                            indent=2))
         config = load_lisa_config(lisa_dir)
         torch.manual_seed(seed)
         model = LisaModel(config, read_clip_config(clip_dir, config))

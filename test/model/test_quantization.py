@@ -53,3 +53,43 @@ def test_full_precision_load_never_imports_bitsandbytes(tiny_7b):
     assert run.returncode == 0, run.stderr
     assert "bitsandbytes imported: False" in run.stdout, run.stdout
     assert "kernels" not in run.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_mlp_width_120(tmp_path_factory):
+    """A tiny checkpoint whose MLP width (gate_proj, up_proj outputs) is not a multiple of 32."""
+    from lisa_ros.model.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("width120"), seed=2, train_steps=0, intermediate_size=120)
+
+
+def test_int4_widths_the_packed_cpu_path_cannot_take_keep_the_unpacked_kernels(make_engine, tiny_mlp_width_120,
+                                                                                frame, monkeypatch):
+    """On avx512_bf16 CPUs bitsandbytes repacks each 4-bit weight in blocks of 32 output rows on its first
+    forward, and asserted (a bare AssertionError) on a width of 120. That CPU is emulated while the layers
+    are built (bitsandbytes reads the CPU's ability there); only the narrow layers are run, since the
+    packed kernels themselves need the real instructions."""
+    import bitsandbytes as bnb
+    import bitsandbytes.nn.modules as bnb_modules
+
+    with monkeypatch.context() as patch:
+        patch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
+        engine = make_engine(tiny_mlp_width_120.lisa_dir, precision="int4")
+    try:
+        layers = {n: m for n, m in engine.model.llm.model.layers.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+        narrow = {n: m for n, m in layers.items() if m.out_features % 32}
+        assert narrow and all(n.endswith(("gate_proj", "up_proj")) for n in narrow)
+        assert all(m.support_avx512bf16_for_cpu for n, m in layers.items() if n not in narrow)  # packed as before
+        for name, layer in narrow.items():
+            x = torch.randn(3, layer.in_features)
+            weight = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+            torch.testing.assert_close(layer(x), x @ weight.t(), atol=1e-4, rtol=1e-4, msg=name)
+    finally:
+        engine.unload()
+    # This CPU as it is (packed path or not): the whole model runs.
+    engine = make_engine(tiny_mlp_width_120.lisa_dir, precision="int4")
+    try:
+        out = engine.segment(frame, "Segment the cup.", frame_key=1, force_answer="Sure, [SEG].")  # forced
+        assert out.found and all(torch.isfinite(torch.tensor(out.scores)))
+    finally:
+        engine.unload()
