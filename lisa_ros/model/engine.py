@@ -3,20 +3,19 @@
 Per request: CLIP features and SAM's image embedding are computed once per frame
 (LRU cache keyed by ``frame_key``; a hit also needs the same pixels, since two images
 can share a key: an edited image resent with its header, a camera with a coarse or
-constant clock), and so is the KV cache of the prompt up to the image (kept for the most recent frame only: ~150 MB for LISA-7B in fp16); the
-prompt (``llava_v1``, with the conversation's earlier turns) is decoded greedily
-with a KV cache; each ``[SEG]`` becomes a mask at the frame's resolution with SAM's
-IoU prediction as its score. On CUDA, SAM's preprocessing and image encoder run on
-its own stream in a worker thread while the LLM generates; on the CPU they run only
-when an answer holds a ``[SEG]``.
+constant clock), and so is the KV cache of the prompt up to the image (kept for the
+most recent frame only: ~150 MB for LISA-7B in fp16); the prompt (``llava_v1``, with
+the conversation's earlier turns) is decoded greedily with a KV cache; each ``[SEG]``
+becomes a mask at the frame's resolution with SAM's IoU prediction as its score. On
+CUDA, SAM's preprocessing and image encoder run on its own stream in a worker thread
+while the LLM generates; on the CPU they run only when an answer holds a ``[SEG]``.
 
 Conversations: each ``conversation_id`` keeps its last ``max_history_turns``
 (instruction, generated answer ids) pairs, replayed before the new instruction.
 The prompt holds one image, in the first kept turn, and it is always the current
 request's frame: when the frame changes between turns (another frame, or other pixels
-under the same key) the history text is kept
-and the image is replaced by the new frame (earlier answers then refer to a frame
-the model no longer sees). ``max_history_turns: 0`` is the reference's stateless
+under the same key) the history text is kept and the image is replaced by the new
+frame (earlier answers then refer to a frame the model no longer sees). ``max_history_turns: 0`` is the reference's stateless
 behaviour. Oldest turns are dropped first when the prompt would not fit the context.
 """
 from __future__ import annotations

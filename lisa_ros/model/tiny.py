@@ -92,7 +92,7 @@ def _train_tokenizer(layout: str) -> tuple[bytes, dict[str, int]]:
     return model.getvalue(), {name: size + i for i, name in enumerate(names)}
 
 
-def _lisa_config(layout: str, vocab_size: int, intermediate_size: int) -> dict:
+def _lisa_config(layout: str, vocab_size: int, intermediate_size: int = 128) -> dict:
     config = {
         "_name_or_path": f"lisa-ros/lisa-tiny-{layout}", "architectures": ["LISAForCausalLM"], "model_type": "llava",
         "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu", "hidden_size": 64,
@@ -189,8 +189,8 @@ def write_tiny_checkpoint(out_dir: str | Path, layout: str = "7b", seed: int = 0
         clip.save_pretrained(clip_dir)
         sp_model, added = _train_tokenizer(layout)
         _write_tokenizer(lisa_dir, sp_model, added, legacy)
-        (lisa_dir / "config.json").write_text(json.dumps(_lisa_config(layout, max(added.values()) + 1, intermediate_size),
-                                                            indent=2))
+        raw_config = _lisa_config(layout, max(added.values()) + 1, intermediate_size)
+        (lisa_dir / "config.json").write_text(json.dumps(raw_config, indent=2))
         config = load_lisa_config(lisa_dir)
         torch.manual_seed(seed)
         model = LisaModel(config, read_clip_config(clip_dir, config))
@@ -204,7 +204,7 @@ def write_tiny_checkpoint(out_dir: str | Path, layout: str = "7b", seed: int = 0
     return TinyCheckpoint(lisa_dir, clip_dir)
 
 
-def _write_tokenizer(directory: Path, sp_model: bytes, added: dict[str, int], legacy: str) -> None:
+def _write_tokenizer(directory: Path, sp_model: bytes, added: dict[str, int], legacy: str = "true") -> None:
     """The files transformers 4.31 saves for LISA's slow LlamaTokenizer (``legacy``: true, false or absent)."""
     (directory / "tokenizer.model").write_bytes(sp_model)
     (directory / "added_tokens.json").write_text(json.dumps(added, indent=2, sort_keys=True))

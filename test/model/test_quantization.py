@@ -43,7 +43,8 @@ def test_full_precision_load_never_imports_bitsandbytes(tiny_7b):
     code = (
         "import sys\n"
         "from lisa_ros.model.engine import LisaEngine\n"
-        f"engine = LisaEngine.from_options({{'path': {str(tiny_7b.lisa_dir)!r}, 'device': 'cpu', 'precision': 'fp32'}})\n"
+        f"options = {{'path': {str(tiny_7b.lisa_dir)!r}, 'device': 'cpu', 'precision': 'fp32'}}\n"
+        "engine = LisaEngine.from_options(options)\n"
         "engine.load()\n"
         "engine.unload()\n"
         "print('bitsandbytes imported:', 'bitsandbytes' in sys.modules)\n"
