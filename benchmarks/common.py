@@ -157,11 +157,17 @@ def command_line() -> str:
 
 
 def write_result(name: str, payload: dict[str, Any], out: str | Path | None = None) -> Path:
-    """Writes the JSON (with the command line) and returns its path."""
+    """Writes the JSON (with the command line) and returns its path.
+
+    Through a temporary file and a rename: a run killed by a time limit mid-write
+    leaves the previous complete JSON, never a truncated one.
+    """
     path = Path(out) if out else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "command": command_line(), **payload}
-    path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    partial.replace(path)
     return path
 
 

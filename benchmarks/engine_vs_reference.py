@@ -11,7 +11,9 @@ Both are forced to the same generated token sequence (``forced_ids`` /
 "Sure, [SEG]. The ..." + EOS) and an explanatory one (exactly ``--long-tokens``,
 64), both with [SEG] third and EOS last. Requests are interleaved
 (engine first-instruction, engine second-instruction on the same frame,
-reference) so machine load hits all three alike; figures are medians.
+reference) so machine load hits all three alike; figures are medians. The JSON is
+written after the load and again after each answer length (``"complete": false``
+until the end), so a run cut off by a time limit still leaves its figures.
 
     python -P benchmarks/engine_vs_reference.py                       # tiny checkpoint, CPU
     python -P benchmarks/engine_vs_reference.py --shape mid           # random mid-size model, CPU
@@ -77,7 +79,8 @@ def mask_agreement(engine_masks: list[np.ndarray], reference_masks: list[np.ndar
     return 1.0 if union == 0 else round(inter / union, 4)
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, on_update=None) -> dict:
+    """The result; ``on_update(partial result)`` after the load and after each answer length."""
     device = torch.device(args.device)
     is_cuda = device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if is_cuda else None
@@ -104,6 +107,17 @@ def run(args: argparse.Namespace) -> dict:
 
     rows = {}
     peak_engine = 0.0
+    result = {
+        "shape": args.shape, "precision": args.precision, "device": args.device,
+        "frame": f"{args.width}x{args.height}", "repeats": args.repeats, "warmup": args.warmup,
+        "load_s": round(load_s, 2), "parameters_millions": models.parameter_count(model),
+        "decoder_weight_dtypes": models.weight_dtypes(model),
+        "gpu_weights_mb": round(weights_mb, 1) if weights_mb is not None else None,
+        "gpu_peak_engine_mb": None, "results": rows, "complete": False, "machine_start": before,
+        "note": args.note,
+    }
+    if on_update:
+        on_update(result)
     for name, ids in sequences.items():
         first, second, reference, phases_first, phases_second, agreement = [], [], [], [], [], []
         for repeat in range(args.repeats):
@@ -141,16 +155,10 @@ def run(args: argparse.Namespace) -> dict:
                                             for k in phases_second[0]},
             "mask_iou_engine_vs_reference": agreement,
         }
-    result = {
-        "shape": args.shape, "precision": args.precision, "device": args.device,
-        "frame": f"{args.width}x{args.height}", "repeats": args.repeats, "warmup": args.warmup,
-        "load_s": round(load_s, 2), "parameters_millions": models.parameter_count(model),
-        "decoder_weight_dtypes": models.weight_dtypes(model),
-        "gpu_weights_mb": round(weights_mb, 1) if weights_mb is not None else None,
-        "gpu_peak_engine_mb": round(peak_engine, 1) if is_cuda else None,
-        "results": rows, "machine_start": before, "machine_end": common.machine(args.device),
-        "note": args.note,
-    }
+        result["gpu_peak_engine_mb"] = round(peak_engine, 1) if is_cuda else None
+        if on_update:
+            on_update(result)
+    result.update(complete=True, machine_end=common.machine(args.device))
     engine.unload()
     del engine, model
     gc.collect()
@@ -188,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run(args)
     name = f"engine_vs_reference_{args.shape}_{args.precision}_{'cuda' if args.device.startswith('cuda') else 'cpu'}"
+    result = run(args, on_update=lambda partial: common.write_result(name, partial, args.out))
     path = common.write_result(name, result, args.out)
     print(f"\n{common.machine_line(result['machine_start'])}\n")
     print(table(result))

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU figures, one command, on any CUDA machine (no weights, no network needed):
+# The GPU figures, one command, on any CUDA machine (no weights, no network needed). With a GPU
+# for a short time only, run benchmarks/gpu_quick.sh first (the targets' figures within 7 minutes).
 #
 #   pip install -r requirements/ml.txt          # torch 2.13.0 from PyPI is a CUDA build on Linux
 #   bash benchmarks/gpu.sh                      # ~15-20 min on an H100; writes benchmarks/results/*_cuda.json

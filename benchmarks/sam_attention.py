@@ -11,6 +11,7 @@ ViT-H-sized block (global and windowed), or the whole ViT-H encoder with
 
     python -P benchmarks/sam_attention.py                              # CPU, fp32, blocks
     python -P benchmarks/sam_attention.py --device cuda --dtype fp16 --encoder
+    python -P benchmarks/sam_attention.py --sam tiny --encoder         # the tiny checkpoint's SAM: a dry run
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import torch  # noqa: E402
 
 import common  # noqa: E402
 from lisa_ros.model.sam import SamConfig, build_sam, use_sdpa_attention  # noqa: E402
+from lisa_ros.model.tiny import TINY_SAM  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -42,15 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES))
-    parser.add_argument("--encoder", action="store_true", help="the whole ViT-H image encoder, not single blocks")
+    parser.add_argument("--encoder", action="store_true", help="the whole image encoder, not single blocks")
+    parser.add_argument("--sam", default="vit_h", choices=("vit_h", "tiny"),
+                        help="vit_h (released checkpoints) or the tiny checkpoint's SAM (a dry run, --encoder only)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--note", default="")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    if args.sam == "tiny" and not args.encoder:
+        parser.error("--sam tiny needs --encoder (the single-block cases have ViT-H's sizes)")
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
     torch.manual_seed(0)
-    eager_encoder = build_sam(SamConfig(), sdpa=False).image_encoder.to(device, dtype).eval()
+    config = SamConfig() if args.sam == "vit_h" else SamConfig.from_tiny_dict(TINY_SAM, prompt_embed_dim=32)
+    eager_encoder = build_sam(config, sdpa=False).image_encoder.to(device, dtype).eval()
     for block in eager_encoder.blocks:  # random relative positions (zero-initialised otherwise)
         torch.nn.init.normal_(block.attn.rel_pos_h, std=0.02)
         torch.nn.init.normal_(block.attn.rel_pos_w, std=0.02)
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         if args.encoder:
             x = torch.randn(1, 3, 1024, 1024, device=device, dtype=dtype)
-            cases["vit_h_encoder_1024"] = lambda encoder: encoder(x)
+            cases[f"{args.sam}_encoder_1024"] = lambda encoder: encoder(x)
         else:
             tokens = torch.randn(1, 64, 64, 1280, device=device, dtype=dtype) * 0.5
             global_index = SamConfig().encoder_global_attn_indexes[0]
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: eager {common.median(eager):.1f} ms, sdpa {common.median(sdpa):.1f} ms, "
                   f"max |diff| {difference:.2e} (outputs up to {scale:.2e})", flush=True)
     suffix = "cuda" if device.type == "cuda" else "cpu"
-    result = {"device": args.device, "dtype": args.dtype, "repeats": args.repeats, "rows": rows,
+    result = {"device": args.device, "dtype": args.dtype, "sam": args.sam, "repeats": args.repeats, "rows": rows,
               "machine": common.machine(args.device), "note": args.note}
     path = common.write_result(f"sam_attention_{suffix}_{args.dtype}", result, args.out)
     print(common.markdown_table(["case", "eager ms", "SDPA ms", "speedup", "max abs diff"],

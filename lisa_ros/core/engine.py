@@ -23,12 +23,18 @@ class EngineOutOfMemory(EngineError):
     """The accelerator ran out of memory; caches have been cleared."""
 
 
+class InstructionTooLong(EngineError):
+    """The instruction does not fit the model's context: the request is at fault, not the engine."""
+
+
 class Engine(abc.ABC):
     """(RGB image, instruction, conversation) -> masks, scores, explanation.
 
     Engines are used from one worker thread at a time; they need not be
-    thread-safe. ``frame_key`` identifies the frame (e.g. stamp + frame_id) so an
+    thread-safe. ``frame_key`` names the frame (e.g. stamp + frame_id) so an
     engine may cache per-frame work (SAM's image embedding) across instructions.
+    Two different images may share a key (an edited image resent with its header,
+    a camera with a coarse clock): an engine that caches checks the pixels on a hit.
     """
 
     model_id: str = ""

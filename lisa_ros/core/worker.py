@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory
+from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, InstructionTooLong
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import ImageError
 from lisa_ros.core.results import keep_best_masks
@@ -383,6 +383,9 @@ class RequestWorker:
         except EngineOutOfMemory as error:
             self._runner.post(self._engine.clear_caches)
             finish(Status.OUT_OF_MEMORY, f"out of memory, caches cleared: {error}")
+            return
+        except InstructionTooLong as error:
+            self._finish(request, Status.INVALID_INSTRUCTION, str(error), frame=frame, image=image, started=started)
             return
         except Exception as error:
             finish(Status.ENGINE_ERROR, f"engine error: {type(error).__name__}: {error}")

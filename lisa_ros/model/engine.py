@@ -1,20 +1,21 @@
 """``LisaEngine``: the node's brain, behind ``lisa_ros.core.engine.Engine``.
 
 Per request: CLIP features and SAM's image embedding are computed once per frame
-(LRU cache keyed by ``frame_key``), and so is the KV cache of the prompt up to the
-image (kept for the most recent frame only: ~150 MB for LISA-7B in fp16); the
-prompt (``llava_v1``, with the conversation's earlier turns) is decoded greedily
-with a KV cache; each ``[SEG]`` becomes a mask at the frame's resolution with SAM's
-IoU prediction as its score. On CUDA, SAM's preprocessing and image encoder run on
-its own stream in a worker thread while the LLM generates; on the CPU they run only
-when an answer holds a ``[SEG]``.
+(LRU cache keyed by ``frame_key``; a hit also needs the same pixels, since two images
+can share a key: an edited image resent with its header, a camera with a coarse or
+constant clock), and so is the KV cache of the prompt up to the image (kept for the
+most recent frame only: ~150 MB for LISA-7B in fp16); the prompt (``llava_v1``, with
+the conversation's earlier turns) is decoded greedily with a KV cache; each ``[SEG]``
+becomes a mask at the frame's resolution with SAM's IoU prediction as its score. On
+CUDA, SAM's preprocessing and image encoder run on its own stream in a worker thread
+while the LLM generates; on the CPU they run only when an answer holds a ``[SEG]``.
 
 Conversations: each ``conversation_id`` keeps its last ``max_history_turns``
 (instruction, generated answer ids) pairs, replayed before the new instruction.
 The prompt holds one image, in the first kept turn, and it is always the current
-request's frame: when the frame changes between turns the history text is kept
-and the image is replaced by the new frame (earlier answers then refer to a frame
-the model no longer sees). ``max_history_turns: 0`` is the reference's stateless
+request's frame: when the frame changes between turns (another frame, or other pixels
+under the same key) the history text is kept and the image is replaced by the new
+frame (earlier answers then refer to a frame the model no longer sees). ``max_history_turns: 0`` is the reference's stateless
 behaviour. Oldest turns are dropped first when the prompt would not fit the context.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import gc
+import itertools
 import logging
 import re
 import threading
@@ -35,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory
+from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, InstructionTooLong
 from lisa_ros.core.types import EngineOutput
 from lisa_ros.model.checkpoint import resolve_checkpoint, resolve_vision_tower
 from lisa_ros.model.config import CheckpointError, load_lisa_config
@@ -112,8 +114,10 @@ class LisaOptions:
 class _Frame:
     """Per-frame work shared by every instruction on that frame."""
 
-    image: np.ndarray                      # (H, W, 3) RGB: SAM's input is made from it only when needed
+    image: np.ndarray                      # (H, W, 3) RGB, the engine's own copy when cached: SAM's input
+                                           # is made from it only when needed; a cache hit must equal it
     clip_features: torch.Tensor            # (1, 256, H)
+    serial: int = 0                        # tells frames apart, whatever their keys
     sam_input_size: tuple[int, int] | None = None      # SAM's resized input (h, w), longest side 1024
     sam_embedding: torch.Tensor | None = None          # (1, 256, 64, 64)
     sam_future: concurrent.futures.Future | None = None
@@ -123,7 +127,7 @@ class _Frame:
 @dataclasses.dataclass
 class _Conversation:
     turns: list[Turn] = dataclasses.field(default_factory=list)
-    frame_key: Hashable = None
+    frame_serial: int | None = None  # the _Frame of the last turn
 
 
 class LisaEngine(Engine):
@@ -138,6 +142,7 @@ class LisaEngine(Engine):
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._sam_stream = None
         self._cancel = threading.Event()
+        self._frame_serials = itertools.count(1)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> LisaEngine:
@@ -277,21 +282,30 @@ class LisaEngine(Engine):
             timings["mask_decode"] = (time.perf_counter() - tick) * 1000
 
         answer = [t for t in generation.token_ids if t != tokenizer.eos_id]
-        self._remember(conversation_id, history, Turn(instruction, tuple(answer)), frame_key)
+        self._remember(conversation_id, history, Turn(instruction, tuple(answer)), frame.serial)
         timings["total"] = (time.perf_counter() - start) * 1000
         return EngineOutput(masks=masks, scores=scores, text=tokenizer.decode(answer), timings_ms=timings)
 
     def _frame(self, image: np.ndarray, frame_key: Hashable, timings: dict[str, float]) -> _Frame:
         """The frame's cached work, or CLIP now and SAM (its preprocessing included) started on its
-        own thread (CUDA) / deferred until an answer holds a ``[SEG]`` (CPU)."""
+        own thread (CUDA) / deferred until an answer holds a ``[SEG]`` (CPU).
+
+        A key is only a hint: the cached work is used when the pixels are the same too (a
+        comparison of ~2 ms at 1080p, against CLIP, SAM and the prefill it saves); other pixels
+        under a known key replace that entry. The cache keeps its own copy (~1 ms at 1080p), so a
+        caller reusing its buffer cannot change a cached frame's pixels.
+        """
         frame = self._frames.get(frame_key)
-        if frame is not None and frame.image.shape == image.shape:
+        if frame is not None and np.array_equal(frame.image, image):
             self._frames.move_to_end(frame_key)
             timings.update(preprocess=0.0, clip=0.0)
             return frame
         model = self.model
         tick = time.perf_counter()
-        frame = _Frame(image, torch.empty(0))
+        if self.options.frame_cache_size:
+            image = image.copy()
+            image.flags.writeable = False
+        frame = _Frame(image, torch.empty(0), serial=next(self._frame_serials))
         if self._executor is not None:  # SAM's preprocessing and encoder overlap CLIP and the LLM
             frame.sam_future = self._executor.submit(self._encode_sam, image)
         clip_input = clip_pixels(image, model.vision_tower.config.image_size, self.options.clip_preprocess)
@@ -303,6 +317,7 @@ class LisaEngine(Engine):
         timings["clip"] = (time.perf_counter() - tick) * 1000
         if self.options.frame_cache_size:
             self._frames[frame_key] = frame
+            self._frames.move_to_end(frame_key)  # a replaced entry is the newest too
             while len(self._frames) > self.options.frame_cache_size:
                 self._frames.popitem(last=False)
         return frame
@@ -354,19 +369,24 @@ class LisaEngine(Engine):
             if expanded_length(prompt, image_tokens) < context:
                 return prompt, history
             if not history:
-                raise EngineError(f"the instruction is too long: {expanded_length(prompt, image_tokens)} tokens "
-                                  f"with the image, the model's context is {context}. Fix: shorten the instruction")
+                # The template, the image positions and one answer token take the rest of the context.
+                tokens = len(self.tokenizer.encode_text(instruction.strip()))
+                limit = context - 1 - (expanded_length(prompt, image_tokens) - tokens)
+                raise InstructionTooLong(
+                    f"the instruction is too long: {tokens} tokens, at most {limit} fit (the model's context of "
+                    f"{context} tokens also holds the prompt template, {image_tokens} image positions and the "
+                    f"answer). Fix: shorten the instruction")
             history = history[1:]
 
-    def _remember(self, conversation_id: str, history: list[Turn], turn: Turn, frame_key: Hashable) -> None:
+    def _remember(self, conversation_id: str, history: list[Turn], turn: Turn, frame_serial: int) -> None:
         if not self.options.max_history_turns:
             return
         entry = self._conversations.pop(conversation_id, None) or _Conversation()
-        if entry.turns and entry.frame_key != frame_key:
+        if entry.turns and entry.frame_serial != frame_serial:
             logger.debug("conversation %r: new frame; history text kept, image replaced", conversation_id)
         logger.debug("conversation %r answer: %s", conversation_id, self.tokenizer.decode_raw(turn.answer_ids))
         entry.turns = (history + [turn])[-self.options.max_history_turns:]
-        entry.frame_key = frame_key
+        entry.frame_serial = frame_serial
         self._conversations[conversation_id] = entry
         while len(self._conversations) > MAX_CONVERSATIONS:
             self._conversations.popitem(last=False)

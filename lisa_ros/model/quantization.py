@@ -8,11 +8,18 @@ and quantized ``lm_head``, the projector and the ``[SEG]`` head too.
 from __future__ import annotations
 
 import logging
+import sys
 
 import torch
 from torch import nn
 
+logger = logging.getLogger(__name__)
+
 QUANTIZED_PRECISIONS = ("int8", "int4")
+# On CPUs with avx512_bf16, bitsandbytes repacks a 4-bit weight on its first eval forward
+# in blocks of 32 output rows (and pairs of input columns); other widths fail there with a
+# bare AssertionError. Such layers keep the unpacked kernels every other CPU uses.
+PACKED_BLOCK_ROWS = 32
 
 
 def _bnb():
@@ -30,7 +37,7 @@ def replace_linears(root: nn.Module, precision: str, compute_dtype: torch.dtype)
     """
     bnb = _bnb()
     count = 0
-    for parent in list(root.modules()):
+    for parent_name, parent in list(root.named_modules()):
         for name, child in list(parent.named_children()):
             if type(child) is not nn.Linear:
                 continue
@@ -38,6 +45,10 @@ def replace_linears(root: nn.Module, precision: str, compute_dtype: torch.dtype)
             if precision == "int4":
                 layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=bias, compute_dtype=compute_dtype,
                                           compress_statistics=True, quant_type="nf4", device="meta")
+                if not packable(layer):
+                    layer.support_avx512bf16_for_cpu = False  # bitsandbytes 0.50's switch for the packed CPU path
+                    logger.debug("%s.%s (%d x %d) keeps bitsandbytes' unpacked 4-bit CPU kernels", parent_name, name,
+                                 layer.out_features, layer.in_features)
             elif precision == "int8":
                 layer = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=bias, has_fp16_weights=False,
                                             threshold=6.0, device="meta")
@@ -48,10 +59,16 @@ def replace_linears(root: nn.Module, precision: str, compute_dtype: torch.dtype)
     return count
 
 
+def packable(layer: nn.Linear) -> bool:
+    """Whether bitsandbytes' avx512_bf16 CPU repacking accepts this layer's shape."""
+    return layer.out_features % PACKED_BLOCK_ROWS == 0 and layer.in_features % 2 == 0
+
+
 def is_quantized_layer(module: nn.Module) -> bool:
-    if not isinstance(module, nn.Linear):
-        return False
-    bnb = _bnb()
+    """Never imports bitsandbytes: a model with no quantized layer must not pay for (or warn about) it."""
+    bnb = sys.modules.get("bitsandbytes")
+    if bnb is None or not isinstance(module, nn.Linear):
+        return False  # no bitsandbytes layer can exist before bitsandbytes is imported
     return isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))
 
 

@@ -1,7 +1,7 @@
 """Tiny LISA checkpoints in exactly the released layout, for tests, demos and benchmarks.
 
 Writes ``<out>/lisa-tiny-<layout>/`` (``config.json``, slow-tokenizer files with the
-7B or 13B added-token layout, ``pytorch_model-0000N-of-00002.bin`` + index; LLM in
+7B or 13B added-token layout and a ``legacy`` flag, ``pytorch_model-0000N-of-00002.bin`` + index; LLM in
 bf16, SAM and the ``[SEG]`` head in fp32, 4.31-style ``rotary_emb.inv_freq``
 buffers in the 7B layout) and ``<out>/clip-vit-tiny/`` (a CLIPModel directory like
 openai/clip-vit-large-patch14). The small SAM is this project's extension, declared
@@ -31,6 +31,9 @@ from lisa_ros.model.modeling import LisaModel, checkpoint_key, read_clip_config
 from lisa_ros.model.tokenization import SYSTEM_PROMPT, LisaTokenizer, build_prompt_ids
 
 LAYOUTS = ("7b", "13b")
+# tokenizer_config.json's "legacy": "default" is the layout's (7b: true, as the LLaMA-1/Vicuna
+# era saved it; 13b: false, as LLaMA-2 tokenizers are saved); "absent" leaves the key out.
+LEGACY_CHOICES = ("default", "true", "false", "absent")
 CLIP_DIR_NAME = "clip-vit-tiny"
 NOTE = ("Tiny random LISA checkpoint written by `lisa-ros make-tiny-checkpoint` for tests and demos. "
         "The LLM was trained for a few seconds to answer in LISA's style; CLIP and SAM are random, so its "
@@ -89,11 +92,11 @@ def _train_tokenizer(layout: str) -> tuple[bytes, dict[str, int]]:
     return model.getvalue(), {name: size + i for i, name in enumerate(names)}
 
 
-def _lisa_config(layout: str, vocab_size: int) -> dict:
+def _lisa_config(layout: str, vocab_size: int, intermediate_size: int = 128) -> dict:
     config = {
         "_name_or_path": f"lisa-ros/lisa-tiny-{layout}", "architectures": ["LISAForCausalLM"], "model_type": "llava",
         "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu", "hidden_size": 64,
-        "initializer_range": 0.02, "intermediate_size": 128, "max_position_embeddings": 2048,
+        "initializer_range": 0.02, "intermediate_size": intermediate_size, "max_position_embeddings": 2048,
         "num_attention_heads": 4, "num_hidden_layers": 2, "rms_norm_eps": 1e-6, "rope_scaling": None,
         "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.31.0",
         "use_cache": False, "vocab_size": vocab_size,
@@ -147,7 +150,7 @@ def _train(model: LisaModel, tokenizer: LisaTokenizer, seed: int, steps: int, ba
         cache.batch_repeat_interleave(batch)
         suffixes, labels = [], []
         for instruction, answer in _examples(rng, batch):
-            question = tokenizer.encode_text(f"{instruction} ASSISTANT:")
+            question = build_prompt_ids(tokenizer, instruction)[len(prefix):]  # exactly as at inference
             target = tokenizer.encode_with_added_tokens(answer) + [tokenizer.eos_id]
             suffixes.append(torch.tensor(question + target[:-1]))
             labels.append(torch.tensor([-100] * (len(question) - 1) + target))
@@ -164,10 +167,18 @@ def _train(model: LisaModel, tokenizer: LisaTokenizer, seed: int, steps: int, ba
 
 
 def write_tiny_checkpoint(out_dir: str | Path, layout: str = "7b", seed: int = 0, safetensors: bool = False,
-                          train_steps: int = 200) -> TinyCheckpoint:
-    """Writes the tiny LISA and CLIP directories under ``out_dir``; same seed, same files."""
+                          train_steps: int = 200, legacy: str = "default", intermediate_size: int = 128
+                          ) -> TinyCheckpoint:
+    """Writes the tiny LISA and CLIP directories under ``out_dir``; same seed, same files.
+
+    ``intermediate_size``: the LLaMA MLP width (tests use one that is not a multiple of 32).
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if legacy not in LEGACY_CHOICES:
+        raise ValueError(f"legacy must be one of {LEGACY_CHOICES}, got {legacy!r}")
+    if legacy == "default":
+        legacy = "true" if layout == "7b" else "false"
     out_dir = Path(out_dir)
     lisa_dir, clip_dir = out_dir / f"lisa-tiny-{layout}", out_dir / CLIP_DIR_NAME
     lisa_dir.mkdir(parents=True, exist_ok=True)
@@ -177,8 +188,9 @@ def write_tiny_checkpoint(out_dir: str | Path, layout: str = "7b", seed: int = 0
         clip = _tiny_clip(seed)
         clip.save_pretrained(clip_dir)
         sp_model, added = _train_tokenizer(layout)
-        _write_tokenizer(lisa_dir, sp_model, added)
-        (lisa_dir / "config.json").write_text(json.dumps(_lisa_config(layout, max(added.values()) + 1), indent=2))
+        _write_tokenizer(lisa_dir, sp_model, added, legacy)
+        raw_config = _lisa_config(layout, max(added.values()) + 1, intermediate_size)
+        (lisa_dir / "config.json").write_text(json.dumps(raw_config, indent=2))
         config = load_lisa_config(lisa_dir)
         torch.manual_seed(seed)
         model = LisaModel(config, read_clip_config(clip_dir, config))
@@ -192,8 +204,8 @@ def write_tiny_checkpoint(out_dir: str | Path, layout: str = "7b", seed: int = 0
     return TinyCheckpoint(lisa_dir, clip_dir)
 
 
-def _write_tokenizer(directory: Path, sp_model: bytes, added: dict[str, int]) -> None:
-    """The files transformers 4.31 saves for LISA's slow LlamaTokenizer."""
+def _write_tokenizer(directory: Path, sp_model: bytes, added: dict[str, int], legacy: str = "true") -> None:
+    """The files transformers 4.31 saves for LISA's slow LlamaTokenizer (``legacy``: true, false or absent)."""
     (directory / "tokenizer.model").write_bytes(sp_model)
     (directory / "added_tokens.json").write_text(json.dumps(added, indent=2, sort_keys=True))
 
@@ -201,11 +213,14 @@ def _write_tokenizer(directory: Path, sp_model: bytes, added: dict[str, int]) ->
         return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": True,
                 "rstrip": False, "single_word": False}
 
-    (directory / "tokenizer_config.json").write_text(json.dumps({
+    config = {
         "add_bos_token": True, "add_eos_token": False, "bos_token": token("<s>"), "clean_up_tokenization_spaces": False,
-        "eos_token": token("</s>"), "legacy": True, "model_max_length": 512, "pad_token": None,
+        "eos_token": token("</s>"), "legacy": legacy == "true", "model_max_length": 512, "pad_token": None,
         "padding_side": "right", "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer", "unk_token": token("<unk>"),
-    }, indent=2))
+    }
+    if legacy == "absent":
+        del config["legacy"]
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     (directory / "special_tokens_map.json").write_text(json.dumps(
         {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<unk>", "unk_token": "<unk>"}, indent=2))
 

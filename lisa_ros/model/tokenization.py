@@ -1,14 +1,18 @@
 """LISA's tokenizer and ``llava_v1`` prompt, with the reference stack's exact ids.
 
-The reference encodes with transformers 4.31's slow ``LlamaTokenizer``
-(``legacy=True``): the text is split at added tokens, whitespace on both sides of
-an added token is stripped, and every text segment goes through sentencepiece on
-its own (so it gets sentencepiece's dummy prefix ``▁``). Newer transformers
-tokenizers differ in exactly these points, so the text segments are encoded here
-with ``sentencepiece`` directly, around the added-token ids read from the
-checkpoint's tokenizer files. User text is always encoded as plain text: an
-instruction that literally contains ``[SEG]``, ``<image>`` or ``</s>`` never
-becomes a special token (the reference would parse it).
+The reference encodes with transformers 4.31's slow ``LlamaTokenizer``: the text is
+split at added tokens, whitespace on both sides of an added token is stripped, and
+every text segment goes through sentencepiece on its own. ``tokenizer_config.json``'s
+``legacy`` flag (absent: 4.31's default, ``true``) decides the segments after an added
+or special token: with ``legacy: true`` they get sentencepiece's dummy prefix ``▁``
+like any text; with ``legacy: false`` 4.31 encodes them with the prefix and then cuts
+the ``▁`` off their first piece (a bare piece missing from the vocabulary becomes
+``<unk>``), and a ``▁`` in the text is read as a space. Newer transformers tokenizers
+differ in exactly these points, so the text segments are encoded here with
+``sentencepiece`` directly, around the added-token ids read from the checkpoint's
+tokenizer files. User text is always encoded as plain text: an instruction that
+literally contains ``[SEG]``, ``<image>`` or ``</s>`` never becomes a special token
+(the reference would parse it).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import sentencepiece
 
 from lisa_ros.model.config import CheckpointError, read_json
 
+SPIECE_UNDERLINE = "▁"
 SEG_TOKEN = "[SEG]"
 IM_START_TOKEN = "<im_start>"
 IM_END_TOKEN = "<im_end>"
@@ -41,9 +46,11 @@ class Turn:
 
 
 class LisaTokenizer:
-    def __init__(self, processor: sentencepiece.SentencePieceProcessor, added_tokens: dict[str, int]):
+    def __init__(self, processor: sentencepiece.SentencePieceProcessor, added_tokens: dict[str, int],
+                 legacy: bool = True):
         self.sp = processor
         self.added_tokens = dict(added_tokens)
+        self.legacy = legacy
         self.bos_id = processor.bos_id()
         self.eos_id = processor.eos_id()
         for token in (SEG_TOKEN, IM_START_TOKEN, IM_END_TOKEN):
@@ -70,9 +77,15 @@ class LisaTokenizer:
         except (OSError, RuntimeError) as error:
             raise CheckpointError(f"{model_path} is not a sentencepiece model ({error}). Fix: {fix}") from error
         added: dict[str, int] = {}
+        legacy = True  # transformers 4.31's default when the config does not say
         config_path = directory / "tokenizer_config.json"
         if config_path.is_file():
-            decoder = read_json(config_path, fix).get("added_tokens_decoder") or {}
+            config = read_json(config_path, fix)
+            legacy = config.get("legacy", True)
+            if legacy is not None and not isinstance(legacy, bool):
+                raise CheckpointError(f"{config_path}: legacy must be true, false or null, got {legacy!r}. Fix: {fix}")
+            legacy = bool(legacy)  # 4.31 tests its truth: null behaves as false
+            decoder = config.get("added_tokens_decoder") or {}
             for token_id, entry in decoder.items():
                 if isinstance(entry, dict) and int(token_id) >= processor.GetPieceSize():
                     added[entry["content"]] = int(token_id)
@@ -86,20 +99,36 @@ class LisaTokenizer:
         missing = [t for t in (SEG_TOKEN, IM_START_TOKEN, IM_END_TOKEN) if t not in added]
         if missing:
             raise CheckpointError(f"{source} lacks the LISA tokens {missing}: not a LISA tokenizer. Fix: {fix}")
-        return cls(processor, added)
+        return cls(processor, added, legacy)
 
     @property
     def vocab_size(self) -> int:
         return max(self.sp.GetPieceSize(), max(self.added_tokens.values()) + 1)
 
-    def encode_text(self, text: str) -> list[int]:
-        """Plain text as one sentencepiece segment (dummy prefix included); never special tokens."""
-        return list(self.sp.EncodeAsIds(text)) if text else []
+    def read(self, text: str) -> str:
+        """The text as the reference tokenizer reads it: ``legacy: false`` takes a ``▁`` for a space."""
+        return text if self.legacy else text.replace(SPIECE_UNDERLINE, " ")
+
+    def encode_text(self, text: str, after_token: bool = False) -> list[int]:
+        """Plain text as one sentencepiece segment; never special tokens.
+
+        ``after_token``: the segment follows an added or special token in the reference's
+        call (``<im_end>``, ``[SEG]``, ``</s>``), where ``legacy: false`` gives it no dummy prefix.
+        """
+        text = self.read(text)
+        if not text:
+            return []
+        if self.legacy or not after_token or text.startswith(" "):
+            return list(self.sp.EncodeAsIds(text))
+        pieces = self.sp.EncodeAsPieces(text)
+        if pieces[0].startswith(SPIECE_UNDERLINE):  # 4.31 cuts the dummy prefix off the first piece
+            pieces = ([pieces[0][1:]] if len(pieces[0]) > 1 else []) + pieces[1:]
+        return [self.sp.PieceToId(piece) for piece in pieces]  # unknown pieces: <unk>
 
     def encode_with_added_tokens(self, text: str) -> list[int]:
         """Trusted text (templates, scripted answers) as the reference slow tokenizer splits it."""
         ids: list[int] = []
-        parts = self._added_pattern.split(text)  # text, token, text, ..., text
+        parts = self._added_pattern.split(self.read(text))  # text, token, text, ..., text (read before stripping)
         for index, part in enumerate(parts):
             if index % 2:
                 ids.append(self.added_tokens[part])
@@ -109,7 +138,7 @@ class LisaTokenizer:
                 part = part.lstrip()
             if index < len(parts) - 1:
                 part = part.rstrip()
-            ids += self.encode_text(part)
+            ids += self.encode_text(part, after_token=index > 0)
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -148,18 +177,20 @@ def build_prompt_ids(
     """Prompt ids of ``llava_v1``, the image placeholder in the first user turn.
 
     ``"{system} USER: <im_start><image><im_end>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT:"``.
-    Earlier answers are replayed as the ids the model generated.
+    Earlier answers are replayed as the ids the model generated. The reference tokenizes the
+    text before and after ``<image>`` in two calls, so the text after ``<im_end>`` follows a
+    token, while that after a bare ``<image>`` starts a call.
     """
-    instructions = [turn.instruction for turn in history] + [instruction]
+    instructions = [tokenizer.read(text).strip() for text in [turn.instruction for turn in history] + [instruction]]
     if use_im_start_end:
         ids = [tokenizer.bos_id] + tokenizer.encode_text(f"{SYSTEM_PROMPT} USER:")
         ids += [tokenizer.im_start_id, IMAGE_PLACEHOLDER, tokenizer.im_end_id]
-        ids += tokenizer.encode_text(f"{instructions[0].strip()} ASSISTANT:")
+        ids += tokenizer.encode_text(f"{instructions[0]} ASSISTANT:", after_token=True)
     else:
         ids = [tokenizer.bos_id] + tokenizer.encode_text(f"{SYSTEM_PROMPT} USER: ") + [IMAGE_PLACEHOLDER]
-        ids += tokenizer.encode_text(f"\n{instructions[0].strip()} ASSISTANT:")
+        ids += tokenizer.encode_text(f"\n{instructions[0]} ASSISTANT:")
     for turn, following in zip(history, instructions[1:]):
         ids += list(turn.answer_ids) + [tokenizer.eos_id]
-        ids += tokenizer.encode_text(f"USER: {following.strip()} ASSISTANT:")
+        ids += tokenizer.encode_text(f"USER: {following} ASSISTANT:", after_token=True)
     return ids
 

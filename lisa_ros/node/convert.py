@@ -31,7 +31,11 @@ def array_to_image_msg(array: np.ndarray, encoding: str, header) -> Image:
 
 
 def frame_key(header, fallback) -> tuple:
-    """Identifies a frame for engine caches: its stamp and frame_id, or ``fallback`` when unstamped."""
+    """Names a frame for engine caches: its stamp and frame_id, or ``fallback`` when unstamped.
+
+    A name, not an identity: the engine compares the pixels on a cache hit (cheaper than hashing
+    every frame here), so two images with one header are never answered on each other's features.
+    """
     if header.stamp.sec == 0 and header.stamp.nanosec == 0:
         return ("unstamped", fallback)
     return (header.stamp.sec, header.stamp.nanosec, header.frame_id)

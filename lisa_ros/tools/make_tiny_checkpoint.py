@@ -18,6 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write safetensors shards (as `lisa-ros convert` does)")
     parser.add_argument("--train-steps", type=int, default=None,
                         help="steps teaching the tiny LLM LISA-style answers (0: leave it random)")
+    parser.add_argument("--legacy", choices=("default", "true", "false", "absent"), default="default",
+                        help="tokenizer_config.json's legacy flag (text after an added token with or without "
+                             "the dummy prefix); default: the layout's (7b true, 13b false); absent: no key "
+                             "(transformers 4.31 then used true)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     extra = {} if args.train_steps is None else {"train_steps": args.train_steps}
     result = write_tiny_checkpoint(args.out_dir, layout=args.layout, seed=args.seed, safetensors=args.safetensors,
-                                   **extra)
+                                   legacy=args.legacy, **extra)
     print(f"LISA checkpoint: {result.lisa_dir}")
     print(f"CLIP vision tower: {result.clip_dir}")
     print(f"engine options: path={result.lisa_dir} device=cpu precision=fp32")

@@ -17,13 +17,26 @@ sys.path.append(str(BENCHMARKS))
 pytest.importorskip("torch")
 
 
-def test_engine_vs_reference_tiny_random(tmp_path):
+def test_engine_vs_reference_tiny_random(tmp_path, monkeypatch):
+    import common
     import engine_vs_reference
 
+    written = []  # every version of the JSON, in order: a run cut off keeps the last one
+
+    def write_and_keep(name, payload, out=None):
+        path = write_result(name, payload, out)
+        written.append(json.loads(path.read_text()))
+        return path
+
+    write_result = common.write_result
+    monkeypatch.setattr(common, "write_result", write_and_keep)
     out = tmp_path / "evr.json"
     assert engine_vs_reference.main(["--shape", "tiny-random", "--repeats", "1", "--warmup", "0",
                                      "--long-tokens", "12", "--width", "64", "--height", "48",
                                      "--out", str(out)]) == 0
+    assert [(list(w["results"]), w["complete"]) for w in written] == [
+        ([], False), (["short"], False), (["short", "long"], False), (["short", "long"], True)]
+    assert written[0]["load_s"] > 0 and not list(tmp_path.glob("*.partial"))
     result = json.loads(out.read_text())
     for name, tokens in (("short", 8), ("long", 12)):
         row = result["results"][name]

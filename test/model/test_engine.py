@@ -7,12 +7,18 @@ and masks are still the model's own, but the token sequence is chosen by the tes
 from __future__ import annotations
 
 import concurrent.futures
+import re
+import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from lisa_ros.core.engine import EngineError
+from lisa_ros.core.engine import EngineError, InstructionTooLong
+from lisa_ros.core.frames import Frame, LatestFrame
+from lisa_ros.core.types import Status
+from lisa_ros.core.worker import EngineRunner, Request, RequestWorker, WorkerSettings
 from lisa_ros.model.generation import PromptPrefix, generate, reference_generate, reference_segment
 from lisa_ros.model.preprocess import clip_pixels
 from lisa_ros.model.tokenization import build_prompt_ids
@@ -78,6 +84,44 @@ def test_embedding_cache_hit_for_second_instruction(engine, frame):
         assert phase in second.timings_ms
 
 
+def test_same_key_with_other_pixels_is_computed_afresh(make_engine, tiny_7b, engine, frame, caplog):  # forced
+    """Two images under one key (an edited image resent with its header, a constant camera clock) must
+    never share CLIP features, SAM's embedding or the prompt prefix: the answer equals a fresh engine's."""
+    other = np.random.default_rng(1).integers(0, 256, frame.shape, dtype=np.uint8)
+    ask = dict(frame_key=("collide", 1), force_answer="Sure, [SEG].")
+    first = engine.segment(frame, "Segment the cup.", conversation_id="c", **ask)
+    with caplog.at_level("DEBUG", logger="lisa_ros.model.engine"):
+        same = engine.segment(frame.copy(), "Segment the cup.", conversation_id="c", **ask)
+        assert "new frame" not in caplog.text  # same pixels, another array: the same frame
+        second = engine.segment(other, "Segment the cup.", conversation_id="c2", **ask)
+        engine.segment(other, "Segment the cup.", conversation_id="c", **ask)
+        assert "'c': new frame" in caplog.text  # the conversation saw its frame change
+    assert same.timings_ms["clip"] == 0 and same.timings_ms["sam_encoder"] == 0  # a real cache hit
+    assert second.timings_ms["clip"] > 0 and second.timings_ms["sam_encoder"] > 0
+
+    fresh_engine = make_engine(tiny_7b.lisa_dir)
+    try:
+        fresh = fresh_engine.segment(other, "Segment the cup.", frame_key="anything", force_answer="Sure, [SEG].")
+    finally:
+        fresh_engine.unload()
+    assert fresh.scores != first.scores  # the test can tell the two frames apart
+    assert second.scores == fresh.scores and (second.masks[0] == fresh.masks[0]).all()
+    assert engine._frames[("collide", 1)].image is not other  # the cache holds its own copy
+
+
+def test_a_reused_buffer_under_one_key_is_a_new_frame(engine, frame):  # forced
+    """A caller that writes each new image into the same array cannot change a cached frame."""
+    other = np.ascontiguousarray(frame[::-1])
+    buffer = frame.copy()
+    ask = dict(frame_key="buffer", force_answer="Sure, [SEG].")
+    engine.segment(buffer, "Segment the cup.", conversation_id="b1", **ask)
+    buffer[:] = other
+    again = engine.segment(buffer, "Segment the cup.", conversation_id="b2", **ask)
+    expected = engine.segment(other, "Segment the cup.", frame_key="buffer-reference", conversation_id="b3",
+                              force_answer="Sure, [SEG].")
+    assert again.timings_ms["clip"] > 0 and again.scores == expected.scores
+
+
 @pytest.mark.parametrize("forced", [None, "It is [SEG] and [SEG]."])
 def test_prompt_prefix_cache_gives_the_answer_of_a_full_prefill(engine, frame, forced):
     """A second prompt on the same image features prefills only what follows the image."""
@@ -130,6 +174,7 @@ def test_sam_on_its_own_thread_gives_the_deferred_result(make_engine, tiny_7b, f
     try:
         none = threaded.segment(frame, "Hello!", frame_key="t", force_answer="Hi.")
         assert not none.found and threaded._frames["t"].sam_future is not None  # started, not waited for
+        deferred.segment(frame, "Hello!", frame_key="t", force_answer="Hi.")  # same calls: same prompt-prefix reuse
         a = deferred.segment(frame, "Segment the cup.", frame_key="t", force_answer="Sure, [SEG].")
         b = threaded.segment(frame, "Segment the cup.", frame_key="t", force_answer="Sure, [SEG].")
         assert threaded._frames["t"].sam_future is None and threaded._frames["t"].sam_embedding is not None
@@ -175,8 +220,50 @@ def test_max_new_tokens_stops_generation(make_engine, tiny_7b, frame):
 
 
 def test_instruction_longer_than_context_is_refused(engine, frame):
-    with pytest.raises(EngineError, match="too long"):
+    with pytest.raises(InstructionTooLong, match="too long"):
         engine.segment(frame, "cup " * 2000, frame_key="long")
+
+
+def test_too_long_in_tokens_names_the_limit_and_the_limit_is_exact(engine, frame):
+    """700 CJK characters pass the node's character limit but not the context (3 byte tokens each here)."""
+    with pytest.raises(InstructionTooLong) as refused:
+        engine.segment(frame, "杯" * 700, frame_key="cjk")
+    found = re.search(r"too long: (\d+) tokens, at most (\d+) fit", str(refused.value))
+    assert found, str(refused.value)
+    tokens, limit = map(int, found.groups())
+    assert tokens == len(engine.tokenizer.encode_text("杯" * 700)) and tokens > limit
+    fitting = (limit - 1) // 3  # "▁" then 3 byte tokens per character: the longest that fits
+    assert len(engine.tokenizer.encode_text("杯" * fitting)) <= limit < len(engine.tokenizer.encode_text(
+        "杯" * (fitting + 1)))
+    assert engine.segment(frame, "杯" * fitting, frame_key="cjk", force_answer="Sure, [SEG].").found
+    with pytest.raises(InstructionTooLong):
+        engine.segment(frame, "杯" * (fitting + 1), frame_key="cjk")
+
+
+def test_worker_answers_too_long_instructions_invalid_instruction(engine, frame):
+    """Through the node's request worker: the request's fault (INVALID_INSTRUCTION), not ENGINE_ERROR."""
+    answers, arrived = [], threading.Condition()
+
+    def on_answer(answer):
+        with arrived:
+            answers.append(answer)
+            arrived.notify_all()
+
+    runner = EngineRunner()
+    worker = RequestWorker(engine, runner, LatestFrame(), lambda f: f.payload, on_answer, WorkerSettings())
+    try:
+        for text in ("杯" * 700, "Segment the cup."):
+            worker.submit(Request(instruction=text, request_id=text[:3],
+                                  frame=Frame(payload=frame, header=None, key="worker", received=time.monotonic())))
+        with arrived:
+            assert arrived.wait_for(lambda: len(answers) == 2, timeout=60), answers
+    finally:
+        worker.stop("test over")
+        runner.close()
+    too_long, fine = answers
+    assert too_long.status is Status.INVALID_INSTRUCTION, too_long.message
+    assert re.search(r"too long: \d+ tokens, at most \d+ fit", too_long.message)
+    assert fine.status in (Status.OK, Status.NOT_FOUND)
 
 
 def test_bad_image_is_refused(engine):
@@ -234,15 +321,33 @@ def test_out_of_memory_clears_caches(engine, frame, monkeypatch):
     assert not engine._frames
 
 
-def test_cancel_ends_a_long_generation_and_the_next_call_runs(engine, frame):
-    """The node calls cancel() from its worker when a call overruns inference_timeout."""
-    import threading
-    import time
+def test_cancel_ends_a_long_generation_and_the_next_call_runs(engine, frame, monkeypatch):
+    """The node calls cancel() from its worker when a call overruns inference_timeout.
 
+    A cancel that lands before a call starts is dropped by design, so the cancel is sent once
+    generation has started (signalled by the real ``generate`` being entered), never on a timer.
+    """
+    from lisa_ros.model import engine as engine_module
+
+    generating, cancelled_at = threading.Event(), []
+
+    def generate_and_signal(*args, **kwargs):
+        generating.set()
+        return real_generate(*args, **kwargs)
+
+    def cancel_once_generating():
+        if generating.wait(120):
+            cancelled_at.append(time.monotonic())
+            engine.cancel()
+
+    real_generate = engine_module.generate
+    monkeypatch.setattr(engine_module, "generate", generate_and_signal)
+    canceller = threading.Thread(target=cancel_once_generating)
+    canceller.start()
     long_answer = [100] * 5000  # forced: no EOS, thousands of cached steps (about a minute uncancelled)
-    threading.Timer(0.3, engine.cancel).start()
-    started = time.monotonic()
     with pytest.raises(EngineError, match="cancelled"):
         engine.segment(frame, "Segment the cup.", frame_key="cancel", force_answer=long_answer)
-    assert time.monotonic() - started < 5.0
+    ended = time.monotonic()
+    canceller.join()
+    assert cancelled_at and ended - cancelled_at[0] < 5.0
     assert engine.segment(frame, "Segment the cup.", frame_key="cancel", force_answer="Sure, [SEG].").found

@@ -6,6 +6,7 @@ import json
 import torch
 
 from lisa_ros.model.preprocess import clip_pixels
+from lisa_ros.model.tokenization import LisaTokenizer
 
 
 def test_truncated_clip_equals_hidden_state_minus_two(engine, tiny_7b, frame):
@@ -35,8 +36,11 @@ def test_bf16_keeps_the_seg_path_fp32(make_engine, tiny_13b, frame):
 def test_cli_make_tiny_checkpoint_and_convert(tmp_path, capsys):
     from lisa_ros.tools.cli import main
 
-    assert main(["make-tiny-checkpoint", str(tmp_path), "--layout", "13b", "--seed", "4", "--train-steps", "0"]) == 0
+    assert main(["make-tiny-checkpoint", str(tmp_path), "--layout", "13b", "--seed", "4", "--train-steps", "0",
+                 "--legacy", "absent"]) == 0
     lisa_dir = tmp_path / "lisa-tiny-13b"
+    assert "legacy" not in json.loads((lisa_dir / "tokenizer_config.json").read_text())
+    assert LisaTokenizer.from_directory(lisa_dir).legacy  # transformers 4.31's default
     config = json.loads((lisa_dir / "config.json").read_text())
     assert config["architectures"] == ["LISAForCausalLM"] and "lisa_ros_tiny_sam" in config
     assert "meaningless" in config["lisa_ros_note"]

@@ -2,6 +2,10 @@
 decoder is quantized, and SAM, the projector, lm_head and the [SEG] head are not."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -31,3 +35,62 @@ def test_quantized_load_and_segment(make_engine, tiny_7b, frame, precision):
     assert len(out.masks) == 2 and all(torch.isfinite(torch.tensor(out.scores)))
     assert out.masks[0].shape == frame.shape[:2]
     engine.unload()
+
+
+def test_full_precision_load_never_imports_bitsandbytes(tiny_7b):
+    """bitsandbytes only for int8/int4: its import costs start-up and shutdown time and, on avx512_bf16
+    CPUs, logs a spurious "pip install kernels" warning. A fresh interpreter, so nothing imported it before."""
+    code = (
+        "import sys\n"
+        "from lisa_ros.model.engine import LisaEngine\n"
+        f"options = {{'path': {str(tiny_7b.lisa_dir)!r}, 'device': 'cpu', 'precision': 'fp32'}}\n"
+        "engine = LisaEngine.from_options(options)\n"
+        "engine.load()\n"
+        "engine.unload()\n"
+        "print('bitsandbytes imported:', 'bitsandbytes' in sys.modules)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), HF_HUB_OFFLINE="1")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "bitsandbytes imported: False" in run.stdout, run.stdout
+    assert "kernels" not in run.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_mlp_width_120(tmp_path_factory):
+    """A tiny checkpoint whose MLP width (gate_proj, up_proj outputs) is not a multiple of 32."""
+    from lisa_ros.model.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("width120"), seed=2, train_steps=0, intermediate_size=120)
+
+
+def test_int4_widths_the_packed_cpu_path_cannot_take_keep_the_unpacked_kernels(make_engine, tiny_mlp_width_120,
+                                                                                frame, monkeypatch):
+    """On avx512_bf16 CPUs bitsandbytes repacks each 4-bit weight in blocks of 32 output rows on its first
+    forward, and asserted (a bare AssertionError) on a width of 120. That CPU is emulated while the layers
+    are built (bitsandbytes reads the CPU's ability there); only the narrow layers are run, since the
+    packed kernels themselves need the real instructions."""
+    import bitsandbytes as bnb
+    import bitsandbytes.nn.modules as bnb_modules
+
+    with monkeypatch.context() as patch:
+        patch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
+        engine = make_engine(tiny_mlp_width_120.lisa_dir, precision="int4")
+    try:
+        layers = {n: m for n, m in engine.model.llm.model.layers.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+        narrow = {n: m for n, m in layers.items() if m.out_features % 32}
+        assert narrow and all(n.endswith(("gate_proj", "up_proj")) for n in narrow)
+        assert all(m.support_avx512bf16_for_cpu for n, m in layers.items() if n not in narrow)  # packed as before
+        for name, layer in narrow.items():
+            x = torch.randn(3, layer.in_features)
+            weight = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+            torch.testing.assert_close(layer(x), x @ weight.t(), atol=1e-4, rtol=1e-4, msg=name)
+    finally:
+        engine.unload()
+    # This CPU as it is (packed path or not): the whole model runs.
+    engine = make_engine(tiny_mlp_width_120.lisa_dir, precision="int4")
+    try:
+        out = engine.segment(frame, "Segment the cup.", frame_key=1, force_answer="Sure, [SEG].")  # forced
+        assert out.found and all(torch.isfinite(torch.tensor(out.scores)))
+    finally:
+        engine.unload()
