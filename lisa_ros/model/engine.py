@@ -285,8 +285,7 @@ class LisaEngine(Engine):
 
     def keep_prompt_prefix(self, frame: _Frame, prefix: PromptPrefix) -> None:
         """Keeps a prompt prefix built outside ``generate`` on the frame (only the latest frame keeps one)."""
-        if self.options.frame_cache_size:
-            self._keep_prefix(frame, prefix)
+        self._keep_prefix(frame, prefix)
 
     def _frame(self, image: np.ndarray, frame_key: Hashable, timings: dict[str, float]) -> _Frame:
         """The frame's cached work, or CLIP now and SAM (its preprocessing included) started on its

@@ -202,3 +202,16 @@ def test_prompt_prefix_is_shared_with_segment(engine, frame):
     before = prefix.cache.get_seq_length()
     semantic.seg_hidden_states(engine, frame_state, ["Please segment the cup."], max_batch_tokens=64)
     assert prefix.cache.get_seq_length() == before  # the shared cache is never extended
+
+
+def test_engine_without_frame_cache_gives_the_same_result(make_engine, tiny_7b, engine, frame, tmp_path):
+    uncached = make_engine(tiny_7b.lisa_dir, frame_cache_size=0)
+    try:
+        options = _options(tmp_path, filter_threshold=0.3, generate_descriptions=False)
+        expected = semantic.SemanticSegmenter(engine, options).segment(frame, CATEGORIES, frame_key="uncached")
+        result = semantic.SemanticSegmenter(uncached, options).segment(frame, CATEGORIES, frame_key="uncached")
+        assert (result.label == expected.label).mean() > 0.9999
+        np.testing.assert_allclose(result.presence, expected.presence, atol=1e-5)
+        assert result.filtered_out == expected.filtered_out and not uncached._frames
+    finally:
+        uncached.unload()
