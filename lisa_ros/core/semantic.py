@@ -243,27 +243,52 @@ def label_dtype(num_categories: int) -> np.dtype:
     return np.dtype(np.uint8) if num_categories <= MONO8_MAX_CATEGORIES else np.dtype(np.uint16)
 
 
+class LabelArgmax:
+    """Per-pixel argmax over mask logits that arrive in chunks: two (H, W) arrays, whatever the count.
+
+    Overlapping masks go to the category with the larger logit (the first added on a
+    tie), never to whichever was drawn last; ``label()`` leaves 0 where every logit is
+    below ``threshold``.
+    """
+
+    def __init__(self, shape: tuple[int, int], num_categories: int, threshold: float = 0.0):
+        self.dtype = label_dtype(num_categories)
+        self.num_categories = num_categories
+        self.threshold = threshold
+        self.best = np.full(shape, -np.inf, np.float32)
+        self.ids = np.zeros(shape, self.dtype)
+
+    def add(self, logits: np.ndarray, label_ids: Sequence[int]) -> None:
+        """(n, H, W) logits; ``label_ids[i]`` is the id of ``logits[i]``."""
+        logits = np.asarray(logits)
+        if logits.ndim != 3 or logits.shape[1:] != self.best.shape:
+            raise ValueError(f"logits must be (N, {self.best.shape[0]}, {self.best.shape[1]}), got {logits.shape}")
+        if len(label_ids) != logits.shape[0]:
+            raise ValueError(f"{len(label_ids)} label ids for {logits.shape[0]} masks")
+        if not len(label_ids):
+            return
+        ids = np.asarray(label_ids, dtype=np.int64)
+        if ids.min() < 1 or ids.max() > self.num_categories:
+            raise ValueError(f"label ids must be in 1..{self.num_categories}, got {ids.min()}..{ids.max()}")
+        best = np.argmax(logits, axis=0)
+        top = np.take_along_axis(logits, best[None], axis=0)[0]
+        better = top > self.best
+        self.best[better] = top[better]
+        self.ids[better] = ids.astype(self.dtype)[best[better]]
+
+    def label(self) -> np.ndarray:
+        return np.where(self.best >= self.threshold, self.ids, self.dtype.type(UNLABELLED))
+
+
 def label_image(logits: np.ndarray, label_ids: Sequence[int], num_categories: int,
                 threshold: float = 0.0) -> np.ndarray:
-    """Per-pixel argmax of (N, H, W) mask logits -> (H, W) label ids; 0 where every logit < ``threshold``.
-
-    Overlapping masks go to the category with the larger logit (the first listed on a
-    tie), never to whichever was drawn last. ``label_ids[i]`` is the id of ``logits[i]``.
-    """
+    """Per-pixel argmax of (N, H, W) mask logits -> (H, W) label ids; 0 where every logit < ``threshold``."""
     logits = np.asarray(logits)
     if logits.ndim != 3:
         raise ValueError(f"logits must be (N, H, W), got shape {logits.shape}")
-    if len(label_ids) != logits.shape[0]:
-        raise ValueError(f"{len(label_ids)} label ids for {logits.shape[0]} masks")
-    dtype = label_dtype(num_categories)
-    if logits.shape[0] == 0:
-        return np.zeros(logits.shape[1:], dtype)
-    ids = np.asarray(label_ids, dtype=np.int64)
-    if ids.min() < 1 or ids.max() > num_categories:
-        raise ValueError(f"label ids must be in 1..{num_categories}, got {ids.min()}..{ids.max()}")
-    best = np.argmax(logits, axis=0)
-    labelled = np.take_along_axis(logits, best[None], axis=0)[0] >= threshold
-    return np.where(labelled, ids.astype(dtype)[best], dtype.type(UNLABELLED)).astype(dtype, copy=False)
+    argmax = LabelArgmax(logits.shape[1:], num_categories, threshold)
+    argmax.add(logits, label_ids)
+    return argmax.label()
 
 
 def label_fractions(label: np.ndarray, num_categories: int) -> np.ndarray:

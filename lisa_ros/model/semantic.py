@@ -24,7 +24,7 @@ import copy
 import dataclasses
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from lisa_ros.model.generation import GenerationCancelled, PromptPrefix, expande
 from lisa_ros.model.tokenization import IMAGE_PLACEHOLDER, SYSTEM_PROMPT, LisaTokenizer, build_prompt_ids
 
 MASK_DECODE_BATCH = 16  # [SEG] prompts per SAM decoder call: bounds the 1024x1024 upsampling memory
+MASK_CHUNK_PIXELS = 16 * 1920 * 1080  # fewer per call on larger frames (an 8K frame: one mask at a time)
 
 
 @dataclasses.dataclass
@@ -190,22 +191,33 @@ def seg_hidden_states(engine, frame, instructions: Sequence[str], *, max_batch_t
     return packed_last_hidden(model, prefix, suffixes, max_batch_tokens=max_batch_tokens, cancel=cancel)
 
 
-def decode_category_masks(engine, frame, seg_hidden: torch.Tensor, image_shape: tuple[int, int],
-                          timings: dict[str, float]) -> CategoryMasks:
-    """SAM's decoder on the ``[SEG]`` states in batches: mask logits at the frame's resolution."""
+def mask_chunks(engine, frame, seg_hidden: torch.Tensor, image_shape: tuple[int, int],
+                timings: dict[str, float]) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """SAM's decoder on the ``[SEG]`` states, a few at a time: (rows, (n, H, W) float32 logits at the
+    frame's resolution, (n,) IoU predictions). Chunks are sized so one holds ~MASK_CHUNK_PIXELS."""
     model = engine.model
     if not len(seg_hidden):
-        return CategoryMasks(np.zeros((0, *image_shape), np.float32), np.zeros(0, np.float32))
+        return
     embedding = engine.frame_sam_embedding(frame, timings)
-    tick = time.perf_counter()
-    logits = np.empty((len(seg_hidden), *image_shape), np.float32)
-    scores = np.empty(len(seg_hidden), np.float32)
-    for start in range(0, len(seg_hidden), MASK_DECODE_BATCH):
-        part = slice(start, start + MASK_DECODE_BATCH)
-        chunk_logits, chunk_iou = model.decode_masks(seg_hidden[part], embedding, frame.sam_input_size, image_shape)
-        logits[part] = chunk_logits.cpu().numpy()
-        scores[part] = chunk_iou.cpu().numpy()
-    timings["mask_decode"] = (time.perf_counter() - tick) * 1000
+    per_chunk = max(1, min(MASK_DECODE_BATCH, MASK_CHUNK_PIXELS // (image_shape[0] * image_shape[1])))
+    timings.setdefault("mask_decode", 0.0)
+    for start in range(0, len(seg_hidden), per_chunk):
+        tick = time.perf_counter()
+        rows = slice(start, min(start + per_chunk, len(seg_hidden)))
+        logits, iou = model.decode_masks(seg_hidden[rows], embedding, frame.sam_input_size, image_shape)
+        chunk = rows, logits.cpu().numpy(), iou.cpu().numpy()
+        timings["mask_decode"] += (time.perf_counter() - tick) * 1000
+        yield chunk
+
+
+def decode_category_masks(engine, frame, seg_hidden: torch.Tensor, image_shape: tuple[int, int],
+                          timings: dict[str, float]) -> CategoryMasks:
+    """Every category's mask logits at once (memory n x H x W floats; ``SemanticSegmenter`` folds
+    the chunks into the label image instead)."""
+    logits = np.zeros((len(seg_hidden), *image_shape), np.float32)
+    scores = np.zeros(len(seg_hidden), np.float32)
+    for rows, chunk_logits, chunk_scores in mask_chunks(engine, frame, seg_hidden, image_shape, timings):
+        logits[rows], scores[rows] = chunk_logits, chunk_scores
     return CategoryMasks(logits, scores)
 
 
@@ -324,14 +336,19 @@ class SemanticSegmenter:
         seg_hidden = seg_hidden_states(engine, frame, instructions, max_batch_tokens=options.max_batch_tokens,
                                        cancel=self._cancel)
         timings["segment"] = (time.perf_counter() - tick) * 1000
-        masks = decode_category_masks(engine, frame, seg_hidden, image.shape[:2], timings)
-
-        tick = time.perf_counter()
-        label = core.label_image(masks.logits, [i + 1 for i in kept], count, options.label_threshold)
-        fractions = core.label_fractions(label, count)
-        timings["label"] = (time.perf_counter() - tick) * 1000
+        argmax = core.LabelArgmax(image.shape[:2], count, options.label_threshold)
         scores = np.zeros(count)
-        scores[kept] = masks.scores
+        timings["label"] = 0.0
+        for rows, logits, iou in mask_chunks(engine, frame, seg_hidden, image.shape[:2], timings):
+            _check_cancel(self._cancel, "mask decoding")
+            tick = time.perf_counter()
+            argmax.add(logits, [i + 1 for i in kept[rows]])
+            scores[kept[rows]] = iou
+            timings["label"] += (time.perf_counter() - tick) * 1000
+        tick = time.perf_counter()
+        label = argmax.label()
+        fractions = core.label_fractions(label, count)
+        timings["label"] += (time.perf_counter() - tick) * 1000
         timings["total"] = (time.perf_counter() - start) * 1000
 
         if fractions.sum() > 0:

@@ -129,6 +129,18 @@ def test_overlaps_do_not_depend_on_the_order_of_the_categories():
     np.testing.assert_array_equal(core.label_image(logits[order], [o + 1 for o in order], 4), label)
 
 
+def test_label_argmax_over_chunks_equals_one_pass_ties_included():
+    rng = np.random.default_rng(2)
+    logits = rng.integers(-3, 4, size=(7, 9, 11)).astype(np.float32)  # small integers: many ties
+    ids = [1, 2, 4, 5, 6, 8, 9]
+    argmax = core.LabelArgmax((9, 11), 9, threshold=1.0)
+    for rows in (slice(0, 3), slice(3, 4), slice(4, 7)):
+        argmax.add(logits[rows], ids[rows])
+    np.testing.assert_array_equal(argmax.label(), core.label_image(logits, ids, 9, threshold=1.0))
+    with pytest.raises(ValueError, match=r"logits must be \(N, 9, 11\)"):
+        argmax.add(np.zeros((1, 9, 10)), [1])
+
+
 def test_label_dtype_is_mono8_up_to_255_then_uint16():
     assert core.label_dtype(255) == np.uint8 and core.label_dtype(256) == np.uint16
     logits = np.full((1, 2, 2), -5.0)
