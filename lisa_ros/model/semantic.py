@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Hashable, Iterator, Sequence
@@ -37,6 +38,8 @@ from lisa_ros.core.semantic import CategoryError, SemanticOptions, SemanticResul
 from lisa_ros.core.types import Status
 from lisa_ros.model.generation import GenerationCancelled, PromptPrefix, expanded_length, generate
 from lisa_ros.model.tokenization import IMAGE_PLACEHOLDER, SYSTEM_PROMPT, LisaTokenizer, build_prompt_ids
+
+logger = logging.getLogger(__name__)
 
 MASK_DECODE_BATCH = 16  # [SEG] prompts per SAM decoder call: bounds the 1024x1024 upsampling memory
 MASK_CHUNK_PIXELS = 16 * 1920 * 1080  # fewer per call on larger frames (an 8K frame: one mask at a time)
@@ -279,6 +282,8 @@ class SemanticSegmenter:
                                             max_new_tokens=self.options.max_description_tokens, cancel=self._cancel)
             for index, text in zip(missing, written):
                 descriptions[index] = text
+                logger.info("semantic: %s wrote the description of %r: %r (cached in %s; put a better one in "
+                            "semantic.descriptions_file)", model_id, categories[index], text, self.cache.path)
             self.cache.put_many(model_id, core.PROMPT_VERSION, {categories[i]: t for i, t in zip(missing, written)})
         return descriptions, sources
 
@@ -316,6 +321,9 @@ class SemanticSegmenter:
         descriptions, sources = self.describe(names)
         timings["describe"] = (time.perf_counter() - tick) * 1000
         frame = engine.frame_state(image, frame_key, timings)
+        tick = time.perf_counter()
+        prompt_prefix(engine, frame)  # once per frame: the system prompt and the image positions
+        timings["prefix"] = (time.perf_counter() - tick) * 1000
 
         presence = np.full(count, np.nan)
         kept = list(range(count))

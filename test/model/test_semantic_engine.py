@@ -66,7 +66,7 @@ def test_batched_masks_equal_separate_segment_requests(engine, frame, tmp_path):
     assert sum(result.fractions) == pytest.approx(np.count_nonzero(result.label) / result.label.size)
     assert result.label_ids == [1, 2, 3, 4, 5, 6] and result.label_names == CATEGORIES
     assert result.filtered_out == [] and all(np.isnan(result.presence))
-    for phase in ("describe", "segment", "sam_encoder", "mask_decode", "label", "total"):
+    for phase in ("describe", "clip", "prefix", "segment", "sam_encoder", "mask_decode", "label", "total"):
         assert phase in result.timings_ms
 
 
