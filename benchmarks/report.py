@@ -130,7 +130,7 @@ def prefix_cache() -> str:
 def semantic() -> str:
     parts = []
     for r in _load("semantic_*.json"):
-        rows = []
+        rows, tokens = [], r.get("prompt_tokens") or {}
         for size, f in r["results"].items():
             phases = f["batched_phases_ms"]
             rows.append([size, f["single_ms"], f["separate_ms"], f["batched_ms"], f["batched_over_single"],
@@ -139,7 +139,10 @@ def semantic() -> str:
                          f"{100 * f['filter_saves_share']:.0f}%"])
         parts.append(f"{_header(r)}\nModel: {r['shape']} {r['precision']} {r['device']}, frame {r['frame']}, "
                      f"{r.get('torch_threads')} torch thread(s), medians of {r['repeats']}; load "
-                     f"`{r.get('uptime_start')}` -> `{r.get('uptime_end')}`. Writing one description (one-off, "
+                     f"`{r.get('uptime_start')}` -> `{r.get('uptime_end')}`. Prompt tokens after the shared prefix "
+                     f"({tokens.get('prefix_positions')} positions), mean per category: segment "
+                     f"{tokens.get('segment_prompt_mean')}, filter {tokens.get('filter_prompt_mean')} (the benchmark "
+                     f"tokenizer; LLaMA's spells English in about half). Writing one description (one-off, "
                      f"cached): {r['describe_one_category_ms'].get('median')} ms.\n\n" + common.markdown_table(
                          ["N", "1 request ms", "N requests ms", "batched ms", "batched / 1 request",
                           "N requests / batched", "batched: LLM pass ms", "batched: SAM decoder ms",
