@@ -128,6 +128,29 @@ def prefix_cache() -> str:
          "prefix build ms (once per frame)", "max abs diff"], rows)
 
 
+def semantic() -> str:
+    parts = []
+    for r in _load("semantic_*.json"):
+        rows, tokens = [], r.get("prompt_tokens") or {}
+        for size, f in r["results"].items():
+            phases = f["batched_phases_ms"]
+            rows.append([size, f["single_ms"], f["separate_ms"], f["batched_ms"], f["batched_over_single"],
+                         f["separate_over_batched"], phases.get("segment"), phases.get("mask_decode"),
+                         f"{f['filtered_ms']:.0f} ({f['kept_by_filter'][0]} of {size} kept)",
+                         f"{100 * f['filter_saves_share']:.0f}%"])
+        parts.append(f"{_header(r)}\nModel: {r['shape']} {r['precision']} {r['device']}, frame {r['frame']}, "
+                     f"{r.get('torch_threads')} torch thread(s), medians of {r['repeats']}; load "
+                     f"`{r.get('uptime_start')}` -> `{r.get('uptime_end')}`. Prompt tokens after the shared prefix "
+                     f"({tokens.get('prefix_positions')} positions), mean per category: segment "
+                     f"{tokens.get('segment_prompt_mean')}, filter {tokens.get('filter_prompt_mean')} (the benchmark "
+                     f"tokenizer; LLaMA's spells English in about half). Writing one description (one-off, "
+                     f"cached): {r['describe_one_category_ms'].get('median')} ms.\n\n" + common.markdown_table(
+                         ["N", "1 request ms", "N requests ms", "batched ms", "batched / 1 request",
+                          "N requests / batched", "batched: LLM pass ms", "batched: SAM decoder ms",
+                          f"filter on, {int(100 * r['keep'])}% present: ms", "filter saves"], rows))
+    return "\n\n".join(parts)
+
+
 def report() -> str:
     sections = [("1. Engine vs reference path (same run, same machine)", engine_vs_reference),
                 ("2. Full-size shapes, random weights", full_size),
@@ -135,7 +158,8 @@ def report() -> str:
                 ("3b. 30 Hz stream with a slow engine", stream),
                 ("4. Tiny checkpoint on the CPU (regression baseline)", tiny_cpu),
                 ("Second instruction on a frame: prompt-prefix KV cache (now in the engine)", prefix_cache),
-                ("SAM encoder attention: eager vs SDPA (now in the engine)", sam_attention)]
+                ("SAM encoder attention: eager vs SDPA (now in the engine)", sam_attention),
+                ("Semantic mode: N categories batched vs N single-instruction requests", semantic)]
     out = []
     for title, fn in sections:
         body = fn()

@@ -286,6 +286,20 @@ class LisaEngine(Engine):
         timings["total"] = (time.perf_counter() - start) * 1000
         return EngineOutput(masks=masks, scores=scores, text=tokenizer.decode(answer), timings_ms=timings)
 
+    # -- hooks for callers that build their own prompts (lisa_ros.model.semantic) -----------
+
+    def frame_state(self, image: np.ndarray, frame_key: Hashable, timings: dict[str, float]) -> _Frame:
+        """The frame's cached CLIP features (computed now if absent), shared with ``segment``."""
+        return self._frame(image, frame_key, timings)
+
+    def frame_sam_embedding(self, frame: _Frame, timings: dict[str, float]) -> torch.Tensor:
+        """SAM's image embedding of a ``frame_state`` (computed once per frame)."""
+        return self._sam_embedding(frame, timings)
+
+    def keep_prompt_prefix(self, frame: _Frame, prefix: PromptPrefix) -> None:
+        """Keeps a prompt prefix built outside ``generate`` on the frame (only the latest frame keeps one)."""
+        self._keep_prefix(frame, prefix)
+
     def _frame(self, image: np.ndarray, frame_key: Hashable, timings: dict[str, float]) -> _Frame:
         """The frame's cached work, or CLIP now and SAM (its preprocessing included) started on its
         own thread (CUDA) / deferred until an answer holds a ``[SEG]`` (CPU).

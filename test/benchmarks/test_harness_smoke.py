@@ -62,6 +62,21 @@ def test_full_size_smoke(tmp_path):
         assert row["end_to_end"]["long"]["tokens"] == 16
 
 
+def test_semantic_tiny_random(tmp_path):
+    import semantic
+
+    out = tmp_path / "semantic.json"
+    assert semantic.main(["--shape", "tiny-random", "--sizes", "2", "5", "--repeats", "1", "--keep", "0.4",
+                          "--width", "64", "--height", "48", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["results"]) == {"2", "5"}
+    for size, row in result["results"].items():
+        assert row["batched_over_single"] > 0 and row["separate_over_batched"] > 0
+        assert row["kept_by_filter"] == [max(1, round(0.4 * int(size)))]  # the threshold keeps what it was set to
+        assert "filter" in row["filtered_phases_ms"] and "filter" not in row["batched_phases_ms"]
+    assert result["uptime_start"] and result["describe_one_category_ms"]["n"] == 3
+
+
 def test_random_shapes_match_the_released_sizes():
     import models
 
