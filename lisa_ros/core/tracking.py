@@ -348,7 +348,7 @@ def _warped_box(box: tuple[int, int, int, int], transform: np.ndarray, width: in
     moved = corners @ transform[:2].T
     x0, y0 = np.floor(moved.min(axis=0)).astype(int)
     x1, y1 = np.ceil(moved.max(axis=0)).astype(int) + 1
-    return max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+    return int(max(0, x0)), int(max(0, y0)), int(min(width, x1)), int(min(height, y1))
 
 
 def _warp(image: np.ndarray, transform: np.ndarray, region: tuple[int, int, int, int],
