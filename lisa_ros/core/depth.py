@@ -35,7 +35,8 @@ Decisions (the README's "3D targets and tracking" section says the same to users
   The box spans the ``box_percentile`` .. 100 -
   ``box_percentile`` percentiles of each axis (stray points do not stretch it; it sits slightly
   inside the visible surface: by the erosion margin and the trimmed tails). Large masks are
-  subsampled on a regular pixel stride to at most ``max_points`` points for the statistics.
+  subsampled on a regular pixel grid to about ``max_points`` points for the depth statistics and
+  the point cloud (the cost stays bounded at any mask size).
 """
 from __future__ import annotations
 
@@ -165,6 +166,21 @@ class CameraModel:
         x = (us.astype(np.float32) - np.float32(self.cx) - np.float32(self.skew) * y) / np.float32(self.fx)
         return x, y
 
+    def mean_ray(self, region: np.ndarray, x0: int, y0: int, grid: int = 1) -> tuple[float, float]:
+        """Mean (x/z, y/z) over the non-zero pixels of ``region`` (uint8), whose pixel (i, j) is image
+        pixel (x0 + grid * j, y0 + grid * i)."""
+        if self.is_pinhole:  # the rays are affine in (u, v): the ray of the mean pixel
+            moments = cv2.moments(region, binaryImage=True)
+            u = grid * moments["m10"] / moments["m00"] + x0
+            v = grid * moments["m01"] / moments["m00"] + y0
+            y = (v - self.cy) / self.fy
+            return (u - self.cx - self.skew * y) / self.fx, y
+        table_x, table_y = self._ray_table
+        height, width = region.shape
+        rows, cols = slice(y0, y0 + grid * height, grid), slice(x0, x0 + grid * width, grid)
+        return (cv2.mean(np.ascontiguousarray(table_x[rows, cols]), mask=region)[0],
+                cv2.mean(np.ascontiguousarray(table_y[rows, cols]), mask=region)[0])
+
     @functools.cached_property
     def _ray_table(self) -> tuple[np.ndarray, np.ndarray]:
         """Undistorted (x/z, y/z) for every pixel, computed once per camera (tens of ms at 720p)."""
@@ -239,7 +255,8 @@ class Target3D:
 
 
 def masks_on_depth_grid(masks: Sequence[np.ndarray], depth_shape: tuple[int, int]) -> list[np.ndarray]:
-    """Masks (colour-frame size) as uint8 0/1 on the depth grid; raises DepthError when they cannot map."""
+    """Masks (colour-frame size) as uint8 (non-zero = in) on the depth grid (no copy when the size matches);
+    raises DepthError when they cannot map."""
     height, width = depth_shape
     out = []
     for mask in masks:
@@ -247,7 +264,8 @@ def masks_on_depth_grid(masks: Sequence[np.ndarray], depth_shape: tuple[int, int
         if mask.ndim != 2:
             raise DepthError(DepthStatus.DEPTH_SIZE_MISMATCH, f"mask of shape {mask.shape} is not 2-D")
         mask_h, mask_w = mask.shape
-        binary = (mask != 0).view(np.uint8) if mask.dtype == bool else (mask != 0).astype(np.uint8)
+        binary = mask.view(np.uint8) if mask.dtype == bool else (mask if mask.dtype == np.uint8 else
+                                                                  (mask != 0).astype(np.uint8))
         if (mask_h, mask_w) == (height, width):
             out.append(binary)
             continue
@@ -263,16 +281,18 @@ def measure_mask(mask: np.ndarray, depth_m: np.ndarray, camera: CameraModel,
                  options: DepthOptions = DepthOptions(), keep_points: bool = False) -> Target3D:
     """One mask already on the depth grid (uint8/bool, depth_m's shape) -> its Target3D."""
     mask = np.asarray(mask)
-    mask_u8 = mask.view(np.uint8) if mask.dtype == bool else (mask != 0).astype(np.uint8)
+    mask_u8 = mask.view(np.uint8) if mask.dtype == bool else (mask if mask.dtype == np.uint8 else
+                                                               (mask != 0).astype(np.uint8))
     selection = _select_pixels(mask_u8, depth_m, options)
     if isinstance(selection, Target3D):
         return selection
-    region, (us, vs, z), mask_pixels, valid_pixels, eroded = selection
+    (region, x0, y0, grid), (us, vs, z), mask_pixels, valid_pixels, eroded = selection
     points = _deproject(us, vs, z, camera)
-    median_depth = np.float32(np.median(z))
-    ray_x, ray_y = camera.normalised_rays(*region)
-    centroid = np.array([ray_x.mean() * median_depth, ray_y.mean() * median_depth, median_depth], np.float32)
-    low, high = np.percentile(points, [options.box_percentile, 100.0 - options.box_percentile], axis=0)
+    low, middle, high = np.percentile(points, [options.box_percentile, 50.0, 100.0 - options.box_percentile],
+                                      axis=0)  # one partial sort per axis
+    median_depth = np.float32(middle[2])
+    ray_x, ray_y = camera.mean_ray(region, x0, y0, grid)
+    centroid = np.array([ray_x * median_depth, ray_y * median_depth, median_depth], np.float32)
     return Target3D(DepthStatus.OK, "", centroid=centroid, box_min=low.astype(np.float32),
                     box_max=high.astype(np.float32), distance=float(np.linalg.norm(centroid)),
                     median_depth=float(median_depth), valid_pixels=valid_pixels, mask_pixels=mask_pixels,
@@ -314,28 +334,39 @@ def best_target(targets: Sequence[Target3D], scores: Sequence[float]) -> int | N
 
 
 def _select_pixels(mask_u8: np.ndarray, depth_m: np.ndarray, options: DepthOptions):
-    """Valid (eroded when possible) pixels of a mask, or a failed Target3D saying why there are none."""
+    """Valid (eroded when possible) pixels of a mask, or a failed Target3D saying why there are none.
+
+    Masks of more than 4 x max_points pixels are processed on a regular grid of every ``grid``-th
+    pixel (rows and columns), so the cost stays bounded at any mask size; counts are then scaled
+    by grid**2, the erosion radius is rounded up to whole grid cells and the centre may move by up
+    to half a grid cell (the grid starts at the crop's corner).
+    """
     x, y, w, h = cv2.boundingRect(mask_u8)
     if w == 0 or h == 0:
         return Target3D(DepthStatus.EMPTY_MASK, "the mask is empty")
+    grid = max(1, int(math.sqrt(cv2.countNonZero(mask_u8[y:y + h, x:x + w]) / (4 * options.max_points))))
+    radius = -(-options.erosion_px // grid)
     # Crop with a margin so the erosion sees the mask's own edges (the image border is left uneroded).
-    pad = options.erosion_px + 1
+    pad = (radius + 1) * grid
     x0, y0 = max(0, x - pad), max(0, y - pad)
     x1, y1 = min(mask_u8.shape[1], x + w + pad), min(mask_u8.shape[0], y + h + pad)
-    crop = mask_u8[y0:y1, x0:x1]
-    depth = depth_m[y0:y1, x0:x1]
+    crop = mask_u8[y0:y1:grid, x0:x1:grid]
+    depth = depth_m[y0:y1:grid, x0:x1:grid]
+    if grid > 1:
+        crop = np.ascontiguousarray(crop)
     with np.errstate(invalid="ignore"):
         in_range = (depth > options.min_depth_m) & (depth < options.max_depth_m)  # NaN compares False
-    mask_pixels = int(np.count_nonzero(crop))
+    cell = grid * grid
+    mask_pixels = cv2.countNonZero(crop) * cell
     region, valid = crop, (crop != 0) & in_range
     eroded = False
-    if options.erosion_px:
-        size = 2 * options.erosion_px + 1
-        inner = cv2.erode(crop, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    if radius:
+        inner = cv2.erode(crop, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
         inner_valid = (inner != 0) & in_range
-        if np.count_nonzero(inner_valid) >= options.min_valid_pixels:
+        if np.count_nonzero(inner_valid) * cell >= options.min_valid_pixels:
             region, valid, eroded = inner, inner_valid, True
-    valid_pixels = int(np.count_nonzero(valid))
+    valid_cells = int(np.count_nonzero(valid))
+    valid_pixels = valid_cells * cell
     if valid_pixels == 0:
         return Target3D(DepthStatus.NO_VALID_DEPTH, f"all {mask_pixels} depth pixels under the mask are invalid "
                         "(0, NaN, inf or out of range)", mask_pixels=mask_pixels)
@@ -343,19 +374,11 @@ def _select_pixels(mask_u8: np.ndarray, depth_m: np.ndarray, options: DepthOptio
         return Target3D(DepthStatus.TOO_FEW_VALID_PIXELS, f"only {valid_pixels} valid depth pixels under the mask "
                         f"(of {mask_pixels}); need min_valid_pixels = {options.min_valid_pixels}",
                         valid_pixels=valid_pixels, mask_pixels=mask_pixels)
-    region_vs, region_us = _subsampled_nonzero(region, options.max_points)
-    vs, us = _subsampled_nonzero(valid, options.max_points)
-    z = depth[vs, us]
-    return (region_us + x0, region_vs + y0), (us + x0, vs + y0, z), mask_pixels, valid_pixels, eroded
-
-
-def _subsampled_nonzero(pixels: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of the non-zero pixels, on a regular stride when there are more than max_points."""
-    vs, us = np.nonzero(pixels)
-    if vs.size > max_points:
-        stride = -(-vs.size // max_points)
-        vs, us = vs[::stride], us[::stride]
-    return vs, us
+    # About max_points points: a further regular stride within the grid.
+    stride = max(1, math.ceil(math.sqrt(valid_cells / options.max_points)))
+    vs, us = np.nonzero(valid[::stride, ::stride])
+    vs, us = vs * (stride * grid) + y0, us * (stride * grid) + x0
+    return (region, x0, y0, grid), (us, vs, depth_m[vs, us]), mask_pixels, valid_pixels, eroded
 
 
 def _deproject(us: np.ndarray, vs: np.ndarray, z: np.ndarray, camera: CameraModel) -> np.ndarray:

@@ -148,8 +148,9 @@ def test_a_thin_mask_falls_back_to_the_uneroded_pixels():
 
 def test_subsampling_large_masks_keeps_the_point():
     depth, mask = scene()
-    (few,) = measure_targets([mask], depth, camera(), DepthOptions(max_points=500))
+    (few,) = measure_targets([mask], depth, camera(), DepthOptions(max_points=500), keep_points=True)
     assert_matches_face(few, box_tol=BOX_TOL + 0.002)
+    assert 250 <= len(few.points) <= 500 < few.valid_pixels  # the cloud is bounded too
 
 
 def test_masked_points_are_the_valid_pixels_deprojected():
@@ -177,6 +178,12 @@ def test_distorted_camera_undistorts_pixels_exactly():
     np.testing.assert_allclose(projected.reshape(-1, 2), np.stack([us, vs], 1), atol=0.01)
     pinhole = masked_points(mask, depth, camera(), DepthOptions(erosion_px=0))
     assert np.abs(pinhole - points).max() > 0.02  # ignoring D would have been centimetres off
+    (full,) = measure_targets([mask], depth, model, DepthOptions(erosion_px=0))
+    np.testing.assert_allclose(full.centroid, points.mean(axis=0), atol=1e-4)  # constant depth: the mean point
+    (on_grid,) = measure_targets([mask], depth, model, DepthOptions(erosion_px=0, max_points=100))
+    # Every 2nd pixel: the centre moves by at most half a grid cell (1 px here = 3.3 mm at 2 m, x1.5 in this corner).
+    np.testing.assert_allclose(on_grid.centroid, full.centroid, atol=0.003)
+    assert on_grid.mask_pixels == full.mask_pixels == mask.sum()
 
 
 def test_equidistant_distortion_round_trips_through_opencv_fisheye():
