@@ -40,7 +40,7 @@ Decisions (the README's "3D targets and tracking" section says the same to users
 """
 from __future__ import annotations
 
-import bisect
+import collections
 import dataclasses
 import enum
 import functools
@@ -391,47 +391,40 @@ def _deproject(us: np.ndarray, vs: np.ndarray, z: np.ndarray, camera: CameraMode
 
 
 class StampBuffer:
-    """The last few items (e.g. depth messages) by stamp, for pairing with another stream's stamp.
+    """The last few items (e.g. depth messages) by arrival, looked up by the stamp nearest another stream's.
 
-    Thread-safe: the subscription callback puts, the worker or tracking thread looks up.
+    The oldest *arrival* goes first, not the oldest stamp: after a clock jump back (a bag
+    looping, a simulator reset) new items are kept and found. Thread-safe: the subscription
+    callback puts, the worker or tracking thread looks up.
     """
 
     def __init__(self, capacity: int = 8) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self._capacity = capacity
         self._lock = threading.Lock()
-        self._stamps: list[int] = []
-        self._items: list[Any] = []
+        self._items: collections.deque[tuple[int, Any]] = collections.deque(maxlen=capacity)
 
     def put(self, stamp_ns: int, item: Any) -> None:
-        """Keep ``item`` under ``stamp_ns`` (out-of-order stamps are placed in order; the oldest go first)."""
         with self._lock:
-            index = bisect.bisect_right(self._stamps, stamp_ns)
-            self._stamps.insert(index, stamp_ns)
-            self._items.insert(index, item)
-            if len(self._stamps) > self._capacity:
-                del self._stamps[0], self._items[0]
+            self._items.append((stamp_ns, item))
 
     def nearest(self, stamp_ns: int, tolerance_ns: int) -> tuple[int, Any] | None:
-        """(stamp, item) nearest ``stamp_ns`` within ``tolerance_ns`` (ties: the earlier), else None."""
+        """(stamp, item) nearest ``stamp_ns`` within ``tolerance_ns`` (ties: the newest arrival), else None."""
         with self._lock:
-            index = bisect.bisect_left(self._stamps, stamp_ns)
             best = None
-            for i in (index - 1, index):
-                if 0 <= i < len(self._stamps):
-                    gap = abs(self._stamps[i] - stamp_ns)
-                    if gap <= tolerance_ns and (best is None or gap < best[0]):
-                        best = (gap, i)
-            return None if best is None else (self._stamps[best[1]], self._items[best[1]])
+            for stamp, item in self._items:
+                gap = abs(stamp - stamp_ns)
+                if gap <= tolerance_ns and (best is None or gap <= best[0]):
+                    best = (gap, stamp, item)
+            return None if best is None else (best[1], best[2])
 
     def newest_stamp(self) -> int | None:
+        """Stamp of the last item put (None when empty)."""
         with self._lock:
-            return self._stamps[-1] if self._stamps else None
+            return self._items[-1][0] if self._items else None
 
     def clear(self) -> None:
         with self._lock:
-            self._stamps.clear()
             self._items.clear()
 
 

@@ -28,7 +28,8 @@ Loss (reported once, with the reason, instead of a stale mask; a lost target sta
   warped the same way (normalised cross-correlation below ``min_similarity``): something covers it;
 - ``area_collapsed`` / ``area_exploded``: the transform's scale made the area leave
   [min_area_ratio, max_area_ratio] times the model's mask;
-- ``max_age``: the answer is older than ``max_age_s`` (by stamps), which ends the tracking.
+- ``max_age``: the answer is older than ``max_age_s`` (by stamps), which ends the tracking;
+- ``time_jumped_back``: a frame older than the last one (a bag looping, a simulator reset) ends it too.
 
 The mask is the whole object where the transform puts it (a partly covered object keeps its full
 mask until ``occluded``). Confidence = the model's score x that similarity (0..1); age = current
@@ -182,13 +183,13 @@ class MaskTracker:
         return self._stamp_ns
 
     def update(self, image: np.ndarray | FlowFrame, stamp_ns: int, header: Any = None) -> TrackedState:
-        """Carry the masks to ``image`` (not older than the last frame) and say where they are."""
-        if stamp_ns < self._stamp_ns:
-            raise ValueError(f"frame stamp {stamp_ns} is older than the tracker's last frame {self._stamp_ns}")
+        """Carry the masks to ``image`` and say where they are (a frame older than the last ends tracking)."""
         frame = flow_frame(image, self.options.work_width)
         age_s = (stamp_ns - self.source_stamp_ns) / 1e9
         if self.finished:
             return self._state(stamp_ns, header, age_s)
+        if stamp_ns < self._stamp_ns:  # a bag looping, a simulator reset: the answer's frame is gone
+            return self._finish(stamp_ns, header, age_s, "time_jumped_back")
         if (frame.width, frame.height, frame.grey.shape) != (self._frame.width, self._frame.height,
                                                              self._frame.grey.shape):
             return self._finish(stamp_ns, header, age_s, "frame_size_changed")
@@ -496,12 +497,14 @@ class TrackingRunner:
         except ValueError as error:
             _log.error("tracking: frame %d skipped: %s", stamp_ns, error)
             return
+        if self._history and stamp_ns < self._history[-1][0]:
+            self._history.clear()  # the clock jumped back: kept frames belong to another timeline
         self._history.append((stamp_ns, frame, header))
         with self._condition:
             trackers = list(self._trackers.values())
         for tracker in trackers:
-            if stamp_ns <= tracker.stamp_ns:
-                continue
+            if stamp_ns == tracker.stamp_ns:
+                continue  # the same frame again
             try:
                 state = tracker.update(frame, stamp_ns, header)
             except Exception:  # noqa: BLE001 (one tracker's failure must not stop the others)

@@ -272,13 +272,22 @@ def test_best_target_is_the_highest_scoring_measured_one():
 def test_stamp_buffer_pairs_the_nearest_within_tolerance():
     buffer = StampBuffer(capacity=3)
     assert buffer.nearest(100, 10**9) is None
-    for stamp in (300, 100, 200, 400):  # out of order; capacity drops the oldest stamp (100)
+    for stamp in (100, 300, 200, 400):  # out of order; capacity drops the oldest arrival (100)
         buffer.put(stamp, f"d{stamp}")
     assert buffer.nearest(100, 50) is None
     assert buffer.nearest(240, 50) == (200, "d200")
-    assert buffer.nearest(250, 50) == (200, "d200")  # tie: the earlier
     assert buffer.nearest(390, 5) is None and buffer.nearest(390, 10) == (400, "d400")
     assert buffer.newest_stamp() == 400
+
+
+def test_stamp_buffer_keeps_new_items_after_the_clock_jumps_back():
+    buffer = StampBuffer(capacity=2)
+    buffer.put(5_000, "late")
+    buffer.put(6_000, "later")
+    buffer.put(10, "after the bag looped")  # an older stamp, but the newest arrival
+    assert buffer.nearest(12, 5) == (10, "after the bag looped") and buffer.newest_stamp() == 10
+    buffer.put(10, "same stamp again")
+    assert buffer.nearest(10, 0) == (10, "same stamp again")  # ties: the newest arrival
 
 
 def depth_message(depth_m: np.ndarray, stamp_ns: int, frame_id="camera_depth_optical_frame") -> DepthMessage:

@@ -117,13 +117,14 @@ def test_several_masks_are_tracked_independently_and_an_empty_one_is_lost_at_onc
     assert last.targets[2].lost and last.targets[2].lost_reason == "empty_mask" and not last.finished
 
 
-def test_frame_size_change_ends_tracking_and_older_frames_are_refused():
+def test_frame_size_change_or_a_clock_jump_back_ends_tracking():
     sequence = scenes.moving_square(frames=3)
     tracker = MaskTracker("r", "c", [sequence.masks[0]], [0.9], sequence.frames[0], 10)
-    with pytest.raises(ValueError, match="older"):
-        tracker.update(sequence.frames[1], 5)
     state = tracker.update(np.zeros((240, 320), np.uint8), 20)
     assert state.finished and state.finished_reason == "frame_size_changed"
+    tracker = MaskTracker("r", "c", [sequence.masks[0]], [0.9], sequence.frames[0], 10)
+    state = tracker.update(sequence.frames[1], 5)
+    assert state.finished and state.targets[0].lost_reason == "time_jumped_back"
     with pytest.raises(ValueError, match="does not match the frame"):
         MaskTracker("r", "c", [np.ones((10, 10), bool)], [0.9], sequence.frames[0], 0)
 
@@ -234,3 +235,24 @@ def test_runner_survives_a_failing_callback_and_removes_finished_trackers():
         assert runner.tracked_conversations == [] and runner.frames_processed == 3
     finally:
         runner.close()
+
+
+def test_runner_after_a_clock_jump_back_ends_the_old_answer_and_forgets_the_old_frames(runner_and_states):
+    runner, collector = runner_and_states
+    sequence = scenes.moving_square(frames=12)
+    offset = 100 * 10**9  # the first run of a looping bag, 100 s in
+    runner.track("old", "c", [sequence.masks[0]], [0.9], offset + sequence.stamps_ns[0], sequence.frames[0])
+    for i in range(1, 6):
+        runner.put_frame(sequence.frames[i], offset + sequence.stamps_ns[i], f"old{i}")
+        assert runner.wait_idle(10)
+    runner.put_frame(sequence.frames[6], sequence.stamps_ns[6], "new6")  # the bag starts again
+    assert runner.wait_idle(10)
+    assert collector.states[-1].request_id == "old" and collector.states[-1].finished_reason == "time_jumped_back"
+    assert runner.tracked_conversations == []
+    runner.put_frame(sequence.frames[7], sequence.stamps_ns[7], "new7")
+    assert runner.wait_idle(10)
+    runner.track("new", "c", [sequence.masks[6]], [0.9], sequence.stamps_ns[6], sequence.frames[6])
+    assert runner.wait_idle(10)
+    state = collector.states[-1]  # caught up through frame 7 only, not the old timeline's later stamps
+    assert state.request_id == "new" and state.header == "new7" and not state.finished
+    assert scenes.iou(state.targets[0].mask, sequence.masks[7]) >= IOU_BOUND
