@@ -221,7 +221,8 @@ class MaskTracker:
             inner = cv2.erode(work, np.ones((3, 3), np.uint8))
         if cv2.countNonZero(inner) < 4 * self.options.min_features:
             inner = work
-        target = _Target(full, cv2.boundingRect(full), float(score), cv2.countNonZero(full), inner, cv2.boundingRect(inner), np.eye(3))
+        target = _Target(full, cv2.boundingRect(full), float(score), cv2.countNonZero(full), inner,
+                         cv2.boundingRect(inner), np.eye(3))
         if target.initial_area == 0:
             target.lose("empty_mask")
         return target

@@ -151,6 +151,9 @@ def test_subsampling_large_masks_keeps_the_point():
     (few,) = measure_targets([mask], depth, camera(), DepthOptions(max_points=500), keep_points=True)
     assert_matches_face(few, box_tol=BOX_TOL + 0.002)
     assert 250 <= len(few.points) <= 500 < few.valid_pixels  # the cloud is bounded too
+    (sampled,) = measure_targets([mask], depth, camera(), DepthOptions(stat_points=300), keep_points=True)
+    assert_matches_face(sampled, box_tol=BOX_TOL + 0.002)  # statistics from ~300 of the points
+    assert len(sampled.points) == sampled.valid_pixels  # the cloud keeps them all
 
 
 def test_masked_points_are_the_valid_pixels_deprojected():
