@@ -36,10 +36,11 @@ class Sequence:
 def moving_square(width: int = 640, height: int = 480, frames: int = 60, size: int | None = None,
                   start: tuple[float, float] | None = None, velocity: tuple[float, float] = (4.0, 2.0),
                   pan: tuple[float, float] = (0.0, 0.0), occluder_velocity: float | None = None,
-                  hz: float = 30.0, seed: int = 0) -> Sequence:
+                  scale_rate: float = 1.0, rotation_deg: float = 0.0, hz: float = 30.0, seed: int = 0) -> Sequence:
     """A square (side ``size``) moving ``velocity`` px/frame from ``start`` over a background panning
-    ``pan`` px/frame; with ``occluder_velocity`` a tall bar enters from the left at that speed and
-    slides over the object (the ground truth excludes the covered pixels)."""
+    ``pan`` px/frame, growing by ``scale_rate`` and turning by ``rotation_deg`` per frame about its
+    centre; with ``occluder_velocity`` a tall bar enters from the left at that speed and slides
+    over the object (the ground truth excludes the covered pixels)."""
     size = size or height // 4
     start = start or (width * 0.2, height * 0.3)
     margin = int(abs(pan[0]) * frames + abs(pan[1]) * frames) + 8
@@ -53,7 +54,9 @@ def moving_square(width: int = 640, height: int = 480, frames: int = 60, size: i
         shift = np.float32([[1, 0, -bx], [0, 1, -by]])
         frame = cv2.warpAffine(background, shift, (width, height), flags=cv2.INTER_LINEAR)
         x, y = start[0] + velocity[0] * i, start[1] + velocity[1] * i
-        place = np.float32([[1, 0, x], [0, 1, y]])
+        centre = (size - 1) / 2
+        place = cv2.getRotationMatrix2D((centre, centre), rotation_deg * i, scale_rate ** i)
+        place[:, 2] += (x, y)
         obj = cv2.warpAffine(square, place, (width, height), flags=cv2.INTER_LINEAR)
         cover = cv2.warpAffine(np.full((size, size), 255, np.uint8), place, (width, height),
                                flags=cv2.INTER_LINEAR)

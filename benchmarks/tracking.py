@@ -3,8 +3,9 @@
 1. **Method choice**: the candidates on the synthetic sequences of benchmarks/scenes.py (exact
    ground truth): ms per frame and mask IoU over time.
    - ``lk_similarity`` = lisa_ros.core.tracking.MaskTracker (what the node uses);
-   - ``dis_warp``: OpenCV DIS dense flow (ULTRAFAST) both ways, forward-backward check, the mask
-     warped backwards frame to frame with cv2.remap (the issue's first candidate);
+   - ``dis_warp``: OpenCV DIS dense flow (ULTRAFAST; also with its finest scale lowered to 0)
+     both ways, forward-backward check, the mask warped backwards frame to frame with cv2.remap
+     (the issue's first candidate);
    - ``mil_box``: cv2.TrackerMIL on the box (the only OpenCV box tracker in
      opencv-python-headless 5 that needs no model file), the mask shifted with the box.
 2. **Rate and added CPU**: TrackingRunner fed at 30 Hz from a feeder thread for ``--seconds``
@@ -40,12 +41,15 @@ from lisa_ros.core.tracking import MaskTracker, TrackingOptions, TrackingRunner,
 class DisWarp:
     """Candidate: DIS dense flow warping the mask frame to frame (backward remap), FB-checked."""
 
-    def __init__(self, mask: np.ndarray, frame: np.ndarray, work_width: int = 320) -> None:
+    def __init__(self, mask: np.ndarray, frame: np.ndarray, work_width: int = 320,
+                 finest_scale: int | None = None) -> None:
         self.work_width = work_width
         self.prev = flow_frame(frame, work_width)
         self.mask = np.where(mask, np.uint8(255), np.uint8(0))
         self.area = cv2.countNonZero(self.mask)
         self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        if finest_scale is not None:  # ULTRAFAST stops at 1/4 of the input; 0 = full working resolution
+            self.dis.setFinestScale(finest_scale)
 
     def update(self, frame: np.ndarray) -> tuple[np.ndarray | None, str]:
         cur = flow_frame(frame, self.work_width)
@@ -126,6 +130,7 @@ CANDIDATES = {
     "lk_similarity (work 640)": lambda m, f: LkSimilarity(m, f, 640),
     "dis_warp (work 320)": lambda m, f: DisWarp(m, f, 320),
     "dis_warp (work 640)": lambda m, f: DisWarp(m, f, 640),
+    "dis_warp (work 320, finest scale 0)": lambda m, f: DisWarp(m, f, 320, 0),
     "mil_box": MilBox,
 }
 
@@ -135,6 +140,8 @@ def sequences() -> dict[str, tuple[scenes.Sequence, str]]:
     return {
         "640x480 translating": (scenes.moving_square(frames=60), "visible"),
         "640x480 camera panning": (scenes.moving_square(frames=60, pan=(-2.0, 1.0), velocity=(3.0, 1.5)), "visible"),
+        "640x480 approaching and turning": (scenes.moving_square(frames=60, velocity=(2.0, 1.0), scale_rate=1.01,
+                                                                 rotation_deg=0.7, start=(200.0, 150.0)), "visible"),
         "1280x720 translating": (scenes.moving_square(1280, 720, frames=60), "visible"),
         "640x480 leaving the frame": (scenes.moving_square(frames=90, velocity=(8.0, 0.0), start=(300.0, 200.0)),
                                       "visible"),

@@ -35,12 +35,14 @@ def follow(sequence, options=TrackingOptions(), masks=None):
     return states
 
 
-@pytest.mark.parametrize("kind", ["translating", "camera_panning", "720p"])
+@pytest.mark.parametrize("kind", ["translating", "camera_panning", "720p", "approaching_and_turning"])
 def test_tracked_mask_iou_stays_above_the_bound(kind):
     sequence = {
         "translating": lambda: scenes.moving_square(frames=60),
         "camera_panning": lambda: scenes.moving_square(frames=60, pan=(-2.0, 1.0), velocity=(3.0, 1.5)),
         "720p": lambda: scenes.moving_square(1280, 720, frames=45),
+        "approaching_and_turning": lambda: scenes.moving_square(frames=45, velocity=(2.0, 1.0), scale_rate=1.01,
+                                                                rotation_deg=0.7, start=(200.0, 150.0)),
     }[kind]()
     states = follow(sequence)
     assert len(states) == len(sequence.frames) - 1 and not states[-1].finished
@@ -50,7 +52,8 @@ def test_tracked_mask_iou_stays_above_the_bound(kind):
     assert last.header == ("hdr", sequence.stamps_ns[-1]) and last.request_id == "req-1"
     assert last.age_s == pytest.approx((sequence.stamps_ns[-1] - sequence.stamps_ns[0]) / 1e9)
     target = last.targets[0]
-    assert not target.lost and 0.7 < target.confidence <= 0.8 and target.area_ratio == pytest.approx(1, abs=0.05)
+    grown = sequence.full_masks[-1].sum() / sequence.full_masks[0].sum()  # 1.01 ** 88 = 2.4 when approaching
+    assert not target.lost and 0.7 < target.confidence <= 0.8 and target.area_ratio == pytest.approx(grown, rel=0.05)
     x, y, w, h = target.box
     assert target.mask[y:y + h, x:x + w].any() and not target.mask[:, :x].any() and not target.mask[:y].any()
 
