@@ -267,8 +267,7 @@ def masks_on_depth_grid(masks: Sequence[np.ndarray], depth_shape: tuple[int, int
         if mask.ndim != 2:
             raise DepthError(DepthStatus.DEPTH_SIZE_MISMATCH, f"mask of shape {mask.shape} is not 2-D")
         mask_h, mask_w = mask.shape
-        binary = mask.view(np.uint8) if mask.dtype == bool else (mask if mask.dtype == np.uint8 else
-                                                                  (mask != 0).astype(np.uint8))
+        binary = _as_uint8(mask)
         if (mask_h, mask_w) == (height, width):
             out.append(binary)
             continue
@@ -284,9 +283,10 @@ def measure_mask(mask: np.ndarray, depth_m: np.ndarray, camera: CameraModel,
                  options: DepthOptions = DepthOptions(), keep_points: bool = False) -> Target3D:
     """One mask already on the depth grid (uint8/bool, depth_m's shape) -> its Target3D."""
     mask = np.asarray(mask)
-    mask_u8 = mask.view(np.uint8) if mask.dtype == bool else (mask if mask.dtype == np.uint8 else
-                                                               (mask != 0).astype(np.uint8))
-    selection = _select_pixels(mask_u8, depth_m, options)
+    if mask.shape != depth_m.shape:
+        return Target3D(DepthStatus.DEPTH_SIZE_MISMATCH, f"mask of shape {mask.shape} is not on the depth grid "
+                        f"{depth_m.shape}; use measure_targets (it resamples)")
+    selection = _select_pixels(_as_uint8(mask), depth_m, options)
     if isinstance(selection, Target3D):
         return selection
     (region, x0, y0, grid), (us, vs, z), mask_pixels, valid_pixels, eroded = selection
@@ -335,6 +335,13 @@ def best_target(targets: Sequence[Target3D], scores: Sequence[float]) -> int | N
     """Index of the highest-scoring measured target (what ~/target_point publishes), None if none is OK."""
     candidates = [i for i, target in enumerate(targets) if target.ok]
     return max(candidates, key=lambda i: scores[i]) if candidates else None
+
+
+def _as_uint8(mask: np.ndarray) -> np.ndarray:
+    """A mask as uint8, non-zero = in (a free view for bool and uint8 masks)."""
+    if mask.dtype == bool:
+        return mask.view(np.uint8)
+    return mask if mask.dtype == np.uint8 else (mask != 0).astype(np.uint8)
 
 
 def _select_pixels(mask_u8: np.ndarray, depth_m: np.ndarray, options: DepthOptions):

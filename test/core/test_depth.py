@@ -135,6 +135,8 @@ def test_missing_inputs_and_empty_or_invalid_masks_get_statuses_never_points():
     assert few.status == DepthStatus.TOO_FEW_VALID_PIXELS and few.valid_pixels == 5 and few.centroid is None
     out_of_range = measure_targets([mask], depth, camera(), DepthOptions(max_depth_m=0.5))[0]
     assert out_of_range.status == DepthStatus.NO_VALID_DEPTH
+    off_grid = measure_mask(mask[::2, ::2], depth, camera())
+    assert off_grid.status == DepthStatus.DEPTH_SIZE_MISMATCH and off_grid.centroid is None
 
 
 def test_a_thin_mask_falls_back_to_the_uneroded_pixels():
