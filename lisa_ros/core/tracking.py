@@ -406,8 +406,12 @@ class TrackingRunner:
         self._thread = threading.Thread(target=self._run, name="lisa-tracking", daemon=True)
         self._thread.start()
 
-    def put_frame(self, image: np.ndarray, stamp_ns: int, header: Any = None) -> None:
-        """A new camera frame (RGB or grey uint8); replaces one not yet processed."""
+    def put_frame(self, image: np.ndarray | Callable[[], np.ndarray], stamp_ns: int, header: Any = None) -> None:
+        """A new camera frame (RGB or grey uint8); replaces one not yet processed.
+
+        ``image`` may be a function returning the frame (e.g. decoding the ROS message): it is
+        called on the runner thread, and never for a frame that is dropped.
+        """
         with self._condition:
             if self._frame is not None:
                 self.frames_dropped += 1
@@ -492,10 +496,10 @@ class TrackingRunner:
         if state is not None:
             self._emit(tracker, state)
 
-    def _process(self, image: np.ndarray, stamp_ns: int, header: Any) -> None:
+    def _process(self, image: np.ndarray | Callable[[], np.ndarray], stamp_ns: int, header: Any) -> None:
         try:
-            frame = flow_frame(image, self.options.work_width)
-        except ValueError as error:
+            frame = flow_frame(image() if callable(image) else image, self.options.work_width)
+        except Exception as error:  # noqa: BLE001 (a bad frame is skipped, tracking goes on)
             _log.error("tracking: frame %d skipped: %s", stamp_ns, error)
             return
         if self._history and stamp_ns < self._history[-1][0]:

@@ -259,3 +259,30 @@ def test_runner_after_a_clock_jump_back_ends_the_old_answer_and_forgets_the_old_
     state = collector.states[-1]  # caught up through frame 7 only, not the old timeline's later stamps
     assert state.request_id == "new" and state.header == "new7" and not state.finished
     assert scenes.iou(state.targets[0].mask, sequence.masks[7]) >= IOU_BOUND
+
+
+def test_runner_decodes_lazily_and_never_a_dropped_frame(runner_and_states):
+    runner, collector = runner_and_states
+    sequence = scenes.moving_square(frames=6)
+    decoded = []
+
+    def lazy(i):
+        def decode():
+            decoded.append(i)
+            if i == 5:
+                raise ValueError("corrupt frame")  # a bad frame is skipped, tracking goes on
+            return sequence.frames[i]
+        return decode
+
+    runner.track("r1", "c", [sequence.masks[0]], [0.9], sequence.stamps_ns[0], sequence.frames[0])
+    collector.release.clear()
+    runner.put_frame(lazy(1), sequence.stamps_ns[1], "h1")
+    assert collector.entered.wait(10)
+    for i in (2, 3, 4):
+        runner.put_frame(lazy(i), sequence.stamps_ns[i], f"h{i}")
+    collector.release.set()
+    assert runner.wait_idle(10)
+    runner.put_frame(lazy(5), sequence.stamps_ns[5], "h5")
+    assert runner.wait_idle(10)
+    assert decoded == [1, 4, 5] and [s.header for s in collector.states] == ["h1", "h4"]
+    assert runner.tracked_conversations == ["c"]
