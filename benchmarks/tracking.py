@@ -155,14 +155,15 @@ def compare_methods(repeats: int) -> list[dict]:
     for seq_name, (sequence, truth_kind) in sequences().items():
         truths = sequence.full_masks if truth_kind == "whole object" else sequence.masks
         for name, make in CANDIDATES.items():
-            times, ious, lost = [], [], None
+            times, cpu_times, ious, lost = [], [], [], None
             for repeat in range(repeats):
                 candidate = make(sequence.masks[0], sequence.frames[0])
                 run_ious = []
                 for i in range(1, len(sequence.frames)):
-                    start = time.perf_counter()
+                    start, cpu_start = time.perf_counter(), cpu_seconds()
                     mask, reason = candidate.update(sequence.frames[i])
                     times.append((time.perf_counter() - start) * 1000)
+                    cpu_times.append((cpu_seconds() - cpu_start) * 1000)
                     if mask is None:
                         if repeat == 0:
                             visible = sequence.masks[i].sum() / sequence.full_masks[0].sum()  # of the whole object
@@ -172,7 +173,7 @@ def compare_methods(repeats: int) -> list[dict]:
                 if repeat == 0:
                     ious = run_ious
             rows.append({"sequence": seq_name, "method": name, "frames": len(sequence.frames) - 1,
-                         "ms": common.summary(times), "iou_truth": truth_kind,
+                         "ms": common.summary(times), "cpu_ms": common.summary(cpu_times), "iou_truth": truth_kind,
                          "iou_min": round(min(ious), 3) if ious else None,
                          "iou_mean": round(float(np.mean(ious)), 3) if ious else None,
                          "iou_at": {str(k): round(ious[k - 1], 3) for k in (10, 30, 59) if k <= len(ious)},
@@ -296,13 +297,15 @@ def depth_step(repeats: int) -> list[dict]:
     cameras["plumb_bob"].normalised_rays(np.array([0]), np.array([0]))  # builds the ray table once
     table_ms = (time.perf_counter() - start) * 1000
     rows = []
-    decode_times = []
+    decode_times, decode_cpu = [], []
     data = millimetres.tobytes()
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         depth_core.decode_depth("16UC1", width, height, width * 2, False, data)
         decode_times.append((time.perf_counter() - start) * 1000)
-    rows.append({"step": "decode 16UC1 1280x720 (once per depth frame used)", "ms": common.summary(decode_times)})
+        decode_cpu.append((cpu_seconds() - cpu_start) * 1000)
+    rows.append({"step": "decode 16UC1 1280x720 (once per depth frame used)", "ms": common.summary(decode_times),
+                 "cpu_ms": common.summary(decode_cpu)})
     rows.append({"step": "plumb_bob ray table 1280x720 (once per camera info)",
                  "ms": {"median": round(table_ms, 2), "min": round(table_ms, 2)}})
     for side in (70, 220, 450):  # ~5k, ~48k, ~200k pixels
@@ -310,15 +313,16 @@ def depth_step(repeats: int) -> list[dict]:
         mask[100:100 + side, 200:200 + side] = True
         for camera_name, camera in cameras.items():
             for keep_points in (False, True):
-                times = []
+                times, cpu_times = [], []
                 for _ in range(repeats):
-                    start = time.perf_counter()
+                    start, cpu_start = time.perf_counter(), cpu_seconds()
                     (target,) = depth_core.measure_targets([mask], depth_m, camera, keep_points=keep_points)
                     times.append((time.perf_counter() - start) * 1000)
+                    cpu_times.append((cpu_seconds() - cpu_start) * 1000)
                 assert target.ok
                 rows.append({"step": f"measure one mask of {side * side} px, {camera_name}"
                                      f"{', with points' if keep_points else ''}", "mask_pixels": side * side,
-                             "ms": common.summary(times)})
+                             "ms": common.summary(times), "cpu_ms": common.summary(cpu_times)})
     return rows
 
 
@@ -332,10 +336,10 @@ def wait_for_load(threshold: float, max_wait_s: float) -> float:
 def markdown(result: dict) -> str:
     parts = ["Method choice (synthetic sequences, ms per frame incl. RGB -> small grey):\n",
              common.markdown_table(
-                 ["sequence", "method", "ms median", "ms p95", "ms min", "IoU min", "IoU mean",
+                 ["sequence", "method", "ms median", "ms p95", "ms min", "CPU ms median", "IoU min", "IoU mean",
                   "lost at frame (reason, visible part)"],
-                 [[r["sequence"], r["method"], r["ms"]["median"], r["ms"]["p95"], r["ms"]["min"], r["iou_min"],
-                   r["iou_mean"],
+                 [[r["sequence"], r["method"], r["ms"]["median"], r["ms"]["p95"], r["ms"]["min"],
+                   r["cpu_ms"]["median"], r["iou_min"], r["iou_mean"],
                    "-" if not r["lost"] else f"{r['lost']['frame']} ({r['lost']['reason']}, "
                                              f"{r['lost']['visible_fraction']})"]
                   for r in result["methods"]]),
@@ -352,9 +356,9 @@ def markdown(result: dict) -> str:
                                    [[r["resolution"], r["ms"]["median"], r["ms"]["p95"], r["ms"]["min"], r["max_hz"],
                                      r["cpu_ms_per_frame"], r["cpu_cores_while_busy"]] for r in result["max_rate"]]),
              "\n3D step at 1280x720:\n",
-             common.markdown_table(["step", "ms median", "ms p95", "ms min"],
-                                   [[r["step"], r["ms"]["median"], r["ms"].get("p95"), r["ms"].get("min")]
-                                    for r in result["depth"]])]
+             common.markdown_table(["step", "ms median", "ms p95", "ms min", "CPU ms median"],
+                                   [[r["step"], r["ms"]["median"], r["ms"].get("p95"), r["ms"].get("min"),
+                                     r.get("cpu_ms", {}).get("median")] for r in result["depth"]])]
     return "\n".join(parts)
 
 
