@@ -310,9 +310,12 @@ def masked_points(mask: np.ndarray, depth_m: np.ndarray, camera: CameraModel,
     return target.points if target.ok else np.empty((0, 3), np.float32)
 
 
-def measure_targets(masks: Sequence[np.ndarray], depth_m: np.ndarray | None, camera: CameraModel | None,
+def measure_targets(masks: Sequence[np.ndarray | None], depth_m: np.ndarray | None, camera: CameraModel | None,
                     options: DepthOptions = DepthOptions(), keep_points: bool = False) -> list[Target3D]:
-    """Masks at the colour frame's size + decoded depth + the depth camera model -> one Target3D each."""
+    """Masks at the colour frame's size + decoded depth + the depth camera model -> one Target3D each.
+
+    A None mask (a lost tracked target) gets EMPTY_MASK, so the targets stay aligned with the masks.
+    """
     def every(status: DepthStatus, message: str) -> list[Target3D]:
         return [Target3D(status, message) for _ in masks]
 
@@ -324,11 +327,13 @@ def measure_targets(masks: Sequence[np.ndarray], depth_m: np.ndarray | None, cam
         return every(DepthStatus.CAMERA_INFO_MISMATCH,
                      f"depth camera info is {camera.width}x{camera.height} but the depth image is "
                      f"{depth_m.shape[1]}x{depth_m.shape[0]}; pair the depth image with its own camera info")
+    present = [mask for mask in masks if mask is not None]
     try:
-        on_grid = masks_on_depth_grid(masks, depth_m.shape)
+        on_grid = iter(masks_on_depth_grid(present, depth_m.shape))
     except DepthError as error:
         return every(error.status, str(error))
-    return [measure_mask(mask, depth_m, camera, options, keep_points) for mask in on_grid]
+    return [Target3D(DepthStatus.EMPTY_MASK, "no mask (the target is lost)") if mask is None else
+            measure_mask(next(on_grid), depth_m, camera, options, keep_points) for mask in masks]
 
 
 def best_target(targets: Sequence[Target3D], scores: Sequence[float]) -> int | None:
@@ -508,8 +513,8 @@ class TargetLocator:
     def on_depth(self, message: DepthMessage) -> None:
         self._depth.put(message.stamp_ns, message)
 
-    def measure(self, masks: Sequence[np.ndarray], stamp_ns: int, keep_points: bool = False) -> Measurement:
-        """3D targets of ``masks`` (colour-frame size) with the depth frame nearest ``stamp_ns``."""
+    def measure(self, masks: Sequence[np.ndarray | None], stamp_ns: int, keep_points: bool = False) -> Measurement:
+        """3D targets of ``masks`` (colour-frame size; None = lost) with the depth frame nearest ``stamp_ns``."""
         with self._lock:
             camera, camera_error = self._camera, self._camera_error
         if camera_error is not None:

@@ -267,6 +267,13 @@ def test_masks_of_another_size_are_resampled_onto_the_depth_grid():
     assert small.dtype == np.uint8 and small.sum() == 50 * 50 and small[50:100, 150:200].all()
 
 
+def test_a_lost_mask_keeps_the_targets_aligned():
+    depth, mask = scene()
+    lost, found = measure_targets([None, mask], depth, camera())
+    assert lost.status == DepthStatus.EMPTY_MASK and "lost" in lost.message
+    assert_matches_face(found)
+
+
 def test_best_target_is_the_highest_scoring_measured_one():
     depth, mask = scene()
     targets = measure_targets([mask, np.zeros_like(mask), mask], depth, camera())
