@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         return engine.segment(image, core.segment_instruction(name, description), frame_key=key,
                               conversation_id=name, force_answer=core.FORCED_ANSWER)
 
+    def single_each(key, names):
+        return [single(key, name) for name in names]
+
     tokenizer, im_start_end = engine.tokenizer, engine.model.config.use_im_start_end
     prefix = semantic.prefix_ids(tokenizer, im_start_end)
     tokens = {  # prompt tokens after the shared prefix, with this tokenizer (LLaMA's spells English shorter)
@@ -122,24 +125,24 @@ def main(argv: list[str] | None = None) -> int:
     phases: dict[str, list[dict]] = {}
     kept: dict[int, list[int]] = {size: [] for size in args.sizes}
     for _ in range(args.repeats):
-        _, ms = common.timed(lambda: single(fresh(), "floor"), sync)
+        _, ms = common.timed(single, fresh(), "floor", sync=sync)
         times["single"].append(ms)
         for size in args.sizes:
             names = list(NAMES[:size])
             key = fresh()
-            _, ms = common.timed(lambda: [single(key, n) for n in names], sync)
+            _, ms = common.timed(single_each, key, names, sync=sync)
             times.setdefault(f"separate_{size}", []).append(ms)
-            result, ms = common.timed(lambda: unfiltered.segment(image, names, frame_key=fresh()), sync)
+            result, ms = common.timed(unfiltered.segment, image, names, frame_key=fresh(), sync=sync)
             times.setdefault(f"batched_{size}", []).append(ms)
             phases.setdefault(f"batched_{size}", []).append(result.timings_ms)
-            result, ms = common.timed(lambda: filtered[size].segment(image, names, frame_key=fresh()), sync)
+            result, ms = common.timed(filtered[size].segment, image, names, frame_key=fresh(), sync=sync)
             times.setdefault(f"filtered_{size}", []).append(ms)
             phases.setdefault(f"filtered_{size}", []).append(result.timings_ms)
             kept[size].append(size - len(result.filtered_out))
 
     describe_ms = []
     for name in NAMES[:3]:
-        _, ms = common.timed(lambda: semantic.generate_descriptions(engine, [name], max_new_tokens=48), sync)
+        _, ms = common.timed(semantic.generate_descriptions, engine, [name], max_new_tokens=48, sync=sync)
         describe_ms.append(ms)
 
     median = {name: common.median(values) for name, values in times.items()}

@@ -33,7 +33,6 @@ sys.path.append(str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 import scenes  # noqa: E402
-
 from lisa_ros.core import depth as depth_core  # noqa: E402
 from lisa_ros.core.tracking import MaskTracker, TrackingOptions, TrackingRunner, flow_frame  # noqa: E402
 

@@ -81,12 +81,14 @@ class NodeConfig:
 
         def number(name: str, kind: type, minimum: float, *, strict: bool = False, maximum: float | None = None):
             value = get[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+            wrong_kind = kind is int and not isinstance(value, int)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or wrong_kind:
                 problems.append(f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}")
                 return kind(PARAMETERS[name][0])
             if value < minimum or (strict and value == minimum) or (maximum is not None and value > maximum):
                 bound = f"> {minimum}" if strict else f">= {minimum}"
-                problems.append(f"{name} must be {bound}{'' if maximum is None else f' and <= {maximum}'}, got {value!r}")
+                upper = '' if maximum is None else f' and <= {maximum}'
+                problems.append(f"{name} must be {bound}{upper}, got {value!r}")
             return kind(value)
 
         def flag(name: str) -> bool:

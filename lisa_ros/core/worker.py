@@ -26,7 +26,7 @@ from lisa_ros.core.results import keep_best_masks
 from lisa_ros.core.types import EngineOutput, Status
 
 
-class PairingPolicy(str, enum.Enum):
+class PairingPolicy(enum.StrEnum):
     """Which frame an instruction from the topic is answered on."""
 
     NEWEST = "newest"  # the newest frame when the instruction arrives
@@ -385,7 +385,7 @@ class RequestWorker:
             finish(Status.OUT_OF_MEMORY, f"out of memory, caches cleared: {error}")
             return
         except InstructionTooLong as error:
-            self._finish(request, Status.INVALID_INSTRUCTION, str(error), frame=frame, image=image, started=started)
+            finish(Status.INVALID_INSTRUCTION, str(error))
             return
         except Exception as error:
             finish(Status.ENGINE_ERROR, f"engine error: {type(error).__name__}: {error}")

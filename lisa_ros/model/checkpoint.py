@@ -56,7 +56,10 @@ def resolve_directory(
         raise CheckpointError(f"{what} directory {local} does not exist. Fix: check the path")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
-        GatedRepoError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError,
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 

@@ -99,7 +99,8 @@ def load_lisa_config(checkpoint_dir: Path) -> LisaConfig:
         try:
             sam = SamConfig.from_tiny_dict(raw[TINY_SAM_FIELD], prompt_embed_dim=out_dim)
         except (TypeError, ValueError) as error:
-            raise CheckpointError(f"{path}: bad {TINY_SAM_FIELD} ({error}). Fix: regenerate the tiny checkpoint") from error
+            raise CheckpointError(
+                f"{path}: bad {TINY_SAM_FIELD} ({error}). Fix: regenerate the tiny checkpoint") from error
     else:
         # The reference builds ViT-H unconditionally; so does a released checkpoint.
         sam = SamConfig()

@@ -15,7 +15,8 @@ Conversations: each ``conversation_id`` keeps its last ``max_history_turns``
 The prompt holds one image, in the first kept turn, and it is always the current
 request's frame: when the frame changes between turns (another frame, or other pixels
 under the same key) the history text is kept and the image is replaced by the new
-frame (earlier answers then refer to a frame the model no longer sees). ``max_history_turns: 0`` is the reference's stateless
+frame (earlier answers then refer to a frame the model no longer sees).
+``max_history_turns: 0`` is the reference's stateless
 behaviour. Oldest turns are dropped first when the prompt would not fit the context.
 """
 from __future__ import annotations
@@ -171,7 +172,8 @@ class LisaEngine(Engine):
                 f"different checkpoints; re-download the checkpoint")
         tower = options.vision_tower or config.vision_tower
         if not tower:
-            raise CheckpointError(f"{checkpoint_dir / 'config.json'} names no vision_tower. Fix: set model.vision_tower "
+            raise CheckpointError(f"{checkpoint_dir / 'config.json'} names no vision_tower. "
+                                  f"Fix: set model.vision_tower "
                                   f"(e.g. openai/clip-vit-large-patch14 or a local directory)")
         clip_dir = resolve_vision_tower(tower, checkpoint_dir, **hub)
         try:

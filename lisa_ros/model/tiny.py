@@ -216,7 +216,8 @@ def _write_tokenizer(directory: Path, sp_model: bytes, added: dict[str, int], le
     config = {
         "add_bos_token": True, "add_eos_token": False, "bos_token": token("<s>"), "clean_up_tokenization_spaces": False,
         "eos_token": token("</s>"), "legacy": legacy == "true", "model_max_length": 512, "pad_token": None,
-        "padding_side": "right", "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer", "unk_token": token("<unk>"),
+        "padding_side": "right", "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer",
+        "unk_token": token("<unk>"),
     }
     if legacy == "absent":
         del config["legacy"]

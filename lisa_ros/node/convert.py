@@ -2,23 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from sensor_msgs.msg import Image, RegionOfInterest
 
-from lisa_ros.core.image import compressed_to_rgb, raw_to_rgb
 from lisa_ros.core.results import bounding_box, mask_to_mono8, union_mono8
-from lisa_ros.core.types import Status
 from lisa_ros.core.worker import Answer
 from lisa_ros.msg import SegmentationResult
 
 MAX_ECHOED_INSTRUCTION_CHARS = 500
-
-
-def image_msg_to_rgb(msg: Image | CompressedImage, max_pixels: int) -> np.ndarray:
-    """Validate and decode a camera message; raises ImageError saying what is wrong."""
-    if isinstance(msg, CompressedImage):
-        return compressed_to_rgb(msg.format, msg.data, max_pixels=max_pixels)
-    return raw_to_rgb(msg.encoding, msg.width, msg.height, msg.step, bool(msg.is_bigendian), msg.data,
-                      max_pixels=max_pixels)
 
 
 def array_to_image_msg(array: np.ndarray, encoding: str, header) -> Image:
@@ -70,7 +60,7 @@ def answer_to_result(answer: Answer, model_id: str) -> SegmentationResult:
 
 def union_mask_msg(answer: Answer) -> Image | None:
     """~/mask: the union of the answer's masks (all zero for NOT_FOUND), or None without a decoded frame."""
-    if answer.image is None or answer.status not in (Status.OK, Status.NOT_FOUND):
+    if answer.image is None or not answer.status.answered:
         return None
     masks = answer.output.masks if answer.output is not None else []
     height, width = answer.image.shape[:2]

@@ -19,16 +19,16 @@ import time
 import weakref
 
 import rclpy
-from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
-from rclpy.signals import SignalHandlerOptions
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions, _declare_qos_parameters
+from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
@@ -38,16 +38,25 @@ from std_srvs.srv import Trigger
 from lisa_ros.core.config import MODEL_OPTION_KEYS, PARAMETERS, ConfigError, NodeConfig
 from lisa_ros.core.engine import Engine, create_engine
 from lisa_ros.core.frames import Frame, LatestFrame
-from lisa_ros.core.lifecycle import NodeState, not_ready_message
+from lisa_ros.core.image import image_message_to_rgb
 from lisa_ros.core.instruction import InstructionError, validate_instruction
+from lisa_ros.core.lifecycle import NodeState, not_ready_message
 from lisa_ros.core.results import overlay
 from lisa_ros.core.stats import RequestStats
 from lisa_ros.core.types import Status
-from lisa_ros.core.worker import Answer, CallTimeout, EngineRunner, PairingPolicy, Request, RequestWorker, WorkerSettings
-from lisa_ros.node.convert import answer_to_result, array_to_image_msg, frame_key, image_msg_to_rgb, union_mask_msg
+from lisa_ros.core.worker import (
+    Answer,
+    CallTimeout,
+    EngineRunner,
+    PairingPolicy,
+    Request,
+    RequestWorker,
+    WorkerSettings,
+)
+from lisa_ros.msg import SegmentationResult
+from lisa_ros.node.convert import answer_to_result, array_to_image_msg, frame_key, union_mask_msg
 from lisa_ros.node.exit_signals import ExitSignals
 from lisa_ros.srv import Segment
-from lisa_ros.msg import SegmentationResult
 
 # REP 2003: sensor data in (best effort, newest only), results out reliable.
 IMAGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
@@ -292,7 +301,7 @@ class LisaNode(LifecycleNode):
             engine=self._engine,
             runner=self._runner,
             frames=self._frames,
-            decode=lambda frame: image_msg_to_rgb(frame.payload, config.max_image_pixels),
+            decode=lambda frame: image_message_to_rgb(frame.payload, max_pixels=config.max_image_pixels),
             on_answer=self._publish_answer,
             settings=WorkerSettings(
                 pairing_policy=config.pairing_policy,
@@ -477,7 +486,7 @@ class LisaNode(LifecycleNode):
         finally:
             self._stats.record(answer.status, total=result.total_ms, inference=answer.inference_ms,
                                queue_wait=answer.queue_wait_ms)
-            if answer.status in (Status.OK, Status.NOT_FOUND):
+            if answer.status.answered:
                 self.get_logger().info(f"{label}: {answer.status.name}, {answer.message}, {result.total_ms:.0f} ms")
             else:
                 self.get_logger().warning(f"{label}: {answer.status.name}: {answer.message}")

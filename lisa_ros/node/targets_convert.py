@@ -13,7 +13,8 @@ from geometry_msgs.msg import Point, PointStamped
 from sensor_msgs.msg import Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import Header
 
-from lisa_ros.core.depth import Measurement, Target3D as CoreTarget3D, best_target
+from lisa_ros.core.depth import Measurement, best_target
+from lisa_ros.core.depth import Target3D as CoreTarget3D
 from lisa_ros.core.tracking import TrackedState
 from lisa_ros.msg import Target3D, Targets3D, TrackedTargets
 from lisa_ros.node.convert import array_to_image_msg

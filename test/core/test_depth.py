@@ -17,9 +17,21 @@ import cv2
 import numpy as np
 import pytest
 
-from lisa_ros.core.depth import (CameraModel, DepthError, DepthMessage, DepthOptions, DepthStatus, StampBuffer,
-                                 TargetLocator, best_target, decode_depth, masked_points, masks_on_depth_grid,
-                                 measure_mask, measure_targets)
+from lisa_ros.core.depth import (
+    CameraModel,
+    DepthError,
+    DepthMessage,
+    DepthOptions,
+    DepthStatus,
+    StampBuffer,
+    TargetLocator,
+    best_target,
+    decode_depth,
+    masked_points,
+    masks_on_depth_grid,
+    measure_mask,
+    measure_targets,
+)
 
 W, H, F = 640, 480, 600.0
 CX, CY = (W - 1) / 2, (H - 1) / 2

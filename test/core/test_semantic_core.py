@@ -14,7 +14,6 @@ from lisa_ros.core.description_cache import DescriptionCache, default_cache_path
 from lisa_ros.core.semantic import CategoryError, SemanticOptions, SemanticResult
 from lisa_ros.core.types import Status
 
-
 # -- category lists ---------------------------------------------------------------------------
 
 def test_categories_are_normalised_and_keep_their_order():

@@ -17,16 +17,15 @@ import pytest
 sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import scenes  # noqa: E402
-
 from lisa_ros.core.tracking import MaskTracker, TrackingOptions, TrackingRunner  # noqa: E402
 
 IOU_BOUND = 0.9
 
 
-def follow(sequence, options=TrackingOptions(), masks=None):
+def follow(sequence, options=None, masks=None):
     """States of a tracker started on frame 0, up to and including the one that finishes it."""
     tracker = MaskTracker("req-1", "conv", masks or [sequence.masks[0]], [0.8] * len(masks or [0]),
-                          sequence.frames[0], sequence.stamps_ns[0], options)
+                          sequence.frames[0], sequence.stamps_ns[0], options or TrackingOptions())
     states = []
     for frame, stamp in zip(sequence.frames[1:], sequence.stamps_ns[1:]):
         states.append(tracker.update(frame, stamp, header=("hdr", stamp)))

@@ -10,7 +10,11 @@ import pytest
 
 from lisa_ros.model.config import CheckpointError
 from lisa_ros.model.tokenization import (
-    IMAGE_PLACEHOLDER, SYSTEM_PROMPT, LisaTokenizer, Turn, build_prompt_ids,
+    IMAGE_PLACEHOLDER,
+    SYSTEM_PROMPT,
+    LisaTokenizer,
+    Turn,
+    build_prompt_ids,
 )
 
 

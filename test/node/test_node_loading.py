@@ -95,7 +95,7 @@ def test_a_signal_during_the_model_load_ends_the_process_cleanly_within_2_s(lisa
 
     for trial in range(3):
         node = lisa_node_process(params={"model.load_delay_s": 30.0}, wait_active=False)
-        wait_for(lambda: "loading engine 'plumbing'" in node.log, 30, "the load to start")
+        wait_for(lambda node=node: "loading engine 'plumbing'" in node.log, 30, "the load to start")
         _exit_cleanly(node, *(getattr(signal, name) for name in signals), gap=0.05 * trial)
         assert "model 'plumbing' loaded" not in node.log and "active:" not in node.log
 
@@ -119,6 +119,6 @@ def test_a_signal_at_any_point_of_start_up_ends_the_process_cleanly(lisa_node_pr
 
     for delay in (0.0, 0.2, 0.5, 0.9, 1.3, 1.8):
         node = lisa_node_process(params={"model.load_delay_s": 0.3}, wait_active=False)
-        wait_for(lambda: _catches_sigterm(node.popen.pid), 10, "lisa_node's signal handlers", interval=0.001)
+        wait_for(lambda node=node: _catches_sigterm(node.popen.pid), 10, "lisa_node's signal handlers", interval=0.001)
         time.sleep(delay)
         _exit_cleanly(node, signal.SIGINT, signal.SIGINT)

@@ -38,6 +38,7 @@ def test_status_constants_mirror_the_core():
 def test_targets3d_point_and_cloud_from_a_measured_scene(ros):
     import test_depth
     from builtin_interfaces.msg import Time
+
     from lisa_ros.core.depth import TargetLocator
     from lisa_ros.node.targets_convert import point_cloud, point_stamped, targets3d_msg
 
