@@ -8,12 +8,15 @@ parameter and what it accepts.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
+from lisa_ros.core.depth import DepthOptions
 from lisa_ros.core.engine import ENGINE_TYPES, create_engine
 from lisa_ros.core.image import DEFAULT_MAX_PIXELS
 from lisa_ros.core.instruction import DEFAULT_MAX_CHARS
+from lisa_ros.core.tracking import TrackingOptions
 from lisa_ros.core.worker import PairingPolicy
 
 # Engine options the node forwards as model.<key> (LISA's keys, then the plumbing engine's).
@@ -42,6 +45,16 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "auto_configure": (True, "configure (load the model) at start-up"),
     "auto_activate": (True, "activate after auto-configure"),
     "diagnostics_period": (1.0, "s between /diagnostics messages"),
+    # 3D targets and tracking (lisa_ros.node.targets_glue; README "3D targets and tracking")
+    "depth.enabled": (False, "subscribe to depth + depth_camera_info and publish ~/targets_3d, ~/target_point, "
+                             "~/target_cloud, ~/markers"),
+    "depth.tolerance": (0.05, "s; largest colour/depth stamp difference for a pair"),
+    "depth.erosion_px": (2, "pixels eroded off each mask before measuring (edge pixels mix depths)"),
+    "depth.min_valid_pixels": (20, "fewer valid depth pixels under a mask: no point (TOO_FEW_VALID_PIXELS)"),
+    "depth.max_depth": (0.0, "m; farther depth values are invalid; 0 = no limit"),
+    "tracking.enabled": (True, "track the answers' masks on every new camera frame, published on ~/tracked"),
+    "tracking.max_age": (10.0, "s (by stamps); stop tracking an answer this much older than its frame"),
+    "tracking.work_width": (320, "px; width of the grey frames the tracking flow runs on"),
 }
 
 
@@ -71,6 +84,7 @@ class NodeConfig:
     auto_configure: bool
     auto_activate: bool
     diagnostics_period: float
+    targets: TargetsConfig
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any]) -> NodeConfig:
@@ -126,10 +140,47 @@ class NodeConfig:
             auto_configure=flag("auto_configure"),
             auto_activate=flag("auto_activate"),
             diagnostics_period=number("diagnostics_period", float, 0, strict=True),
+            targets=_targets_config(number, flag, problems),
         )
         if problems:
             raise ConfigError(problems)
         return config
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetsConfig:
+    """depth.* and tracking.*: what the targets glue (lisa_ros.node.targets_glue) is built from."""
+
+    depth_enabled: bool = False
+    depth_tolerance: float = 0.05
+    depth: DepthOptions = DepthOptions()
+    tracking_enabled: bool = True
+    tracking: TrackingOptions = TrackingOptions()
+
+
+def _targets_config(number, flag, problems: list[str]) -> TargetsConfig:
+    """The depth.* / tracking.* parameters, then (if each is fine alone) by the cores' own option classes."""
+    before = len(problems)
+    max_depth = number("depth.max_depth", float, 0)
+    values = dict(erosion_px=number("depth.erosion_px", int, 0),
+                  min_valid_pixels=number("depth.min_valid_pixels", int, 1),
+                  max_depth_m=max_depth if max_depth > 0 else math.inf)
+    depth, tracking = DepthOptions(), TrackingOptions()
+    try:
+        if len(problems) == before:
+            depth = DepthOptions(**values)
+    except ValueError as error:
+        problems.append(f"depth.*: {error}")
+    before = len(problems)
+    work_width = number("tracking.work_width", int, 32)
+    max_age = number("tracking.max_age", float, 0, strict=True)
+    try:
+        if len(problems) == before:
+            tracking = TrackingOptions(work_width=work_width, max_age_s=max_age)
+    except ValueError as error:
+        problems.append(f"tracking.*: {error}")
+    return TargetsConfig(flag("depth.enabled"), number("depth.tolerance", float, 0), depth,
+                         flag("tracking.enabled"), tracking)
 
 
 def _engine_option_problems(engine: str, options: dict[str, Any]) -> list[str]:

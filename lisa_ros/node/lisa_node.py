@@ -56,6 +56,7 @@ from lisa_ros.core.worker import (
 from lisa_ros.msg import SegmentationResult
 from lisa_ros.node.convert import answer_to_result, array_to_image_msg, frame_key, union_mask_msg
 from lisa_ros.node.exit_signals import ExitSignals
+from lisa_ros.node.targets_glue import TargetsGlue
 from lisa_ros.srv import Segment
 
 # REP 2003: sensor data in (best effort, newest only), results out reliable.
@@ -125,6 +126,7 @@ class LisaNode(LifecycleNode):
         self._request_ids = itertools.count(1)
         self._unstamped_ids = itertools.count(1)
         self._image_subscriptions: list = []  # created on activate, destroyed on deactivate
+        self._targets: TargetsGlue | None = None  # 3D targets and tracking: activate to deactivate
         self._loading: tuple[Engine, float] | None = None  # (engine, monotonic start) while configure loads it
 
         overridable = QoSOverridingOptions.with_default_policies()
@@ -297,11 +299,13 @@ class LisaNode(LifecycleNode):
         config = self._config
         image_topic = self.resolve_topic_name("image")
         self._frames.clear()
+        self._targets = TargetsGlue(self, config.targets, image_qos=IMAGE_QOS, max_image_pixels=config.max_image_pixels)
         self._worker = RequestWorker(
             engine=self._engine,
             runner=self._runner,
             frames=self._frames,
-            decode=lambda frame: image_message_to_rgb(frame.payload, max_pixels=config.max_image_pixels),
+            decode=self._targets.pinning(
+                lambda frame: image_message_to_rgb(frame.payload, max_pixels=config.max_image_pixels)),
             on_answer=self._publish_answer,
             settings=WorkerSettings(
                 pairing_policy=config.pairing_policy,
@@ -389,6 +393,9 @@ class LisaNode(LifecycleNode):
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.stop(reason)
+        targets, self._targets = self._targets, None
+        if targets is not None:
+            targets.close()
         self._frames.clear()
 
     def _unload_engine(self) -> None:
@@ -413,6 +420,9 @@ class LisaNode(LifecycleNode):
         """Only keeps the newest frame; decoding happens on the worker, for frames that get used."""
         self._frames.put(Frame(payload=msg, header=msg.header, received=time.monotonic(),
                                key=frame_key(msg.header, next(self._unstamped_ids))))
+        targets = self._targets
+        if targets is not None:
+            targets.on_image(msg)
 
     def _on_instruction(self, msg: String) -> None:
         self._submit(Request(instruction=msg.data))
@@ -483,6 +493,9 @@ class LisaNode(LifecycleNode):
         result.total_ms = 1000.0 * (time.monotonic() - request.received)
         try:
             self._result_pub.publish(result)
+            targets = self._targets
+            if targets is not None:
+                targets.on_answer(answer)  # hands over: the 3D step and tracking run on their own threads
         finally:
             self._stats.record(answer.status, total=result.total_ms, inference=answer.inference_ms,
                                queue_wait=answer.queue_wait_ms)
@@ -530,6 +543,8 @@ class LisaNode(LifecycleNode):
             "frames_received": self._frames.received_count,
             "frames_dropped": self._frames.dropped_count,  # replaced by a newer frame before being used
         }
+        targets = self._targets
+        values.update(targets.diagnostics() if targets is not None else {})
         for kind in ("total", "inference", "queue_wait"):
             percentiles = self._stats.percentiles(kind)
             for q, value in (percentiles or {}).items():

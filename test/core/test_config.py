@@ -1,7 +1,9 @@
 """Node parameters: defaults valid, model options forwarded, every bad one named at once."""
+import math
+
 import pytest
 
-from lisa_ros.core.config import PARAMETERS, ConfigError, NodeConfig
+from lisa_ros.core.config import PARAMETERS, ConfigError, NodeConfig, TargetsConfig
 from lisa_ros.core.worker import PairingPolicy
 
 
@@ -9,7 +11,26 @@ def test_defaults_are_valid_and_model_options_are_forwarded():
     config = NodeConfig.from_parameters({"model.path": "/ckpt", "model.delay_s": None, "max_queue": 2})
     assert config.engine == "lisa" and config.model_options == {"path": "/ckpt"}
     assert config.pairing_policy is PairingPolicy.NEWEST and config.max_queue == 2
-    assert set(PARAMETERS) <= {f.name for f in config.__dataclass_fields__.values()}
+    assert {name for name in PARAMETERS if "." not in name} <= {f.name for f in config.__dataclass_fields__.values()}
+    assert config.targets == TargetsConfig()  # depth.* / tracking.*: the cores' own defaults
+
+
+def test_depth_and_tracking_parameters_reach_the_cores_options_and_every_problem_is_named():
+    config = NodeConfig.from_parameters({"depth.enabled": True, "depth.tolerance": 0.02, "depth.erosion_px": 0,
+                                         "depth.max_depth": 4.0, "tracking.max_age": 3.0,
+                                         "tracking.work_width": 160})
+    targets = config.targets
+    assert targets.depth_enabled and targets.depth_tolerance == 0.02 and targets.tracking_enabled
+    assert (targets.depth.erosion_px, targets.depth.max_depth_m) == (0, 4.0)
+    assert (targets.tracking.max_age_s, targets.tracking.work_width) == (3.0, 160)
+    assert NodeConfig.from_parameters({}).targets.depth.max_depth_m == math.inf  # 0 = no limit
+    with pytest.raises(ConfigError) as error:
+        NodeConfig.from_parameters({"depth.enabled": "yes", "depth.tolerance": -1, "tracking.work_width": 8,
+                                    "tracking.max_age": 0, "tracking.enabled": 1, "depth.min_valid_pixels": 10**6})
+    problems = error.value.problems
+    for name in ("depth.enabled", "depth.tolerance", "tracking.work_width", "tracking.max_age", "tracking.enabled",
+                 "min_valid_pixels"):
+        assert sum(name in problem for problem in problems) == 1, (name, problems)
 
 
 def test_every_bad_parameter_is_named_at_once():

@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[2]
 # top-level import -> rosdep key (None: pip only, no rosdep key exists; see the comment in package.xml)
 ROSDEP_KEYS = {
     "rclpy": "rclpy", "rcl_interfaces": "rcl_interfaces", "std_msgs": "std_msgs", "sensor_msgs": "sensor_msgs",
-    "geometry_msgs": "geometry_msgs",
+    "geometry_msgs": "geometry_msgs", "visualization_msgs": "visualization_msgs",
     "std_srvs": "std_srvs", "lifecycle_msgs": "lifecycle_msgs", "diagnostic_msgs": "diagnostic_msgs",
     "builtin_interfaces": "std_msgs", "ament_index_python": "ament_index_python", "launch": "launch",
     "launch_ros": "launch_ros", "numpy": "python3-numpy", "cv2": "python3-opencv", "PIL": "python3-pil",

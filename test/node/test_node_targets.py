@@ -1,0 +1,242 @@
+"""lisa_node's 3D targets and tracking over real DDS (loopback), with the plumbing engine.
+
+The plumbing engine answers "a and b" with horizontal bands (top and bottom half), so the
+expected 3D points follow analytically from synthetic depth planes and known intrinsics.
+"""
+import time
+
+import numpy as np
+import pytest
+
+from conftest import wait_for
+
+pytestmark = pytest.mark.ros
+
+WIDTH, HEIGHT, F, CX, CY = 160, 120, 500.0, 70.0, 50.0
+DEPTH_FRAME = "camera_depth_optical_frame"
+
+
+def camera_info(stamp):
+    from sensor_msgs.msg import CameraInfo
+
+    info = CameraInfo(width=WIDTH, height=HEIGHT, distortion_model="plumb_bob", d=[0.0] * 5,
+                      k=[F, 0.0, CX, 0.0, F, CY, 0.0, 0.0, 1.0])
+    info.header.stamp.sec, info.header.stamp.nanosec = stamp
+    info.header.frame_id = DEPTH_FRAME
+    return info
+
+
+def depth_msg(metres: np.ndarray, stamp):
+    """16UC1 millimetres (REP 118), 0 = no return."""
+    from sensor_msgs.msg import Image
+
+    millimetres = np.round(np.nan_to_num(metres, nan=0.0) * 1000).astype("<u2")
+    msg = Image(width=WIDTH, height=HEIGHT, encoding="16UC1", is_bigendian=0, step=2 * WIDTH,
+                data=millimetres.tobytes())
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.header.frame_id = DEPTH_FRAME
+    return msg
+
+
+def colour_msg(rgb: np.ndarray, stamp):
+    from sensor_msgs.msg import Image
+
+    msg = Image(width=rgb.shape[1], height=rgb.shape[0], encoding="rgb8", step=3 * rgb.shape[1],
+                data=np.ascontiguousarray(rgb).tobytes())
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.header.frame_id = "camera_color_optical_frame"
+    return msg
+
+
+def textured(height, width, seed=0):
+    """Smooth random texture: corners and flow that Lucas-Kanade can follow."""
+    import cv2
+
+    noise = np.random.default_rng(seed).integers(0, 256, (height, width), dtype=np.uint8)
+    grey = cv2.GaussianBlur(noise, (0, 0), 1.5)
+    grey = cv2.normalize(grey, None, 0, 255, cv2.NORM_MINMAX)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def band_centroid(rows: range, z: float) -> np.ndarray:
+    """The centre ray of a full-width band of rows, at depth z (pinhole)."""
+    u, v = (WIDTH - 1) / 2, (rows.start + rows.stop - 1) / 2
+    return np.array([(u - CX) / F * z, (v - CY) / F * z, z])
+
+
+class DepthIO:
+    def __init__(self, io, probe):
+        from geometry_msgs.msg import PointStamped
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+        from visualization_msgs.msg import MarkerArray
+
+        from lisa_ros.msg import Targets3D, TrackedTargets
+
+        node = io.node
+        self.io = io
+        self.targets = probe.collect(node.topic("~/targets_3d"), Targets3D)
+        self.points = probe.collect(node.topic("~/target_point"), PointStamped)
+        self.clouds = probe.collect(node.topic("~/target_cloud"), PointCloud2)
+        self.markers = probe.collect(node.topic("~/markers"), MarkerArray)
+        self.tracked = probe.collect(node.topic("~/tracked"), TrackedTargets)
+        wait_for(lambda: probe.node.count_publishers(node.topic("~/target_cloud")) >= 1, 10, "cloud publisher")
+        self.depth = probe.publisher(node.topic("depth"), Image)
+        self.info = probe.publisher(node.topic("depth_camera_info"), CameraInfo)
+        self.depth_sent = self.infos_sent = 0
+
+    def _send(self, publisher, msg, key, sent, timeout=10.0):
+        """Publish until the node counts it (a best-effort subscription), like NodeIO.publish_frame."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            publisher.publish(msg)
+            retry_at = min(deadline, time.monotonic() + 1.0)
+            while time.monotonic() < retry_at:
+                received = int(self.io.diagnostics().get(key, 0))
+                if received > sent:
+                    return received
+                time.sleep(0.01)
+        pytest.fail(f"the node did not count {key} {sent + 1} within {timeout} s")
+
+    def send_depth(self, metres, stamp):
+        self.depth_sent = self._send(self.depth, depth_msg(metres, stamp), "depth_frames_received", self.depth_sent)
+
+    def send_info(self, stamp=(0, 0)):
+        self.infos_sent = self._send(self.info, camera_info(stamp), "depth_camera_infos_received", self.infos_sent)
+
+    def targets_for(self, request_id):
+        return wait_for(lambda: next((t for t in list(self.targets) if t.request_id == request_id), None), 10,
+                        f"~/targets_3d for request {request_id}")
+
+
+def test_targets_3d_point_cloud_markers_and_tracked_3d_match_the_scene(lisa_io, ros_probe):
+    from lisa_ros.msg import SegmentationResult, Target3D
+
+    io = lisa_io(params={"depth.enabled": True, "depth.erosion_px": 0})
+    depth_io = DepthIO(io, ros_probe)
+    metres = np.full((HEIGHT, WIDTH), 2.0, np.float32)  # bottom half: a wall at 2 m
+    metres[:HEIGHT // 2] = 1.0  # top half: a box face at 1 m
+    holes = np.random.default_rng(1).random(metres.shape) < 0.3
+    metres[holes] = np.nan  # 30 % no return: must not move the points
+    depth_io.send_info()
+    depth_io.send_depth(metres, (100, 10_000_000))  # 10 ms after the colour frame: within depth.tolerance
+    rgb = textured(HEIGHT, WIDTH)
+    io.publish_frame(colour_msg(rgb, (100, 0)))
+    io.ask("the box and the wall")
+    result, = io.results_for("the box and the wall")
+    assert result.status == SegmentationResult.STATUS_OK, result.status_message
+
+    targets = depth_io.targets_for(result.request_id)
+    assert (targets.header.stamp.sec, targets.header.stamp.nanosec) == (100, 0)  # the result's stamp
+    assert targets.header.frame_id == DEPTH_FRAME and targets.conversation_id == "default"
+    assert (targets.depth_stamp.sec, targets.depth_stamp.nanosec) == (100, 10_000_000)
+    assert targets.status_message == "" and len(targets.targets) == 2 and targets.best_index == 0
+    for target, rows, z in zip(targets.targets, (range(0, 60), range(60, 120)), (1.0, 2.0)):
+        assert target.status == Target3D.STATUS_OK, target.status_message
+        centroid = np.array([target.centroid.x, target.centroid.y, target.centroid.z])
+        np.testing.assert_allclose(centroid, band_centroid(rows, z), atol=0.002)  # the core's stated 2 mm
+        assert target.box_min.z == pytest.approx(z, abs=0.001) and target.box_max.z == pytest.approx(z, abs=0.001)
+        assert target.box_min.x == pytest.approx((0 - CX) / F * z, abs=0.008)  # box faces within 8 mm
+        assert target.box_max.x == pytest.approx((WIDTH - 1 - CX) / F * z, abs=0.008)
+        assert target.distance == pytest.approx(np.linalg.norm(centroid), rel=1e-5)
+        assert 0.6 * WIDTH * 60 < target.valid_pixels < 0.8 * WIDTH * 60 and target.mask_pixels == WIDTH * 60
+
+    point = wait_for(lambda: depth_io.points and depth_io.points[-1], 5, "~/target_point")
+    assert point.header == targets.header
+    assert (point.point.x, point.point.y, point.point.z) == (targets.targets[0].centroid.x,
+                                                             targets.targets[0].centroid.y,
+                                                             targets.targets[0].centroid.z)
+    cloud = wait_for(lambda: depth_io.clouds and depth_io.clouds[-1], 5, "~/target_cloud (subscribed)")
+    xyz = np.frombuffer(bytes(cloud.data), "<f4").reshape(-1, 3)
+    assert cloud.header.frame_id == DEPTH_FRAME and len(xyz) == targets.targets[0].valid_pixels
+    np.testing.assert_allclose(xyz[:, 2], 1.0, atol=0.001)
+    markers = wait_for(lambda: depth_io.markers and depth_io.markers[-1], 5, "~/markers").markers
+    assert [m.type for m in markers[1:]] == [markers[1].CUBE, markers[1].SPHERE] * 2
+    assert markers[2].pose.position == targets.targets[0].centroid
+
+    # Tracking with depth: the next (static) frame's tracked masks get their own 3D targets.
+    depth_io.send_depth(metres, (100, 100_000_000))
+    io.publish_frame(colour_msg(rgb, (100, 100_000_000)))
+    tracked = wait_for(lambda: next((t for t in list(depth_io.tracked)
+                                     if t.header.stamp.nanosec == 100_000_000), None), 10, "~/tracked")
+    assert tracked.request_id == result.request_id and tracked.age == pytest.approx(0.1)
+    assert list(tracked.lost) == [False, False]
+    assert tracked.targets_3d.request_id == result.request_id
+    assert [t.status for t in tracked.targets_3d.targets] == [Target3D.STATUS_OK] * 2
+    assert tracked.targets_3d.targets[1].centroid.z == pytest.approx(2.0, abs=0.001)
+
+
+def test_no_camera_info_and_no_matching_depth_are_said_and_give_no_point(lisa_io, ros_probe):
+    from lisa_ros.msg import Target3D
+
+    io = lisa_io(params={"depth.enabled": True, "tracking.enabled": False})
+    depth_io = DepthIO(io, ros_probe)
+    metres = np.full((HEIGHT, WIDTH), 1.5, np.float32)
+    rgb = textured(HEIGHT, WIDTH)
+    depth_io.send_depth(metres, (5, 0))
+    io.publish_frame(colour_msg(rgb, (5, 0)))
+    io.ask("the cup")
+    result, = io.results_for("the cup")
+    first = depth_io.targets_for(result.request_id)
+    assert [t.status for t in first.targets] == [Target3D.STATUS_NO_CAMERA_INFO]
+    assert "no depth camera info" in first.status_message and first.best_index == -1
+
+    depth_io.send_info()
+    io.publish_frame(colour_msg(rgb, (6, 0)))  # the only depth frame is 1 s older
+    io.ask("the mug")
+    result, = io.results_for("the mug")
+    second = depth_io.targets_for(result.request_id)
+    assert [t.status for t in second.targets] == [Target3D.STATUS_NO_DEPTH]
+    assert "no depth frame within 50.0 ms" in second.status_message and "1000.0 ms" in second.status_message
+
+    depth_io.send_depth(metres, (7, 0))
+    io.publish_frame(colour_msg(rgb, (7, 0)))
+    io.ask("the glass")
+    result, = io.results_for("the glass")
+    third = depth_io.targets_for(result.request_id)
+    assert third.targets[0].status == Target3D.STATUS_OK and third.targets[0].centroid.z == pytest.approx(1.5)
+    point = wait_for(lambda: depth_io.points and depth_io.points[-1], 5, "~/target_point")
+    assert [p.header.stamp.sec for p in depth_io.points] == [7]  # none for the two answers without a point
+    assert point.point.z == pytest.approx(1.5)
+
+
+def test_tracked_follows_a_moving_textured_band_and_reports_when_it_leaves(lisa_io, ros_probe):
+    from lisa_ros.msg import SegmentationResult, TrackedTargets
+
+    io = lisa_io()
+    tracked = ros_probe.collect(io.node.topic("~/tracked"), TrackedTargets)
+    wait_for(lambda: ros_probe.node.count_publishers(io.node.topic("~/tracked")) >= 1, 10, "~/tracked publisher")
+    band = textured(40, WIDTH, seed=3)  # the plumbing engine's first of three bands: rows 0..39
+    step = 8
+
+    def frame(k):
+        rgb = np.full((HEIGHT, WIDTH, 3), 100, np.uint8)  # flat: nothing to follow outside the band
+        rgb[:40, step * k:] = band[:, :WIDTH - step * k]
+        return colour_msg(rgb, (50, k * 100_000_000) if k < 10 else (51, (k - 10) * 100_000_000))
+
+    def stamp(msg):
+        return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+    io.publish_frame(frame(0))
+    io.ask("a and b and c")
+    result, = io.results_for("a and b and c")
+    assert result.status == SegmentationResult.STATUS_OK and len(result.masks) == 3
+    k = 0
+    while True:
+        k += 1
+        msg = frame(k)
+        io.publish_frame(msg)
+        state = wait_for(lambda msg=msg: next((t for t in list(tracked) if stamp(t) == stamp(msg)), None), 10,
+                         f"~/tracked for frame {k}")
+        assert state.request_id == result.request_id and state.header.frame_id == "camera_color_optical_frame"
+        assert state.age == pytest.approx(0.1 * k, abs=1e-6)
+        assert list(state.lost[1:]) == [True, True]  # the flat bands: nothing to follow
+        assert list(state.lost_reasons[1:]) == ["too_few_features"] * 2
+        if state.lost[0]:
+            break
+        box = state.boxes[0]
+        assert abs(box.x_offset - step * k) <= 1 and abs(box.width - (WIDTH - step * k)) <= 1, (k, box)
+        assert (box.y_offset, box.height) == (0, 40) and state.confidences[0] > 0.5
+        assert (state.masks[0].width, state.masks[0].height) == (WIDTH, HEIGHT) and not state.finished
+    assert state.lost_reasons[0] == "left_frame" and state.finished and state.finished_reason == "lost"
+    assert WIDTH / 2 <= k * step <= WIDTH / 2 + step  # lost once half of it is outside, not before
+    assert state.masks[0].width == 0 and state.confidences[0] == 0.0
