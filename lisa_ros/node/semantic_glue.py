@@ -8,6 +8,7 @@ awaits its answer without holding an executor thread, like ``~/segment``.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -95,6 +96,7 @@ class SemanticGlue:
         self._frames: LatestFrame | None = None
         self._overlay_alpha = 0.5
         self.waiting_calls = 0  # service calls awaiting their answer (the node's exit waits for them)
+        self._waiting_lock = threading.Lock()  # the service's coroutines run on several executor threads
         self._keys = itertools.count(1)
         self._result_pub = node.create_publisher(SemanticSegmentation, "~/semantic", RESULT_QOS)
         self._overlay_pub = node.create_publisher(Image, "~/semantic_overlay", RESULT_QOS)
@@ -151,7 +153,8 @@ class SemanticGlue:
                           key=frame_key(image.header, f"semantic-{next(self._keys)}"))
         answered = Future()
         job = self._job(SemanticJob(categories=list(request.categories) or None, frame=frame, context=answered))
-        self.waiting_calls += 1
+        with self._waiting_lock:
+            self.waiting_calls += 1
         try:
             worker = self._worker
             if worker is None or self._node._state is not NodeState.ACTIVE:
@@ -161,7 +164,8 @@ class SemanticGlue:
                 worker.submit(job)
             response.result = await answered
         finally:
-            self.waiting_calls -= 1
+            with self._waiting_lock:
+                self.waiting_calls -= 1
         return response
 
     def _job(self, job: SemanticJob) -> SemanticJob:
