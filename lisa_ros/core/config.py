@@ -55,6 +55,18 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "tracking.enabled": (True, "track the answers' masks on every new camera frame, published on ~/tracked"),
     "tracking.max_age": (10.0, "s (by stamps); stop tracking an answer this much older than its frame"),
     "tracking.work_width": (320, "px; width of the grey frames the tracking flow runs on"),
+    # Semantic mode (lisa_ros.core.semantic_worker.semantic_config reads and checks these)
+    "semantic.categories": ([], "default category list of ~/segment_semantic and ~/semantic ([] = none)"),
+    "semantic.descriptions_file": ("", "YAML 'category: description' file; its descriptions always win"),
+    "semantic.generate_descriptions": (True, "let the LLM describe categories the file lacks (cached on disk)"),
+    "semantic.description_cache": ("", "description cache file; '' = $XDG_CACHE_HOME/lisa_ros/descriptions.json"),
+    "semantic.max_description_tokens": (48, "longest generated description, in tokens (1..256)"),
+    "semantic.filter_threshold": (0.5, "keep a category when the filter's P(yes) >= this, 0..1; 0 = no filter"),
+    "semantic.label_threshold": (0.0, "mask logit below which a pixel stays unlabelled (0 = SAM's threshold)"),
+    "semantic.max_categories": (1000, "most categories in one request (1..1000)"),
+    "semantic.max_batch_tokens": (2048, "tokens per batched forward pass (64..65536): bounds memory"),
+    "semantic.rate_hz": (0.0, "publish ~/semantic on the newest frame at this rate (needs semantic.categories); "
+                              "0 = off"),
 }
 
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from lisa_ros.core import semantic as core
 from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory
-from lisa_ros.core.types import EngineOutput
+from lisa_ros.core.types import EngineOutput, Status
 
 # Keys of the LISA engine; accepted and ignored so one config can switch engines.
 LISA_OPTION_KEYS = frozenset({
@@ -129,3 +130,39 @@ class PlumbingEngine(Engine):
         self.loaded = False
         self._turns.clear()
         self._unloaded.set()
+
+
+class PlumbingSemanticSegmenter:
+    """Semantic mode's stand-in on the plumbing engine, so the node's semantic plumbing is cheap to test.
+
+    Category k of the N kept gets the k-th horizontal band of the frame; a category whose
+    name contains "nothing" is filtered out. The engine's delay and fault words apply to
+    the categories (e.g. a category containing ``hang_on`` hangs until cancelled).
+    """
+
+    def __init__(self, engine: PlumbingEngine, options) -> None:
+        self.engine, self.options = engine, options
+        self.model_id = engine.model_id
+
+    def cancel(self) -> None:
+        self.engine.cancel()
+
+    def segment(self, image: np.ndarray, categories, *, frame_key: Hashable):
+        names = core.validate_categories(list(categories or self.options.categories), self.options.max_categories)
+        self.engine.segment(image, " and ".join(names), frame_key=frame_key)  # delay and fault injection
+        kept = [i for i, name in enumerate(names) if "nothing" not in name.lower()]
+        height, width = image.shape[:2]
+        logits = np.full((len(kept), height, width), -1.0, np.float32)
+        for band, _ in enumerate(kept):
+            logits[band, band * height // len(kept):(band + 1) * height // len(kept)] = 1.0
+        label = core.label_image(logits, [i + 1 for i in kept], len(names), self.options.label_threshold)
+        filtered = [name for name in names if "nothing" in name.lower()]
+        fractions = core.label_fractions(label, len(names))
+        status = Status.OK if fractions.sum() > 0 else Status.NOT_FOUND
+        return core.SemanticResult(
+            label=label, label_ids=list(range(1, len(names) + 1)), label_names=names,
+            scores=[1.0 if i in kept else 0.0 for i in range(len(names))], presence=[float("nan")] * len(names),
+            fractions=fractions.tolist(), filtered_out=filtered, filtered_reasons=["plumbing: 'nothing' in the name"]
+            * len(filtered), descriptions=[""] * len(names), description_sources=["none"] * len(names),
+            timings_ms={"total": 0.0}, status=status, message=f"{len(kept)} of {len(names)} categories labelled "
+            "(plumbing bands)", model_id=self.model_id)

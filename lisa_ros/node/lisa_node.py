@@ -56,6 +56,7 @@ from lisa_ros.core.worker import (
 from lisa_ros.msg import SegmentationResult
 from lisa_ros.node.convert import answer_to_result, array_to_image_msg, frame_key, union_mask_msg
 from lisa_ros.node.exit_signals import ExitSignals
+from lisa_ros.node.semantic_glue import SemanticGlue
 from lisa_ros.node.targets_glue import TargetsGlue
 from lisa_ros.srv import Segment
 
@@ -160,6 +161,7 @@ class LisaNode(LifecycleNode):
         self.create_service(Segment, "~/segment", self._on_segment, callback_group=self._service_group,
                             qos_profile=SERVICE_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._reset_group)
+        self._semantic = SemanticGlue(self, self._service_group)  # ~/segment_semantic, ~/semantic(_overlay)
         # Instructions are subscribed for the node's whole life (images only while active):
         # an instruction that arrives while inactive is answered NOT_READY instead of being
         # dropped by a destroyed subscription, so every instruction gets its one answer.
@@ -225,6 +227,7 @@ class LisaNode(LifecycleNode):
             config = NodeConfig.from_parameters(values)
         except ConfigError as error:
             problems = error.problems + problems
+        problems += self._semantic.check_parameters(values)
         if problems:
             return self._configure_failed("invalid parameters: " + "; ".join(problems))
         self._diagnostics_timer.timer_period_ns = int(config.diagnostics_period * 1e9)
@@ -327,6 +330,8 @@ class LisaNode(LifecycleNode):
             self._image_subscriptions.append(self.create_subscription(
                 CompressedImage, f"{image_topic}/compressed", self._on_image, _qos(IMAGE_QOS),
                 callback_group=self._image_group, qos_overriding_options=overridable))
+        self._semantic.start(config.engine, self._engine, self._runner, self._frames, config, image_topic,
+                             lambda frame: image_message_to_rgb(frame.payload, max_pixels=config.max_image_pixels))
         self._state, self._problem = NodeState.ACTIVE, ""
         self.get_logger().info(
             f"active: images on {image_topic}{' (+/compressed)' if config.compressed else ''}, "
@@ -379,7 +384,7 @@ class LisaNode(LifecycleNode):
             self._state = NodeState.EXITING  # first: what arrives meanwhile is refused with this state's advice
             self._stop_processing("node shutting down")  # its running engine call is cancelled
         deadline = time.monotonic() + EXIT_WAIT_S
-        while time.monotonic() < deadline and (self._waiting_service_calls  # their NOT_READY replies go out
+        while time.monotonic() < deadline and (self._waiting_service_calls or self._semantic.waiting_calls
                                                or not self._transition_group.can_execute(self._service_change_state)):
             executor.spin_once(timeout_sec=LOAD_POLL_S)
         # Destroying the node under a running callback would make that callback fail.
@@ -396,6 +401,7 @@ class LisaNode(LifecycleNode):
         targets, self._targets = self._targets, None
         if targets is not None:
             targets.close()
+        self._semantic.stop(reason)
         self._frames.clear()
 
     def _unload_engine(self) -> None:

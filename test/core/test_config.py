@@ -11,6 +11,7 @@ def test_defaults_are_valid_and_model_options_are_forwarded():
     config = NodeConfig.from_parameters({"model.path": "/ckpt", "model.delay_s": None, "max_queue": 2})
     assert config.engine == "lisa" and config.model_options == {"path": "/ckpt"}
     assert config.pairing_policy is PairingPolicy.NEWEST and config.max_queue == 2
+    # Dotted groups are read by their own modules (depth.*/tracking.*: TargetsConfig; semantic.*: semantic_worker).
     assert {name for name in PARAMETERS if "." not in name} <= {f.name for f in config.__dataclass_fields__.values()}
     assert config.targets == TargetsConfig()  # depth.* / tracking.*: the cores' own defaults
 
