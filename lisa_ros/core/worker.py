@@ -38,7 +38,8 @@ class Request:
     """One instruction to answer. ``frame`` pins the image (service image)."""
 
     instruction: str
-    request_id: str = ""
+    request_id: str = ""  # empty: the node assigns one
+    echo: str | None = None  # the instruction exactly as received, echoed verbatim (None: the validated text)
     conversation_id: str = "default"
     reset_conversation: bool = False
     frame: Frame | None = None

@@ -53,7 +53,7 @@ from lisa_ros.core.worker import (
     RequestWorker,
     WorkerSettings,
 )
-from lisa_ros.msg import SegmentationResult
+from lisa_ros.msg import Instruction, SegmentationResult
 from lisa_ros.node.convert import answer_to_result, array_to_image_msg, frame_key, union_mask_msg
 from lisa_ros.node.exit_signals import ExitSignals
 from lisa_ros.srv import Segment
@@ -162,6 +162,10 @@ class LisaNode(LifecycleNode):
         # an instruction that arrives while inactive is answered NOT_READY instead of being
         # dropped by a destroyed subscription, so every instruction gets its one answer.
         self.create_subscription(String, "instruction", self._on_instruction, _qos(INSTRUCTION_QOS),
+                                 callback_group=self._instruction_group, qos_overriding_options=overridable)
+        # Beside it, like <image>/compressed: remapping "instruction" moves both topics.
+        self.create_subscription(Instruction, self.resolve_topic_name("instruction") + "/structured",
+                                 self._on_structured_instruction, _qos(INSTRUCTION_QOS),
                                  callback_group=self._instruction_group, qos_overriding_options=overridable)
         # Until the first configure has validated diagnostics_period (each configure applies it).
         period = self.get_parameter("diagnostics_period").value
@@ -417,8 +421,14 @@ class LisaNode(LifecycleNode):
     def _on_instruction(self, msg: String) -> None:
         self._submit(Request(instruction=msg.data))
 
+    def _on_structured_instruction(self, msg: Instruction) -> None:
+        """The correlated path: the client's request_id and the text exactly as sent come back in the result."""
+        self._submit(Request(instruction=msg.text, echo=msg.text, request_id=msg.request_id,
+                             conversation_id=msg.conversation_id or "default",
+                             reset_conversation=msg.reset_conversation))
+
     def _submit(self, request: Request) -> None:
-        request.request_id = str(next(self._request_ids))
+        request.request_id = request.request_id or str(next(self._request_ids))
         request.stamp = self.get_clock().now().to_msg()
         worker, config = self._worker, self._config
         if worker is None or self._state is not NodeState.ACTIVE:
