@@ -59,3 +59,96 @@ def test_structured_refusals_keep_the_id_and_the_string_topic_keeps_node_ids(lis
     for text in ("the mug", "the plate"):
         result, = io.results_for(text)
         assert result.status == result.STATUS_OK and result.request_id.isdigit()
+
+
+# -- live parameters ----------------------------------------------------------------------------------------------
+
+def set_parameters(io, **values):
+    """Set through the node's SetParameters service, as `ros2 param set` does; returns {name: (successful, reason)}."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    client = io.probe.client(io.node.topic("~/set_parameters"), SetParameters)
+    request = SetParameters.Request(parameters=[Parameter(n, value=v).to_parameter_msg() for n, v in values.items()])
+    results = io.probe.call(client, request).results
+    return {name: (r.successful, r.reason) for name, r in zip(values, results, strict=True)}
+
+
+def get_parameters(io, *names):
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    client = io.probe.client(io.node.topic("~/get_parameters"), GetParameters)
+    values = io.probe.call(client, GetParameters.Request(names=list(names))).values
+    return {name: parameter_value_to_python(v) for name, v in zip(names, values, strict=True)}
+
+
+LIVE_VALID = {"max_queue": 2, "max_image_age": 1.5, "next_frame_timeout": 0.5, "inference_timeout": 0.0,
+              "publish_overlay": True, "overlay_alpha": 0.25, "pairing_policy": "next", "max_instruction_chars": 50,
+              "max_masks": 3, "diagnostics_period": 0.2}
+LIVE_INVALID = [("max_queue", 0, "range"), ("max_queue", "four", "max_queue must be an integer"),
+                ("max_image_age", -1.0, "range"), ("next_frame_timeout", 0.0, "next_frame_timeout must be > 0"),
+                ("inference_timeout", -0.5, "range"),
+                ("publish_overlay", "yes", "publish_overlay must be true or false"),
+                ("overlay_alpha", 1.5, "range"), ("pairing_policy", "oldest", "pairing_policy must be 'newest' or"),
+                ("max_instruction_chars", 0, "range"), ("max_masks", 1.5, "max_masks must be an integer"),
+                ("diagnostics_period", 0.0, "diagnostics_period must be > 0")]
+
+
+def test_live_parameters_apply_at_once_and_invalid_values_are_refused_with_the_reason(lisa_io):
+    """`ros2 param set max_queue -3` was accepted while active and only checked at the next configure."""
+    io = lisa_io()
+    io.publish_frame(make_image_msg(stamp=(1, 0)))
+    for name, value in LIVE_VALID.items():
+        assert set_parameters(io, **{name: value})[name] == (True, ""), name
+    assert get_parameters(io, *LIVE_VALID) == LIVE_VALID
+    # Applied to the running node: the worker's queue limit, the instruction limit, the pairing policy.
+    wait_for(lambda: io.diagnostics().get("max_queue") == "2", 5, "max_queue 2 in diagnostics")
+    io.ask("x" * 60)
+    refused, = io.results_for("x" * 60)
+    assert refused.status == refused.STATUS_INVALID_INSTRUCTION
+    assert "max_instruction_chars = 50" in refused.status_message
+    io.ask("the next frame")
+    late, = io.results_for("the next frame")
+    assert late.status == late.STATUS_NO_IMAGE and "next_frame_timeout = 0.5" in late.status_message
+    for name, value, reason in LIVE_INVALID:
+        successful, said = set_parameters(io, **{name: value})[name]
+        assert not successful and reason in said and name in said, (name, value, said)
+    assert get_parameters(io, *LIVE_VALID) == LIVE_VALID  # nothing changed
+
+
+def test_model_and_camera_parameters_are_refused_while_configured_and_accepted_when_unconfigured(lisa_io):
+    """`model.path` could be "changed" while active, with no effect."""
+    io = lisa_io()
+    frozen = {"engine": "plumbing", "model.delay_s": 0.2, "compressed": True, "max_image_pixels": 1000}
+    for name, value in frozen.items():
+        successful, reason = set_parameters(io, **{name: value})[name]
+        assert not successful and name in reason and "Deactivate, clean up" in reason and "configure" in reason, reason
+    assert io.node.change_state(io.probe, "deactivate")
+    assert not set_parameters(io, **{"model.delay_s": 0.2})["model.delay_s"][0]  # still configured (inactive)
+    assert io.node.change_state(io.probe, "cleanup")
+    assert all(ok for ok, _ in set_parameters(io, **frozen).values())
+    assert io.node.change_state(io.probe, "configure") and io.node.change_state(io.probe, "activate")
+    io.publish_frame(make_image_msg(width=20, height=10, stamp=(2, 0)))
+    result = io.call("the cup")
+    assert result.status == result.STATUS_OK and result.inference_ms >= 200  # model.delay_s took effect
+    assert "max_image_pixels" in io.call("the cup", image=make_image_msg(width=64, height=48)).status_message
+
+
+def test_descriptors_carry_ranges_and_read_only_flags(lisa_io):
+    """So `ros2 param describe` tells what configure checks."""
+    import math
+
+    from rcl_interfaces.srv import DescribeParameters
+
+    io = lisa_io()
+    client = io.probe.client(io.node.topic("~/describe_parameters"), DescribeParameters)
+    names = ["max_queue", "overlay_alpha", "next_frame_timeout", "auto_configure", "model.path", "pairing_policy"]
+    described = {d.name: d for d in io.probe.call(client, DescribeParameters.Request(names=names)).descriptors}
+    assert described["max_queue"].integer_range[0].from_value == 1
+    alpha = described["overlay_alpha"].floating_point_range[0]
+    assert (alpha.from_value, alpha.to_value) == (0.0, 1.0)
+    assert math.isinf(described["next_frame_timeout"].floating_point_range[0].to_value)
+    assert described["auto_configure"].read_only and not described["model.path"].read_only
+    assert "[applied at once]" in described["pairing_policy"].description
+    assert "unconfigured" in described["model.path"].description
