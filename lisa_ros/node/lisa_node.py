@@ -68,6 +68,7 @@ from lisa_ros.core.worker import (
 from lisa_ros.msg import Instruction, SegmentationResult
 from lisa_ros.node.convert import answer_to_result, array_to_image_msg, frame_key, union_mask_msg
 from lisa_ros.node.exit_signals import ExitSignals
+from lisa_ros.node.segment_action import SegmentActionServer
 from lisa_ros.srv import Segment
 
 # REP 2003: sensor data in (best effort, newest only), results out reliable.
@@ -183,6 +184,7 @@ class LisaNode(LifecycleNode):
         self.create_service(Segment, "~/segment", self._on_segment, callback_group=self._service_group,
                             qos_profile=SERVICE_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._reset_group)
+        self._segment_action = SegmentActionServer(self)  # the ~/segment action (under ~/segment/_action/)
         # Instructions are subscribed for the node's whole life (images only while active):
         # an instruction that arrives while inactive is answered NOT_READY instead of being
         # dropped by a destroyed subscription, so every instruction gets its one answer.
@@ -532,24 +534,32 @@ class LisaNode(LifecycleNode):
 
     async def _on_segment(self, request: Segment.Request, response: Segment.Response) -> Segment.Response:
         """Awaits the worker's answer without holding an executor thread; never runs inference."""
+        answered = Future()  # resolved by _publish_answer, from the worker thread or right here
+        pending = self.service_request(request.instruction, request.image, request.conversation_id,
+                                       request.reset_conversation, answered, PairingPolicy.NEWEST)
+        response.result = await self.await_answer(pending, answered)
+        return response
+
+    def service_request(self, instruction: str, image: Image, conversation_id: str, reset: bool, answered: Future,
+                        pairing_policy: PairingPolicy | None) -> Request:
+        """A request of the ~/segment service or action: a given image pins the frame."""
         frame = None
-        image = request.image
         if image.width or image.height or len(image.data):
             frame = Frame(payload=image, header=image.header, received=time.monotonic(),
                           key=frame_key(image.header, f"service-{next(self._unstamped_ids)}"))
-        answered = Future()  # resolved by _publish_answer, from the worker thread or right here
-        pending = Request(instruction=request.instruction, conversation_id=request.conversation_id or "default",
-                          reset_conversation=request.reset_conversation, frame=frame, context=answered,
-                          pairing_policy=PairingPolicy.NEWEST)
+        return Request(instruction=instruction, conversation_id=conversation_id or "default",
+                       reset_conversation=reset, frame=frame, context=answered, pairing_policy=pairing_policy)
+
+    async def await_answer(self, request: Request, answered: Future) -> SegmentationResult:
+        """Submits and awaits the one answer (counted, so an exit waits for its reply to go out)."""
         with self._waiting_lock:
             self._waiting_service_calls += 1
         try:
-            self._submit(pending)
-            response.result = await answered
+            self._submit(request)
+            return await answered
         finally:
             with self._waiting_lock:
                 self._waiting_service_calls -= 1
-        return response
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         engine, runner = self._engine, self._runner

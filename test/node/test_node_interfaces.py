@@ -1,4 +1,6 @@
 """Robot-stack interfaces of lisa_node over real DDS: the correlated instruction topic."""
+import time
+
 import pytest
 
 from conftest import make_image_msg, wait_for
@@ -152,3 +154,109 @@ def test_descriptors_carry_ranges_and_read_only_flags(lisa_io):
     assert described["auto_configure"].read_only and not described["model.path"].read_only
     assert "[applied at once]" in described["pairing_policy"].description
     assert "unconfigured" in described["model.path"].description
+
+
+# -- the ~/segment action -----------------------------------------------------------------------------------------
+
+class Goal:
+    """One goal sent through a real rclpy ActionClient: its feedback, handle and result."""
+
+    def __init__(self, client, instruction):
+        from lisa_ros.action import Segment
+
+        self.feedback = []
+        self._sent = client.send_goal_async(Segment.Goal(instruction=instruction),
+                                            feedback_callback=lambda msg: self.feedback.append(msg.feedback))
+        self.handle = wait_for(lambda: self._sent.done() and self._sent.result(), 15, "the goal response")
+        self._result = self.handle.get_result_async() if self.handle.accepted else None
+
+    def stages(self):
+        return [(f.stage, f.queue_position) for f in list(self.feedback)]
+
+    def result(self, timeout=15.0):
+        """(GoalStatus, SegmentationResult)."""
+        wait_for(self._result.done, timeout, "the goal result")
+        response = self._result.result()
+        return response.status, response.result.result
+
+    def cancel(self):
+        done = self.handle.cancel_goal_async()
+        wait_for(done.done, 10, "the cancel response")
+        return done.result()
+
+
+def action_client(io):
+    from rclpy.action import ActionClient
+
+    from lisa_ros.action import Segment
+
+    client = ActionClient(io.probe.node, Segment, io.node.topic("~/segment"))
+    assert client.wait_for_server(timeout_sec=15), "no ~/segment action server"
+    return client
+
+
+HANGING = {"inference_timeout": 30.0, "model.hang_s": 20.0, "max_queue": 2}
+
+
+def test_action_feedback_order_and_cancel_while_queued(lisa_io):
+    from action_msgs.msg import GoalStatus
+
+    from lisa_ros.action import Segment
+
+    io = lisa_io(params=HANGING)
+    io.publish_frame(make_image_msg(stamp=(3, 0)))
+    client = action_client(io)
+    running = Goal(client, "#hang the cup")
+    wait_for(lambda: (Segment.Feedback.STAGE_ENCODING, 0) in running.stages(), 10, "the first goal running")
+    second, third = Goal(client, "the cup"), Goal(client, "the mug")
+    wait_for(lambda: (Segment.Feedback.STAGE_QUEUED, 2) in third.stages(), 10, "the third goal queued second")
+    second.cancel()
+    status, result = second.result()
+    assert status == GoalStatus.STATUS_CANCELED and result.status == result.STATUS_CANCELLED
+    assert "queued" in result.status_message
+    wait_for(lambda: third.stages()[-1] == (Segment.Feedback.STAGE_QUEUED, 1), 10, "the third goal moving up")
+    running.cancel()
+    status, first = running.result()
+    assert status == GoalStatus.STATUS_CANCELED and first.status == first.STATUS_CANCELLED
+    status, last = third.result()
+    assert status == GoalStatus.STATUS_SUCCEEDED and last.status == last.STATUS_OK and last.instruction == "the mug"
+    stages = [stage for stage, _ in third.stages()]
+    assert stages == sorted(stages) and stages[-1] == Segment.Feedback.STAGE_ENCODING  # queued, then encoding
+    assert [r.status for r in io.results_for("the cup", 1)] == [result.STATUS_CANCELLED]  # also on ~/result
+
+
+def test_action_cancel_while_running_stops_the_engine_and_the_next_goal_succeeds(lisa_io):
+    from action_msgs.msg import GoalStatus
+
+    from lisa_ros.action import Segment
+
+    io = lisa_io(params=HANGING)
+    io.publish_frame(make_image_msg(stamp=(3, 0)))
+    client = action_client(io)
+    running = Goal(client, "#hang for twenty seconds")
+    wait_for(lambda: (Segment.Feedback.STAGE_ENCODING, 0) in running.stages(), 10, "the goal running")
+    started = time.monotonic()
+    running.cancel()
+    status, result = running.result()
+    assert status == GoalStatus.STATUS_CANCELED and result.status == result.STATUS_CANCELLED
+    after = Goal(client, "the plate")
+    status, answer = after.result(timeout=10)
+    assert status == GoalStatus.STATUS_SUCCEEDED and answer.status == answer.STATUS_OK, answer.status_message
+    assert time.monotonic() - started < 5  # the hang (20 s) was stopped, not waited out
+
+
+def test_action_goals_beyond_the_queue_are_rejected_at_goal_time(lisa_io):
+    from lisa_ros.action import Segment
+
+    io = lisa_io(params=HANGING | {"max_queue": 1})
+    io.publish_frame(make_image_msg(stamp=(3, 0)))
+    client = action_client(io)
+    running = Goal(client, "#hang the cup")
+    wait_for(lambda: (Segment.Feedback.STAGE_ENCODING, 0) in running.stages(), 10, "the goal running")
+    queued = Goal(client, "the cup")
+    rejected = Goal(client, "one too many")
+    assert queued.handle.accepted and not rejected.handle.accepted
+    wait_for(lambda: "rejected: request queue full (1 waiting)" in io.node.log, 5, "the rejection logged")
+    running.cancel()
+    queued.cancel()
+    assert queued.result()[1].status == Segment.Result().result.STATUS_CANCELLED
