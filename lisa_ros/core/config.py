@@ -70,12 +70,48 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 }
 
 
-class ConfigError(ValueError):
-    """One or more parameters are invalid; the message lists each (``problems``: one entry per problem)."""
+# Numeric parameters: name -> (type, minimum, maximum or None, strict minimum). One table for the checks of
+# from_parameters and the ranges the node declares (so `ros2 param describe` shows what configure checks).
+BOUNDS: dict[str, tuple[type, float, float | None, bool]] = {
+    "max_image_age": (float, 0, None, False),
+    "next_frame_timeout": (float, 0, None, True),
+    "max_queue": (int, 1, None, False),
+    "inference_timeout": (float, 0, None, False),
+    "max_instruction_chars": (int, 1, None, False),
+    "max_image_pixels": (int, 1, None, False),
+    "max_masks": (int, 1, None, False),
+    "overlay_alpha": (float, 0, 1, False),
+    "diagnostics_period": (float, 0, None, True),
+    "depth.tolerance": (float, 0, None, False),
+    "depth.erosion_px": (int, 0, None, False),
+    "depth.min_valid_pixels": (int, 1, None, False),
+    "depth.max_depth": (float, 0, None, False),
+    "tracking.work_width": (int, 32, None, False),
+    "tracking.max_age": (float, 0, None, True),
+}
+# Applied to the running node at once (`ros2 param set`), validated like at configure.
+LIVE_PARAMETERS = ("max_queue", "max_image_age", "next_frame_timeout", "inference_timeout", "publish_overlay",
+                   "overlay_alpha", "pairing_policy", "max_instruction_chars", "max_masks", "diagnostics_period")
+# Used when the model loads or the camera is subscribed: settable only while unconfigured (with model.*).
+RECONFIGURE_PARAMETERS = ("engine", "compressed", "max_image_pixels")
+# Groups read when the model loads or the node activates (model.*, 3D targets, tracking, semantic mode): likewise.
+RECONFIGURE_GROUPS = ("model", "depth", "tracking", "semantic")
+# Read once, at start-up.
+START_UP_PARAMETERS = ("auto_configure", "auto_activate")
 
-    def __init__(self, problems: list[str]) -> None:
+
+class ConfigError(ValueError):
+    """One or more parameters are invalid; the message lists each (``problems``: one entry per problem,
+    ``parameters``: the parameter each is about, "model.*" for the engine's options)."""
+
+    def __init__(self, problems: list[str], parameters: list[str] | None = None) -> None:
         super().__init__("invalid parameters: " + "; ".join(problems))
         self.problems = problems
+        self.parameters = parameters or [""] * len(problems)
+
+    def about(self, names) -> list[str]:
+        """The problems with these parameters only."""
+        return [problem for problem, name in zip(self.problems, self.parameters) if name in names]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,60 +138,68 @@ class NodeConfig:
     def from_parameters(cls, values: Mapping[str, Any]) -> NodeConfig:
         """values: parameter name -> value (None = not set). Raises ConfigError."""
         problems: list[str] = []
+        about: list[str] = []  # the parameter of each problem
+
+        def problem(name: str, text: str) -> None:
+            problems.append(text)
+            about.append(name)
+
         get = {name: values.get(name, default) for name, (default, _) in PARAMETERS.items()}
         get = {name: (PARAMETERS[name][0] if value is None else value) for name, value in get.items()}
 
-        def number(name: str, kind: type, minimum: float, *, strict: bool = False, maximum: float | None = None):
+        def number(name: str):
+            kind, minimum, maximum, strict = BOUNDS[name]
             value = get[name]
             wrong_kind = kind is int and not isinstance(value, int)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or wrong_kind:
-                problems.append(f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}")
+                problem(name, f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}")
                 return kind(PARAMETERS[name][0])
             if value < minimum or (strict and value == minimum) or (maximum is not None and value > maximum):
                 bound = f"> {minimum}" if strict else f">= {minimum}"
                 upper = '' if maximum is None else f' and <= {maximum}'
-                problems.append(f"{name} must be {bound}{upper}, got {value!r}")
+                problem(name, f"{name} must be {bound}{upper}, got {value!r}")
             return kind(value)
 
         def flag(name: str) -> bool:
             if not isinstance(get[name], bool):
-                problems.append(f"{name} must be true or false, got {get[name]!r}")
+                problem(name, f"{name} must be true or false, got {get[name]!r}")
                 return bool(PARAMETERS[name][0])
             return get[name]
 
         engine = get["engine"]
         if engine not in ENGINE_TYPES:
-            problems.append(f"engine must be one of {list(ENGINE_TYPES)}, got {engine!r}")
+            problem("engine", f"engine must be one of {list(ENGINE_TYPES)}, got {engine!r}")
         try:
             policy = PairingPolicy(get["pairing_policy"])
         except ValueError:
-            problems.append(f"pairing_policy must be 'newest' or 'next', got {get['pairing_policy']!r}")
+            problem("pairing_policy", f"pairing_policy must be 'newest' or 'next', got {get['pairing_policy']!r}")
             policy = PairingPolicy.NEWEST
         model_options = {key: values[f"model.{key}"] for key in MODEL_OPTION_KEYS
                          if values.get(f"model.{key}") is not None}
         if engine in ENGINE_TYPES:
-            problems += _engine_option_problems(engine, model_options)
+            for text in _engine_option_problems(engine, model_options):
+                problem("model.*", text)
         config = cls(
             engine=engine,
             model_options=model_options,
             pairing_policy=policy,
-            max_image_age=number("max_image_age", float, 0),
-            next_frame_timeout=number("next_frame_timeout", float, 0, strict=True),
-            max_queue=number("max_queue", int, 1),
-            inference_timeout=number("inference_timeout", float, 0),
-            max_instruction_chars=number("max_instruction_chars", int, 1),
-            max_image_pixels=number("max_image_pixels", int, 1),
-            max_masks=number("max_masks", int, 1),
+            max_image_age=number("max_image_age"),
+            next_frame_timeout=number("next_frame_timeout"),
+            max_queue=number("max_queue"),
+            inference_timeout=number("inference_timeout"),
+            max_instruction_chars=number("max_instruction_chars"),
+            max_image_pixels=number("max_image_pixels"),
+            max_masks=number("max_masks"),
             compressed=flag("compressed"),
             publish_overlay=flag("publish_overlay"),
-            overlay_alpha=number("overlay_alpha", float, 0, maximum=1),
+            overlay_alpha=number("overlay_alpha"),
             auto_configure=flag("auto_configure"),
             auto_activate=flag("auto_activate"),
-            diagnostics_period=number("diagnostics_period", float, 0, strict=True),
-            targets=_targets_config(number, flag, problems),
+            diagnostics_period=number("diagnostics_period"),
+            targets=_targets_config(number, flag, problem, problems),
         )
         if problems:
-            raise ConfigError(problems)
+            raise ConfigError(problems, about)
         return config
 
 
@@ -170,28 +214,28 @@ class TargetsConfig:
     tracking: TrackingOptions = TrackingOptions()
 
 
-def _targets_config(number, flag, problems: list[str]) -> TargetsConfig:
+def _targets_config(number, flag, problem, problems: list[str]) -> TargetsConfig:
     """The depth.* / tracking.* parameters, then (if each is fine alone) by the cores' own option classes."""
     before = len(problems)
-    max_depth = number("depth.max_depth", float, 0)
-    values = dict(erosion_px=number("depth.erosion_px", int, 0),
-                  min_valid_pixels=number("depth.min_valid_pixels", int, 1),
+    max_depth = number("depth.max_depth")
+    values = dict(erosion_px=number("depth.erosion_px"),
+                  min_valid_pixels=number("depth.min_valid_pixels"),
                   max_depth_m=max_depth if max_depth > 0 else math.inf)
     depth, tracking = DepthOptions(), TrackingOptions()
     try:
         if len(problems) == before:
             depth = DepthOptions(**values)
     except ValueError as error:
-        problems.append(f"depth.*: {error}")
+        problem("depth.min_valid_pixels", f"depth.*: {error}")
     before = len(problems)
-    work_width = number("tracking.work_width", int, 32)
-    max_age = number("tracking.max_age", float, 0, strict=True)
+    work_width = number("tracking.work_width")
+    max_age = number("tracking.max_age")
     try:
         if len(problems) == before:
             tracking = TrackingOptions(work_width=work_width, max_age_s=max_age)
     except ValueError as error:
-        problems.append(f"tracking.*: {error}")
-    return TargetsConfig(flag("depth.enabled"), number("depth.tolerance", float, 0), depth,
+        problem("tracking.work_width", f"tracking.*: {error}")
+    return TargetsConfig(flag("depth.enabled"), number("depth.tolerance"), depth,
                          flag("tracking.enabled"), tracking)
 
 

@@ -21,6 +21,7 @@ class Status(enum.IntEnum):
     ENGINE_ERROR = 8
     OUT_OF_MEMORY = 9
     NOT_READY = 10
+    CANCELLED = 11
 
     @property
     def answered(self) -> bool:

@@ -33,12 +33,22 @@ class PairingPolicy(enum.StrEnum):
     NEXT = "next"  # the first frame that arrives after the instruction
 
 
-@dataclasses.dataclass
+class Stage(enum.IntEnum):
+    """Mirrors the STAGE_* constants of action/Segment.action's feedback."""
+
+    QUEUED = 0
+    ENCODING = 1
+    GENERATING = 2
+    DECODING = 3
+
+
+@dataclasses.dataclass(eq=False)  # identity: a request is found in the queue by itself, not by equal fields
 class Request:
     """One instruction to answer. ``frame`` pins the image (service image)."""
 
     instruction: str
-    request_id: str = ""
+    request_id: str = ""  # empty: the node assigns one
+    echo: str | None = None  # the instruction exactly as received, echoed verbatim (None: the validated text)
     conversation_id: str = "default"
     reset_conversation: bool = False
     frame: Frame | None = None
@@ -49,6 +59,10 @@ class Request:
     pairing_policy: PairingPolicy | None = None  # None = the worker's setting
     wait_after_seq: int | None = None
     answered: bool = dataclasses.field(default=False, repr=False)
+    # Set by RequestWorker.cancel (and by stop for the running request): ends its wait or its engine call.
+    cancelled: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False, compare=False)
+    # Called with (Stage, queue position) as the request moves (the ~/segment action's feedback); never raises.
+    progress: Callable[[Stage, int], None] | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass
@@ -253,6 +267,9 @@ class RequestWorker:
         if request.error is not None:
             self._finish(request, *request.error)
             return
+        if request.cancelled.is_set():
+            self._finish(request, Status.CANCELLED, "cancelled before it was queued", frame=request.frame)
+            return
         if self._stopping.is_set():
             self._finish(request, Status.NOT_READY, "node is not active; activate it (lifecycle) and retry")
             return
@@ -275,6 +292,32 @@ class RequestWorker:
                 f"request queue full ({self.settings.max_queue} waiting); slow down or raise max_queue",
                 frame=request.frame,
             )
+        else:
+            self._report_positions()
+
+    def cancel(self, request: Request) -> None:
+        """A queued request leaves the queue and is answered CANCELLED; the running one's engine call is
+        cancelled (Engine.cancel) and it is answered CANCELLED; the next request runs normally."""
+        request.cancelled.set()
+        with self._condition:
+            queued = request in self._queue
+            if queued:
+                self._queue.remove(request)
+        if queued:
+            self._finish(request, Status.CANCELLED, "cancelled while queued", frame=request.frame)
+            self._report_positions()
+
+    @property
+    def waiting(self) -> int:
+        """Requests in the queue (not counting the running one): submit answers BUSY at max_queue."""
+        with self._condition:
+            return len(self._queue)
+
+    def _report_positions(self) -> None:
+        with self._condition:
+            queued = list(self._queue)
+        for position, request in enumerate(queued, start=1):
+            _report(request, Stage.QUEUED, position)
 
     @property
     def queue_depth(self) -> int:
@@ -289,6 +332,8 @@ class RequestWorker:
             self._queue.clear()
             current = self._current
             self._condition.notify_all()
+        if current is not None:
+            current.cancelled.set()  # ends its frame wait or engine call
         for request in pending + ([current] if current is not None else []):
             self._finish(request, Status.NOT_READY, f"{reason}; request not processed")
         self._thread.join(timeout=1.0)
@@ -321,6 +366,7 @@ class RequestWorker:
                 if self._stopping.is_set():
                     return
                 request = self._current = self._queue.popleft()
+            self._report_positions()
             try:
                 self._process(request)
             except Exception as error:  # never let the worker die with a request unanswered
@@ -334,14 +380,18 @@ class RequestWorker:
         frame = request.frame
         if frame is None:
             frame = self._frames.wait_newer(
-                request.wait_after_seq or 0, self.settings.next_frame_timeout, self._stopping
+                request.wait_after_seq or 0, self.settings.next_frame_timeout, request.cancelled
             )
+            if request.cancelled.is_set():
+                self._cancelled(request, frame)
+                return
             if frame is None:
                 self._finish(request, Status.NO_IMAGE, (
                     f"no new image on {self.settings.image_topic} within next_frame_timeout = "
                     f"{self.settings.next_frame_timeout} s after the instruction (pairing_policy 'next')"
                 ))
                 return
+        _report(request, Stage.ENCODING, 0)
         try:
             image = self._decode(frame)
         except ImageError as error:
@@ -353,7 +403,7 @@ class RequestWorker:
         engine_time = _EngineTime()
 
         def run(fn: Callable[[], Any]) -> Any:
-            return self._runner.call(fn, timeout, self._stopping, cancel=lambda: self._engine.cancel(),
+            return self._runner.call(fn, timeout, request.cancelled, cancel=lambda: self._engine.cancel(),
                                      times=engine_time.new_call())
 
         def finish(status: Status, message: str, **kwargs) -> None:
@@ -370,6 +420,9 @@ class RequestWorker:
         except CallTimeout:
             if self._stopping.is_set():
                 return  # stop() answers it
+            if request.cancelled.is_set():
+                self._cancelled(request, frame, image)
+                return
             self._runner.post(self._engine.clear_caches)
             if engine_time.started is None:
                 finish(Status.TIMEOUT, (
@@ -401,6 +454,11 @@ class RequestWorker:
             message = (f"{len(kept.masks)} of {len(output.masks)} masks kept: max_masks = {self.settings.max_masks} "
                        "keeps the highest-scoring; raise it for more")
         finish(status, message, output=kept)
+
+    def _cancelled(self, request: Request, frame: Frame | None, image: np.ndarray | None = None) -> None:
+        if not self._stopping.is_set():  # stop() answers NOT_READY
+            self._finish(request, Status.CANCELLED, "cancelled while running; the engine call was stopped",
+                         frame=frame, image=image)
 
     def _finish(
         self,
@@ -436,6 +494,14 @@ class RequestWorker:
             self._on_answer(answer)
         except Exception as error:
             self._log.error(f"request {request.request_id}: publishing the answer failed: {error!r}")
+
+
+def _report(request: Request, stage: Stage, position: int) -> None:
+    if request.progress is not None and not request.answered:
+        try:
+            request.progress(stage, position)
+        except Exception as error:  # feedback is best effort; the answer must still come
+            logging.getLogger(__name__).warning(f"request {request.request_id}: progress report failed: {error!r}")
 
 
 def _output_problem(output: Any, shape: tuple[int, int]) -> str | None:

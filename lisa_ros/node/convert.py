@@ -39,10 +39,14 @@ def answer_to_result(answer: Answer, model_id: str) -> SegmentationResult:
         result.header = answer.frame.header
     result.request_id = request.request_id
     result.conversation_id = request.conversation_id
-    # Echo what was asked, made serializable (a refused instruction may hold lone surrogates).
-    instruction = request.instruction.encode("utf-8", "replace").decode("utf-8")
-    if len(instruction) > MAX_ECHOED_INSTRUCTION_CHARS:
-        instruction = instruction[:MAX_ECHOED_INSTRUCTION_CHARS] + "..."
+    # Echo what was asked, made serializable (a refused instruction may hold lone surrogates). A correlated
+    # instruction (lisa_ros/Instruction) comes back exactly as sent; the String topic's is shortened.
+    if request.echo is not None:
+        instruction = request.echo.encode("utf-8", "replace").decode("utf-8")
+    else:
+        instruction = request.instruction.encode("utf-8", "replace").decode("utf-8")
+        if len(instruction) > MAX_ECHOED_INSTRUCTION_CHARS:
+            instruction = instruction[:MAX_ECHOED_INSTRUCTION_CHARS] + "..."
     result.instruction = instruction
     result.status = int(answer.status)
     result.status_message = answer.message

@@ -8,9 +8,11 @@ unsubscribes, cleanup frees the model. Callbacks never run inference.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import gc
 import itertools
+import math
 import os
 import re
 import sys
@@ -20,9 +22,10 @@ import weakref
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -35,7 +38,17 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from lisa_ros.core.config import MODEL_OPTION_KEYS, PARAMETERS, ConfigError, NodeConfig
+from lisa_ros.core.config import (
+    BOUNDS,
+    LIVE_PARAMETERS,
+    MODEL_OPTION_KEYS,
+    PARAMETERS,
+    RECONFIGURE_GROUPS,
+    RECONFIGURE_PARAMETERS,
+    START_UP_PARAMETERS,
+    ConfigError,
+    NodeConfig,
+)
 from lisa_ros.core.engine import Engine, create_engine
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import image_message_to_rgb
@@ -53,9 +66,10 @@ from lisa_ros.core.worker import (
     RequestWorker,
     WorkerSettings,
 )
-from lisa_ros.msg import SegmentationResult
+from lisa_ros.msg import Instruction, SegmentationResult
 from lisa_ros.node.convert import answer_to_result, array_to_image_msg, frame_key, union_mask_msg
 from lisa_ros.node.exit_signals import ExitSignals
+from lisa_ros.node.segment_action import SegmentActionServer
 from lisa_ros.node.semantic_glue import SemanticGlue
 from lisa_ros.node.targets_glue import TargetsGlue
 from lisa_ros.srv import Segment
@@ -81,6 +95,15 @@ EXECUTOR_THREADS = 8
 def _qos(profile: QoSProfile) -> QoSProfile:
     """A copy for one entity: rclpy applies qos_overrides to the profile it is given, in place."""
     return copy.copy(profile)
+
+
+def _when_applied(name: str) -> str:
+    """Tells `ros2 param describe` readers when a change takes effect."""
+    if name in LIVE_PARAMETERS:
+        return " [applied at once]"
+    if name in START_UP_PARAMETERS:
+        return " [read at start-up]"
+    return " [settable while unconfigured; read at configure]"
 
 
 def _reported(transition: str):
@@ -110,11 +133,15 @@ class LisaNode(LifecycleNode):
         self._state_lock = threading.RLock()
         dynamic = dict(dynamic_typing=True)  # types are checked at configure, with clear errors
         for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description, **dynamic))
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=description + _when_applied(name), read_only=name in START_UP_PARAMETERS, **dynamic))
+            if name in BOUNDS:
+                self._declare_range(name)
         for key in MODEL_OPTION_KEYS:
             self.declare_parameter(f"model.{key}", None, ParameterDescriptor(
-                description=f"engine option {key!r} (unset = engine default)", **dynamic))
-        self.add_on_set_parameters_callback(self._refuse_deletion)  # after declaring: it refuses NOT_SET
+                description=f"engine option {key!r} (unset = engine default)" + _when_applied("model."), **dynamic))
+        self.add_on_set_parameters_callback(self._check_parameters)  # after declaring: it refuses NOT_SET
+        self.add_post_set_parameters_callback(self._apply_live_parameters)
 
         self._config: NodeConfig | None = None
         self._engine: Engine | None = None
@@ -162,10 +189,15 @@ class LisaNode(LifecycleNode):
                             qos_profile=SERVICE_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._reset_group)
         self._semantic = SemanticGlue(self, self._service_group)  # ~/segment_semantic, ~/semantic(_overlay)
+        self._segment_action = SegmentActionServer(self)  # the ~/segment action (under ~/segment/_action/)
         # Instructions are subscribed for the node's whole life (images only while active):
         # an instruction that arrives while inactive is answered NOT_READY instead of being
         # dropped by a destroyed subscription, so every instruction gets its one answer.
         self.create_subscription(String, "instruction", self._on_instruction, _qos(INSTRUCTION_QOS),
+                                 callback_group=self._instruction_group, qos_overriding_options=overridable)
+        # Beside it, like <image>/compressed: remapping "instruction" moves both topics.
+        self.create_subscription(Instruction, self.resolve_topic_name("instruction") + "/structured",
+                                 self._on_structured_instruction, _qos(INSTRUCTION_QOS),
                                  callback_group=self._instruction_group, qos_overriding_options=overridable)
         # Until the first configure has validated diagnostics_period (each configure applies it).
         period = self.get_parameter("diagnostics_period").value
@@ -173,16 +205,90 @@ class LisaNode(LifecycleNode):
                                                     else 1.0, self._publish_diagnostics)
 
     # -- parameters -------------------------------------------------------------------
-    def _refuse_deletion(self, parameters: list[Parameter]) -> SetParametersResult:
-        """`ros2 param delete` undeclares a parameter, and every later configure failed reading it."""
+    def _declare_range(self, name: str) -> None:
+        """The range configure checks, in the descriptor. Added after declaring: a params-file value out of
+        range would otherwise stop the node at start-up instead of failing configure with every problem named."""
+        kind, minimum, maximum, _ = BOUNDS[name]
+        descriptor = self.describe_parameter(name)
+        if kind is int:
+            descriptor.integer_range = [IntegerRange(from_value=int(minimum), to_value=2**63 - 1 if maximum is None
+                                                     else int(maximum), step=0)]
+        else:
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(minimum), to_value=math.inf if maximum is None else float(maximum), step=0.0)]
+        try:
+            self.set_descriptor(name, descriptor)
+        except InvalidParameterValueException:
+            pass  # configure names the problem
+
+    def _check_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Refuses deletions, model/camera settings while configured, and live values configure would refuse."""
         own = set(PARAMETERS) | {f"model.{key}" for key in MODEL_OPTION_KEYS}
-        deleted = [p.name for p in parameters if p.type_ is Parameter.Type.NOT_SET and p.name in own]
-        if not deleted:
-            return SetParametersResult(successful=True)
-        reason = (f"{', '.join(deleted)} cannot be deleted: lisa_node reads it at every configure. Set the "
-                  "value you want instead (a model.* option left unset in the params file takes the engine default)")
-        self.get_logger().warning(f"refused: {reason}")
+        mine = [p for p in parameters if p.name in own]
+        deleted = [p.name for p in mine if p.type_ is Parameter.Type.NOT_SET]
+        if deleted:  # `ros2 param delete` undeclared it, and every later configure failed reading it
+            return self._refused(f"{', '.join(deleted)} cannot be deleted: lisa_node reads it at every configure. "
+                                 "Set the value you want instead (a model.* option left unset in the params file "
+                                 "takes the engine default)")
+        frozen = [p.name for p in mine
+                  if p.name in RECONFIGURE_PARAMETERS or p.name.split(".")[0] in RECONFIGURE_GROUPS]
+        if frozen and self._state is not NodeState.UNCONFIGURED:
+            return self._refused(
+                f"{', '.join(frozen)} take effect when the model loads; lisa_node is {self._state.value}. Deactivate, "
+                "clean up, set the parameter, configure and activate (ros2 lifecycle set <node> deactivate, "
+                "cleanup, then ros2 param set, then configure, activate)")
+        live = {p.name: p.value for p in mine if p.name in LIVE_PARAMETERS}
+        if live:
+            try:
+                NodeConfig.from_parameters(self._parameter_values() | live)
+            except ConfigError as error:
+                if problems := error.about(live):
+                    return self._refused("; ".join(problems))
+        return SetParametersResult(successful=True)
+
+    def _refused(self, reason: str) -> SetParametersResult:
+        self.get_logger().warning(f"parameter change refused: {reason}")
         return SetParametersResult(successful=False, reason=reason)
+
+    def _parameter_values(self) -> dict:
+        values = {name: self.get_parameter(name).value for name in PARAMETERS}
+        values.update({f"model.{k}": self.get_parameter(f"model.{k}").value for k in MODEL_OPTION_KEYS})
+        return values
+
+    def _apply_live_parameters(self, parameters: list[Parameter]) -> None:
+        """A live change reaches the running node: the worker's settings are swapped whole (the worker thread
+        reads one settings object or the other, never a half-updated one)."""
+        if not any(p.name in LIVE_PARAMETERS for p in parameters):
+            return
+        with self._state_lock:
+            config = self._config
+            if config is None or self._state is NodeState.UNCONFIGURED:
+                return  # the next configure reads them
+            try:
+                fresh = NodeConfig.from_parameters(self._parameter_values())  # checked in _check_parameters
+            except ConfigError as error:  # not expected: only live values change while configured
+                self.get_logger().error(f"live parameters not applied: {error}")
+                return
+            config = self._config = dataclasses.replace(config, **{name: getattr(fresh, name)
+                                                                   for name in LIVE_PARAMETERS})
+            worker = self._worker
+            if worker is not None:
+                worker.settings = self._worker_settings(config)
+            self._diagnostics_timer.timer_period_ns = int(config.diagnostics_period * 1e9)
+            self._diagnostics_timer.reset()
+        self.get_logger().info("applied " + ", ".join(f"{p.name} = {p.value!r}" for p in parameters
+                                                       if p.name in LIVE_PARAMETERS))
+
+    def _worker_settings(self, config: NodeConfig) -> WorkerSettings:
+        return WorkerSettings(
+            pairing_policy=config.pairing_policy,
+            max_queue=config.max_queue,
+            max_image_age=config.max_image_age,
+            next_frame_timeout=config.next_frame_timeout,
+            inference_timeout=config.inference_timeout,
+            max_masks=config.max_masks,
+            image_topic=self.resolve_topic_name("image"),
+        )
 
     def _image_qos_problems(self, compressed: bool) -> list[str]:
         """The camera subscriptions' qos_overrides, checked at configure rather than at activate.
@@ -220,8 +326,7 @@ class LisaNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         if self._exit_requested.is_set():
             return TransitionCallbackReturn.FAILURE
-        values = {name: self.get_parameter(name).value for name in PARAMETERS}
-        values.update({f"model.{k}": self.get_parameter(f"model.{k}").value for k in MODEL_OPTION_KEYS})
+        values = self._parameter_values()
         problems = self._image_qos_problems(compressed=values["compressed"] is True)
         try:
             config = NodeConfig.from_parameters(values)
@@ -310,15 +415,7 @@ class LisaNode(LifecycleNode):
             decode=self._targets.pinning(
                 lambda frame: image_message_to_rgb(frame.payload, max_pixels=config.max_image_pixels)),
             on_answer=self._publish_answer,
-            settings=WorkerSettings(
-                pairing_policy=config.pairing_policy,
-                max_queue=config.max_queue,
-                max_image_age=config.max_image_age,
-                next_frame_timeout=config.next_frame_timeout,
-                inference_timeout=config.inference_timeout,
-                max_masks=config.max_masks,
-                image_topic=image_topic,
-            ),
+            settings=self._worker_settings(config),
             logger=self.get_logger(),
         )
         overridable = QoSOverridingOptions.with_default_policies()
@@ -433,8 +530,14 @@ class LisaNode(LifecycleNode):
     def _on_instruction(self, msg: String) -> None:
         self._submit(Request(instruction=msg.data))
 
+    def _on_structured_instruction(self, msg: Instruction) -> None:
+        """The correlated path: the client's request_id and the text exactly as sent come back in the result."""
+        self._submit(Request(instruction=msg.text, echo=msg.text, request_id=msg.request_id,
+                             conversation_id=msg.conversation_id or "default",
+                             reset_conversation=msg.reset_conversation))
+
     def _submit(self, request: Request) -> None:
-        request.request_id = str(next(self._request_ids))
+        request.request_id = request.request_id or str(next(self._request_ids))
         request.stamp = self.get_clock().now().to_msg()
         worker, config = self._worker, self._config
         if worker is None or self._state is not NodeState.ACTIVE:
@@ -449,24 +552,32 @@ class LisaNode(LifecycleNode):
 
     async def _on_segment(self, request: Segment.Request, response: Segment.Response) -> Segment.Response:
         """Awaits the worker's answer without holding an executor thread; never runs inference."""
+        answered = Future()  # resolved by _publish_answer, from the worker thread or right here
+        pending = self.service_request(request.instruction, request.image, request.conversation_id,
+                                       request.reset_conversation, answered, PairingPolicy.NEWEST)
+        response.result = await self.await_answer(pending, answered)
+        return response
+
+    def service_request(self, instruction: str, image: Image, conversation_id: str, reset: bool, answered: Future,
+                        pairing_policy: PairingPolicy | None) -> Request:
+        """A request of the ~/segment service or action: a given image pins the frame."""
         frame = None
-        image = request.image
         if image.width or image.height or len(image.data):
             frame = Frame(payload=image, header=image.header, received=time.monotonic(),
                           key=frame_key(image.header, f"service-{next(self._unstamped_ids)}"))
-        answered = Future()  # resolved by _publish_answer, from the worker thread or right here
-        pending = Request(instruction=request.instruction, conversation_id=request.conversation_id or "default",
-                          reset_conversation=request.reset_conversation, frame=frame, context=answered,
-                          pairing_policy=PairingPolicy.NEWEST)
+        return Request(instruction=instruction, conversation_id=conversation_id or "default",
+                       reset_conversation=reset, frame=frame, context=answered, pairing_policy=pairing_policy)
+
+    async def await_answer(self, request: Request, answered: Future) -> SegmentationResult:
+        """Submits and awaits the one answer (counted, so an exit waits for its reply to go out)."""
         with self._waiting_lock:
             self._waiting_service_calls += 1
         try:
-            self._submit(pending)
-            response.result = await answered
+            self._submit(request)
+            return await answered
         finally:
             with self._waiting_lock:
                 self._waiting_service_calls -= 1
-        return response
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         engine, runner = self._engine, self._runner

@@ -26,6 +26,7 @@ IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 STRING = "std_msgs/msg/String"
 RESULT = "lisa_ros/msg/SegmentationResult"
+INSTRUCTION = "lisa_ros/msg/Instruction"
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 
 # rosbags reads sqlite3 bags through apsw: a .db3 cut short can open and fail later with apsw.IOError.

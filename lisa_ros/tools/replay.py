@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import itertools
 import queue
 import signal
 import sys
@@ -70,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     node.add_argument("--decompress", action="store_true", help="publish compressed frames as raw sensor_msgs/Image "
                       "(for a node without `compressed: true`)")
     node.add_argument("--publish-instruction",
-                      help="topic the instructions are published on (default: the bag's, or /instruction)")
+                      help="the node's instruction topic (default: the bag's, or /instruction); the replay publishes "
+                      "lisa_ros/Instruction on <this>/structured and matches answers by request_id")
     node.add_argument("--start-node", action="store_true", help="start a lisa_node remapped onto these topics")
     node.add_argument("--node-params", help="with --start-node: parameters YAML file")
     node.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
@@ -184,17 +186,19 @@ class Session:
         # frame index -> image message as published: the newest, and those pending answers refer to
         self.frames: collections.OrderedDict[int, object] = collections.OrderedDict()
         self._indices_by_stamp: dict[int, set[int]] = collections.defaultdict(set)  # frames sent, by stamp
-        self.pending: list[tuple[schedule.Request, int, float]] = []  # (request, frame index, send time)
+        # request_id -> (request, frame index, send time): answers are matched by the id they echo
+        self.pending: dict[str, tuple[schedule.Request, int, float]] = {}
+        self._request_ids = itertools.count(1)
         self.answers: list[Answer] = []  # lock-step: answers the replay loop has not judged yet
         self.records: list[dict] = []
         output.add_topic(self.image_topic, self.image_type)
-        output.add_topic(self.instruction_topic, bag_io.STRING)
+        output.add_topic(self.instruction_topic, bag_io.INSTRUCTION)
 
     def send_frame(self, index: int, msg) -> None:
         self.frames[index] = msg
         self.frames.move_to_end(index)
         self._indices_by_stamp[bag_io.stamp_ns(msg.header)].add(index)
-        waiting = {frame_index for _, frame_index, _ in self.pending}
+        waiting = {frame_index for _, frame_index, _ in self.pending.values()}
         for old in [i for i in self.frames if i not in waiting][: max(len(self.frames) - KEPT_FRAMES, 0)]:
             del self.frames[old]
         data = bytes(bag_io.typestore().serialize_cdr(msg, self.image_type))
@@ -207,9 +211,14 @@ class Session:
         return sum(1 for other in self._indices_by_stamp[stamp] if other < index)
 
     def send_instruction(self, request: schedule.Request, frame_index: int) -> None:
-        msg = bag_io.typestore().types[bag_io.STRING](data=request.instruction)
-        data = bytes(bag_io.typestore().serialize_cdr(msg, bag_io.STRING))
-        self.pending.append((request, frame_index, time.monotonic()))
+        """As a lisa_ros/Instruction with an id of this replay's own (each attempt its own id)."""
+        request_id = f"replay-{request.index}-{next(self._request_ids)}"
+        msg = bag_io.typestore().types[bag_io.INSTRUCTION](
+            header=self.frames[frame_index].header if frame_index in self.frames else bag_io.header(0, ""),
+            request_id=request_id, conversation_id="",
+            text=request.instruction, reset_conversation=False)
+        data = bytes(bag_io.typestore().serialize_cdr(msg, bag_io.INSTRUCTION))
+        self.pending[request_id] = (request, frame_index, time.monotonic())
         self.link.instruction_pub.publish(data)
         self.output.write_raw(self.instruction_topic, time.time_ns(), data)
 
@@ -234,11 +243,10 @@ class Session:
                 return results
 
     def _on_result(self, result) -> None:
-        """Match the answer to the oldest pending request with the same instruction."""
-        match = next((p for p in self.pending if p[0].instruction == result.instruction), None)
+        """Match the answer to its request by the id it echoes."""
+        match = self.pending.pop(result.request_id, None)
         if match is None:
             return  # an answer to someone else's instruction: recorded in the bag only
-        self.pending.remove(match)
         request, frame_index, sent = match
         answered_stamp = bag_io.stamp_ns(result.header)
         if not self.lock_step:  # timed replay: the node answers on the newest frame it has
@@ -278,7 +286,7 @@ class Session:
                          {**answer.fields, "masks": mask_files, "overlay": overlay_file})
 
     def give_up_pending(self) -> None:
-        for request, frame_index, _ in self.pending:
+        for request, frame_index, _ in self.pending.values():
             self._add_record(request, frame_index,
                              {"status": NO_RESULT, "status_message": "no answer within --result-timeout"})
         self.pending.clear()

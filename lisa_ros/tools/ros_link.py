@@ -45,7 +45,9 @@ class RosLink:
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         image_topic, self.image_type = image
         self.image_pub = self._node.create_publisher(ros_type(self.image_type), image_topic, reliable)
-        self.instruction_pub = self._node.create_publisher(ros_type("std_msgs/msg/String"), instruction_topic, reliable)
+        # lisa_ros/Instruction on <instruction>/structured: answers are matched by request_id.
+        self.instruction_pub = self._node.create_publisher(ros_type(bag_io.INSTRUCTION),
+                                                           f"{instruction_topic}/structured", reliable)
         # The node's own word on why it is not ready (e.g. "configure failed: ..."), from /diagnostics.
         self._status_name = f"/{self.node_name}: segmentation"
         self.node_status: DiagnosticStatus | None = None

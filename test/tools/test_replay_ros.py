@@ -61,7 +61,7 @@ def test_lock_step_gives_one_result_per_instruction_with_source_header(tmp_path)
     assert storage_of_bag(tmp_path / "out" / "bag") == "mcap"
     assert chunk_compressions(tmp_path / "out" / "bag" / "bag.mcap") == {"zstd"}
     recorded = read_output(tmp_path / "out")
-    sent, results = recorded["/replay_lock_in/instruction"], recorded["/replay_lock/result"]
+    sent, results = recorded["/replay_lock_in/instruction/structured"], recorded["/replay_lock/result"]
     assert len(results) == len(sent) >= len(instructions)  # retries included: one answer per instruction sent
     assert {"/replay_lock/mask", "/replay_lock/explanation", "/replay_lock/overlay"} <= set(recorded)
 
@@ -87,6 +87,25 @@ def test_lock_step_gives_one_result_per_instruction_with_source_header(tmp_path)
     assert overlay.shape == (120, 160, 3) and not np.array_equal(overlay, frame(0))
 
 
+def test_answers_are_matched_by_request_id_whitespace_and_long_instructions_included(tmp_path):
+    """The node echoes a stripped instruction cut at 500 characters on the String topic: matched by text, these
+    waited for --result-timeout and were reported NO_RESULT. The replay sends lisa_ros/Instruction and matches by id."""
+    long = " ".join(["the cup"] * 285)[:2000]
+    instructions = {0: "  the cup  ", 1: long, 2: "\tthe mug\n"}
+    write_bag(tmp_path / "bag", frames=3, instructions=instructions)
+    code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_ids", "--fail-on-error",
+                              "--node-param", "max_instruction_chars:=2000", timeout=90)
+    assert code == 0, output
+    answers = records(tmp_path / "out")
+    assert [(r["frame_index"], r["instruction"], r["status"]) for r in answers] == [
+        (0, "  the cup  ", "OK"), (1, long, "OK"), (2, "\tthe mug\n", "OK")]
+    recorded = read_output(tmp_path / "out")
+    sent = recorded["/replay_ids_in/instruction/structured"]
+    results = {r.request_id: r for r in recorded["/replay_ids/result"]}
+    assert len(results) == len(sent) and all(m.request_id in results for m in sent)
+    assert {results[m.request_id].instruction for m in sent} == set(instructions.values())  # verbatim echo
+
+
 def test_failures_are_counted_and_fail_the_run_when_asked(tmp_path):
     write_bag(tmp_path / "bag", frames=2, instructions={0: "segment the cup", 1: "segment the #raise cup"})
     code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_fail", "--fail-on-error")
@@ -105,7 +124,7 @@ def test_timed_replay_of_compressed_mcap_with_command_line_instruction(tmp_path)
     assert (tmp_path / "out" / "bag" / "bag.db3").is_file() and storage_of_bag(tmp_path / "out" / "bag") == "sqlite3"
     recorded = read_output(tmp_path / "out")
     assert len(recorded["/replay_rate_in/image/compressed"]) == 6  # published as recorded, compressed
-    assert len(recorded["/replay_rate_in/instruction"]) == len(recorded["/replay_rate/result"]) == 3
+    assert len(recorded["/replay_rate_in/instruction/structured"]) == len(recorded["/replay_rate/result"]) == 3
     answers = records(tmp_path / "out")
     assert [r["status"] for r in answers] == ["OK"] * 3
     for record in answers:
@@ -224,4 +243,4 @@ def test_sample_bag_through_the_lisa_engine(tmp_path):
         assert record["status"] in ("OK", "NOT_FOUND") and record["answered_stamp_ns"] == int(record["frame_key"])
         assert all(size == [480, 640] for size in record["mask_sizes"])
     recorded = read_output(out)
-    assert len(recorded["/replay_lisa/result"]) == len(recorded["/replay_lisa_in/instruction"])
+    assert len(recorded["/replay_lisa/result"]) == len(recorded["/replay_lisa_in/instruction/structured"])

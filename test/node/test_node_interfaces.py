@@ -1,0 +1,262 @@
+"""Robot-stack interfaces of lisa_node over real DDS: the correlated instruction topic."""
+import time
+
+import pytest
+
+from conftest import make_image_msg, wait_for
+
+pytestmark = pytest.mark.ros
+
+
+def structured_publisher(io):
+    from lisa_ros.msg import Instruction
+
+    return io.probe.publisher(io.node.topic("instruction") + "/structured", Instruction, qos=100)
+
+
+def results_with_id(io, request_id, timeout=15.0):
+    return wait_for(lambda: [r for r in list(io.results) if r.request_id == request_id], timeout,
+                    f"a result for request_id {request_id!r}")
+
+
+def test_structured_instruction_echoes_the_client_id_and_the_text_exactly(lisa_io):
+    """The String topic's echo is stripped and cut at 500 characters, its ids the node's: a client could not tell
+    which result answered what. lisa_ros/Instruction carries the client's id and comes back verbatim."""
+    from lisa_ros.msg import Instruction
+
+    io = lisa_io(params={"max_instruction_chars": 2000})
+    io.publish_frame(make_image_msg(stamp=(5, 0)))
+    publish = structured_publisher(io).publish
+    long = "  " + ("the cup " * 250)[:1996] + "  "
+    sent = {"client-1": "  the cup\n", "client-2": long, "client-3": "the cup"}
+    for request_id, text in sent.items():
+        publish(Instruction(request_id=request_id, text=text, conversation_id="kitchen"))
+    for request_id, text in sent.items():
+        result, = results_with_id(io, request_id)
+        assert result.status == result.STATUS_OK, result.status_message
+        assert result.instruction == text and result.conversation_id == "kitchen"
+    first, = results_with_id(io, "client-1")
+    assert "'the cup'" in first.explanation  # the engine was asked the stripped text
+    third, = results_with_id(io, "client-3")
+    assert third.explanation.startswith("turn 3")  # one conversation, in order
+    publish(Instruction(request_id="client-4", text="the cup", conversation_id="kitchen", reset_conversation=True))
+    assert results_with_id(io, "client-4")[0].explanation.startswith("turn 1")
+
+
+def test_structured_refusals_keep_the_id_and_the_string_topic_keeps_node_ids(lisa_io):
+    from lisa_ros.msg import Instruction
+
+    io = lisa_io()
+    io.publish_frame(make_image_msg(stamp=(5, 0)))
+    publish = structured_publisher(io).publish
+    publish(Instruction(request_id="blank", text="  \t "))
+    blank, = results_with_id(io, "blank")
+    assert blank.status == blank.STATUS_INVALID_INSTRUCTION and blank.instruction == "  \t "
+    too_long = "x" * 300  # plumbing_test.yaml: max_instruction_chars 200
+    publish(Instruction(request_id="long", text=too_long))
+    refused, = results_with_id(io, "long")
+    assert refused.status == refused.STATUS_INVALID_INSTRUCTION and refused.instruction == too_long
+    publish(Instruction(request_id="", text="the mug"))  # no id: the node assigns one
+    io.ask("  the plate  ")  # the uncorrelated convenience path, as before
+    for text in ("the mug", "the plate"):
+        result, = io.results_for(text)
+        assert result.status == result.STATUS_OK and result.request_id.isdigit()
+
+
+# -- live parameters ----------------------------------------------------------------------------------------------
+
+def set_parameters(io, **values):
+    """Set through the node's SetParameters service, as `ros2 param set` does; returns {name: (successful, reason)}."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    client = io.probe.client(io.node.topic("~/set_parameters"), SetParameters)
+    request = SetParameters.Request(parameters=[Parameter(n, value=v).to_parameter_msg() for n, v in values.items()])
+    results = io.probe.call(client, request).results
+    return {name: (r.successful, r.reason) for name, r in zip(values, results, strict=True)}
+
+
+def get_parameters(io, *names):
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    client = io.probe.client(io.node.topic("~/get_parameters"), GetParameters)
+    values = io.probe.call(client, GetParameters.Request(names=list(names))).values
+    return {name: parameter_value_to_python(v) for name, v in zip(names, values, strict=True)}
+
+
+LIVE_VALID = {"max_queue": 2, "max_image_age": 1.5, "next_frame_timeout": 0.5, "inference_timeout": 0.0,
+              "publish_overlay": True, "overlay_alpha": 0.25, "pairing_policy": "next", "max_instruction_chars": 50,
+              "max_masks": 3, "diagnostics_period": 0.2}
+LIVE_INVALID = [("max_queue", 0, "range"), ("max_queue", "four", "max_queue must be an integer"),
+                ("max_image_age", -1.0, "range"), ("next_frame_timeout", 0.0, "next_frame_timeout must be > 0"),
+                ("inference_timeout", -0.5, "range"),
+                ("publish_overlay", "yes", "publish_overlay must be true or false"),
+                ("overlay_alpha", 1.5, "range"), ("pairing_policy", "oldest", "pairing_policy must be 'newest' or"),
+                ("max_instruction_chars", 0, "range"), ("max_masks", 1.5, "max_masks must be an integer"),
+                ("diagnostics_period", 0.0, "diagnostics_period must be > 0")]
+
+
+def test_live_parameters_apply_at_once_and_invalid_values_are_refused_with_the_reason(lisa_io):
+    """`ros2 param set max_queue -3` was accepted while active and only checked at the next configure."""
+    io = lisa_io()
+    io.publish_frame(make_image_msg(stamp=(1, 0)))
+    for name, value in LIVE_VALID.items():
+        assert set_parameters(io, **{name: value})[name] == (True, ""), name
+    assert get_parameters(io, *LIVE_VALID) == LIVE_VALID
+    # Applied to the running node: the worker's queue limit, the instruction limit, the pairing policy.
+    wait_for(lambda: io.diagnostics().get("max_queue") == "2", 5, "max_queue 2 in diagnostics")
+    io.ask("x" * 60)
+    refused, = io.results_for("x" * 60)
+    assert refused.status == refused.STATUS_INVALID_INSTRUCTION
+    assert "max_instruction_chars = 50" in refused.status_message
+    io.ask("the next frame")
+    late, = io.results_for("the next frame")
+    assert late.status == late.STATUS_NO_IMAGE and "next_frame_timeout = 0.5" in late.status_message
+    for name, value, reason in LIVE_INVALID:
+        successful, said = set_parameters(io, **{name: value})[name]
+        assert not successful and reason in said and name in said, (name, value, said)
+    assert get_parameters(io, *LIVE_VALID) == LIVE_VALID  # nothing changed
+
+
+def test_model_and_camera_parameters_are_refused_while_configured_and_accepted_when_unconfigured(lisa_io):
+    """`model.path` could be "changed" while active, with no effect."""
+    io = lisa_io()
+    frozen = {"engine": "plumbing", "model.delay_s": 0.2, "compressed": True, "max_image_pixels": 1000}
+    for name, value in frozen.items():
+        successful, reason = set_parameters(io, **{name: value})[name]
+        assert not successful and name in reason and "Deactivate, clean up" in reason and "configure" in reason, reason
+    assert io.node.change_state(io.probe, "deactivate")
+    assert not set_parameters(io, **{"model.delay_s": 0.2})["model.delay_s"][0]  # still configured (inactive)
+    assert io.node.change_state(io.probe, "cleanup")
+    assert all(ok for ok, _ in set_parameters(io, **frozen).values())
+    assert io.node.change_state(io.probe, "configure") and io.node.change_state(io.probe, "activate")
+    io.publish_frame(make_image_msg(width=20, height=10, stamp=(2, 0)))
+    result = io.call("the cup")
+    assert result.status == result.STATUS_OK and result.inference_ms >= 200  # model.delay_s took effect
+    assert "max_image_pixels" in io.call("the cup", image=make_image_msg(width=64, height=48)).status_message
+
+
+def test_descriptors_carry_ranges_and_read_only_flags(lisa_io):
+    """So `ros2 param describe` tells what configure checks."""
+    import math
+
+    from rcl_interfaces.srv import DescribeParameters
+
+    io = lisa_io()
+    client = io.probe.client(io.node.topic("~/describe_parameters"), DescribeParameters)
+    names = ["max_queue", "overlay_alpha", "next_frame_timeout", "auto_configure", "model.path", "pairing_policy"]
+    described = {d.name: d for d in io.probe.call(client, DescribeParameters.Request(names=names)).descriptors}
+    assert described["max_queue"].integer_range[0].from_value == 1
+    alpha = described["overlay_alpha"].floating_point_range[0]
+    assert (alpha.from_value, alpha.to_value) == (0.0, 1.0)
+    assert math.isinf(described["next_frame_timeout"].floating_point_range[0].to_value)
+    assert described["auto_configure"].read_only and not described["model.path"].read_only
+    assert "[applied at once]" in described["pairing_policy"].description
+    assert "unconfigured" in described["model.path"].description
+
+
+# -- the ~/segment action -----------------------------------------------------------------------------------------
+
+class Goal:
+    """One goal sent through a real rclpy ActionClient: its feedback, handle and result."""
+
+    def __init__(self, client, instruction):
+        from lisa_ros.action import Segment
+
+        self.feedback = []
+        self._sent = client.send_goal_async(Segment.Goal(instruction=instruction),
+                                            feedback_callback=lambda msg: self.feedback.append(msg.feedback))
+        self.handle = wait_for(lambda: self._sent.done() and self._sent.result(), 15, "the goal response")
+        self._result = self.handle.get_result_async() if self.handle.accepted else None
+
+    def stages(self):
+        return [(f.stage, f.queue_position) for f in list(self.feedback)]
+
+    def result(self, timeout=15.0):
+        """(GoalStatus, SegmentationResult)."""
+        wait_for(self._result.done, timeout, "the goal result")
+        response = self._result.result()
+        return response.status, response.result.result
+
+    def cancel(self):
+        done = self.handle.cancel_goal_async()
+        wait_for(done.done, 10, "the cancel response")
+        return done.result()
+
+
+def action_client(io):
+    from rclpy.action import ActionClient
+
+    from lisa_ros.action import Segment
+
+    client = ActionClient(io.probe.node, Segment, io.node.topic("~/segment"))
+    assert client.wait_for_server(timeout_sec=15), "no ~/segment action server"
+    return client
+
+
+HANGING = {"inference_timeout": 30.0, "model.hang_s": 20.0, "max_queue": 2}
+
+
+def test_action_feedback_order_and_cancel_while_queued(lisa_io):
+    from action_msgs.msg import GoalStatus
+
+    from lisa_ros.action import Segment
+
+    io = lisa_io(params=HANGING)
+    io.publish_frame(make_image_msg(stamp=(3, 0)))
+    client = action_client(io)
+    running = Goal(client, "#hang the cup")
+    wait_for(lambda: (Segment.Feedback.STAGE_ENCODING, 0) in running.stages(), 10, "the first goal running")
+    second, third = Goal(client, "the cup"), Goal(client, "the mug")
+    wait_for(lambda: (Segment.Feedback.STAGE_QUEUED, 2) in third.stages(), 10, "the third goal queued second")
+    second.cancel()
+    status, result = second.result()
+    assert status == GoalStatus.STATUS_CANCELED and result.status == result.STATUS_CANCELLED
+    assert "queued" in result.status_message
+    wait_for(lambda: third.stages()[-1] == (Segment.Feedback.STAGE_QUEUED, 1), 10, "the third goal moving up")
+    running.cancel()
+    status, first = running.result()
+    assert status == GoalStatus.STATUS_CANCELED and first.status == first.STATUS_CANCELLED
+    status, last = third.result()
+    assert status == GoalStatus.STATUS_SUCCEEDED and last.status == last.STATUS_OK and last.instruction == "the mug"
+    stages = [stage for stage, _ in third.stages()]
+    assert stages == sorted(stages) and stages[-1] == Segment.Feedback.STAGE_ENCODING  # queued, then encoding
+    assert [r.status for r in io.results_for("the cup", 1)] == [result.STATUS_CANCELLED]  # also on ~/result
+
+
+def test_action_cancel_while_running_stops_the_engine_and_the_next_goal_succeeds(lisa_io):
+    from action_msgs.msg import GoalStatus
+
+    from lisa_ros.action import Segment
+
+    io = lisa_io(params=HANGING)
+    io.publish_frame(make_image_msg(stamp=(3, 0)))
+    client = action_client(io)
+    running = Goal(client, "#hang for twenty seconds")
+    wait_for(lambda: (Segment.Feedback.STAGE_ENCODING, 0) in running.stages(), 10, "the goal running")
+    started = time.monotonic()
+    running.cancel()
+    status, result = running.result()
+    assert status == GoalStatus.STATUS_CANCELED and result.status == result.STATUS_CANCELLED
+    after = Goal(client, "the plate")
+    status, answer = after.result(timeout=10)
+    assert status == GoalStatus.STATUS_SUCCEEDED and answer.status == answer.STATUS_OK, answer.status_message
+    assert time.monotonic() - started < 5  # the hang (20 s) was stopped, not waited out
+
+
+def test_action_goals_beyond_the_queue_are_rejected_at_goal_time(lisa_io):
+    from lisa_ros.action import Segment
+
+    io = lisa_io(params=HANGING | {"max_queue": 1})
+    io.publish_frame(make_image_msg(stamp=(3, 0)))
+    client = action_client(io)
+    running = Goal(client, "#hang the cup")
+    wait_for(lambda: (Segment.Feedback.STAGE_ENCODING, 0) in running.stages(), 10, "the goal running")
+    queued = Goal(client, "the cup")
+    rejected = Goal(client, "one too many")
+    assert queued.handle.accepted and not rejected.handle.accepted
+    wait_for(lambda: "rejected: request queue full (1 waiting)" in io.node.log, 5, "the rejection logged")
+    running.cancel()
+    queued.cancel()
+    assert queued.result()[1].status == Segment.Result().result.STATUS_CANCELLED
