@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, InstructionTooLong
+from lisa_ros.core.engine_options import LISA_OPTIONS
 from lisa_ros.core.types import EngineOutput
 from lisa_ros.model.checkpoint import resolve_checkpoint, resolve_vision_tower
 from lisa_ros.model.config import CheckpointError, load_lisa_config
@@ -52,21 +53,8 @@ logger = logging.getLogger(__name__)
 MAX_CONVERSATIONS = 64  # least recently used conversations beyond this are forgotten
 
 
-@dataclasses.dataclass(frozen=True)
-class LisaOptions:
-    """The ``model.<key>`` parameters of the node."""
-
-    path: str = "xinlai/LISA-7B-v1"
-    vision_tower: str = ""  # "" = the checkpoint config's vision_tower
-    precision: str = "bf16"
-    device: str = "cuda"
-    max_new_tokens: int = 512
-    clip_preprocess: str = "center_crop"
-    frame_cache_size: int = 4
-    max_history_turns: int = 4
-    local_files_only: bool = False
-    revision: str = ""
-    cache_dir: str = ""
+class _OptionChecks:
+    """LisaOptions' checks; its fields (names, types, defaults) come from ``LISA_OPTIONS``."""
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> LisaOptions:
@@ -109,6 +97,13 @@ class LisaOptions:
             if not low <= getattr(self, name) <= high:
                 problems.append(f"option {name!r} must be in [{low}, {high}], got {getattr(self, name)}")
         return problems
+
+
+# The ``model.<key>`` parameters of the node, declared in ``lisa_ros.core.engine_options``.
+LisaOptions = dataclasses.make_dataclass(
+    "LisaOptions", [(name, type(default), dataclasses.field(default=default))
+                    for name, (default, _) in LISA_OPTIONS.items()],
+    bases=(_OptionChecks,), frozen=True, namespace={"__module__": __name__})
 
 
 @dataclasses.dataclass
