@@ -44,7 +44,8 @@ from lisa_ros.core.types import EngineOutput
 from lisa_ros.model.checkpoint import resolve_checkpoint, resolve_vision_tower
 from lisa_ros.model.config import CheckpointError, load_lisa_config
 from lisa_ros.model.generation import PromptPrefix, expanded_length, generate
-from lisa_ros.model.modeling import PRECISIONS, LisaModel, Placement, load_lisa_model
+from lisa_ros.model.loading import PRECISIONS, Placement, TensorSource, load_lisa_model
+from lisa_ros.model.modeling import LisaModel
 from lisa_ros.model.preprocess import CLIP_MODES, clip_pixels, sam_pixels
 from lisa_ros.model.tokenization import LisaTokenizer, Turn, build_prompt_ids
 
@@ -127,8 +128,11 @@ class _Conversation:
 
 
 class LisaEngine(Engine):
-    def __init__(self, options: LisaOptions):
+    def __init__(self, options: LisaOptions, *, tensors: TensorSource | None = None):
+        """tensors: where ``load`` gets the weights (default: the checkpoint's files; benchmarks pass
+        random tensors of the checkpoint's shapes, see ``lisa_ros.model.loading``)."""
         self.options = options
+        self._tensors = tensors
         path = Path(options.path).expanduser()
         self.model_id = path.name if path.is_dir() else options.path
         self.model: LisaModel | None = None
@@ -172,7 +176,8 @@ class LisaEngine(Engine):
                                   f"(e.g. openai/clip-vit-large-patch14 or a local directory)")
         clip_dir = resolve_vision_tower(tower, checkpoint_dir, **hub)
         try:
-            model = load_lisa_model(checkpoint_dir, clip_dir, config, Placement(device, options.precision))
+            model = load_lisa_model(checkpoint_dir, clip_dir, config, Placement(device, options.precision),
+                                    tensors=self._tensors)
         except torch.OutOfMemoryError as error:
             self._empty_device_cache()
             raise EngineOutOfMemory(f"out of memory loading {self.model_id} in {options.precision}. Fix: use "
