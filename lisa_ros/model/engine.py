@@ -190,14 +190,17 @@ class LisaEngine(Engine):
                     time.perf_counter() - start)
 
     def unload(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-        self._executor = self._sam_stream = None
-        self._frames.clear()
-        self._conversations.clear()
-        self.model = self.tokenizer = None
-        gc.collect()
-        self._empty_device_cache()
+        """Frees everything, GPU memory included (the caller has nothing to clean up, even if this raises)."""
+        try:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+        finally:
+            self._executor = self._sam_stream = None
+            self._frames.clear()
+            self._conversations.clear()
+            self.model = self.tokenizer = None
+            gc.collect()
+            self._empty_device_cache()
 
     def reset(self, conversation_id: str | None = None) -> None:
         if conversation_id is None:
