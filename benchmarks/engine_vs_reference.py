@@ -1,6 +1,6 @@
 """Benchmark 1: LisaEngine vs the reference LISA code path, same model, same run, same machine.
 
-Reference path (``lisa_ros.model.generation.reference_segment``): as the published
+Reference path (``lisa_ros.model.reference.reference_segment``): as the published
 code runs, no KV cache (the whole sequence and CLIP are recomputed for every
 generated token), SAM's image encoder after generation. Engine path
 (``LisaEngine.segment``): CLIP once, KV-cache decoding, SAM's encoder overlapped
@@ -34,7 +34,8 @@ import torch  # noqa: E402
 
 import common  # noqa: E402
 import models  # noqa: E402
-from lisa_ros.model.generation import expanded_length, reference_segment  # noqa: E402
+from lisa_ros.model.generation import expanded_length  # noqa: E402
+from lisa_ros.model.reference import reference_segment  # noqa: E402
 from lisa_ros.model.tokenization import build_prompt_ids  # noqa: E402
 
 INSTRUCTION = "Can you segment the cup in this image? Please output segmentation mask."

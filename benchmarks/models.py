@@ -5,10 +5,11 @@ without their weights: a checkpoint directory holding only ``config.json`` (the
 released fields and sizes), the tokenizer files and a CLIP ``config.json`` is
 written under ``benchmarks/.cache/shapes/``, and ``LisaEngine.load`` runs its real
 path (config validation, tokenizer, placement, quantization, SAM stream on CUDA)
-with the weight *reader* swapped for a generator of random tensors made directly
-on the target device. Quantized layers get their random fp16 weights through the
-engine's own ``quantization.quantized_weight`` (NF4 double-quant / LLM.int8), so
-memory and kernels are those of a loaded checkpoint. No 14 GB file is written.
+with a tensor source of random tensors made directly on the target device
+(``LisaEngine(options, tensors=random_tensors())``) instead of the shard reader.
+Quantized layers get their random fp16 weights through the engine's own
+``quantization.quantized_weight`` (NF4 double-quant / LLM.int8), so memory and kernels
+are those of a loaded checkpoint. No 14 GB file is written.
 
 The tokenizer is the tiny checkpoint's (a 600-piece sentencepiece model with the
 7B added-token layout): the prompt is a few tokens shorter or longer than with
@@ -16,24 +17,20 @@ LLaMA's tokenizer; every result records the prompt length it ran with.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
-from accelerate import init_empty_weights
 from torch import nn
 from transformers import CLIPVisionConfig
 
 from common import CACHE
-from lisa_ros.model import engine as engine_module
 from lisa_ros.model import quantization, tiny
-from lisa_ros.model.config import LisaConfig
 from lisa_ros.model.engine import LisaEngine, LisaOptions
-from lisa_ros.model.modeling import LisaModel, Placement, _place, read_clip_config
+from lisa_ros.model.loading import Placement, TensorSource
+from lisa_ros.model.modeling import LisaModel
 
 # LLaMA dims of the released checkpoints (LISA-7B-v1: LLaMA-1 7B; LISA-13B-llama2-v1: LLaMA-2 13B).
 LLAMA_SHAPES: dict[str, dict[str, Any]] = {
@@ -124,46 +121,31 @@ def _random_value(model: nn.Module, name: str, like: torch.Tensor, device: torch
     return value.normal_(0.0, 0.02, generator=generator)
 
 
-def random_lisa_model(checkpoint_dir: Path, clip_dir: Path, config: LisaConfig, placement: Placement,
-                      progress: bool = True, seed: int = 0) -> LisaModel:
-    """Drop-in for ``modeling.load_lisa_model`` that fills the model with random weights on the device.
+def random_tensors(seed: int = 0) -> TensorSource:
+    """A ``lisa_ros.model.loading`` tensor source: random weights of the model's shapes, made on the device.
 
-    Same construction (meta device), same quantized-layer swap, same ``_place``
-    (dtype per module, fp32 for the [SEG] -> mask path) as loading a checkpoint.
+    ``load_lisa_model`` does the rest as for a checkpoint: construction on the meta device,
+    the quantized-layer swap, placement (dtype per module, fp32 for the [SEG] -> mask path).
     """
-    clip_config = read_clip_config(clip_dir, config)
-    with init_empty_weights(include_buffers=False):
-        model = LisaModel(config, clip_config)
-    state = model.state_dict(keep_vars=True)
-    if placement.precision in quantization.QUANTIZED_PRECISIONS:
-        quantization.replace_linears(model.llm.model.layers, placement.precision, placement.compute_dtype)
-    generator = torch.Generator(device=placement.device).manual_seed(seed)
-    for name, like in state.items():
-        module = model.get_submodule(name.rpartition(".")[0])
-        quantized = quantization.is_quantized_layer(module) and name.endswith(".weight")
-        dtype = placement.compute_dtype if quantized else placement.dtype_for(name)
-        if not like.is_floating_point():
-            dtype = like.dtype
-        value = _random_value(model, name, like, placement.device, dtype, generator)
-        if quantized:
-            # As from a checkpoint file: bitsandbytes quantizes on the host -> device move (Int8Params
-            # only quantizes when the data starts on the CPU).
-            value = value.cpu()
-        _place(model, name, value, placement)
-    for module in model.modules():
-        for name, buffer in module.named_buffers(recurse=False):
-            if buffer.device != placement.device:
-                module._buffers[name] = buffer.to(placement.device)
-    if placement.device.type == "cuda":
-        torch.cuda.synchronize(placement.device)
-    return model.eval().requires_grad_(False)
 
+    def source(model: LisaModel, state, placement: Placement):
+        generator = torch.Generator(device=placement.device).manual_seed(seed)
+        for name, like in state.items():
+            module = model.get_submodule(name.rpartition(".")[0])
+            quantized = quantization.is_quantized_layer(module) and name.endswith(".weight")
+            dtype = placement.compute_dtype if quantized else placement.dtype_for(name)
+            if not like.is_floating_point():
+                dtype = like.dtype
+            value = _random_value(model, name, like, placement.device, dtype, generator)
+            if quantized:
+                # As from a checkpoint file: bitsandbytes quantizes on the host -> device move (Int8Params
+                # only quantizes when the data starts on the CPU).
+                value = value.cpu()
+            yield name, value
+        if placement.device.type == "cuda":
+            torch.cuda.synchronize(placement.device)
 
-@contextlib.contextmanager
-def random_weights():
-    """While active, ``LisaEngine.load`` builds random weights instead of reading shards."""
-    with mock.patch.object(engine_module, "load_lisa_model", random_lisa_model):
-        yield
+    return source
 
 
 def load_engine(shape: str, precision: str, device: str, checkpoint: str | Path | None = None,
@@ -177,9 +159,8 @@ def load_engine(shape: str, precision: str, device: str, checkpoint: str | Path 
         engine.load()
         return engine
     engine = LisaEngine(LisaOptions(path=str(shape_checkpoint(shape)), precision=precision, device=device,
-                                    **defaults))
-    with random_weights():
-        engine.load()
+                                    **defaults), tensors=random_tensors())
+    engine.load()
     return engine
 
 

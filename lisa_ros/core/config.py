@@ -1,6 +1,7 @@
 """Node settings: defaults, types and validation (no ROS).
 
-The node declares every name in PARAMETERS (plus ``model.<key>`` engine options)
+The node declares every name in PARAMETERS (plus ``model.<key>`` for every engine option,
+``MODEL_OPTION_KEYS`` from ``lisa_ros.core.engine_options``)
 and calls ``NodeConfig.from_parameters`` at configure, which reports every
 problem at once (node parameters and engine options together), each naming the
 parameter and what it accepts.
@@ -14,17 +15,13 @@ from typing import Any
 
 from lisa_ros.core.depth import DepthOptions
 from lisa_ros.core.engine import ENGINE_TYPES, create_engine
+from lisa_ros.core.engine_options import MODEL_OPTION_KEYS
 from lisa_ros.core.image import DEFAULT_MAX_PIXELS
 from lisa_ros.core.instruction import DEFAULT_MAX_CHARS
 from lisa_ros.core.tracking import TrackingOptions
 from lisa_ros.core.worker import PairingPolicy
 
-# Engine options the node forwards as model.<key> (LISA's keys, then the plumbing engine's).
-MODEL_OPTION_KEYS = (
-    "path", "vision_tower", "precision", "device", "max_new_tokens", "clip_preprocess",
-    "frame_cache_size", "max_history_turns", "local_files_only", "revision", "cache_dir",
-    "delay_s", "raise_on", "hang_on", "oom_on", "hang_s", "load_error", "load_delay_s",
-)
+__all__ = ["MODEL_OPTION_KEYS", "PARAMETERS", "ConfigError", "NodeConfig"]
 
 # name -> (default, description)
 PARAMETERS: dict[str, tuple[Any, str]] = {

@@ -7,6 +7,7 @@ touching ROS code.
 from __future__ import annotations
 
 import abc
+import importlib
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -78,21 +79,22 @@ class Engine(abc.ABC):
         return {}
 
 
-ENGINE_TYPES = ("lisa", "plumbing")
+# Engine type -> "module:Class", imported on first use: the core names its engines but never imports
+# them (lisa_ros.model imports the core, not the other way round), and the plumbing engine needs no torch.
+ENGINE_CLASSES = {
+    "lisa": "lisa_ros.model.engine:LisaEngine",
+    "plumbing": "lisa_ros.core.plumbing_engine:PlumbingEngine",
+}
+ENGINE_TYPES = tuple(ENGINE_CLASSES)
 
 
 def create_engine(engine_type: str, options: Mapping[str, Any]) -> Engine:
     """Build (but do not load) an engine from its type name and options.
 
-    Imports lazily so the plumbing engine works without torch installed.
-    Raises ValueError naming the bad option.
+    Raises ValueError naming the bad option (ImportError when the engine's requirements are missing).
     """
-    if engine_type == "lisa":
-        from lisa_ros.model.engine import LisaEngine
-
-        return LisaEngine.from_options(options)
-    if engine_type == "plumbing":
-        from lisa_ros.core.plumbing_engine import PlumbingEngine
-
-        return PlumbingEngine.from_options(options)
-    raise ValueError(f"unknown engine type {engine_type!r}; expected one of {ENGINE_TYPES}")
+    if engine_type not in ENGINE_CLASSES:
+        raise ValueError(f"unknown engine type {engine_type!r}; expected one of {ENGINE_TYPES}")
+    module_name, _, class_name = ENGINE_CLASSES[engine_type].partition(":")
+    engine_class = getattr(importlib.import_module(module_name), class_name)
+    return engine_class.from_options(options)

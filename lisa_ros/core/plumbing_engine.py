@@ -17,33 +17,22 @@ import numpy as np
 
 from lisa_ros.core import semantic as core
 from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory
+from lisa_ros.core.engine_options import LISA_OPTIONS, PLUMBING_OPTIONS
 from lisa_ros.core.types import EngineOutput, Status
-
-# Keys of the LISA engine; accepted and ignored so one config can switch engines.
-LISA_OPTION_KEYS = frozenset({
-    "path", "vision_tower", "precision", "device", "max_new_tokens", "clip_preprocess",
-    "frame_cache_size", "max_history_turns", "local_files_only", "revision", "cache_dir",
-})
 
 
 class PlumbingEngine(Engine):
-    """Options (all optional):
-
-    delay_s: seconds each segment() takes (default 0).
-    raise_on / hang_on / oom_on: a word; an instruction containing it makes
-        segment() raise EngineError / hang for hang_s / raise EngineOutOfMemory.
-    hang_s: how long a hang lasts (default 30; cancel() and unload() end it early).
-    load_error: if set, load() fails with this message.
-    load_delay_s: seconds load() takes (a slow model load; cancel() ends it early with an EngineError).
+    """Options (all optional; ``PLUMBING_OPTIONS`` in ``lisa_ros.core.engine_options`` says what each does):
+    a delay, fault injection by words in the instruction, a failing or slow load.
+    LISA's options are accepted and ignored, so one config can switch engines.
     """
 
-    OPTIONS = {"delay_s": float, "raise_on": str, "hang_on": str, "oom_on": str, "hang_s": float, "load_error": str,
-               "load_delay_s": float}
-
-    def __init__(self, delay_s: float = 0.0, raise_on: str = "", hang_on: str = "", oom_on: str = "",
-                 hang_s: float = 30.0, load_error: str = "", load_delay_s: float = 0.0) -> None:
-        self.delay_s, self.hang_s, self.load_delay_s = delay_s, hang_s, load_delay_s
-        self.raise_on, self.hang_on, self.oom_on, self.load_error = raise_on, hang_on, oom_on, load_error
+    def __init__(self, **options: Any) -> None:
+        """options: checked values (``from_options`` checks them); the rest take their defaults."""
+        values = {name: default for name, (default, _) in PLUMBING_OPTIONS.items()} | options
+        self.delay_s, self.hang_s, self.load_delay_s = values["delay_s"], values["hang_s"], values["load_delay_s"]
+        self.raise_on, self.hang_on, self.oom_on = values["raise_on"], values["hang_on"], values["oom_on"]
+        self.load_error = values["load_error"]
         self.model_id = "plumbing"
         self.loaded = False
         self.cache_clears = 0
@@ -57,12 +46,12 @@ class PlumbingEngine(Engine):
         """Raises ValueError naming every bad option at once."""
         kwargs, problems = {}, []
         for key, value in options.items():
-            if key in LISA_OPTION_KEYS:
+            if key in LISA_OPTIONS and key not in PLUMBING_OPTIONS:
                 continue
-            kind = cls.OPTIONS.get(key)
-            if kind is None:
-                problems.append(f"unknown plumbing engine option {key!r}; known: {sorted(cls.OPTIONS)}")
+            if key not in PLUMBING_OPTIONS:
+                problems.append(f"unknown plumbing engine option {key!r}; known: {sorted(PLUMBING_OPTIONS)}")
                 continue
+            kind = type(PLUMBING_OPTIONS[key][0])
             try:
                 kwargs[key] = kind(value)
             except (TypeError, ValueError):

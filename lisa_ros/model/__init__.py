@@ -7,8 +7,10 @@ Modules, in dependency order:
 - ``tokenization``: the ``llava_v1`` prompt, token ids exactly as the reference stack.
 - ``preprocess``: CLIP and SAM image preprocessing, mask post-processing.
 - ``quantization``: bitsandbytes 8-bit / 4-bit layers for the LLaMA decoder.
-- ``modeling``: ``LisaModel`` built from transformers + segment_anything blocks.
-- ``generation``: greedy decoding with a KV cache, and the reference (no cache) path.
+- ``modeling``: ``LisaModel`` built from transformers + segment_anything blocks (compute only).
+- ``loading``: checkpoint names, placement (dtype, quantization), tensor sources, ``load_lisa_model``.
+- ``generation``: greedy decoding with a KV cache.
+- ``reference``: the published code's path (no KV cache), the ground truth for parity tests and benchmarks.
 - ``engine``: ``LisaEngine``, the ``lisa_ros.core.engine.Engine`` the node uses.
 - ``tiny``: tiny checkpoints in the released layout for tests and demos.
 

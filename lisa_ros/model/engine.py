@@ -39,11 +39,13 @@ import numpy as np
 import torch
 
 from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, InstructionTooLong
+from lisa_ros.core.engine_options import LISA_OPTIONS
 from lisa_ros.core.types import EngineOutput
 from lisa_ros.model.checkpoint import resolve_checkpoint, resolve_vision_tower
 from lisa_ros.model.config import CheckpointError, load_lisa_config
 from lisa_ros.model.generation import PromptPrefix, expanded_length, generate
-from lisa_ros.model.modeling import PRECISIONS, LisaModel, Placement, load_lisa_model
+from lisa_ros.model.loading import PRECISIONS, Placement, TensorSource, load_lisa_model
+from lisa_ros.model.modeling import LisaModel
 from lisa_ros.model.preprocess import CLIP_MODES, clip_pixels, sam_pixels
 from lisa_ros.model.tokenization import LisaTokenizer, Turn, build_prompt_ids
 
@@ -52,21 +54,8 @@ logger = logging.getLogger(__name__)
 MAX_CONVERSATIONS = 64  # least recently used conversations beyond this are forgotten
 
 
-@dataclasses.dataclass(frozen=True)
-class LisaOptions:
-    """The ``model.<key>`` parameters of the node."""
-
-    path: str = "xinlai/LISA-7B-v1"
-    vision_tower: str = ""  # "" = the checkpoint config's vision_tower
-    precision: str = "bf16"
-    device: str = "cuda"
-    max_new_tokens: int = 512
-    clip_preprocess: str = "center_crop"
-    frame_cache_size: int = 4
-    max_history_turns: int = 4
-    local_files_only: bool = False
-    revision: str = ""
-    cache_dir: str = ""
+class _OptionChecks:
+    """LisaOptions' checks; its fields (names, types, defaults) come from ``LISA_OPTIONS``."""
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> LisaOptions:
@@ -111,6 +100,13 @@ class LisaOptions:
         return problems
 
 
+# The ``model.<key>`` parameters of the node, declared in ``lisa_ros.core.engine_options``.
+LisaOptions = dataclasses.make_dataclass(
+    "LisaOptions", [(name, type(default), dataclasses.field(default=default))
+                    for name, (default, _) in LISA_OPTIONS.items()],
+    bases=(_OptionChecks,), frozen=True, namespace={"__module__": __name__})
+
+
 @dataclasses.dataclass
 class _Frame:
     """Per-frame work shared by every instruction on that frame."""
@@ -132,8 +128,11 @@ class _Conversation:
 
 
 class LisaEngine(Engine):
-    def __init__(self, options: LisaOptions):
+    def __init__(self, options: LisaOptions, *, tensors: TensorSource | None = None):
+        """tensors: where ``load`` gets the weights (default: the checkpoint's files; benchmarks pass
+        random tensors of the checkpoint's shapes, see ``lisa_ros.model.loading``)."""
         self.options = options
+        self._tensors = tensors
         path = Path(options.path).expanduser()
         self.model_id = path.name if path.is_dir() else options.path
         self.model: LisaModel | None = None
@@ -177,7 +176,8 @@ class LisaEngine(Engine):
                                   f"(e.g. openai/clip-vit-large-patch14 or a local directory)")
         clip_dir = resolve_vision_tower(tower, checkpoint_dir, **hub)
         try:
-            model = load_lisa_model(checkpoint_dir, clip_dir, config, Placement(device, options.precision))
+            model = load_lisa_model(checkpoint_dir, clip_dir, config, Placement(device, options.precision),
+                                    tensors=self._tensors)
         except torch.OutOfMemoryError as error:
             self._empty_device_cache()
             raise EngineOutOfMemory(f"out of memory loading {self.model_id} in {options.precision}. Fix: use "
@@ -190,14 +190,17 @@ class LisaEngine(Engine):
                     time.perf_counter() - start)
 
     def unload(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-        self._executor = self._sam_stream = None
-        self._frames.clear()
-        self._conversations.clear()
-        self.model = self.tokenizer = None
-        gc.collect()
-        self._empty_device_cache()
+        """Frees everything, GPU memory included (the caller has nothing to clean up, even if this raises)."""
+        try:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+        finally:
+            self._executor = self._sam_stream = None
+            self._frames.clear()
+            self._conversations.clear()
+            self.model = self.tokenizer = None
+            gc.collect()
+            self._empty_device_cache()
 
     def reset(self, conversation_id: str | None = None) -> None:
         if conversation_id is None:

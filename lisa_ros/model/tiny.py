@@ -27,7 +27,8 @@ from transformers.cache_utils import DynamicCache
 
 from lisa_ros.model.checkpoint import convert_to_safetensors
 from lisa_ros.model.config import load_lisa_config
-from lisa_ros.model.modeling import LisaModel, checkpoint_key, read_clip_config
+from lisa_ros.model.loading import checkpoint_key, read_clip_config
+from lisa_ros.model.modeling import LisaModel
 from lisa_ros.model.tokenization import SYSTEM_PROMPT, LisaTokenizer, build_prompt_ids
 
 LAYOUTS = ("7b", "13b")

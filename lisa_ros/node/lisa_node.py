@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import gc
 import itertools
 import math
 import os
@@ -511,10 +510,6 @@ class LisaNode(LifecycleNode):
                 engine.unload()
             except Exception as error:
                 self.get_logger().error(f"unloading the model failed: {error!r}")
-        gc.collect()
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
         if engine is not None and rclpy.ok(context=self.context):
             self.get_logger().info("model unloaded")
 

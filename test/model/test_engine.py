@@ -19,8 +19,9 @@ from lisa_ros.core.engine import EngineError, InstructionTooLong
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.types import Status
 from lisa_ros.core.worker import EngineRunner, Request, RequestWorker, WorkerSettings
-from lisa_ros.model.generation import PromptPrefix, generate, reference_generate, reference_segment
+from lisa_ros.model.generation import PromptPrefix, generate
 from lisa_ros.model.preprocess import clip_pixels
+from lisa_ros.model.reference import reference_generate, reference_segment
 from lisa_ros.model.tokenization import build_prompt_ids
 
 

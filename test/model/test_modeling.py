@@ -53,3 +53,25 @@ def test_cli_make_tiny_checkpoint_and_convert(tmp_path, capsys):
     assert not list(converted.glob("*.bin"))
     assert main(["convert", str(converted)]) == 1
     assert "already holds safetensors" in capsys.readouterr().err
+
+
+def test_load_takes_its_weights_from_an_injected_tensor_source(tiny_7b, frame):
+    """Benchmarks fill full-size shapes with random weights through ``LisaEngine(tensors=...)``, where they
+    used to patch the engine module's loader; every tensor still goes through the loader's placement."""
+    from lisa_ros.model.engine import LisaEngine, LisaOptions
+    from lisa_ros.model.loading import checkpoint_tensors
+
+    seen = []
+
+    def zeroed_projector(model, state, placement):
+        for name, tensor in checkpoint_tensors(tiny_7b.lisa_dir, tiny_7b.clip_dir)(model, state, placement):
+            seen.append(name)
+            yield name, torch.zeros_like(tensor) if name.startswith("mm_projector.") else tensor
+
+    engine = LisaEngine(LisaOptions(path=str(tiny_7b.lisa_dir), device="cpu", precision="fp32",
+                                    local_files_only=True), tensors=zeroed_projector)
+    engine.load()
+    assert set(seen) == set(engine.model.state_dict())
+    features = engine.model.clip_features(clip_pixels(frame, engine.model.vision_tower.config.image_size))
+    assert features.abs().max() == 0  # the source's tensors, not the files'
+    engine.unload()

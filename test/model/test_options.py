@@ -15,6 +15,19 @@ def test_defaults_and_factory():
     assert LisaOptions().clip_preprocess == "center_crop" and LisaOptions().max_new_tokens == 512
 
 
+def test_fields_and_defaults_are_the_declared_options():
+    """LisaOptions used to repeat the option list (a new field was never a node parameter) and defaulted
+    precision to bf16 while config/lisa.yaml and the README said int4."""
+    import dataclasses
+
+    from lisa_ros.core.engine_options import LISA_OPTIONS
+
+    assert {f.name: f.default for f in dataclasses.fields(LisaOptions)} == {
+        name: default for name, (default, _) in LISA_OPTIONS.items()}
+    assert LisaOptions().precision == "int4"
+    assert LisaOptions.__module__ == "lisa_ros.model.engine"
+
+
 @pytest.mark.parametrize("options, named", [
     ({"pathh": "x"}, "pathh"),
     ({"precision": "fp8"}, "precision"),

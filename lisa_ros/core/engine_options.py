@@ -1,0 +1,51 @@
+"""Every engine's options, declared once: name -> (default, description), importable without torch.
+
+The node declares ``model.<name>`` for each, ``LisaOptions`` and ``PlumbingEngine`` take
+their fields and defaults from here, and a test holds ``config/lisa.yaml`` and the
+README's parameter table to them: a new option is added here and nowhere else.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+LISA_OPTIONS: dict[str, tuple[Any, str]] = {
+    "path": ("xinlai/LISA-7B-v1", "Hugging Face id or checkpoint directory"),
+    "vision_tower": ("", "CLIP id or directory (\"\": the one the checkpoint's config names)"),
+    "precision": ("int4", "fp32 | fp16 | bf16 | int8 | int4 (int4: LISA-7B in < 10 GB of GPU memory)"),
+    "device": ("cuda", "cpu | cuda | cuda:N"),
+    "max_new_tokens": (512, "longest answer, in tokens"),
+    "clip_preprocess": ("center_crop", "center_crop | pad (pad: the LLM also sees the frame's left/right edges)"),
+    "frame_cache_size": (4, "frames whose CLIP features and SAM embedding are kept (0 = none)"),
+    "max_history_turns": (4, "conversation memory in turns (0 = stateless, like the reference)"),
+    "local_files_only": (False, "never touch the network (offline robots)"),
+    "revision": ("", "Hugging Face hub revision (\"\": the default branch)"),
+    "cache_dir": ("", "Hugging Face hub cache (\"\": the default)"),
+}
+
+# The deterministic stand-in engine's options: a slow engine and fault injection, for tests only.
+PLUMBING_OPTIONS: dict[str, tuple[Any, str]] = {
+    "delay_s": (0.0, "s each segment() takes"),
+    "raise_on": ("", "a word; an instruction containing it makes segment() raise EngineError"),
+    "hang_on": ("", "a word; an instruction containing it makes segment() hang for hang_s"),
+    "oom_on": ("", "a word; an instruction containing it makes segment() raise EngineOutOfMemory"),
+    "hang_s": (30.0, "s a hang lasts (cancel() and unload() end it early)"),
+    "load_error": ("", "if set, load() fails with this message"),
+    "load_delay_s": (0.0, "s load() takes (cancel() ends it early with an EngineError)"),
+}
+
+ENGINE_OPTIONS: dict[str, dict[str, tuple[Any, str]]] = {"lisa": LISA_OPTIONS, "plumbing": PLUMBING_OPTIONS}
+
+# Every engine's option names (LISA's first): what the node declares as model.<key>.
+MODEL_OPTION_KEYS: tuple[str, ...] = tuple(dict.fromkeys(key for options in ENGINE_OPTIONS.values()
+                                                         for key in options))
+
+
+def option_keys(engine_type: str) -> tuple[str, ...]:
+    """One engine's option names (every engine's for an unknown type, so nothing set is lost unread)."""
+    return tuple(ENGINE_OPTIONS.get(engine_type, dict.fromkeys(MODEL_OPTION_KEYS)))
+
+
+def option_description(key: str) -> str:
+    """The description of ``model.<key>`` (the engines it belongs to, then what it does)."""
+    owners = [engine for engine, options in ENGINE_OPTIONS.items() if key in options]
+    return f"{'/'.join(owners)} engine option: {ENGINE_OPTIONS[owners[0]][key][1]} (unset = engine default)"
