@@ -23,7 +23,7 @@ from tqdm import tqdm
 from lisa_ros.core.image import image_message_to_rgb
 from lisa_ros.core.stats import median_p95
 from lisa_ros.core.types import Status
-from lisa_ros.tools import bag_io, schedule
+from lisa_ros.tools import bag_io, schedule, semantic_replay
 from lisa_ros.tools.bag_io import BagError
 from lisa_ros.tools.results_folder import ResultsFolder, frame_key
 
@@ -78,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     node.add_argument("--wait-for-node", type=float, default=60.0, help="s to wait for the node to appear (default 60)")
     node.add_argument("--delay", type=float, default=0.5, help="s between finding the node and the first message, for "
                       "discovery to finish on the node's side too (a frame it cannot match yet is lost; default 0.5)")
+    semantic_replay.add_arguments(parser)
     parser.add_argument("--fail-on-error", action="store_true",
                         help="exit 1 if any request failed (no answer, error status, wrong frame)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -416,6 +417,8 @@ def _raise_interrupt(signum, frame):
 
 
 def run(args: argparse.Namespace) -> int:
+    if semantic_replay.wanted(args):
+        return semantic_replay.run(args)
     results_root = Path(args.output)
     if results_root.exists() and any(results_root.iterdir()):
         print(f"error: {results_root} exists and is not empty; choose another --output", file=sys.stderr)
