@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "(masks carry their frame's header)")
     truth.add_argument("--gt-masks", help="folder of PNG masks named <frame stamp ns>.png")
     truth.add_argument("--gt-reasonseg", help="folder of ReasonSeg JSON annotations named <frame stamp ns>.json")
+    truth.add_argument("--gt-labels", help="semantic replays: folder of label PNGs named <frame stamp ns>.png "
+                       "(values = the replay's label ids, 0 unlabelled, 255 ignore)")
     parser.add_argument("--gt-topic", default="/ground_truth/mask",
                         help="with --gt-bag: the mask topic (default /ground_truth/mask)")
     parser.add_argument("--report", help="report folder (default RESULTS/report)")
@@ -94,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     from lisa_ros.tools import report  # matplotlib only when there is something to plot
 
     root = Path(args.results)
+    if args.gt_labels:
+        return run_semantic(args, root)
     if args.min_giou is not None and not (args.gt_bag or args.gt_masks or args.gt_reasonseg):
         print("error: --min-giou needs ground truth: pass --gt-bag, --gt-masks or --gt-reasonseg", file=sys.stderr)
         return 2
@@ -114,4 +118,21 @@ def run(args: argparse.Namespace) -> int:
     if args.min_giou is not None and summary["gIoU"] < args.min_giou:
         print(f"gIoU {summary['gIoU']:.3f} is below --min-giou {args.min_giou}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_semantic(args: argparse.Namespace, root: Path) -> int:
+    from lisa_ros.tools import semantic_eval
+
+    if args.min_giou is not None:
+        print("error: --min-giou scores instruction masks; it does not apply to --gt-labels", file=sys.stderr)
+        return 2
+    try:
+        summary = semantic_eval.score(root, results_folder.read_records(root), args.gt_labels)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report_dir = semantic_eval.write_report(Path(args.report) if args.report else root / "report", summary, args.note)
+    print(semantic_eval.summary_text(summary))
+    print(f"report: {report_dir / 'report.md'} (semantic_confusion.png and summary.json beside it)")
     return 0

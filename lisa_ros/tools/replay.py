@@ -24,7 +24,7 @@ from tqdm import tqdm
 from lisa_ros.core.image import image_message_to_rgb
 from lisa_ros.core.stats import median_p95
 from lisa_ros.core.types import Status
-from lisa_ros.tools import bag_io, schedule
+from lisa_ros.tools import bag_io, depth_replay, schedule, semantic_replay
 from lisa_ros.tools.bag_io import BagError
 from lisa_ros.tools.results_folder import ResultsFolder, frame_key
 
@@ -80,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     node.add_argument("--wait-for-node", type=float, default=60.0, help="s to wait for the node to appear (default 60)")
     node.add_argument("--delay", type=float, default=0.5, help="s between finding the node and the first message, for "
                       "discovery to finish on the node's side too (a frame it cannot match yet is lost; default 0.5)")
+    semantic_replay.add_arguments(parser)
+    depth_replay.add_arguments(parser)
     parser.add_argument("--fail-on-error", action="store_true",
                         help="exit 1 if any request failed (no answer, error status, wrong frame)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -182,6 +184,7 @@ class Session:
         self.link, self.output, self.results, self.lock_step = link, output, results, lock_step
         self.node_process = node_process
         self.image_topic, self.image_type = link.image_pub.topic_name, link.image_type
+        self.depth_feed: depth_replay.DepthFeed | None = None  # depth frames sent before their colour frame
         self.instruction_topic = link.instruction_pub.topic_name
         # frame index -> image message as published: the newest, and those pending answers refer to
         self.frames: collections.OrderedDict[int, object] = collections.OrderedDict()
@@ -198,6 +201,8 @@ class Session:
         self.frames[index] = msg
         self.frames.move_to_end(index)
         self._indices_by_stamp[bag_io.stamp_ns(msg.header)].add(index)
+        if self.depth_feed is not None:
+            self.depth_feed.up_to(bag_io.stamp_ns(msg.header))
         waiting = {frame_index for _, frame_index, _ in self.pending.values()}
         for old in [i for i in self.frames if i not in waiting][: max(len(self.frames) - KEPT_FRAMES, 0)]:
             del self.frames[old]
@@ -424,6 +429,8 @@ def _raise_interrupt(signum, frame):
 
 
 def run(args: argparse.Namespace) -> int:
+    if semantic_replay.wanted(args):
+        return semantic_replay.run(args)
     results_root = Path(args.output)
     if results_root.exists() and any(results_root.iterdir()):
         print(f"error: {results_root} exists and is not empty; choose another --output", file=sys.stderr)
@@ -433,13 +440,15 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     try:
         with bag_io.InputBag(args.bag) as bag:
-            return replay(bag, make_plan(bag, args), args, results_root)
+            plan = make_plan(bag, args)
+            return replay(bag, plan, args, results_root, depth_replay.resolve(bag, args, plan.image_topic))
     except (BagError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
-def replay(bag: bag_io.InputBag, plan: Plan, args: argparse.Namespace, results_root: Path) -> int:
+def replay(bag: bag_io.InputBag, plan: Plan, args: argparse.Namespace, results_root: Path,
+           depth_topics: dict[str, str] | None = None) -> int:
     """Run the replay; whatever happens (Ctrl-C and SIGTERM included) the output bag is closed and readable."""
     from lisa_ros.tools import ros_link  # rclpy only once the input is known to be good
 
@@ -455,13 +464,17 @@ def replay(bag: bag_io.InputBag, plan: Plan, args: argparse.Namespace, results_r
     try:
         if args.start_node:
             params = args.node_param + (["compressed:=true"] if compressed else [])
-            process = ros_link.start_node(args.node_name, image_in, instruction_out, args.node_params, params)
+            process = ros_link.start_node(args.node_name, image_in, instruction_out, args.node_params, params,
+                                          depth_topics)
         link = ros_link.RosLink((image_out, image_out_type), instruction_out, args.node_name)
         link.wait_for_node(args.wait_for_node, process)
         time.sleep(args.delay)
         results = ResultsFolder(results_root)
         output = bag_io.OutputBag(results_root / "bag", args.output_storage)
         session = Session(link, output, results, lock_step=pacing.lock_step, node_process=process)
+        if depth_topics:
+            session.depth_feed = depth_replay.DepthFeed(bag, depth_topics, link.node, output)
+            session.depth_feed.wait_for_subscribers(args.wait_for_node)
         print(f"replaying {len(plan.frame_times_ns)} frames of {plan.image_topic}, {len(plan.requests)} instructions, "
               f"{pacing.describe()}, into {args.node_name} ({image_out}, {instruction_out})", file=sys.stderr)
         with tqdm(total=len(plan.requests), unit="req", disable=args.no_progress, file=sys.stderr) as progress:

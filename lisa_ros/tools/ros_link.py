@@ -56,6 +56,11 @@ class RosLink:
         self.recorded: dict[str, str] = {}  # topic -> msgtype
         self._recorders: list = []  # the subscriptions behind ``recorded``
 
+    @property
+    def node(self):
+        """The replay's rclpy node (for more publishers, e.g. depth)."""
+        return self._node
+
     def _on_diagnostics(self, array: DiagnosticArray) -> None:
         for status in array.status:
             if status.name == self._status_name:
@@ -132,13 +137,14 @@ class RosLink:
 
 
 def start_node(node_name: str, image_topic: str, instruction_topic: str, params_file: str | None,
-               params: list[str]) -> NodeProcess:
+               params: list[str], extra_remaps: dict[str, str] | None = None) -> NodeProcess:
     """A lisa_node process remapped onto the replay's topics, its output on this terminal.
 
     ``params``: "NAME:=VALUE" words as the user typed them (``-p``). Its own process group: the
-    terminal's Ctrl-C reaches the replay first, which then stops the node.
+    terminal's Ctrl-C reaches the replay first, which then stops the node. ``extra_remaps``: e.g. the
+    node's ``depth`` onto the bag's depth topic.
     """
     return NodeProcess(node_name=node_name, params_files=[params_file] if params_file else [],
-                       remaps={"image": image_topic, "instruction": instruction_topic},
+                       remaps={"image": image_topic, "instruction": instruction_topic, **(extra_remaps or {})},
                        ros_args=[word for param in params for word in ("-p", param)],
                        capture_log=False, own_session=True)
