@@ -116,3 +116,18 @@ def test_semantic_replay_over_255_categories_records_16_bit_labels(tmp_path):
     summary = json.loads((out / "report" / "summary.json").read_text())["semantic"]
     assert summary["ignore_index"] == 65535 and summary["miou"] == 1.0 and summary["pixel_accuracy"] == 1.0
     assert len(summary["absent"]) == 300 - 120  # one row each for 120 categories
+
+
+def test_semantic_replay_names_an_unusable_frame_before_starting_a_node(tmp_path, capsys):
+    from lisa_ros.tools.cli import main
+
+    with bag_io.OutputBag(tmp_path / "bag", "sqlite3") as bag:
+        good = bag_io.raw_image_msg(np.zeros((4, 4, 3), np.uint8), bag_io.header(1, "cam"))
+        bag.write("/camera/image", 1, good, bag_io.IMAGE)
+        cut = bag_io.raw_image_msg(np.zeros((4, 4, 3), np.uint8), bag_io.header(2, "cam"))
+        cut.data = cut.data[:10]  # shorter than height x step
+        bag.write("/camera/image", 2, cut, bag_io.IMAGE)
+    code = main(["replay", str(tmp_path / "bag"), "-o", str(tmp_path / "out"), "--semantic", "floor",
+                 "--start-node", "--node-params", str(PLUMBING)])
+    assert code == 2 and "frame 1 on '/camera/image' is unusable" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
