@@ -51,7 +51,7 @@ def predicted_label(root: Path, record: dict) -> np.ndarray:
 
 
 def ignore_index_for(count: int) -> int:
-    """255 as the brief of ADE20K tooling; with more than 254 categories 255 is a class, so 65535."""
+    """255 (the ADE20K / Cityscapes convention); with more than 254 categories 255 is a class, so 65535."""
     return semantic_metrics.IGNORE_INDEX if count <= semantic_metrics.IGNORE_INDEX else 65535
 
 

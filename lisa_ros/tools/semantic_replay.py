@@ -86,6 +86,10 @@ def record_of(result, label_file: str | None, round_trip_ms: float) -> dict:
     }
 
 
+class NodeUnavailable(RuntimeError):
+    """No node serves ~/segment_semantic (or the one started died)."""
+
+
 class SemanticLink:
     """The ~/segment_semantic client and the frame publisher (rclpy only here)."""
 
@@ -108,9 +112,10 @@ class SemanticLink:
         deadline = time.monotonic() + timeout_s
         while not self.client.wait_for_service(timeout_sec=0.1):
             if process is not None and process.poll() is not None:
-                raise RuntimeError(f"the lisa_node process exited with code {process.returncode} before it was ready")
+                raise NodeUnavailable(f"the lisa_node process exited with code {process.returncode} "
+                                      "before it was ready")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no {self.service} service within {timeout_s:.0f} s: start a lisa_node "
+                raise NodeUnavailable(f"no {self.service} service within {timeout_s:.0f} s: start a lisa_node "
                                    "or pass --start-node")
 
     def call(self, image_data: bytes, categories: list[str], timeout_s: float):
@@ -143,6 +148,19 @@ def ask_until_ready(link: SemanticLink, data: bytes, categories: list[str], args
         time.sleep(0.1)
 
 
+def check_frames(bag: bag_io.InputBag, image_topic: str) -> None:
+    """Every frame decodes, before any node is started or called (BagError names the first that does not)."""
+    count = 0
+    for index, (_, msg) in enumerate(bag.messages(image_topic)):
+        try:
+            image_message_to_rgb(msg)
+        except ValueError as err:
+            raise BagError(f"bag {bag.path}: frame {index} on {image_topic!r} is unusable: {err}") from None
+        count += 1
+    if not count:
+        raise BagError(f"bag {bag.path}: topic {image_topic!r} has no messages")
+
+
 def run(args: argparse.Namespace) -> int:
     from lisa_ros.tools import replay
 
@@ -158,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         categories = read_categories(args)
         with bag_io.InputBag(args.bag) as bag:
             image_topic, image_type = replay.resolve_image_topic(bag, args.image_topic)
+            check_frames(bag, image_topic)
             return semantic_replay(bag, image_topic, image_type, categories, args, results_root)
     except (BagError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -166,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
 
 def semantic_replay(bag, image_topic: str, image_type: str, categories: list[str], args,
                     results_root: Path) -> int:
+    from rclpy.serialization import serialize_message
+
     from lisa_ros.tools import replay, ros_link
 
     image_in = args.publish_image or replay.node_image_topic(image_topic, image_type)  # frames go raw: no /compressed
@@ -203,8 +224,6 @@ def semantic_replay(bag, image_topic: str, image_type: str, categories: list[str
                 record = {"mode": "semantic", "status": replay.NO_RESULT, "label": None,
                           "status_message": "no answer within --result-timeout"}
             else:
-                from rclpy.serialization import serialize_message
-
                 output.write_raw(link.service + "/response", time.time_ns(), serialize_message(result))
                 label_file = None
                 if result.label.width and result.label.height:
@@ -215,7 +234,10 @@ def semantic_replay(bag, image_topic: str, image_type: str, categories: list[str
             results.append(records[-1])
     except KeyboardInterrupt:
         interrupted, code = True, EXIT_INTERRUPTED
-    except RuntimeError as err:
+    except BagError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = EXIT_BAD_INPUT
+    except NodeUnavailable as err:
         print(f"error: {err}", file=sys.stderr)
         code = EXIT_NO_NODE
     finally:

@@ -89,3 +89,45 @@ def test_semantic_replay_rejects_empty_category_list_before_any_ros(tmp_path, ca
     write_bag(tmp_path / "bag", frames=1)
     assert main(["replay", str(tmp_path / "bag"), "-o", str(tmp_path / "out"), "--semantic", " , "]) == 2
     assert "category list is empty" in capsys.readouterr().err
+
+
+@pytest.mark.ros
+def test_semantic_replay_over_255_categories_records_16_bit_labels(tmp_path):
+    stamps = write_bag(tmp_path / "bag", frames=1)
+    names = [f"class {k}" for k in range(300)]
+    out, name = tmp_path / "out", "sem_replay16"
+    command = [sys.executable, "-P", "-m", "lisa_ros.tools.cli", "replay", str(tmp_path / "bag"), "-o", str(out),
+               "--semantic", ",".join(names), "--start-node", "--node-params", str(PLUMBING), "--node-name", name,
+               "--publish-image", f"/{name}_in/image", "--result-timeout", "30", "--fail-on-error"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    label = cv2.imread(str(out / record["label"]), cv2.IMREAD_UNCHANGED)
+    expected = np.zeros((120, 160), np.uint16)
+    for band in range(300):  # the plumbing bands: 120 rows over 300 categories, most get none
+        expected[band * 120 // 300:(band + 1) * 120 // 300] = band + 1
+    assert label.dtype == np.uint16 and np.array_equal(label, expected) and label.max() == 300
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    cv2.imwrite(str(truth / f"{stamps[0]}.png"), expected)
+    done = subprocess.run([sys.executable, "-P", "-m", "lisa_ros.tools.cli", "eval", str(out), "--gt-labels",
+                           str(truth)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((out / "report" / "summary.json").read_text())["semantic"]
+    assert summary["ignore_index"] == 65535 and summary["miou"] == 1.0 and summary["pixel_accuracy"] == 1.0
+    assert len(summary["absent"]) == 300 - 120  # one row each for 120 categories
+
+
+def test_semantic_replay_names_an_unusable_frame_before_starting_a_node(tmp_path, capsys):
+    from lisa_ros.tools.cli import main
+
+    with bag_io.OutputBag(tmp_path / "bag", "sqlite3") as bag:
+        good = bag_io.raw_image_msg(np.zeros((4, 4, 3), np.uint8), bag_io.header(1, "cam"))
+        bag.write("/camera/image", 1, good, bag_io.IMAGE)
+        cut = bag_io.raw_image_msg(np.zeros((4, 4, 3), np.uint8), bag_io.header(2, "cam"))
+        cut.data = cut.data[:10]  # shorter than height x step
+        bag.write("/camera/image", 2, cut, bag_io.IMAGE)
+    code = main(["replay", str(tmp_path / "bag"), "-o", str(tmp_path / "out"), "--semantic", "floor",
+                 "--start-node", "--node-params", str(PLUMBING)])
+    assert code == 2 and "frame 1 on '/camera/image' is unusable" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
