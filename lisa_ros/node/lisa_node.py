@@ -67,6 +67,7 @@ from lisa_ros.core.worker import (
 )
 from lisa_ros.msg import Instruction, SegmentationResult
 from lisa_ros.node.convert import answer_to_result, array_to_image_msg, frame_key, union_mask_msg
+from lisa_ros.node.detections import installed_detection_types, result_to_detections
 from lisa_ros.node.exit_signals import ExitSignals
 from lisa_ros.node.segment_action import SegmentActionServer
 from lisa_ros.node.semantic_glue import SemanticGlue
@@ -182,6 +183,13 @@ class LisaNode(LifecycleNode):
         self._overlay_pub = self.create_publisher(Image, "~/overlay", _qos(RESULT_QOS),
                                                   qos_overriding_options=overridable)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._detection_types = installed_detection_types()
+        self._detections_pub = None
+        if self._detection_types is None:
+            self.get_logger().info("vision_msgs not installed: ~/detections is off")
+        else:
+            self._detections_pub = self.create_publisher(self._detection_types.detection_array, "~/detections",
+                                                         _qos(RESULT_QOS), qos_overriding_options=overridable)
         # Keep all pending requests: with the default depth of 10, DDS drops the oldest requests
         # while the executor's threads wait on earlier ones, and those callers never get a reply.
         self.create_service(Segment, "~/segment", self._on_segment, callback_group=self._service_group,
@@ -601,6 +609,11 @@ class LisaNode(LifecycleNode):
             self._publish_images_and_text(answer)
         except Exception as error:  # the result below must still go out
             self.get_logger().error(f"{label}: publishing mask/explanation/overlay failed: {error!r}")
+        if self._detections_pub is not None and answer.status.answered:
+            try:
+                self._detections_pub.publish(result_to_detections(self._detection_types, result))
+            except Exception as error:  # the result below must still go out
+                self.get_logger().error(f"{label}: publishing ~/detections failed: {error!r}")
         # Taken last so that total_ms covers building the result and the other outputs, not only the engine.
         result.total_ms = 1000.0 * (time.monotonic() - request.received)
         try:

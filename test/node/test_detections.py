@@ -87,3 +87,24 @@ def test_from_a_segmentation_result(store):
     assert detection.results[0].hypothesis.class_id == "  the cup on the left  "
     assert detection.results[0].hypothesis.score == pytest.approx(0.75)
     assert detection.id == "42/0"
+
+
+def test_the_node_publishes_detections_only_where_vision_msgs_is_installed(ros_context, capfd):
+    """In-process: without vision_msgs the node says so once at start and has no ~/detections publisher."""
+    from lisa_ros.node.lisa_node import LisaNode
+
+    node = LisaNode("lisa_detections_probe", namespace="/detections_probe", context=ros_context,
+                    cli_args=["--ros-args", "-p", "engine:=plumbing"])
+    try:
+        topics = dict(node.get_publisher_names_and_types_by_node("lisa_detections_probe", "/detections_probe"))
+        detections = topics.get("/detections_probe/lisa_detections_probe/detections")
+        try:
+            import vision_msgs.msg  # noqa: F401
+        except ImportError:
+            assert detections is None
+            assert capfd.readouterr().err.count("vision_msgs not installed: ~/detections is off") == 1
+        else:
+            assert detections == ["vision_msgs/msg/Detection2DArray"]
+    finally:
+        node.release("test over")
+        node.destroy_node()
