@@ -32,7 +32,7 @@ if [ -z "$model" ]; then
     rm -rf "$repo/.cache/lisa-tiny"
     lisa_ros make-tiny-checkpoint "$repo/.cache/lisa-tiny"
   fi
-  note="Demo run: a tiny random LISA checkpoint (make-tiny-checkpoint) on the CPU, fp32. For real LISA weights on a GPU: LISA_MODEL=xinlai/LISA-7B-v1 LISA_CONFIG=config/lisa.yaml scripts/demo.sh"
+  note="Demo run: a tiny random LISA checkpoint (make-tiny-checkpoint) on the CPU, fp32: its masks and label images, so every number in this report, are MEANINGLESS. For real LISA weights on a GPU: LISA_MODEL=xinlai/LISA-7B-v1 LISA_CONFIG=config/lisa.yaml scripts/demo.sh"
 else
   note="Masks from $model ($config)."
 fi
