@@ -1,12 +1,18 @@
 """The shipped sample bag is what `lisa-ros make-sample-bag` writes, and is usable as promised."""
+import argparse
 from pathlib import Path
+
+import cv2
+import numpy as np
 
 from lisa_ros.core.image import image_message_to_rgb
 from lisa_ros.tools import bag_io
 from lisa_ros.tools.cli import main
-from lisa_ros.tools.make_sample_bag import GROUND_TRUTH_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC
+from lisa_ros.tools.make_sample_bag import CATEGORIES, FRAMES, GROUND_TRUTH_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC
+from lisa_ros.tools.semantic_replay import read_categories
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "sample_bag"
+SHIPPED_LABELS = SHIPPED.parent / "sample_labels"
 
 
 def messages(path):
@@ -16,10 +22,22 @@ def messages(path):
 
 
 def test_shipped_bag_is_reproducible(tmp_path):
-    assert main(["make-sample-bag", "--output", str(tmp_path / "bag"), "--reasonseg", str(tmp_path / "rs")]) == 0
+    assert main(["make-sample-bag", "--output", str(tmp_path / "bag"), "--reasonseg", str(tmp_path / "rs"),
+                 "--labels", str(tmp_path / "labels")]) == 0
     assert messages(tmp_path / "bag") == messages(SHIPPED)
     shipped_json = sorted((SHIPPED.parent / "sample_reasonseg").glob("*.json"))
     assert [p.read_text() for p in shipped_json] == [(tmp_path / "rs" / p.name).read_text() for p in shipped_json]
+    shipped_labels = sorted(p.name for p in SHIPPED_LABELS.iterdir())
+    assert shipped_labels == sorted(p.name for p in (tmp_path / "labels").iterdir())
+    for name in shipped_labels:
+        if name.endswith(".png"):  # pixels, not bytes: another zlib may compress the same image differently
+            assert np.array_equal(read_label(SHIPPED_LABELS / name), read_label(tmp_path / "labels" / name)), name
+        else:
+            assert (SHIPPED_LABELS / name).read_text() == (tmp_path / "labels" / name).read_text()
+
+
+def read_label(path):
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
 
 
 def test_sample_bag_content():
@@ -33,3 +51,26 @@ def test_sample_bag_content():
     assert set(truth) == {stamp for stamp, _ in frames}  # every frame has its mask, matched by header
     assert all(mask.shape == (480, 640) for mask in truth.values())
     assert sum(not mask.any() for mask in truth.values()) == 1  # "keep me dry in the rain": nothing to find
+
+
+def test_sample_labels_match_the_bag():
+    """One label image per frame, named by its stamp; each frame's target agrees with its mask in the bag."""
+    with bag_io.InputBag(SHIPPED) as bag:
+        truth = {bag_io.stamp_ns(m.header): bag_io.mask_to_array(m) > 0 for _, m in bag.messages(GROUND_TRUTH_TOPIC)}
+    args = argparse.Namespace(semantic=None, semantic_file=str(SHIPPED_LABELS / "categories.txt"))
+    assert read_categories(args) == CATEGORIES == ["cup", "ball", "book", "table"]
+    labels = {int(p.stem): read_label(p) for p in SHIPPED_LABELS.glob("*.png")}
+    assert sorted(labels) == sorted(truth)
+    assert {(image.dtype, image.shape) for image in labels.values()} == {(np.dtype("uint8"), (480, 640))}
+    ids = {"cup": 1, "mug": 1, "ball": 2, "book": 3}
+    for stamp, (scene, _, target) in zip(sorted(labels), FRAMES):
+        image, mask = labels[stamp], truth[stamp]
+        if scene == "coffee":  # hand annotation: only the cup's sure inside is labelled, the rest of the photo ignored
+            assert set(np.unique(image).tolist()) == {0, 1, 255}
+            cup = image == 1
+            assert not (cup & ~mask).any() and cup.sum() > 0.8 * mask.sum()
+        else:  # drawn from polygons: every pixel has its exact class
+            assert set(np.unique(image).tolist()) == {1, 2, 3, 4}
+            if target is not None:  # labelled target pixels lie in the mask; a later-drawn object may cover some
+                target_pixels = image == ids[target]
+                assert not (target_pixels & ~mask).any() and target_pixels.sum() > 0.8 * mask.sum()
