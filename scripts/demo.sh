@@ -18,6 +18,7 @@ cd "$repo"
 out="${1:-results/demo}"
 config="${LISA_CONFIG:-config/lisa_cpu.yaml}"
 model="${LISA_MODEL:-}"
+semantic_params=()
 
 bash scripts/setup.sh
 # shellcheck source=ros_env.sh
@@ -32,6 +33,8 @@ if [ -z "$model" ]; then
     rm -rf "$repo/.cache/lisa-tiny"
     lisa_ros make-tiny-checkpoint "$repo/.cache/lisa-tiny"
   fi
+  # The tiny model's category filter says "absent" to everything: off, so the label images show the masks.
+  semantic_params=(--node-param "semantic.filter_threshold:=0.0")
   note="Demo run: a tiny random LISA checkpoint (make-tiny-checkpoint) on the CPU, fp32: its masks and label images, so every number in this report, are MEANINGLESS. For real LISA weights on a GPU: LISA_MODEL=xinlai/LISA-7B-v1 LISA_CONFIG=config/lisa.yaml scripts/demo.sh"
 else
   note="Masks from $model ($config)."
@@ -51,7 +54,7 @@ lisa_ros eval "$out" --gt-bag data/sample_bag --note "$note"
 printf '\n==> semantic replay of data/sample_bag (categories: data/sample_labels/categories.txt)\n'
 set +e
 lisa_ros replay data/sample_bag --output "$out/semantic" --semantic-file data/sample_labels/categories.txt \
-  --start-node --node-params "$config" --node-param "model.path:=$model"
+  --start-node --node-params "$config" --node-param "model.path:=$model" "${semantic_params[@]}"
 semantic_code=$?
 set -e
 [ -f "$out/semantic/results.jsonl" ] || exit "$semantic_code"
