@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import queue
 import threading
+import time
 
 from geometry_msgs.msg import PointStamped, Vector3
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -38,6 +39,9 @@ from lisa_ros.msg import Targets3D, TrackedTargets
 from lisa_ros.node.targets_convert import point_cloud, point_stamped, targets3d_msg, tracked_msg
 
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# A depth frame of the colour frame's instant can arrive just after a fast answer (it travels on its own
+# topic); the 3D step, on its own thread, waits this long for it before saying NO_DEPTH.
+DEPTH_GRACE_S = 0.25
 PINNED_DEPTH_FRAMES = 16  # depth frames kept aside for frames in inference (max_queue + 1 frames, 1-2 each)
 MARKER_COLOURS = [(0.9, 0.2, 0.2), (0.2, 0.8, 0.2), (0.2, 0.4, 0.9), (0.9, 0.8, 0.1), (0.8, 0.2, 0.8)]
 
@@ -101,6 +105,7 @@ class TargetsGlue:
             self._recent = StampBuffer(8)
             self._pending: collections.deque[int] = collections.deque(maxlen=PINNED_DEPTH_FRAMES)
             self._pending_lock = threading.Lock()
+            self._depth_kept = threading.Condition()
             self._targets_pub = publisher(Targets3D, "~/targets_3d")
             self._point_pub = publisher(PointStamped, "~/target_point")
             self._cloud_pub = publisher(PointCloud2, "~/target_cloud")
@@ -195,6 +200,8 @@ class TargetsGlue:
             wanted = any(abs(depth.stamp_ns - pinned) <= self._tolerance_ns for pinned in self._pending)
         if wanted:  # arrived after its colour frame was taken for inference
             self._answers.on_depth(depth)
+            with self._depth_kept:
+                self._depth_kept.notify_all()
         self._depth_received += 1
 
     def _pin(self, colour_stamp_ns: int) -> None:
@@ -215,6 +222,11 @@ class TargetsGlue:
         header, output, request = answer.frame.header, answer.output, answer.request
         want_cloud = self._cloud_pub.get_subscription_count() > 0
         measurement = self._answers.measure(output.masks, stamp_ns(header), keep_points=want_cloud)
+        deadline = time.monotonic() + DEPTH_GRACE_S
+        while measurement.depth_stamp_ns is None and not self._closed and time.monotonic() < deadline:
+            with self._depth_kept:
+                self._depth_kept.wait(max(0.0, deadline - time.monotonic()))
+            measurement = self._answers.measure(output.masks, stamp_ns(header), keep_points=want_cloud)
         measurement = self._explained(measurement, stamp_ns(header))
         targets = targets3d_msg(measurement, header, request.request_id, request.conversation_id, output.scores)
         if self._closed:
