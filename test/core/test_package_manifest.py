@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 ROSDEP_KEYS = {
     "rclpy": "rclpy", "rcl_interfaces": "rcl_interfaces", "std_msgs": "std_msgs", "sensor_msgs": "sensor_msgs",
     "geometry_msgs": "geometry_msgs", "visualization_msgs": "visualization_msgs",
+    "vision_msgs": "vision_msgs",  # optional at run time (~/detections), a normal ROS install has it
     "std_srvs": "std_srvs", "lifecycle_msgs": "lifecycle_msgs", "diagnostic_msgs": "diagnostic_msgs",
     "builtin_interfaces": "std_msgs", "ament_index_python": "ament_index_python", "launch": "launch",
     "launch_ros": "launch_ros", "numpy": "python3-numpy", "cv2": "python3-opencv", "PIL": "python3-pil",
