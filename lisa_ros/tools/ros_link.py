@@ -101,6 +101,12 @@ class RosLink:
                 raise NodeUnavailable(f"/{self.node_name} runs but is not ready within {timeout_s:.0f} s: it reports "
                                       f"{status.message!r}; {needed}; {fix}")
             time.sleep(0.05)
+        # Discovery reports a node's topics one by one: wait for its fixed outputs before recording.
+        outputs = {f"/{self.node_name}/{name}" for name in ("result", "mask", "explanation", "overlay")}
+        while not outputs <= {topic for topic, _ in self._node.get_topic_names_and_types()}:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         self._record_node_outputs()
         # The recorders are new: an answer published before they match the node's writers would be lost.
         while not all(subscription.get_publisher_count() > 0 for subscription in self._recorders):
