@@ -21,7 +21,7 @@ class Observer:
         self.get_state_client = probe.client(node.topic("~/get_state"), GetState)
         self.change_state_client = probe.client(node.topic("~/change_state"), ChangeState)
 
-    def state(self, timeout: float = 2.0) -> str:
+    def state(self, timeout: float = 5.0) -> str:
         """The lifecycle state label, answered within ``timeout`` s (fails the test otherwise)."""
         from lifecycle_msgs.srv import GetState
 
@@ -45,7 +45,8 @@ class Observer:
 
 def test_get_state_and_diagnostics_answer_while_auto_configure_loads(lisa_node_process, ros_probe):
     """They used to stall for the whole load (minutes for LISA-7B): the load held the executor."""
-    node = lisa_node_process(params={"model.load_delay_s": 6.0}, wait_active=False)
+    # A load far longer than the answer's time limit (which covers the client's discovery on a loaded machine).
+    node = lisa_node_process(params={"model.load_delay_s": 15.0}, wait_active=False)
     observer = Observer(ros_probe, node)
     wait_for(lambda: "loading the model" in observer.diagnostics_message(), 5, "diagnostics saying 'loading'")
     assert observer.state() == "configuring"
@@ -54,7 +55,7 @@ def test_get_state_and_diagnostics_answer_while_auto_configure_loads(lisa_node_p
 
 
 def test_get_state_answers_while_a_configure_request_loads(lisa_node_process, ros_probe):
-    node = lisa_node_process(params={"model.load_delay_s": 4.0, "auto_configure": False}, wait_active=False)
+    node = lisa_node_process(params={"model.load_delay_s": 12.0, "auto_configure": False}, wait_active=False)
     observer = Observer(ros_probe, node)
     node.wait_for_state(ros_probe, "unconfigured")
     configured = observer.change_state_async("configure")
