@@ -93,10 +93,21 @@ class RosProbe:
             pytest.fail(f"service {service} not available after {timeout} s")
         return client
 
-    def call(self, client, request, timeout: float = 20.0):
-        future = client.call_async(request)
-        wait_for(future.done, timeout, f"a response from {client.srv_name}")
-        return future.result()
+    def call(self, client, request, timeout: float = 20.0, resend_every: float | None = None):
+        """The response within ``timeout`` s. ``resend_every`` (idempotent services only) sends the request
+        again when unanswered that long: a request sent before the reply path is discovered goes unanswered,
+        even after wait_for_service."""
+        deadline = time.monotonic() + timeout
+        while True:
+            future = client.call_async(request)
+            attempt_deadline = deadline if resend_every is None else min(deadline, time.monotonic() + resend_every)
+            while not future.done() and time.monotonic() < attempt_deadline:
+                time.sleep(0.01)
+            if future.done():
+                return future.result()
+            client.remove_pending_request(future)
+            if time.monotonic() >= deadline:
+                pytest.fail(f"timed out after {timeout} s waiting for a response from {client.srv_name}")
 
     def close(self):
         self._spinning.close()

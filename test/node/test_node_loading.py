@@ -21,11 +21,12 @@ class Observer:
         self.get_state_client = probe.client(node.topic("~/get_state"), GetState)
         self.change_state_client = probe.client(node.topic("~/change_state"), ChangeState)
 
-    def state(self, timeout: float = 5.0) -> str:
-        """The lifecycle state label, answered within ``timeout`` s (fails the test otherwise)."""
+    def state(self, timeout: float = 8.0) -> str:
+        """The lifecycle state label, answered within ``timeout`` s (fails the test otherwise; resent every
+        2 s, as a request sent before discovery completes goes unanswered)."""
         from lifecycle_msgs.srv import GetState
 
-        return self.probe.call(self.get_state_client, GetState.Request(), timeout).current_state.label
+        return self.probe.call(self.get_state_client, GetState.Request(), timeout, resend_every=2.0).current_state.label
 
     def diagnostics_message(self) -> str:
         name = f"{self.node.namespace}/lisa_node: segmentation"
@@ -46,22 +47,22 @@ class Observer:
 def test_get_state_and_diagnostics_answer_while_auto_configure_loads(lisa_node_process, ros_probe):
     """They used to stall for the whole load (minutes for LISA-7B): the load held the executor."""
     # A load far longer than the answer's time limit (which covers the client's discovery on a loaded machine).
-    node = lisa_node_process(params={"model.load_delay_s": 15.0}, wait_active=False)
+    node = lisa_node_process(params={"model.load_delay_s": 20.0}, wait_active=False)
     observer = Observer(ros_probe, node)
     wait_for(lambda: "loading the model" in observer.diagnostics_message(), 5, "diagnostics saying 'loading'")
     assert observer.state() == "configuring"
-    node.wait_for_state(ros_probe, "active", timeout=30)
+    node.wait_for_state(ros_probe, "active", timeout=60)
     wait_for(lambda: observer.diagnostics_message() == "active", 5, "diagnostics saying 'active'")
 
 
 def test_get_state_answers_while_a_configure_request_loads(lisa_node_process, ros_probe):
-    node = lisa_node_process(params={"model.load_delay_s": 12.0, "auto_configure": False}, wait_active=False)
+    node = lisa_node_process(params={"model.load_delay_s": 20.0, "auto_configure": False}, wait_active=False)
     observer = Observer(ros_probe, node)
     node.wait_for_state(ros_probe, "unconfigured")
     configured = observer.change_state_async("configure")
     wait_for(lambda: "loading the model" in observer.diagnostics_message(), 5, "diagnostics saying 'loading'")
     assert observer.state() == "configuring" and not configured.done()
-    assert wait_for(configured.done, 30, "the configure reply") and configured.result().success
+    assert wait_for(configured.done, 60, "the configure reply") and configured.result().success
     assert observer.state() == "inactive"
 
 
