@@ -121,11 +121,18 @@ def test_instruction_burst_beyond_the_subscription_depth_is_answered_exactly_onc
 
     Every one must be answered (most BUSY). With a KEEP_LAST depth-100 instruction
     subscription (before e260b4a), DDS overwrote the ones the executor had not taken yet.
+    The results go out as fast as the refusals are made: a reader that lags that burst needs a result history
+    deeper than the default 10 (as the README says; the test reader does on a loaded machine), so it is set.
     """
+    import os
+
     from std_msgs.msg import String
 
-    io = lisa_io(params={"model.delay_s": 0.02, "max_queue": 4})
-    io.results = collect_all(ros_probe, io.node.topic("~/result"), _Result())
+    results_topic = f"/reliability_burst_results_{os.getpid()}"
+    io = lisa_io(params={"model.delay_s": 0.02, "max_queue": 4,
+                         f"qos_overrides.{results_topic}.publisher.depth": 1000},
+                 remaps={"~/result": results_topic})
+    io.results = collect_all(ros_probe, results_topic, _Result())
     io.publish_frame(image_msg(np.full((48, 64, 3), 30, np.uint8), "rgb8", stamp=(1, 0)))
     publisher = ros_probe.publisher(io.node.topic("instruction"), String, qos=1000)
     sent = [f"burst #{index}" for index in range(300)]
