@@ -17,9 +17,11 @@ logger = logging.getLogger(__name__)
 
 QUANTIZED_PRECISIONS = ("int8", "int4")
 # On CPUs with avx512_bf16, bitsandbytes repacks a 4-bit weight on its first eval forward
-# in blocks of 32 output rows (and pairs of input columns); other widths fail there with a
-# bare AssertionError. Such layers keep the unpacked kernels every other CPU uses.
+# in blocks of 32 output rows (and pairs of input columns), and reshapes its scales to one
+# per NF4_BLOCKSIZE input columns; other widths fail there (a bare AssertionError, or a
+# reshape error). Such layers keep the unpacked kernels every other CPU uses.
 PACKED_BLOCK_ROWS = 32
+NF4_BLOCKSIZE = 64  # bitsandbytes' default, set explicitly: the packed path depends on it
 
 
 def _bnb():
@@ -61,7 +63,7 @@ def replace_linears(root: nn.Module, precision: str, compute_dtype: torch.dtype)
 
 def packable(layer: nn.Linear) -> bool:
     """Whether bitsandbytes' avx512_bf16 CPU repacking accepts this layer's shape."""
-    return layer.out_features % PACKED_BLOCK_ROWS == 0 and layer.in_features % 2 == 0
+    return layer.out_features % PACKED_BLOCK_ROWS == 0 and layer.in_features % NF4_BLOCKSIZE == 0
 
 
 def is_quantized_layer(module: nn.Module) -> bool:
@@ -79,7 +81,7 @@ def quantized_weight(module: nn.Module, weight: torch.Tensor, compute_dtype: tor
     weight = weight.to(compute_dtype)
     if isinstance(module, bnb.nn.Linear4bit):
         param = bnb.nn.Params4bit(weight, requires_grad=False, compress_statistics=True, quant_type="nf4",
-                                  module=module)
+                                  blocksize=NF4_BLOCKSIZE, module=module)
     else:
         param = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
     return param.to(device)
