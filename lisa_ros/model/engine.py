@@ -40,7 +40,7 @@ import torch
 
 from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, InstructionTooLong
 from lisa_ros.core.engine_options import LISA_OPTIONS
-from lisa_ros.core.types import EngineOutput
+from lisa_ros.core.types import EngineOutput, Progress, ProgressCallback, Stage
 from lisa_ros.model.checkpoint import resolve_checkpoint, resolve_vision_tower
 from lisa_ros.model.config import CheckpointError, load_lisa_config
 from lisa_ros.model.generation import PromptPrefix, expanded_length, generate
@@ -236,7 +236,7 @@ class LisaEngine(Engine):
 
     def segment(
         self, image: np.ndarray, instruction: str, *, frame_key: Hashable, conversation_id: str = "default",
-        force_answer: str | Sequence[int] | None = None,
+        progress: ProgressCallback | None = None, force_answer: str | Sequence[int] | None = None,
     ) -> EngineOutput:
         """``force_answer`` (tests, benchmarks): a scripted answer ("Sure, [SEG].") or token ids
         replacing the greedy choice; the hidden states and masks are still the model's."""
@@ -248,14 +248,14 @@ class LisaEngine(Engine):
                               f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}")
         try:
             with torch.inference_mode():
-                return self._segment(image, instruction, frame_key, conversation_id, force_answer)
+                return self._segment(image, instruction, frame_key, conversation_id, progress, force_answer)
         except torch.OutOfMemoryError as error:
             self.clear_caches()
             raise EngineOutOfMemory(f"out of memory on {self.options.device} ({error}). Caches cleared. Fix: lower "
                                     f"model.max_new_tokens or model.frame_cache_size, or use model.precision int4"
                                     ) from error
 
-    def _segment(self, image, instruction, frame_key, conversation_id, force_answer) -> EngineOutput:
+    def _segment(self, image, instruction, frame_key, conversation_id, progress, force_answer) -> EngineOutput:
         model, tokenizer = self.model, self.tokenizer
         self._cancel.clear()  # a cancel() belongs to the call it interrupted, never to the next one
         start = time.perf_counter()
@@ -270,15 +270,23 @@ class LisaEngine(Engine):
         if force_answer is not None:
             forced = (tokenizer.encode_with_added_tokens(force_answer) + [tokenizer.eos_id]
                       if isinstance(force_answer, str) else [int(t) for t in force_answer])
+        on_token = None
+        if progress is not None:
+            def on_token(ids: Sequence[int], last: bool) -> None:
+                text = tokenizer.decode(ids) if last else tokenizer.decode_prefix(ids)
+                progress(Progress(Stage.GENERATING, tokens=len(ids), partial_text=text))
         generation = generate(model, prompt, frame.clip_features, eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id,
                               max_new_tokens=max_new_tokens, forced_ids=forced, cancel=self._cancel,
-                              prefix=frame.prompt_prefix, keep_prefix=self.options.frame_cache_size > 0)
+                              prefix=frame.prompt_prefix, keep_prefix=self.options.frame_cache_size > 0,
+                              on_token=on_token)
         timings.update(prefill=generation.prefill_ms, decode=generation.decode_ms,
                        generate=generation.prefill_ms + generation.decode_ms)
         self._keep_prefix(frame, generation.prefix)
 
         masks, scores = [], []
         if len(generation.seg_hidden):
+            if progress is not None:
+                progress(Progress(Stage.DECODING))
             embedding = self._sam_embedding(frame, timings)
             tick = time.perf_counter()
             logits, iou = model.decode_masks(generation.seg_hidden, embedding, frame.sam_input_size, image.shape[:2])

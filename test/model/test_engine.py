@@ -17,7 +17,7 @@ import torch
 
 from lisa_ros.core.engine import EngineError, InstructionTooLong
 from lisa_ros.core.frames import Frame, LatestFrame
-from lisa_ros.core.types import Status
+from lisa_ros.core.types import Stage, Status
 from lisa_ros.core.worker import EngineRunner, Request, RequestWorker, WorkerSettings
 from lisa_ros.model.generation import PromptPrefix, generate
 from lisa_ros.model.preprocess import clip_pixels
@@ -74,6 +74,21 @@ def test_trained_tiny_answers_like_lisa(engine, frame):
     assert out.found and len(out.masks) == 1 and out.text == "Sure."
     refusal = engine.segment(frame, "Hello!", frame_key="demo")
     assert not refusal.found and refusal.text.startswith("Sorry")
+
+
+@pytest.mark.parametrize("instruction", ["Please segment the cup.", "Hello!"])
+def test_progress_reports_every_generated_token_and_the_answer_as_it_grows(engine, frame, instruction):
+    """Unforced: one GENERATING per generated token (the EOS too), the text without special tokens (never
+    "Sure," before "Sure."), then DECODING only before masks."""
+    reports = []
+    out = engine.segment(frame, instruction, frame_key="stream", conversation_id="stream", progress=reports.append)
+    answer_ids = engine.conversation("stream")[-1].answer_ids
+    generating = [r for r in reports if r.stage is Stage.GENERATING]
+    assert [r.tokens for r in generating] == list(range(1, len(answer_ids) + 2))  # + the EOS
+    assert [r.partial_text for r in generating][-1] == out.text
+    assert all(out.text.startswith(r.partial_text) and "[SEG]" not in r.partial_text and "<" not in r.partial_text
+               for r in generating)
+    assert [r.stage for r in reports[len(generating):]] == ([Stage.DECODING] if out.found else [])
 
 
 def test_embedding_cache_hit_for_second_instruction(engine, frame):
