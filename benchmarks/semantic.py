@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     thresholds, filtered = {}, {}
     for size in args.sizes:  # the threshold that keeps about --keep of the categories on this frame
-        presence = semantic.presence_probabilities(engine, engine.frame_state(image, fresh(), {}), NAMES[:size],
+        presence = semantic.presence_probabilities(engine, engine.frame_cache.encode(image, fresh(), {}), NAMES[:size],
                                                    max_batch_tokens=2048)
         keep = max(1, round(args.keep * size))
         thresholds[size] = float(np.sort(presence)[::-1][keep - 1])

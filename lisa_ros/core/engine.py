@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lisa_ros.core.types import EngineOutput
+from lisa_ros.core.types import EngineOutput, ProgressCallback
 
 
 class EngineError(RuntimeError):
@@ -52,8 +52,15 @@ class Engine(abc.ABC):
         *,
         frame_key: Hashable,
         conversation_id: str = "default",
+        progress: ProgressCallback | None = None,
     ) -> EngineOutput:
-        """image: (H, W, 3) uint8 RGB. Raises EngineError / EngineOutOfMemory."""
+        """image: (height, width, 3) uint8 RGB. Raises EngineError / EngineOutOfMemory.
+
+        ``progress``, called on this thread: ``Stage.GENERATING`` after each generated token
+        (``tokens`` 1, 2, ..., n; ``partial_text`` a prefix of the output's text, all of it at n),
+        then ``Stage.DECODING`` when masks will be decoded. The caller's callback must not raise
+        (``RequestWorker`` passes one that never does): an exception from it propagates.
+        """
 
     @abc.abstractmethod
     def reset(self, conversation_id: str | None = None) -> None:

@@ -8,6 +8,7 @@ timeouts, out-of-memory and engine errors can be exercised end to end.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Hashable, Mapping
@@ -18,7 +19,7 @@ import numpy as np
 from lisa_ros.core import semantic as core
 from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory
 from lisa_ros.core.engine_options import LISA_OPTIONS, PLUMBING_OPTIONS
-from lisa_ros.core.types import EngineOutput, Status
+from lisa_ros.core.types import EngineOutput, Progress, ProgressCallback, Stage, Status
 
 
 class PlumbingEngine(Engine):
@@ -70,7 +71,8 @@ class PlumbingEngine(Engine):
         self.loaded = True
 
     def segment(self, image: np.ndarray, instruction: str, *, frame_key: Hashable,
-                conversation_id: str = "default") -> EngineOutput:
+                conversation_id: str = "default", progress: ProgressCallback | None = None) -> EngineOutput:
+        """Its answer is "generated" word by word for ``progress`` (one word = one token)."""
         if not self.loaded:
             raise EngineError("engine not loaded")
         self._cancelled.clear()
@@ -84,16 +86,23 @@ class PlumbingEngine(Engine):
         if self.delay_s > 0:
             self._wait(self.delay_s)
         turn = self._turns.get(conversation_id, 0) + 1
-        self._turns[conversation_id] = turn
         height, width = image.shape[:2]
         parts = [] if "nothing" in instruction.lower() else [p for p in instruction.split(" and ") if p.strip()]
+        text = (f"turn {turn}: {len(parts)} region(s) for {instruction!r} "
+                f"on a {width}x{height} frame with mean {float(image.mean()):.1f}")
+        if progress is not None:
+            for tokens, word in enumerate(re.finditer(r"\S+", text), start=1):
+                if self._cancelled.is_set():  # like LISA, a cancel ends it before the next token
+                    raise EngineError("cancelled")
+                progress(Progress(Stage.GENERATING, tokens=tokens, partial_text=text[:word.end()]))
+            if parts:
+                progress(Progress(Stage.DECODING))
+        self._turns[conversation_id] = turn  # a cancelled answer is no turn
         masks = []
         for index in range(len(parts)):
             mask = np.zeros((height, width), dtype=bool)
             mask[index * height // len(parts):(index + 1) * height // len(parts), :] = True
             masks.append(mask)
-        text = (f"turn {turn}: {len(masks)} region(s) for {instruction!r} "
-                f"on a {width}x{height} frame with mean {float(image.mean()):.1f}")
         return EngineOutput(masks=masks, scores=[1.0] * len(masks), text=text)
 
     def reset(self, conversation_id: str | None = None) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable
 
 import numpy as np
 
@@ -63,3 +64,31 @@ class EngineOutput:
     @property
     def found(self) -> bool:
         return len(self.masks) > 0
+
+
+class Stage(enum.IntEnum):
+    """Mirrors the STAGE_* constants of action/Segment.action's feedback."""
+
+    QUEUED = 0
+    ENCODING = 1
+    GENERATING = 2
+    DECODING = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """Where a request stands (the ``~/segment`` action's feedback), reported as it moves.
+
+    Stages come in this order: QUEUED (again as the queue moves), ENCODING, GENERATING once per
+    generated token, DECODING when masks will be decoded.
+    """
+
+    stage: Stage
+    queue_position: int = 0  # QUEUED: 1 = next to run
+    tokens: int = 0  # GENERATING: tokens generated so far (1, 2, ...; the final EOS counts)
+    # GENERATING: the answer so far, special tokens removed; always a prefix of the final text, and all of it
+    # on the last token.
+    partial_text: str = ""
+
+
+ProgressCallback = Callable[[Progress], None]

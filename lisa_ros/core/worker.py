@@ -23,7 +23,7 @@ from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, Instruc
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import ImageError
 from lisa_ros.core.results import keep_best_masks
-from lisa_ros.core.types import EngineOutput, Status
+from lisa_ros.core.types import EngineOutput, Progress, ProgressCallback, Stage, Status
 
 
 class PairingPolicy(enum.StrEnum):
@@ -31,15 +31,6 @@ class PairingPolicy(enum.StrEnum):
 
     NEWEST = "newest"  # the newest frame when the instruction arrives
     NEXT = "next"  # the first frame that arrives after the instruction
-
-
-class Stage(enum.IntEnum):
-    """Mirrors the STAGE_* constants of action/Segment.action's feedback."""
-
-    QUEUED = 0
-    ENCODING = 1
-    GENERATING = 2
-    DECODING = 3
 
 
 @dataclasses.dataclass(eq=False)  # identity: a request is found in the queue by itself, not by equal fields
@@ -61,8 +52,9 @@ class Request:
     answered: bool = dataclasses.field(default=False, repr=False)
     # Set by RequestWorker.cancel (and by stop for the running request): ends its wait or its engine call.
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False, compare=False)
-    # Called with (Stage, queue position) as the request moves (the ~/segment action's feedback); never raises.
-    progress: Callable[[Stage, int], None] | None = dataclasses.field(default=None, repr=False, compare=False)
+    # Called as the request moves (the ~/segment action's feedback), on the worker's and the engine's threads;
+    # an exception from it is logged and ignored.
+    progress: ProgressCallback | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass
@@ -317,7 +309,7 @@ class RequestWorker:
         with self._condition:
             queued = list(self._queue)
         for position, request in enumerate(queued, start=1):
-            _report(request, Stage.QUEUED, position)
+            _report(request, Progress(Stage.QUEUED, queue_position=position))
 
     @property
     def queue_depth(self) -> int:
@@ -391,7 +383,7 @@ class RequestWorker:
                     f"{self.settings.next_frame_timeout} s after the instruction (pairing_policy 'next')"
                 ))
                 return
-        _report(request, Stage.ENCODING, 0)
+        _report(request, Progress(Stage.ENCODING))
         try:
             image = self._decode(frame)
         except ImageError as error:
@@ -416,7 +408,8 @@ class RequestWorker:
             if request.reset_conversation:
                 run(lambda: self._engine.reset(request.conversation_id))
             output = run(lambda: self._engine.segment(
-                image, request.instruction, frame_key=frame.key, conversation_id=request.conversation_id))
+                image, request.instruction, frame_key=frame.key, conversation_id=request.conversation_id,
+                progress=None if request.progress is None else lambda progress: _report(request, progress)))
         except CallTimeout:
             if self._stopping.is_set():
                 return  # stop() answers it
@@ -496,10 +489,11 @@ class RequestWorker:
             self._log.error(f"request {request.request_id}: publishing the answer failed: {error!r}")
 
 
-def _report(request: Request, stage: Stage, position: int) -> None:
+def _report(request: Request, progress: Progress) -> None:
+    """Until the request is answered (a cancelled call may still be generating): never raises."""
     if request.progress is not None and not request.answered:
         try:
-            request.progress(stage, position)
+            request.progress(progress)
         except Exception as error:  # feedback is best effort; the answer must still come
             logging.getLogger(__name__).warning(f"request {request.request_id}: progress report failed: {error!r}")
 

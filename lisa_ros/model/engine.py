@@ -1,14 +1,12 @@
 """``LisaEngine``: the node's brain, behind ``lisa_ros.core.engine.Engine``.
 
-Per request: CLIP features and SAM's image embedding are computed once per frame
-(LRU cache keyed by ``frame_key``; a hit also needs the same pixels, since two images
-can share a key: an edited image resent with its header, a camera with a coarse or
-constant clock), and so is the KV cache of the prompt up to the image (kept for the
-most recent frame only: ~150 MB for LISA-7B in fp16); the prompt (``llava_v1``, with
-the conversation's earlier turns) is decoded greedily with a KV cache; each ``[SEG]``
-becomes a mask at the frame's resolution with SAM's IoU prediction as its score. On
-CUDA, SAM's preprocessing and image encoder run on its own stream in a worker thread
-while the LLM generates; on the CPU they run only when an answer holds a ``[SEG]``.
+Per request, a pipeline: the frame is encoded (``FrameCache``: CLIP features, SAM's image
+embedding and the KV cache of the prompt up to the image, once per frame, in
+``lisa_ros.model.frame_cache``); the prompt (``llava_v1``, with the conversation's earlier
+turns) is decoded greedily with a KV cache; each ``[SEG]`` becomes a mask at the frame's
+resolution with SAM's IoU prediction as its score. On CUDA, SAM's preprocessing and image
+encoder run on their own stream in a worker thread while the LLM generates; on the CPU they
+run only when an answer holds a ``[SEG]``.
 
 Conversations: each ``conversation_id`` keeps its last ``max_history_turns``
 (instruction, generated answer ids) pairs, replayed before the new instruction.
@@ -22,11 +20,8 @@ behaviour. Oldest turns are dropped first when the prompt would not fit the cont
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import contextlib
 import dataclasses
 import gc
-import itertools
 import logging
 import re
 import threading
@@ -40,13 +35,14 @@ import torch
 
 from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, InstructionTooLong
 from lisa_ros.core.engine_options import LISA_OPTIONS
-from lisa_ros.core.types import EngineOutput
+from lisa_ros.core.types import EngineOutput, Progress, ProgressCallback, Stage
 from lisa_ros.model.checkpoint import resolve_checkpoint, resolve_vision_tower
 from lisa_ros.model.config import CheckpointError, load_lisa_config
-from lisa_ros.model.generation import PromptPrefix, expanded_length, generate
+from lisa_ros.model.frame_cache import EncodedFrame, FrameCache
+from lisa_ros.model.generation import Generation, expanded_length, generate
 from lisa_ros.model.loading import PRECISIONS, Placement, TensorSource, load_lisa_model
 from lisa_ros.model.modeling import LisaModel
-from lisa_ros.model.preprocess import CLIP_MODES, clip_pixels, sam_pixels
+from lisa_ros.model.preprocess import CLIP_MODES
 from lisa_ros.model.tokenization import LisaTokenizer, Turn, build_prompt_ids
 
 logger = logging.getLogger(__name__)
@@ -108,23 +104,9 @@ LisaOptions = dataclasses.make_dataclass(
 
 
 @dataclasses.dataclass
-class _Frame:
-    """Per-frame work shared by every instruction on that frame."""
-
-    image: np.ndarray                      # (H, W, 3) RGB, the engine's own copy when cached: SAM's input
-                                           # is made from it only when needed; a cache hit must equal it
-    clip_features: torch.Tensor            # (1, 256, H)
-    serial: int = 0                        # tells frames apart, whatever their keys
-    sam_input_size: tuple[int, int] | None = None      # SAM's resized input (h, w), longest side 1024
-    sam_embedding: torch.Tensor | None = None          # (1, 256, 64, 64)
-    sam_future: concurrent.futures.Future | None = None
-    prompt_prefix: PromptPrefix | None = None
-
-
-@dataclasses.dataclass
 class _Conversation:
     turns: list[Turn] = dataclasses.field(default_factory=list)
-    frame_serial: int | None = None  # the _Frame of the last turn
+    frame_serial: int | None = None  # the EncodedFrame of the last turn
 
 
 class LisaEngine(Engine):
@@ -137,12 +119,9 @@ class LisaEngine(Engine):
         self.model_id = path.name if path.is_dir() else options.path
         self.model: LisaModel | None = None
         self.tokenizer: LisaTokenizer | None = None
-        self._frames: collections.OrderedDict[Hashable, _Frame] = collections.OrderedDict()
+        self.frame_cache: FrameCache | None = None  # while loaded; semantic mode shares it
         self._conversations: collections.OrderedDict[str, _Conversation] = collections.OrderedDict()
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._sam_stream = None
         self._cancel = threading.Event()
-        self._frame_serials = itertools.count(1)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> LisaEngine:
@@ -183,20 +162,18 @@ class LisaEngine(Engine):
             raise EngineOutOfMemory(f"out of memory loading {self.model_id} in {options.precision}. Fix: use "
                                     f"model.precision int4 (LISA-7B needs < 10 GB) or a larger GPU") from error
         self.model, self.tokenizer = model, tokenizer
-        if device.type == "cuda":
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sam-encoder")
-            self._sam_stream = torch.cuda.Stream(device)
+        self.frame_cache = FrameCache(model, size=options.frame_cache_size, clip_preprocess=options.clip_preprocess,
+                                      sam_on_thread=device.type == "cuda")
         logger.info("loaded %s (%s on %s) in %.1f s", self.model_id, options.precision, device,
                     time.perf_counter() - start)
 
     def unload(self) -> None:
         """Frees everything, GPU memory included (the caller has nothing to clean up, even if this raises)."""
         try:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
+            if self.frame_cache is not None:
+                self.frame_cache.close()
         finally:
-            self._executor = self._sam_stream = None
-            self._frames.clear()
+            self.frame_cache = None
             self._conversations.clear()
             self.model = self.tokenizer = None
             gc.collect()
@@ -209,7 +186,8 @@ class LisaEngine(Engine):
             self._conversations.pop(conversation_id, None)
 
     def clear_caches(self) -> None:
-        self._frames.clear()
+        if self.frame_cache is not None:
+            self.frame_cache.clear()
         self._empty_device_cache()
 
     def cancel(self) -> None:
@@ -236,7 +214,7 @@ class LisaEngine(Engine):
 
     def segment(
         self, image: np.ndarray, instruction: str, *, frame_key: Hashable, conversation_id: str = "default",
-        force_answer: str | Sequence[int] | None = None,
+        progress: ProgressCallback | None = None, force_answer: str | Sequence[int] | None = None,
     ) -> EngineOutput:
         """``force_answer`` (tests, benchmarks): a scripted answer ("Sure, [SEG].") or token ids
         replacing the greedy choice; the hidden states and masks are still the model's."""
@@ -244,136 +222,67 @@ class LisaEngine(Engine):
             raise EngineError("the LISA engine is not loaded. Fix: call load() first")
         if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
                 and image.shape[2] == 3 and min(image.shape[:2]) > 0):
-            raise EngineError(f"image must be an (H, W, 3) uint8 RGB array, got "
+            raise EngineError(f"image must be a (height, width, 3) uint8 RGB array, got "
                               f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}")
         try:
             with torch.inference_mode():
-                return self._segment(image, instruction, frame_key, conversation_id, force_answer)
+                return self._segment(image, instruction, frame_key, conversation_id, progress, force_answer)
         except torch.OutOfMemoryError as error:
             self.clear_caches()
             raise EngineOutOfMemory(f"out of memory on {self.options.device} ({error}). Caches cleared. Fix: lower "
                                     f"model.max_new_tokens or model.frame_cache_size, or use model.precision int4"
                                     ) from error
 
-    def _segment(self, image, instruction, frame_key, conversation_id, force_answer) -> EngineOutput:
-        model, tokenizer = self.model, self.tokenizer
+    def _segment(self, image, instruction, frame_key, conversation_id, progress, force_answer) -> EngineOutput:
         self._cancel.clear()  # a cancel() belongs to the call it interrupted, never to the next one
         start = time.perf_counter()
         timings: dict[str, float] = {}
-        frame = self._frame(image, frame_key, timings)
-
+        frame = self.frame_cache.encode(image, frame_key, timings)
         prompt, history = self._prompt(instruction, conversation_id)
+        generation = self._generate(frame, prompt, force_answer, progress)
+        timings.update(prefill=generation.prefill_ms, decode=generation.decode_ms,
+                       generate=generation.prefill_ms + generation.decode_ms)
+        self.frame_cache.keep_prefix(frame, generation.prefix)
+        masks, scores = self._masks(frame, generation, image.shape[:2], timings, progress)
+        answer = [t for t in generation.token_ids if t != self.tokenizer.eos_id]
+        self._remember(conversation_id, history, Turn(instruction, tuple(answer)), frame.serial)
+        timings["total"] = (time.perf_counter() - start) * 1000
+        return EngineOutput(masks=masks, scores=scores, text=self.tokenizer.decode(answer), timings_ms=timings)
+
+    def _generate(self, frame: EncodedFrame, prompt: list[int], force_answer: str | Sequence[int] | None,
+                  progress: ProgressCallback | None) -> Generation:
+        """The answer's tokens and ``[SEG]`` states, reusing the frame's prompt prefix; GENERATING per token."""
+        model, tokenizer = self.model, self.tokenizer
         context = model.config.llama.max_position_embeddings
-        image_tokens = frame.clip_features.shape[1]
-        max_new_tokens = min(self.options.max_new_tokens, context - expanded_length(prompt, image_tokens))
+        max_new_tokens = min(self.options.max_new_tokens,
+                             context - expanded_length(prompt, frame.clip_features.shape[1]))
         forced = None
         if force_answer is not None:
             forced = (tokenizer.encode_with_added_tokens(force_answer) + [tokenizer.eos_id]
                       if isinstance(force_answer, str) else [int(t) for t in force_answer])
-        generation = generate(model, prompt, frame.clip_features, eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id,
-                              max_new_tokens=max_new_tokens, forced_ids=forced, cancel=self._cancel,
-                              prefix=frame.prompt_prefix, keep_prefix=self.options.frame_cache_size > 0)
-        timings.update(prefill=generation.prefill_ms, decode=generation.decode_ms,
-                       generate=generation.prefill_ms + generation.decode_ms)
-        self._keep_prefix(frame, generation.prefix)
+        on_token = None
+        if progress is not None:
+            def on_token(ids: Sequence[int], last: bool) -> None:
+                text = tokenizer.decode(ids) if last else tokenizer.decode_prefix(ids)
+                progress(Progress(Stage.GENERATING, tokens=len(ids), partial_text=text))
+        return generate(model, prompt, frame.clip_features, eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id,
+                        max_new_tokens=max_new_tokens, forced_ids=forced, cancel=self._cancel,
+                        prefix=frame.prompt_prefix, keep_prefix=self.options.frame_cache_size > 0, on_token=on_token)
 
-        masks, scores = [], []
-        if len(generation.seg_hidden):
-            embedding = self._sam_embedding(frame, timings)
-            tick = time.perf_counter()
-            logits, iou = model.decode_masks(generation.seg_hidden, embedding, frame.sam_input_size, image.shape[:2])
-            masks = [m.cpu().numpy() for m in (logits > 0)]
-            scores = [float(s) for s in iou.cpu()]
-            timings["mask_decode"] = (time.perf_counter() - tick) * 1000
-
-        answer = [t for t in generation.token_ids if t != tokenizer.eos_id]
-        self._remember(conversation_id, history, Turn(instruction, tuple(answer)), frame.serial)
-        timings["total"] = (time.perf_counter() - start) * 1000
-        return EngineOutput(masks=masks, scores=scores, text=tokenizer.decode(answer), timings_ms=timings)
-
-    # -- hooks for callers that build their own prompts (lisa_ros.model.semantic) -----------
-
-    def frame_state(self, image: np.ndarray, frame_key: Hashable, timings: dict[str, float]) -> _Frame:
-        """The frame's cached CLIP features (computed now if absent), shared with ``segment``."""
-        return self._frame(image, frame_key, timings)
-
-    def frame_sam_embedding(self, frame: _Frame, timings: dict[str, float]) -> torch.Tensor:
-        """SAM's image embedding of a ``frame_state`` (computed once per frame)."""
-        return self._sam_embedding(frame, timings)
-
-    def keep_prompt_prefix(self, frame: _Frame, prefix: PromptPrefix) -> None:
-        """Keeps a prompt prefix built outside ``generate`` on the frame (only the latest frame keeps one)."""
-        self._keep_prefix(frame, prefix)
-
-    def _frame(self, image: np.ndarray, frame_key: Hashable, timings: dict[str, float]) -> _Frame:
-        """The frame's cached work, or CLIP now and SAM (its preprocessing included) started on its
-        own thread (CUDA) / deferred until an answer holds a ``[SEG]`` (CPU).
-
-        A key is only a hint: the cached work is used when the pixels are the same too (a
-        comparison of ~2 ms at 1080p, against CLIP, SAM and the prefill it saves); other pixels
-        under a known key replace that entry. The cache keeps its own copy (~1 ms at 1080p), so a
-        caller reusing its buffer cannot change a cached frame's pixels.
-        """
-        frame = self._frames.get(frame_key)
-        if frame is not None and np.array_equal(frame.image, image):
-            self._frames.move_to_end(frame_key)
-            timings.update(preprocess=0.0, clip=0.0)
-            return frame
-        model = self.model
+    def _masks(self, frame: EncodedFrame, generation: Generation, source_size: tuple[int, int],
+               timings: dict[str, float], progress: ProgressCallback | None) -> tuple[list[np.ndarray], list[float]]:
+        """One (height, width) boolean mask and SAM's IoU prediction per ``[SEG]``; DECODING first."""
+        if not len(generation.seg_hidden):
+            return [], []
+        if progress is not None:
+            progress(Progress(Stage.DECODING))
+        embedding = frame.sam_embedding(timings)
         tick = time.perf_counter()
-        if self.options.frame_cache_size:
-            image = image.copy()
-            image.flags.writeable = False
-        frame = _Frame(image, torch.empty(0), serial=next(self._frame_serials))
-        if self._executor is not None:  # SAM's preprocessing and encoder overlap CLIP and the LLM
-            frame.sam_future = self._executor.submit(self._encode_sam, image)
-        clip_input = clip_pixels(image, model.vision_tower.config.image_size, self.options.clip_preprocess)
-        timings["preprocess"] = (time.perf_counter() - tick) * 1000
-        tick = time.perf_counter()
-        frame.clip_features = model.clip_features(clip_input)
-        if model.device.type == "cuda":
-            torch.cuda.current_stream().synchronize()
-        timings["clip"] = (time.perf_counter() - tick) * 1000
-        if self.options.frame_cache_size:
-            self._frames[frame_key] = frame
-            self._frames.move_to_end(frame_key)  # a replaced entry is the newest too
-            while len(self._frames) > self.options.frame_cache_size:
-                self._frames.popitem(last=False)
-        return frame
-
-    def _keep_prefix(self, frame: _Frame, prefix: PromptPrefix | None) -> None:
-        """Keeps one prompt-prefix KV cache, the latest frame's: older frames rarely get instructions."""
-        if prefix is None or frame.prompt_prefix is prefix:
-            return
-        for other in self._frames.values():
-            other.prompt_prefix = None
-        frame.prompt_prefix = prefix
-
-    def _encode_sam(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int], float]:
-        """SAM's preprocessing and encoder: (embedding, resized input size, ms). In the SAM thread on
-        CUDA (on SAM's own stream), or in the caller's on the CPU."""
-        tick = time.perf_counter()
-        sam_input = sam_pixels(image, self.model.config.sam.image_size)
-        stream = self._sam_stream
-        with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-            embedding = self.model.sam_image_embedding(sam_input.pin_memory() if stream is not None else sam_input)
-        if stream is not None:
-            stream.synchronize()
-        return embedding, tuple(sam_input.shape[-2:]), (time.perf_counter() - tick) * 1000
-
-    def _sam_embedding(self, frame: _Frame, timings: dict[str, float]) -> torch.Tensor:
-        """SAM's image embedding; ``sam_encoder`` is 0 when it was already there."""
-        if frame.sam_embedding is None:
-            if frame.sam_future is not None:
-                frame.sam_embedding, frame.sam_input_size, timings["sam_encoder"] = frame.sam_future.result()
-                frame.sam_future = None  # its time overlapped generation
-                if frame.sam_embedding.is_cuda:  # allocated on the SAM stream, used (and later freed) on this one
-                    frame.sam_embedding.record_stream(torch.cuda.current_stream(frame.sam_embedding.device))
-            else:
-                frame.sam_embedding, frame.sam_input_size, timings["sam_encoder"] = self._encode_sam(frame.image)
-        else:
-            timings["sam_encoder"] = 0.0
-        return frame.sam_embedding
+        logits, iou = self.model.decode_masks(generation.seg_hidden, embedding, frame.sam_input_size, source_size)
+        masks = [m.cpu().numpy() for m in (logits > 0)]
+        scores = [float(s) for s in iou.cpu()]
+        timings["mask_decode"] = (time.perf_counter() - tick) * 1000
+        return masks, scores
 
     def _prompt(self, instruction: str, conversation_id: str) -> tuple[list[int], list[Turn]]:
         """Prompt ids with as many kept turns as fit the context (at least one new token)."""

@@ -11,7 +11,7 @@ import copy
 import dataclasses
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers.cache_utils import DynamicCache
@@ -40,7 +40,7 @@ class PromptPrefix:
 @dataclasses.dataclass
 class Generation:
     token_ids: list[int]           # generated ids, the final EOS included when emitted
-    seg_hidden: torch.Tensor       # (n_seg, H) fp32
+    seg_hidden: torch.Tensor       # (seg_count, hidden_size) fp32
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     prefix: PromptPrefix | None = None  # the one used or kept: for the next prompt starting with ``prefix.ids``
@@ -68,6 +68,7 @@ def generate(
     model: LisaModel, prompt_ids: Sequence[int], image_features: torch.Tensor, *, eos_id: int, seg_id: int,
     max_new_tokens: int, forced_ids: Sequence[int] | None = None, cancel: threading.Event | None = None,
     prefix: PromptPrefix | None = None, keep_prefix: bool = False,
+    on_token: Callable[[Sequence[int], bool], None] | None = None,
 ) -> Generation:
     """Prefill the prompt once, then one cached step per token; stops at EOS or ``max_new_tokens``.
 
@@ -77,6 +78,7 @@ def generate(
     copy is the only cost). ``cancel``, checked
     between tokens, ends a call that overran its deadline (raises
     GenerationCancelled) so the next request need not wait behind it.
+    ``on_token(ids so far, last)`` is called after each token (the list is read-only to it).
     """
     if forced_ids is not None:
         max_new_tokens = min(max_new_tokens, len(forced_ids))
@@ -89,7 +91,7 @@ def generate(
         hidden = model.decoder_hidden(model.embed(prompt_ids[len(prefix.ids):], image_features), cache)[:, -1]
     else:
         cache = DynamicCache(config=model.llm.config)
-        hidden = model.decoder_hidden(model.embed(prompt_ids, image_features), cache)[:, -1]  # (1, H)
+        hidden = model.decoder_hidden(model.embed(prompt_ids, image_features), cache)[:, -1]  # (1, hidden_size)
         prefix = None
         if keep_prefix and IMAGE_PLACEHOLDER in prompt_ids[:-1]:  # causal: the first positions' K/V are the prefix's
             after_image = len(prompt_ids) - prompt_ids.index(IMAGE_PLACEHOLDER) - 1
@@ -109,9 +111,12 @@ def generate(
         tokens.append(token)
         if token == seg_id:
             seg_hidden.append(hidden[0].float())
-        if token == eos_id or len(tokens) == max_new_tokens:
+        last = token == eos_id or len(tokens) == max_new_tokens
+        if on_token is not None:
+            on_token(tokens, last)
+        if last:
             break
-        step = embeddings(torch.tensor([[token]], device=model.device))  # (1, 1, H)
+        step = embeddings(torch.tensor([[token]], device=model.device))  # (1, 1, hidden_size)
         hidden = model.decoder_hidden(step, cache)[:, -1]
     synchronize(model.device)
     return Generation(tokens, _stack(seg_hidden, model), prefill_ms, (time.perf_counter() - start) * 1000,

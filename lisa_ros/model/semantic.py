@@ -12,11 +12,11 @@ One request (``SemanticSegmenter.segment``) on a frame:
 4. the label image: per-pixel argmax (``lisa_ros.core.semantic.label_image``).
 
 Both batched passes share the frame's CLIP features, SAM embedding and prompt-prefix
-KV cache with ``LisaEngine.segment``. They are *packed*: the prompts' own tokens
-(the ~15-60 after the image) are laid end to end in one sequence after the shared
-prefix, each attending to the prefix and to itself only (a block-causal mask) with
-the positions it would have alone. The prefix's keys and values are held once, not
-once per category, and the result is what each prompt gives on its own (tested).
+KV cache with ``LisaEngine.segment`` (the engine's ``FrameCache``). They are *packed*:
+the prompts' own tokens (the ~15-60 after the image) are laid end to end in one sequence
+after the shared prefix, each attending to the prefix and to itself only (a block-causal
+mask) with the positions it would have alone. The prefix's keys and values are held once,
+not once per category, and the result is what each prompt gives on its own (tested).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from lisa_ros.core.description_cache import DescriptionCache
 from lisa_ros.core.engine import EngineError, EngineOutOfMemory
 from lisa_ros.core.semantic import CategoryError, SemanticOptions, SemanticResult
 from lisa_ros.core.types import Status
+from lisa_ros.model.frame_cache import EncodedFrame
 from lisa_ros.model.generation import GenerationCancelled, PromptPrefix, expanded_length, generate
 from lisa_ros.model.tokenization import IMAGE_PLACEHOLDER, SYSTEM_PROMPT, LisaTokenizer, build_prompt_ids
 
@@ -47,8 +48,8 @@ MASK_CHUNK_PIXELS = 16 * 1920 * 1080  # fewer per call on larger frames (an 8K f
 
 @dataclasses.dataclass
 class CategoryMasks:
-    logits: np.ndarray   # (n, H, W) float32 mask logits at the frame's resolution
-    scores: np.ndarray   # (n,) SAM's IoU predictions
+    logits: np.ndarray   # (categories, height, width) float32 mask logits at the frame's resolution
+    scores: np.ndarray   # (categories,) SAM's IoU predictions
 
 
 def _check_cancel(cancel: threading.Event | None, where: str) -> None:
@@ -87,7 +88,7 @@ def answer_choice_ids(tokenizer: LisaTokenizer) -> tuple[list[int], int, int]:
     return yes[:common], yes[common], no[common]
 
 
-def prompt_prefix(engine, frame) -> PromptPrefix:
+def prompt_prefix(engine, frame: EncodedFrame) -> PromptPrefix:
     """The frame's prompt-prefix KV cache: the one ``segment`` left, or built now and kept on the frame."""
     model, tokenizer = engine.model, engine.tokenizer
     ids = tuple(prefix_ids(tokenizer, model.config.use_im_start_end))
@@ -96,7 +97,7 @@ def prompt_prefix(engine, frame) -> PromptPrefix:
     cache = DynamicCache(config=model.llm.config)
     model.decoder_hidden(model.embed(list(ids), frame.clip_features), cache)
     prefix = PromptPrefix(ids, cache)
-    engine.keep_prompt_prefix(frame, prefix)
+    engine.frame_cache.keep_prefix(frame, prefix)
     return prefix
 
 
@@ -117,7 +118,8 @@ def _chunks(lengths: Sequence[int], max_tokens: int) -> list[range]:
 
 def packed_last_hidden(model, prefix: PromptPrefix, suffixes: Sequence[Sequence[int]], *, max_batch_tokens: int,
                        cancel: threading.Event | None = None) -> torch.Tensor:
-    """(n, H) last-layer hidden state at each suffix's last token, every suffix continuing ``prefix``.
+    """(suffixes, hidden_size) last-layer hidden state at each suffix's last token, every suffix continuing
+    ``prefix``.
 
     Each chunk runs one forward over the suffixes laid end to end: token j of suffix i
     sits at position ``P + j`` (P = prefix length) and attends to the prefix and to
@@ -167,7 +169,7 @@ def generate_descriptions(engine, categories: Sequence[str], *, max_new_tokens: 
     return descriptions
 
 
-def presence_probabilities(engine, frame, categories: Sequence[str], *, max_batch_tokens: int,
+def presence_probabilities(engine, frame: EncodedFrame, categories: Sequence[str], *, max_batch_tokens: int,
                            cancel: threading.Event | None = None) -> np.ndarray:
     """(n,) P(Yes) / (P(Yes) + P(No)) for "Is there a {category} in the image?", one packed pass."""
     model, tokenizer = engine.model, engine.tokenizer
@@ -181,9 +183,10 @@ def presence_probabilities(engine, frame, categories: Sequence[str], *, max_batc
     return torch.sigmoid(logits[:, yes_id] - logits[:, no_id]).cpu().numpy().astype(np.float64)
 
 
-def seg_hidden_states(engine, frame, instructions: Sequence[str], *, max_batch_tokens: int,
+def seg_hidden_states(engine, frame: EncodedFrame, instructions: Sequence[str], *, max_batch_tokens: int,
                       cancel: threading.Event | None = None) -> torch.Tensor:
-    """(n, H) the hidden state that predicts ``[SEG]`` in the forced answer "Sure, [SEG]." to each instruction."""
+    """(instructions, hidden_size) the hidden state that predicts ``[SEG]`` in the forced answer "Sure, [SEG]."
+    to each instruction."""
     model, tokenizer = engine.model, engine.tokenizer
     prefix = prompt_prefix(engine, frame)
     forced = tokenizer.encode_with_added_tokens(core.FORCED_ANSWER)
@@ -194,14 +197,14 @@ def seg_hidden_states(engine, frame, instructions: Sequence[str], *, max_batch_t
     return packed_last_hidden(model, prefix, suffixes, max_batch_tokens=max_batch_tokens, cancel=cancel)
 
 
-def mask_chunks(engine, frame, seg_hidden: torch.Tensor, image_shape: tuple[int, int],
+def mask_chunks(engine, frame: EncodedFrame, seg_hidden: torch.Tensor, image_shape: tuple[int, int],
                 timings: dict[str, float]) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
-    """SAM's decoder on the ``[SEG]`` states, a few at a time: (rows, (n, H, W) float32 logits at the
-    frame's resolution, (n,) IoU predictions). Chunks are sized so one holds ~MASK_CHUNK_PIXELS."""
+    """SAM's decoder on the ``[SEG]`` states, a few at a time: (rows, (rows, height, width) float32 logits at
+    the frame's resolution, (rows,) IoU predictions). Chunks are sized so one holds ~MASK_CHUNK_PIXELS."""
     model = engine.model
     if not len(seg_hidden):
         return
-    embedding = engine.frame_sam_embedding(frame, timings)
+    embedding = frame.sam_embedding(timings)
     per_chunk = max(1, min(MASK_DECODE_BATCH, MASK_CHUNK_PIXELS // (image_shape[0] * image_shape[1])))
     timings.setdefault("mask_decode", 0.0)
     for start in range(0, len(seg_hidden), per_chunk):
@@ -213,10 +216,10 @@ def mask_chunks(engine, frame, seg_hidden: torch.Tensor, image_shape: tuple[int,
         yield chunk
 
 
-def decode_category_masks(engine, frame, seg_hidden: torch.Tensor, image_shape: tuple[int, int],
+def decode_category_masks(engine, frame: EncodedFrame, seg_hidden: torch.Tensor, image_shape: tuple[int, int],
                           timings: dict[str, float]) -> CategoryMasks:
-    """Every category's mask logits at once (memory n x H x W floats; ``SemanticSegmenter`` folds
-    the chunks into the label image instead)."""
+    """Every category's mask logits at once (memory categories x height x width floats; ``SemanticSegmenter``
+    folds the chunks into the label image instead)."""
     logits = np.zeros((len(seg_hidden), *image_shape), np.float32)
     scores = np.zeros(len(seg_hidden), np.float32)
     for rows, chunk_logits, chunk_scores in mask_chunks(engine, frame, seg_hidden, image_shape, timings):
@@ -301,7 +304,8 @@ class SemanticSegmenter:
             raise EngineError("the LISA engine is not loaded. Fix: call load() first")
         if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
                 and image.shape[2] == 3 and min(image.shape[:2]) > 0):
-            raise EngineError(f"image must be an (H, W, 3) uint8 RGB array, got {getattr(image, 'shape', None)}")
+            raise EngineError(f"image must be a (height, width, 3) uint8 RGB array, got "
+                              f"{getattr(image, 'shape', None)}")
         self._cancel.clear()
         try:
             with torch.inference_mode():
@@ -320,7 +324,7 @@ class SemanticSegmenter:
         tick = time.perf_counter()
         descriptions, sources = self.describe(names)
         timings["describe"] = (time.perf_counter() - tick) * 1000
-        frame = engine.frame_state(image, frame_key, timings)
+        frame = engine.frame_cache.encode(image, frame_key, timings)
         tick = time.perf_counter()
         prompt_prefix(engine, frame)  # once per frame: the system prompt and the image positions
         timings["prefix"] = (time.perf_counter() - tick) * 1000

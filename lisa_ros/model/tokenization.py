@@ -35,6 +35,7 @@ SYSTEM_PROMPT = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
+_UNSETTLED_END = re.compile(r"[\s,\ufffd]+$")  # what the next ids may still change in ``decode``'s text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +156,15 @@ class LisaTokenizer:
         text = re.sub(r"\s+", " ", text)
         text = re.sub(r"\s+([.,!?;:])", r"\1", text)
         return re.sub(r",([.!?])", r"\1", text).strip()
+
+    def decode_prefix(self, ids: Sequence[int]) -> str:
+        """The part of ``decode(ids)`` that more ids cannot change: a streamed answer's text so far.
+
+        Held back at the end: a comma (a "." after it removes it), whitespace, and U+FFFD (a
+        character whose bytes have not all been generated). Each call's text starts with the
+        previous one's and is a prefix of the final ``decode``.
+        """
+        return _UNSETTLED_END.sub("", self.decode(ids))
 
     def decode_raw(self, ids: Sequence[int]) -> str:
         """The answer with added tokens spelled out, for logs and history display."""

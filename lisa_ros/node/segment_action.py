@@ -6,7 +6,10 @@ exactly-once answer (also published on ~/result) as the topic and the service.
 """
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections.abc import Callable
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -14,10 +17,57 @@ from rclpy.task import Future
 
 from lisa_ros.action import Segment
 from lisa_ros.core.lifecycle import NodeState
-from lisa_ros.core.types import Status
-from lisa_ros.core.worker import PairingPolicy, Request, Stage
+from lisa_ros.core.types import Progress, Stage, Status
+from lisa_ros.core.worker import PairingPolicy, Request
 
 CANCEL_STATE_WAIT_S = 1.0  # rclpy marks a goal CANCELING only after the cancel callback has returned
+GENERATING_FEEDBACK_INTERVAL_S = 0.05  # per-token feedback at most this often (20 Hz)
+
+
+class FeedbackThrottle:
+    """A goal's feedback: every stage change at once, GENERATING at most every ``interval`` s.
+
+    The first token's GENERATING goes out at once; a later one within ``interval`` of the
+    last sent waits, replaced by the next token's, and is sent before the next stage or on
+    ``close`` (before the result): the last GENERATING a client sees holds the whole answer.
+    Called from the worker's and the engine's threads.
+    """
+
+    def __init__(self, publish: Callable[[Progress], None], interval: float = GENERATING_FEEDBACK_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._publish, self._interval, self._clock = publish, interval, clock
+        self._lock = threading.Lock()
+        self._pending: Progress | None = None
+        self._generating_sent: float | None = None
+        self._closed = False
+
+    def __call__(self, progress: Progress) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if progress.stage is Stage.GENERATING:
+                now = self._clock()
+                if self._generating_sent is not None and now - self._generating_sent < self._interval:
+                    self._pending = progress
+                    return
+                self._generating_sent, self._pending = now, None
+            self._send_pending()
+            self._publish(progress)
+
+    def close(self) -> None:
+        """Sends what waits; later reports (a cancelled call still generating) are dropped. Never raises:
+        the result must still go out."""
+        with self._lock:
+            self._closed = True
+            try:
+                self._send_pending()
+            except Exception as error:
+                logging.getLogger(__name__).warning(f"the last ~/segment feedback was not sent: {error!r}")
+
+    def _send_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._publish(pending)
 
 
 class SegmentActionServer:
@@ -60,16 +110,19 @@ class SegmentActionServer:
                                              goal.reset_conversation, answered,
                                              PairingPolicy(goal.pairing_policy) if goal.pairing_policy else None)
 
-        def progress(stage: Stage, position: int) -> None:
-            goal_handle.publish_feedback(Segment.Feedback(stage=int(stage), queue_position=position))
+        def publish(progress: Progress) -> None:
+            goal_handle.publish_feedback(Segment.Feedback(
+                stage=int(progress.stage), queue_position=progress.queue_position, tokens=progress.tokens,
+                partial_text=progress.partial_text))
 
-        request.progress = progress
+        feedback = request.progress = FeedbackThrottle(publish)
         key = bytes(goal_handle.goal_id.uuid)
         self._requests[key] = request
         try:
             result = await self._node.await_answer(request, answered)
         finally:
             self._requests.pop(key, None)
+            feedback.close()
         if result.status == Status.CANCELLED:
             deadline = time.monotonic() + CANCEL_STATE_WAIT_S
             while not goal_handle.is_cancel_requested and time.monotonic() < deadline:

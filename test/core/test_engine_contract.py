@@ -8,6 +8,7 @@ adds a case; the tests below stay as they are.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import threading
 import time
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from lisa_ros.core.engine import Engine, EngineError, create_engine
-from lisa_ros.core.types import EngineOutput
+from lisa_ros.core.types import EngineOutput, Progress, Stage
 
 FRAME = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)  # non-square: (H, W) not swapped
 
@@ -25,7 +26,9 @@ FRAME = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)  
 @dataclasses.dataclass
 class EngineCase:
     make: Callable[[], Engine]  # built, not loaded
-    ask: Callable[..., EngineOutput]  # (engine, image, frame_key, conversation_id): an answer with masks
+    # (engine, image, frame_key, conversation_id, **segment's other keywords): an answer with masks
+    ask: Callable[..., EngineOutput]
+    ask_nothing: Callable[..., EngineOutput]  # (engine, image, **segment's other keywords): an answer without
     slow: Callable[[Engine, np.ndarray], EngineOutput]  # a request that runs for seconds unless cancelled
     turn: Callable[[Engine, EngineOutput, str], int]  # which turn of its conversation the answer was
 
@@ -33,8 +36,9 @@ class EngineCase:
 def _plumbing_case(_request) -> EngineCase:
     return EngineCase(
         make=lambda: create_engine("plumbing", {"hang_on": "hang", "hang_s": 30.0}),
-        ask=lambda engine, image, key, conversation: engine.segment(
-            image, "the cup and the plate", frame_key=key, conversation_id=conversation),
+        ask=lambda engine, image, key, conversation, **extra: engine.segment(
+            image, "the cup and the plate", frame_key=key, conversation_id=conversation, **extra),
+        ask_nothing=lambda engine, image, **extra: engine.segment(image, "nothing here", frame_key="none", **extra),
         slow=lambda engine, image: engine.segment(image, "hang", frame_key="slow"),
         turn=lambda engine, output, conversation: int(re.match(r"turn (\d+):", output.text).group(1)),
     )
@@ -45,8 +49,11 @@ def _lisa_case(request) -> EngineCase:
     checkpoint = request.getfixturevalue("tiny_lisa_checkpoint")  # untrained: answers are forced
     return EngineCase(
         make=lambda: create_engine("lisa", {"path": str(checkpoint), "device": "cpu", "precision": "fp32"}),
-        ask=lambda engine, image, key, conversation: engine.segment(
-            image, "segment the cup", frame_key=key, conversation_id=conversation, force_answer="Sure, [SEG]."),
+        ask=lambda engine, image, key, conversation, **extra: engine.segment(
+            image, "segment the cup", frame_key=key, conversation_id=conversation, force_answer="Sure, [SEG].",
+            **extra),
+        ask_nothing=lambda engine, image, **extra: engine.segment(
+            image, "is there a unicorn?", frame_key="none", force_answer="No, there is no unicorn.", **extra),
         # max_new_tokens (512) forced tokens: tens of seconds on a CPU; cancel() is checked between tokens.
         slow=lambda engine, image: engine.segment(image, "describe", frame_key="slow", force_answer=[100] * 512),
         turn=lambda engine, output, conversation: len(engine.conversation(conversation)),
@@ -131,6 +138,42 @@ def test_cancel_ends_a_running_request_and_the_next_one_runs_normally(case, engi
     assert isinstance(outcome[0], EngineError), f"not cancelled: {outcome[0]!r}"
     assert time.monotonic() - started < 15  # the slow request alone takes longer (plumbing: 30 s)
     assert_well_formed(case.ask(engine, FRAME, "after", "default"), 48, 64)
+
+
+def assert_streamed(reports: list[Progress], output: EngineOutput) -> None:
+    """GENERATING for tokens 1, 2, ..., n, its text growing as a prefix of the answer and all of it at n;
+    then DECODING, once, when there are masks."""
+    generating = [r for r in reports if r.stage is Stage.GENERATING]
+    assert [r.tokens for r in generating] == list(range(1, len(generating) + 1)) and generating
+    texts = [r.partial_text for r in generating]
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(texts)), texts
+    assert texts[-1] == output.text, texts
+    assert [r.stage for r in reports] == [Stage.GENERATING] * len(generating) + [Stage.DECODING] * output.found
+
+
+def test_progress_streams_the_answer_then_decoding_when_there_are_masks(case, engine):
+    reports: list[Progress] = []
+    found = case.ask(engine, FRAME, "p", "default", progress=reports.append)
+    assert found.found
+    assert_streamed(reports, found)
+    reports.clear()
+    nothing = case.ask_nothing(engine, FRAME, progress=reports.append)
+    assert not nothing.found
+    assert_streamed(reports, nothing)
+
+
+def test_a_cancel_during_generation_stops_it_before_the_next_token(case, engine):
+    reports: list[Progress] = []
+
+    def cancel_at_the_second_token(progress: Progress) -> None:
+        reports.append(progress)
+        if progress.tokens == 2:
+            engine.cancel()
+
+    with pytest.raises(EngineError):
+        case.ask(engine, FRAME, "c", "cancelled", progress=cancel_at_the_second_token)
+    assert [r.tokens for r in reports] == [1, 2]
+    assert case.turn(engine, case.ask(engine, FRAME, "c", "cancelled"), "cancelled") == 1  # no turn kept
 
 
 def test_clear_caches_keeps_the_answers_and_the_conversations(case, engine):

@@ -8,7 +8,7 @@ import pytest
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import ImageError
 from lisa_ros.core.plumbing_engine import PlumbingEngine
-from lisa_ros.core.types import Status
+from lisa_ros.core.types import Stage, Status
 from lisa_ros.core.worker import EngineRunner, PairingPolicy, Request, RequestWorker, WorkerSettings
 
 
@@ -265,3 +265,21 @@ def test_unusable_engine_output_is_an_engine_error(harness):
     h.submit("cup")
     answer, = h.wait(1)
     assert answer.status is Status.ENGINE_ERROR and "mask 0 has shape (2, 2), the image is (4, 6)" in answer.message
+
+
+def test_progress_follows_the_request_and_a_failing_callback_cannot_break_the_answer(harness, caplog):
+    h = harness()
+    h.put(1)
+    stages = []
+
+    def progress(report):
+        stages.append(report.stage)
+        raise RuntimeError("a feedback publisher that fails")
+
+    with caplog.at_level("WARNING", logger="lisa_ros.core.worker"):
+        h.submit("the cup", progress=progress)
+        answer, = h.wait(1)
+    assert answer.status is Status.OK, answer.message
+    assert stages[-1] is Stage.DECODING and stages.count(Stage.ENCODING) == 1
+    assert stages == sorted(stages) and Stage.GENERATING in stages  # QUEUED (if seen) < ENCODING < GENERATING
+    assert "progress report failed: RuntimeError('a feedback publisher that fails')" in caplog.text

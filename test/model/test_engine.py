@@ -6,7 +6,6 @@ and masks are still the model's own, but the token sequence is chosen by the tes
 """
 from __future__ import annotations
 
-import concurrent.futures
 import re
 import threading
 import time
@@ -17,8 +16,9 @@ import torch
 
 from lisa_ros.core.engine import EngineError, InstructionTooLong
 from lisa_ros.core.frames import Frame, LatestFrame
-from lisa_ros.core.types import Status
+from lisa_ros.core.types import Stage, Status
 from lisa_ros.core.worker import EngineRunner, Request, RequestWorker, WorkerSettings
+from lisa_ros.model.frame_cache import FrameCache
 from lisa_ros.model.generation import PromptPrefix, generate
 from lisa_ros.model.preprocess import clip_pixels
 from lisa_ros.model.reference import reference_generate, reference_segment
@@ -76,6 +76,21 @@ def test_trained_tiny_answers_like_lisa(engine, frame):
     assert not refusal.found and refusal.text.startswith("Sorry")
 
 
+@pytest.mark.parametrize("instruction", ["Please segment the cup.", "Hello!"])
+def test_progress_reports_every_generated_token_and_the_answer_as_it_grows(engine, frame, instruction):
+    """Unforced: one GENERATING per generated token (the EOS too), the text without special tokens (never
+    "Sure," before "Sure."), then DECODING only before masks."""
+    reports = []
+    out = engine.segment(frame, instruction, frame_key="stream", conversation_id="stream", progress=reports.append)
+    answer_ids = engine.conversation("stream")[-1].answer_ids
+    generating = [r for r in reports if r.stage is Stage.GENERATING]
+    assert [r.tokens for r in generating] == list(range(1, len(answer_ids) + 2))  # + the EOS
+    assert [r.partial_text for r in generating][-1] == out.text
+    assert all(out.text.startswith(r.partial_text) and "[SEG]" not in r.partial_text and "<" not in r.partial_text
+               for r in generating)
+    assert [r.stage for r in reports[len(generating):]] == ([Stage.DECODING] if out.found else [])
+
+
 def test_embedding_cache_hit_for_second_instruction(engine, frame):
     first = engine.segment(frame, "Segment the cup.", frame_key=("cache", 1), force_answer="Sure, [SEG].")
     second = engine.segment(frame, "Segment the dog.", frame_key=("cache", 1), force_answer="It is [SEG].")
@@ -107,7 +122,7 @@ def test_same_key_with_other_pixels_is_computed_afresh(make_engine, tiny_7b, eng
         fresh_engine.unload()
     assert fresh.scores != first.scores  # the test can tell the two frames apart
     assert second.scores == fresh.scores and (second.masks[0] == fresh.masks[0]).all()
-    assert engine._frames[("collide", 1)].image is not other  # the cache holds its own copy
+    assert engine.frame_cache[("collide", 1)].image is not other  # the cache holds its own copy
 
 
 def test_a_reused_buffer_under_one_key_is_a_new_frame(engine, frame):  # forced
@@ -154,7 +169,7 @@ def test_prompt_prefix_cache_gives_the_answer_of_a_full_prefill(engine, frame, f
 def test_second_instruction_on_a_frame_reuses_the_prompt_prefix(engine, frame):
     instruction = "Segment the saucer."
     engine.segment(frame, "Segment the cup.", frame_key="prefix", conversation_id="p1", force_answer="Sure, [SEG].")
-    assert engine._frames["prefix"].prompt_prefix is not None
+    assert engine.frame_cache["prefix"].prompt_prefix is not None
     second = engine.segment(frame, instruction, frame_key="prefix", conversation_id="p2", force_answer="It is [SEG].")
     fresh = engine.segment(frame, instruction, frame_key="prefix-fresh", conversation_id="p3",
                            force_answer="It is [SEG].")
@@ -162,8 +177,8 @@ def test_second_instruction_on_a_frame_reuses_the_prompt_prefix(engine, frame):
     assert (second.masks[0] == fresh.masks[0]).mean() > 0.9999
     np.testing.assert_allclose(second.scores, fresh.scores, atol=1e-4)
     # Only the latest frame keeps a prefix cache (memory stays bounded by one).
-    assert engine._frames["prefix"].prompt_prefix is None
-    assert engine._frames["prefix-fresh"].prompt_prefix is not None
+    assert engine.frame_cache["prefix"].prompt_prefix is None
+    assert engine.frame_cache["prefix-fresh"].prompt_prefix is not None
 
 
 def test_sam_on_its_own_thread_gives_the_deferred_result(make_engine, tiny_7b, frame):
@@ -171,14 +186,18 @@ def test_sam_on_its_own_thread_gives_the_deferred_result(make_engine, tiny_7b, f
     exercised on the CPU: same masks and scores as the CPU's deferred SAM."""
     deferred = make_engine(tiny_7b.lisa_dir, max_history_turns=0)
     threaded = make_engine(tiny_7b.lisa_dir, max_history_turns=0)
-    threaded._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sam-encoder")  # as load() on CUDA
+    threaded.frame_cache.close()
+    threaded.frame_cache = FrameCache(threaded.model, size=threaded.options.frame_cache_size,  # as load() on CUDA
+                                      clip_preprocess=threaded.options.clip_preprocess, sam_on_thread=True)
     try:
         none = threaded.segment(frame, "Hello!", frame_key="t", force_answer="Hi.")
-        assert not none.found and threaded._frames["t"].sam_future is not None  # started, not waited for
+        assert not none.found and threaded.frame_cache["t"].sam_future is not None  # started, not waited for
         deferred.segment(frame, "Hello!", frame_key="t", force_answer="Hi.")  # same calls: same prompt-prefix reuse
+        deferred_frame = deferred.frame_cache["t"]
+        assert deferred_frame.sam_future is None and deferred_frame.sam_input_size is None  # SAM not started
         a = deferred.segment(frame, "Segment the cup.", frame_key="t", force_answer="Sure, [SEG].")
         b = threaded.segment(frame, "Segment the cup.", frame_key="t", force_answer="Sure, [SEG].")
-        assert threaded._frames["t"].sam_future is None and threaded._frames["t"].sam_embedding is not None
+        assert threaded.frame_cache["t"].sam_future is None and threaded.frame_cache["t"].sam_input_size is not None
         assert b.timings_ms["sam_encoder"] > 0 and b.timings_ms["preprocess"] == 0  # the frame's work was cached
         assert len(a.masks) == len(b.masks) == 1 and (a.masks[0] == b.masks[0]).all() and a.scores == b.scores
     finally:
@@ -311,7 +330,7 @@ def test_out_of_memory_clears_caches(engine, frame, monkeypatch):
     from lisa_ros.model import engine as engine_module
 
     engine.segment(frame, "Segment the cup.", frame_key="oom", force_answer="Sure, [SEG].")
-    assert "oom" in engine._frames
+    assert "oom" in engine.frame_cache
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
@@ -319,7 +338,7 @@ def test_out_of_memory_clears_caches(engine, frame, monkeypatch):
     monkeypatch.setattr(engine_module, "generate", out_of_memory)
     with pytest.raises(EngineOutOfMemory, match="Caches cleared"):
         engine.segment(frame, "Segment the cup.", frame_key="oom")
-    assert not engine._frames
+    assert not engine.frame_cache
 
 
 def test_cancel_ends_a_long_generation_and_the_next_call_runs(engine, frame, monkeypatch):

@@ -32,13 +32,13 @@ def test_seg_states_of_the_packed_pass_equal_one_prompt_at_a_time(engine, frame)
     """Every category's [SEG] state, packed in one pass or in several chunks, is what ``generate``
     gives for that prompt alone with the forced answer."""
     model, tokenizer = engine.model, engine.tokenizer
-    frame_state = engine.frame_state(frame, "packed", {})
+    encoded = engine.frame_cache.encode(frame, "packed", {})
     instructions = [core.segment_instruction(c, "small and round") for c in CATEGORIES]
-    packed = semantic.seg_hidden_states(engine, frame_state, instructions, max_batch_tokens=4096)
-    chunked = semantic.seg_hidden_states(engine, frame_state, instructions, max_batch_tokens=64)
+    packed = semantic.seg_hidden_states(engine, encoded, instructions, max_batch_tokens=4096)
+    chunked = semantic.seg_hidden_states(engine, encoded, instructions, max_batch_tokens=64)
     forced = tokenizer.encode_with_added_tokens(core.FORCED_ANSWER) + [tokenizer.eos_id]
     for index, instruction in enumerate(instructions):
-        alone = generate(model, build_prompt_ids(tokenizer, instruction), frame_state.clip_features,
+        alone = generate(model, build_prompt_ids(tokenizer, instruction), encoded.clip_features,
                          eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id, max_new_tokens=8, forced_ids=forced)
         assert alone.seg_hidden.shape[0] == 1
         torch.testing.assert_close(packed[index].float(), alone.seg_hidden[0], atol=1e-4, rtol=1e-4)
@@ -50,10 +50,10 @@ def test_batched_masks_equal_separate_segment_requests(engine, frame, tmp_path):
     segmenter = semantic.SemanticSegmenter(engine, _options(tmp_path, filter_threshold=0.0,
                                                             generate_descriptions=False))
     result = segmenter.segment(frame, CATEGORIES, frame_key="same")
-    frame_state = engine.frame_state(frame, "same", {})
-    hidden = semantic.seg_hidden_states(engine, frame_state, [core.segment_instruction(c, "") for c in CATEGORIES],
+    encoded = engine.frame_cache.encode(frame, "same", {})
+    hidden = semantic.seg_hidden_states(engine, encoded, [core.segment_instruction(c, "") for c in CATEGORIES],
                                         max_batch_tokens=2048)
-    masks = semantic.decode_category_masks(engine, frame_state, hidden, frame.shape[:2], {})
+    masks = semantic.decode_category_masks(engine, encoded, hidden, frame.shape[:2], {})
     assert masks.logits.shape == (len(CATEGORIES), *frame.shape[:2]) and masks.logits.dtype == np.float32
     for index, category in enumerate(CATEGORIES):
         alone = engine.segment(frame, core.segment_instruction(category, ""), frame_key="same",
@@ -72,13 +72,13 @@ def test_batched_masks_equal_separate_segment_requests(engine, frame, tmp_path):
 
 def test_presence_of_the_packed_pass_equals_each_question_alone(engine, frame):
     model, tokenizer = engine.model, engine.tokenizer
-    frame_state = engine.frame_state(frame, "filter", {})
-    probabilities = semantic.presence_probabilities(engine, frame_state, CATEGORIES, max_batch_tokens=64)
+    encoded = engine.frame_cache.encode(frame, "filter", {})
+    probabilities = semantic.presence_probabilities(engine, encoded, CATEGORIES, max_batch_tokens=64)
     shared, yes_id, no_id = semantic.answer_choice_ids(tokenizer)
     for index, category in enumerate(CATEGORIES):
         prompt = build_prompt_ids(tokenizer, core.PRESENCE_QUESTION.format(category=category)) + shared
         with torch.inference_mode():
-            hidden = model.decoder_hidden(model.embed(prompt, frame_state.clip_features), DynamicCache(
+            hidden = model.decoder_hidden(model.embed(prompt, encoded.clip_features), DynamicCache(
                 config=model.llm.config))[0, -1]
             logits = model.next_token_logits(hidden)
         expected = torch.sigmoid(logits[yes_id] - logits[no_id]).item()
@@ -184,8 +184,8 @@ def test_default_categories_come_from_the_options(engine, frame, tmp_path):
 
 
 def test_cancel_ends_a_packed_pass(engine, frame):
-    frame_state = engine.frame_state(frame, "cancel", {})
-    prefix = semantic.prompt_prefix(engine, frame_state)
+    encoded = engine.frame_cache.encode(frame, "cancel", {})
+    prefix = semantic.prompt_prefix(engine, encoded)
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(GenerationCancelled):
@@ -194,13 +194,13 @@ def test_cancel_ends_a_packed_pass(engine, frame):
 
 def test_prompt_prefix_is_shared_with_segment(engine, frame):
     """A semantic request on a frame builds the prefix once; a later instruction reuses it (and back)."""
-    frame_state = engine.frame_state(frame, "prefix-shared", {})
-    frame_state.prompt_prefix = None
-    prefix = semantic.prompt_prefix(engine, frame_state)
-    assert engine.frame_state(frame, "prefix-shared", {}).prompt_prefix is prefix
-    assert semantic.prompt_prefix(engine, frame_state) is prefix
+    encoded = engine.frame_cache.encode(frame, "prefix-shared", {})
+    encoded.prompt_prefix = None
+    prefix = semantic.prompt_prefix(engine, encoded)
+    assert engine.frame_cache.encode(frame, "prefix-shared", {}).prompt_prefix is prefix
+    assert semantic.prompt_prefix(engine, encoded) is prefix
     before = prefix.cache.get_seq_length()
-    semantic.seg_hidden_states(engine, frame_state, ["Please segment the cup."], max_batch_tokens=64)
+    semantic.seg_hidden_states(engine, encoded, ["Please segment the cup."], max_batch_tokens=64)
     assert prefix.cache.get_seq_length() == before  # the shared cache is never extended
 
 
@@ -212,6 +212,6 @@ def test_engine_without_frame_cache_gives_the_same_result(make_engine, tiny_7b, 
         result = semantic.SemanticSegmenter(uncached, options).segment(frame, CATEGORIES, frame_key="uncached")
         assert (result.label == expected.label).mean() > 0.9999
         np.testing.assert_allclose(result.presence, expected.presence, atol=1e-5)
-        assert result.filtered_out == expected.filtered_out and not uncached._frames
+        assert result.filtered_out == expected.filtered_out and not uncached.frame_cache
     finally:
         uncached.unload()

@@ -3,6 +3,7 @@ values of tokenizer_config.json's ``legacy`` flag."""
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 
@@ -227,3 +228,23 @@ def test_decode_drops_special_tokens(tokenizer):
     seg = tokenizer.seg_id  # words after [SEG] spelled with the dummy prefix: legacy=False has no bare "and"
     ids = tokenizer.encode_text("Sure,") + [seg] + tokenizer.encode_text("and") + [seg] + tokenizer.encode_text(".")
     assert tokenizer.decode(ids) == "Sure, and."
+
+
+def test_decode_prefix_only_grows_and_is_a_prefix_of_the_final_text(tokenizer):
+    """Streamed text never has to be taken back: random answers rich in the cases that change ``decode``'s
+    text afterwards (a comma then a ".", the bytes of one character split over tokens, special tokens)."""
+    rng = random.Random(0)
+    size = tokenizer.sp.GetPieceSize()
+    tricky = [tokenizer.sp.PieceToId(piece) for piece in (",", ".", "▁.", "!", "▁", "▁,")]
+    tricky += [i for i in range(size) if tokenizer.sp.IsByte(i)] + [tokenizer.seg_id, tokenizer.eos_id]
+    settled = 0
+    for _ in range(500):
+        ids = [rng.choice(tricky) if rng.random() < 0.6 else rng.randrange(tokenizer.vocab_size)
+               for _ in range(rng.randint(1, 24))]
+        final, previous = tokenizer.decode(ids), ""
+        for end in range(1, len(ids) + 1):
+            text = tokenizer.decode_prefix(ids[:end])
+            assert text.startswith(previous) and final.startswith(text), (ids[:end], previous, text, final)
+            previous = text
+        settled += previous == final
+    assert 0 < settled < 500  # the last text is often all of it, and sometimes held back: both cases were seen

@@ -1,4 +1,5 @@
 """Robot-stack interfaces of lisa_node over real DDS: the correlated instruction topic."""
+import itertools
 import time
 
 import pytest
@@ -198,6 +199,69 @@ def action_client(io):
 HANGING = {"inference_timeout": 30.0, "model.hang_s": 20.0, "max_queue": 2}
 
 
+def assert_feedback_streams(goal, result, *, decoding):
+    """QUEUED* -> ENCODING -> GENERATING+ (tokens strictly increasing, from the first; the text a prefix of the
+    explanation, the last all of it) -> DECODING when masks were decoded."""
+    from lisa_ros.action import Segment
+
+    stage = Segment.Feedback
+    done = (lambda f: f.stage == stage.STAGE_DECODING) if decoding else (
+        lambda f: f.stage == stage.STAGE_GENERATING and f.partial_text == result.explanation)
+    # Feedback and the result travel apart: the last feedback may arrive after the result.
+    feedback = wait_for(lambda: goal.feedback and done(goal.feedback[-1]) and list(goal.feedback), 5,
+                        f"the last feedback of {result.instruction!r}")
+    stages = [f.stage for f in feedback]
+    assert stages == sorted(stages) and stages.count(stage.STAGE_ENCODING) == 1, stages
+    assert stages.count(stage.STAGE_DECODING) == decoding, stages
+    generating = [f for f in feedback if f.stage == stage.STAGE_GENERATING]
+    assert generating and generating[0].tokens == 1
+    assert all(a.tokens < b.tokens for a, b in itertools.pairwise(generating)), [f.tokens for f in generating]
+    assert all(result.explanation.startswith(f.partial_text) for f in generating)
+    assert generating[-1].partial_text == result.explanation
+
+
+def test_feedback_throttle_sends_stages_at_once_and_generating_at_most_every_interval():
+    from lisa_ros.core.types import Progress, Stage
+    from lisa_ros.node.segment_action import FeedbackThrottle
+
+    now, sent = [0.0], []
+    throttle = FeedbackThrottle(sent.append, interval=0.05, clock=lambda: now[0])
+
+    def generating(tokens):
+        return Progress(Stage.GENERATING, tokens=tokens, partial_text="w" * tokens)
+
+    throttle(Progress(Stage.ENCODING))
+    throttle(generating(1))  # the first token: at once
+    now[0] = 0.02
+    throttle(generating(2))  # held, then replaced by the next
+    throttle(generating(3))
+    assert [p.tokens for p in sent] == [0, 1]
+    now[0] = 0.06
+    throttle(generating(4))  # the interval has passed: sent; the held 3 is dropped (4 says more)
+    now[0] = 0.07
+    throttle(generating(5))
+    throttle(Progress(Stage.DECODING))  # a stage change sends the held token first
+    throttle(generating(6))
+    throttle.close()  # before the result: the held token goes out
+    throttle(generating(7))  # a cancelled call still generating after the answer: dropped
+    assert [(p.stage, p.tokens) for p in sent] == [
+        (Stage.ENCODING, 0), (Stage.GENERATING, 1), (Stage.GENERATING, 4), (Stage.GENERATING, 5),
+        (Stage.DECODING, 0), (Stage.GENERATING, 6)]
+
+
+def test_action_feedback_streams_the_answer_and_decoding_only_before_masks(lisa_io):
+    from action_msgs.msg import GoalStatus
+
+    io = lisa_io()
+    io.publish_frame(make_image_msg(stamp=(3, 0)))
+    client = action_client(io)
+    for instruction, decoding in (("the cup and the plate", True), ("nothing at all", False)):
+        goal = Goal(client, instruction)
+        status, result = goal.result()
+        assert status == GoalStatus.STATUS_SUCCEEDED and len(result.masks) == (2 if decoding else 0)
+        assert_feedback_streams(goal, result, decoding=decoding)
+
+
 def test_action_feedback_order_and_cancel_while_queued(lisa_io):
     from action_msgs.msg import GoalStatus
 
@@ -220,8 +284,8 @@ def test_action_feedback_order_and_cancel_while_queued(lisa_io):
     assert status == GoalStatus.STATUS_CANCELED and first.status == first.STATUS_CANCELLED
     status, last = third.result()
     assert status == GoalStatus.STATUS_SUCCEEDED and last.status == last.STATUS_OK and last.instruction == "the mug"
-    stages = [stage for stage, _ in third.stages()]
-    assert stages == sorted(stages) and stages[-1] == Segment.Feedback.STAGE_ENCODING  # queued, then encoding
+    assert_feedback_streams(third, last, decoding=True)
+    assert Segment.Feedback.STAGE_QUEUED in [stage for stage, _ in third.stages()]
     assert [r.status for r in io.results_for("the cup", 1)] == [result.STATUS_CANCELLED]  # also on ~/result
 
 

@@ -182,7 +182,7 @@ def test_engine_out_of_memory_clears_caches_and_the_next_request_succeeds(case, 
 
     image = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     tiny_engine.segment(image, "the cup", frame_key=("oom", 1))
-    assert tiny_engine._frames, "frame cache should hold the frame"
+    assert tiny_engine.frame_cache, "frame cache should hold the frame"
     original = tiny_engine._segment
     calls = {"n": 0}
 
@@ -200,10 +200,10 @@ def test_engine_out_of_memory_clears_caches_and_the_next_request_succeeds(case, 
     monkeypatch.setattr(tiny_engine, "_segment", failing)
     with pytest.raises(EngineOutOfMemory, match="Caches cleared"):
         tiny_engine.segment(image, "the cup", frame_key=("oom", 2))
-    case.check(not tiny_engine._frames, "frame cache cleared after OOM", error=True)
+    case.check(not tiny_engine.frame_cache, "frame cache cleared after OOM", error=True)
     after = tiny_engine.segment(image, "the cup", frame_key=("oom", 3))
     case.check(after is not None and isinstance(after.text, str), "next request succeeds")
-    assert not tiny_engine._frames or ("oom", 3) in tiny_engine._frames
+    assert not tiny_engine.frame_cache or ("oom", 3) in tiny_engine.frame_cache
     assert not case.failures, case.failures
 
 
@@ -221,7 +221,7 @@ def test_conversation_id_flood_keeps_engine_memory_bounded(case, tiny_engine, mo
                             force_answer="Sorry, no.")  # scripted: no [SEG], so no SAM work (speed)
         case.answered_ok(conversation[:20])
     bounded = (len(tiny_engine._conversations) <= 8
-               and len(tiny_engine._frames) <= tiny_engine.options.frame_cache_size)
-    case.check(bounded, f"{len(tiny_engine._conversations)} conversations, {len(tiny_engine._frames)} frames kept")
+               and len(tiny_engine.frame_cache) <= tiny_engine.options.frame_cache_size)
+    case.check(bounded, f"{len(tiny_engine._conversations)} conversations, {len(tiny_engine.frame_cache)} frames kept")
     tiny_engine.reset()
     assert bounded

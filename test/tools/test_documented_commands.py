@@ -44,3 +44,22 @@ def test_config_and_launch_comments_name_the_checkpoint_folder(path):
     paths = re.findall(r"model[._]path:=(\S+)", text)
     assert paths, f"{path} names no model path"
     assert all(p == tiny_checkpoint_dir(out_dirs[0]) for p in paths), paths
+
+
+@pytest.mark.ros
+def test_readme_action_example_and_feedback_stages_match_the_action_definition():
+    """The copy-paste goal names real goal fields; the feedback bullet names every stage and field, in order."""
+    import yaml
+
+    from lisa_ros.action import Segment
+
+    readme = (REPO / "README.md").read_text()
+    action, type_name, goal = re.search(r'ros2 action send_goal (\S+) (\S+) "(\{.*?\})" --feedback', readme).groups()
+    assert (action, type_name) == ("/lisa_node/segment", "lisa_ros/action/Segment")
+    assert set(yaml.safe_load(goal)) <= set(Segment.Goal.get_fields_and_field_types())
+    bullet = readme.split("- feedback, in this order:", 1)[1].split("\n- ", 1)[0]
+    feedback = Segment.Feedback
+    names = sorted((n for n in dir(feedback) if n.startswith("STAGE_")), key=lambda n: getattr(feedback, n))
+    positions = [bullet.find(f"`{name}`") for name in names]
+    assert -1 not in positions and positions == sorted(positions), dict(zip(names, positions))
+    assert all(f"`{field}`" in bullet for field in feedback.get_fields_and_field_types() if field != "stage")
