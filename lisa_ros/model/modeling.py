@@ -1,6 +1,6 @@
 """LISA assembled from transformers and segment_anything blocks: compute only (loading: ``loading``).
 
-    image --CLIP ViT (layer -2, patches)--> (1, 256, C) --mm_projector--> (1, 256, H)
+    image --CLIP ViT (layer -2, patches)--> (1, 256, vision_width) --mm_projector--> (1, 256, hidden_size)
     prompt ids with the 256 image features spliced in --LLaMA--> hidden states (after norm)
     hidden state that predicted each [SEG] --text_hidden_fcs--> (n, 256) sparse prompts
     image --SAM ViT image encoder--> (1, 256, 64, 64) --mask decoder(prompts)--> masks, IoU
@@ -43,13 +43,13 @@ class LisaModel(nn.Module):
         return self.mm_projector.weight.device
 
     def clip_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(1, 3, 224, 224) normalized -> (1, 256, H) projected patch features."""
+        """(1, 3, 224, 224) normalized -> (1, 256, hidden_size) projected patch features."""
         tower_dtype = self.vision_tower.embeddings.patch_embedding.weight.dtype
         hidden = self.vision_tower(pixel_values=pixels.to(self.device, tower_dtype)).last_hidden_state
         return self.mm_projector(hidden[:, 1:].to(self.mm_projector.weight.dtype))  # CLS dropped
 
     def embed(self, ids: Sequence[int], image_features: torch.Tensor) -> torch.Tensor:
-        """Token embeddings with the image features in place of the placeholder: (1, L + 255, H)."""
+        """Token embeddings with the image features in place of the placeholder: (1, L + 255, hidden_size)."""
         embeddings = self.llm.get_input_embeddings()
         if IMAGE_PLACEHOLDER not in ids:
             return embeddings(torch.tensor([list(ids)], device=self.device))
@@ -59,12 +59,12 @@ class LisaModel(nn.Module):
         return torch.cat([before, image_features[0].to(before.dtype), after])[None]
 
     def decoder_hidden(self, inputs_embeds: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
-        """(1, L, H) embeddings -> (1, L, H) last-layer hidden states after the final norm."""
+        """(1, L, hidden_size) embeddings -> (1, L, hidden_size) last-layer hidden states after the final norm."""
         output = self.llm.model(inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=cache is not None)
         return output.last_hidden_state
 
     def next_token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., H) -> (..., V) fp32."""
+        """(..., hidden_size) -> (..., vocab_size) fp32."""
         return self.llm.lm_head(hidden.to(self.llm.lm_head.weight.dtype)).float()
 
     def sam_image_embedding(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -77,7 +77,8 @@ class LisaModel(nn.Module):
         self, seg_hidden: torch.Tensor, image_embedding: torch.Tensor,
         input_size: tuple[int, int], original_size: tuple[int, int],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n, H) [SEG] hidden states -> (n, H0, W0) fp32 mask logits and (n,) IoU predictions."""
+        """(n, hidden_size) [SEG] hidden states -> (n, image_height, image_width) fp32 mask logits at
+        ``original_size`` and (n,) IoU predictions."""
         sam = self.visual_model
         prompts = self.text_hidden_fcs[0](seg_hidden.to(self.device, torch.float32))[:, None]  # (n, 1, 256)
         count, grid = prompts.shape[0], sam.prompt_encoder.image_embedding_size

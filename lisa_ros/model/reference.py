@@ -37,8 +37,8 @@ def reference_generate(
     tokens: list[int] = []
     hidden = None
     while len(tokens) < max_new_tokens:
-        features = model.clip_features(clip_input)  # (1, 256, H), recomputed every step
-        hidden = model.decoder_hidden(model.embed(list(prompt_ids) + tokens, features))  # (1, L + t, H)
+        features = model.clip_features(clip_input)  # (1, 256, hidden_size), recomputed every step
+        hidden = model.decoder_hidden(model.embed(list(prompt_ids) + tokens, features))  # (1, L + t, hidden_size)
         token = choose_token(model.next_token_logits(hidden[0, -1]), len(tokens), forced_ids)
         tokens.append(token)
         if token == eos_id:
@@ -59,7 +59,7 @@ def reference_generate(
 class ReferenceResult:
     token_ids: list[int]
     text: str
-    mask_logits: torch.Tensor      # (n, H, W) fp32
+    mask_logits: torch.Tensor      # (n, image_height, image_width) fp32
     scores: torch.Tensor           # (n,)
 
     @property
