@@ -178,7 +178,10 @@ def test_no_camera_info_and_no_matching_depth_are_said_and_give_no_point(lisa_io
     result, = io.results_for("the cup")
     first = depth_io.targets_for(result.request_id)
     assert [t.status for t in first.targets] == [Target3D.STATUS_NO_CAMERA_INFO]
-    assert "no depth camera info" in first.status_message and first.best_index == -1
+    assert first.best_index == -1 and first.status_message == "NO_CAMERA_INFO: " + first.targets[0].status_message
+    # Says which topic lacks it, and that the depth grace wait was skipped (no depth frame could help).
+    assert f"no camera info received on {io.node.topic('depth_camera_info')}" in first.status_message
+    assert "none was waited for" in first.status_message
 
     depth_io.send_info()
     io.publish_frame(colour_msg(rgb, (6, 0)))  # the only depth frame is 1 s older
