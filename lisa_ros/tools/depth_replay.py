@@ -25,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-depth", action="store_true", help="do not send the bag's depth and camera-info topics")
 
 
+def is_depth_image(topic: str, msgtype: str) -> bool:
+    """A topic the replay takes for a depth stream rather than the colour one (by its name)."""
+    return msgtype == bag_io.IMAGE and "depth" in topic.lower()
+
+
 def _only(topics: list[str]) -> str | None:
     return topics[0] if len(topics) == 1 else None
 
@@ -38,7 +43,7 @@ def resolve(bag: bag_io.InputBag, args: argparse.Namespace, image_topic: str) ->
         chosen["depth"] = args.depth_topic
         bag.require_topic(args.depth_topic, (bag_io.IMAGE,))
     else:
-        found = _only([t for t, kind in bag.topics.items() if kind == bag_io.IMAGE and "depth" in t.lower()
+        found = _only([t for t, kind in bag.topics.items() if is_depth_image(t, kind)
                        and t != image_topic and not t.startswith("/ground_truth/")])
         if found:
             chosen["depth"] = found

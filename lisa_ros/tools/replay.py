@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="storage of the output bag (default mcap, zstd-compressed chunks; sqlite3 uncompressed)")
     source = parser.add_argument_group("what to replay")
     source.add_argument("--image-topic", help="image topic in the bag (Image or CompressedImage); "
-                        "default: the only one outside /ground_truth/")
+                        "default: the only one outside /ground_truth/ (an Image topic with 'depth' in its name "
+                        "beside it is the depth stream)")
     source.add_argument("--instruction-topic",
                         help="std_msgs/String topic in the bag; default /instruction when the bag has it")
     source.add_argument("--instruction", help="send this instruction instead (on every --every'th frame)")
@@ -119,6 +120,8 @@ def resolve_image_topic(bag: bag_io.InputBag, wanted: str | None) -> tuple[str, 
         return wanted, bag.require_topic(wanted, bag_io.IMAGE_TYPES)
     candidates = [t for t, kind in bag.topics.items()
                   if kind in bag_io.IMAGE_TYPES and not t.startswith(GROUND_TRUTH_PREFIX)]
+    # A depth stream beside the colour one goes to the node's depth input (depth_replay), not its image.
+    candidates = [t for t in candidates if not depth_replay.is_depth_image(t, bag.topics[t])] or candidates
     if len(candidates) != 1:
         listing = ", ".join(f"{t} [{k}]" for t, k in sorted(bag.topics.items())) or "none"
         raise BagError(f"bag {bag.path}: {'several' if candidates else 'no'} image topics; pass --image-topic "
