@@ -38,8 +38,8 @@ class Sample:
     truth_mask: np.ndarray | None = None
     truth_position: ground_truth.Position | None = None  # None: not 3D-scored
     position: tuple[float, float, float] | None = None  # the best target's centroid, when it has one
-    position_error_m: float | None = None
-    position_status: str = ""  # why there is no point ("" when there is)
+    position_error_m: float | None = None  # with a point and a ground-truth position in its frame
+    position_status: str = ""  # why there is no point, or no error ("" when there is)
 
     @property
     def mask_count(self) -> int:
@@ -94,20 +94,30 @@ def load_truth(args: argparse.Namespace):
     return ground_truth.NoTruth()
 
 
-def predicted_position(record: dict, truth: ground_truth.Position) -> tuple[tuple | None, str]:
-    """(the best target's centroid, "") or (None, why there is none) for a record of a replay with depth."""
+def predicted_position(record: dict) -> tuple[tuple | None, str, str]:
+    """(the best target's centroid, its frame_id, "") or (None, "", why there is none), for a replay with depth."""
     if "targets_3d" not in record:
         kind = "no answer" if not Status.is_answered(record["status"]) else "no mask"
-        return None, f"{kind} ({record['status']})"
+        return None, "", f"{kind} ({record['status']})"
     targets = record["targets_3d"]
     if targets is None:
-        return None, "no ~/targets_3d received for this answer"
+        return None, "", "no ~/targets_3d received for this answer"
     if targets["best_index"] < 0:
-        return None, targets["status_message"] or "no target has a point"
-    if truth.frame_id and targets["frame_id"] != truth.frame_id:
-        return None, (f"points in {targets['frame_id']!r}, ground truth in {truth.frame_id!r} (eval does not "
-                      "transform between frames)")
-    return tuple(targets["targets"][targets["best_index"]]["centroid"]), ""
+        return None, "", targets["status_message"] or "no target has a point"
+    return tuple(targets["targets"][targets["best_index"]]["centroid"]), targets["frame_id"], ""
+
+
+def score_position(sample: Sample, truth: ground_truth.Position | None) -> None:
+    """The sample's point (any answer of a replay with depth) and, with a ground-truth position, its error."""
+    sample.position, frame_id, sample.position_status = predicted_position(sample.record)
+    sample.truth_position = truth
+    if truth is None or sample.position is None:
+        return
+    if truth.frame_id and frame_id != truth.frame_id:
+        sample.position_status = (f"points in {frame_id!r}, ground truth in {truth.frame_id!r} (eval does not "
+                                  "transform between frames)")
+        return
+    sample.position_error_m = float(np.linalg.norm(np.subtract(sample.position, truth.xyz)))
 
 
 def score(root: Path, records: list[dict], truth) -> list[Sample]:
@@ -125,12 +135,8 @@ def score(root: Path, records: list[dict], truth) -> list[Sample]:
             except ValueError as err:
                 raise ValueError(f"request {record['request']} (frame {record['frame_key']}): {err}") from None
             sample.truth_pixels = int(mask.sum())
-        position = truth.position(record["frame_key"], record.get("frame_occurrence", 0)) if with_depth else None
-        if position is not None:
-            sample.truth_position = position
-            sample.position, sample.position_status = predicted_position(record, position)
-            if sample.position is not None:
-                sample.position_error_m = float(np.linalg.norm(np.subtract(sample.position, position.xyz)))
+        if with_depth:
+            score_position(sample, truth.position(record["frame_key"], record.get("frame_occurrence", 0)))
         samples.append(sample)
     return samples
 

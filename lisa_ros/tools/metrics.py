@@ -39,11 +39,11 @@ def ciou(pairs: list[tuple[int, int]]) -> float:
 
 
 def position_errors(errors: list[float | None], within_m: float) -> dict:
-    """Summary of per-sample 3D errors (None: no predicted point): median, mean, p95 and max over those with a
-    point, and the fraction of all samples within ``within_m``."""
+    """Summary of per-sample 3D errors (None: not measured, e.g. no predicted point): median, mean, p95 and max
+    over the measured ones, and the fraction of all samples within ``within_m``."""
     measured = np.array([e for e in errors if e is not None], np.float64)
     stats = {name: (round(float(fn(measured)), 4) if measured.size else None) for name, fn in (
         ("median_m", np.median), ("mean_m", np.mean), ("p95_m", lambda a: np.percentile(a, 95)), ("max_m", np.max))}
     within = int(np.count_nonzero(measured <= within_m))
-    return {"samples": len(errors), "with_point": int(measured.size), **stats, "within_m": within_m,
+    return {"samples": len(errors), "measured": int(measured.size), **stats, "within_m": within_m,
             "within": within, "fraction_within": round(within / len(errors), 4) if errors else None}

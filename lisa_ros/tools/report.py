@@ -40,7 +40,7 @@ def summarize_positions(samples, description: str | None, within_m: float) -> di
         return None
     without: dict[str, int] = {}
     for s in scored:
-        if s.position is None:  # grouped by kind: "NO_DEPTH: no depth frame within ..." counts as NO_DEPTH
+        if s.position_error_m is None:  # grouped by kind: "NO_DEPTH: no depth frame within ..." is NO_DEPTH
             kind = s.position_status.split(":")[0]
             without[kind] = without.get(kind, 0) + 1
     return {"ground_truth": description, **metrics.position_errors([s.position_error_m for s in scored], within_m),
@@ -108,10 +108,10 @@ def position_rows(position: dict | None) -> list[tuple[str, str]]:
         ("3D ground truth", position["ground_truth"]),
         ("3D error, best target's centroid (median / mean / max)",
          f"{_metres(position['median_m'])} / {_metres(position['mean_m'])} / {_metres(position['max_m'])} "
-         f"({position['with_point']} of {position['samples']} with a point)"),
+         f"({position['measured']} of {position['samples']} measured)"),
         (f"3D: within {position['within_m'] * 100:g} cm of the ground truth",
          f"{position['within']} of {position['samples']} ({_fmt(position['fraction_within'])})"),
-        ("3D: no point", without),
+        ("3D: no error (no point, or another frame)", without),
     ]
 
 
@@ -220,7 +220,7 @@ def _position_cell(sample) -> str:
     if sample.truth_position is None:
         return "n/a"
     if sample.position_error_m is None:
-        return f"no point: {textwrap.shorten(sample.position_status, 40)}".replace("|", "/")
+        return f"no error: {textwrap.shorten(sample.position_status, 40)}".replace("|", "/")
     return f"{sample.position_error_m:.3f} m"
 
 

@@ -235,7 +235,7 @@ def test_3d_error_against_bag_positions(depth_results, tmp_path, capsys):
     summary = json.loads((depth_results / "report" / "summary.json").read_text())
     position = summary["position"]
     assert position["ground_truth"] == f"{bag} topic /ground_truth/position (5 positions)"
-    assert (position["samples"], position["with_point"], position["within"]) == (5, 2, 1)  # 0.02 m within 5 cm
+    assert (position["samples"], position["measured"], position["within"]) == (5, 2, 1)  # 0.02 m within 5 cm
     assert position["median_m"] == pytest.approx(0.26) and position["mean_m"] == pytest.approx(0.26)
     assert position["max_m"] == pytest.approx(0.5) and position["fraction_within"] == pytest.approx(0.2)
     assert position["without_point"] == {"no mask (NOT_FOUND)": 1, "no answer (NO_RESULT)": 1, "NO_DEPTH": 1}
@@ -247,8 +247,8 @@ def test_3d_error_against_bag_positions(depth_results, tmp_path, capsys):
     assert rows[4]["position_error_m"] == "" and rows[4]["position_status"].startswith("NO_DEPTH: no depth frame")
     assert rows[1]["position_status"] == "no mask (NOT_FOUND)"
     text = (depth_results / "report" / "report.md").read_text()
-    assert "| 0.260 m / 0.260 m / 0.500 m (2 of 5 with a point) |" in text and "| 1 of 5 (0.200) |" in text
-    assert "| 0.020 m |" in text and "no point: NO_DEPTH" in text
+    assert "| 0.260 m / 0.260 m / 0.500 m (2 of 5 measured) |" in text and "| 1 of 5 (0.200) |" in text
+    assert "| 0.020 m |" in text and "no error: NO_DEPTH" in text
     out = capsys.readouterr().out
     assert "3D: within 5 cm of the ground truth" in out and "NO_DEPTH 1" in out
     assert main(["eval", str(depth_results), "--gt-bag", str(bag), "--position-tolerance", "0.6"]) == 0
@@ -264,7 +264,7 @@ def test_3d_error_from_reasonseg_positions_refuses_points_in_another_frame(depth
         (gt / f"{STAMPS[request]}.json").write_text(json.dumps(annotation))
     assert main(["eval", str(depth_results), "--gt-reasonseg", str(gt)]) == 0
     position = json.loads((depth_results / "report" / "summary.json").read_text())["position"]
-    assert (position["with_point"], position["median_m"]) == (1, pytest.approx(0.02))
+    assert (position["measured"], position["median_m"]) == (1, pytest.approx(0.02))
     assert position["without_point"] == {"points in 'cam', ground truth in 'base_link' (eval does not transform "
                                          "between frames)": 1, "no mask (NOT_FOUND)": 1, "no answer (NO_RESULT)": 1,
                                          "NO_DEPTH": 1}
@@ -284,6 +284,8 @@ def test_no_3d_error_without_positions_and_a_named_position_topic_must_exist(dep
         out.write("/ground_truth/mask", STAMPS[0], msg, bag_io.IMAGE)
     assert main(["eval", str(depth_results), "--gt-bag", str(tmp_path / "masks_only")]) == 0
     assert json.loads((depth_results / "report" / "summary.json").read_text())["position"] is None
+    rows = {int(row["request"]): row for row in csv.DictReader((depth_results / "report" / "per_sample.csv").open())}
+    assert rows[0]["position_m"] == "0.1000 0.0000 1.0000" and rows[0]["position_error_m"] == ""  # the point, no truth
     assert "3D" not in (depth_results / "report" / "report.md").read_text().split("## Samples")[0]
     assert main(["eval", str(depth_results), "--gt-bag", str(tmp_path / "masks_only"), "--gt-position-topic",
                  "/ground_truth/position"]) == 2

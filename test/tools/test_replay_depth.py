@@ -71,7 +71,7 @@ def test_replay_sends_depth_and_camera_info_and_the_node_measures_targets(tmp_pa
                 header=header, point=types["geometry_msgs/msg/Point"](x=x, y=y, z=z)), "geometry_msgs/msg/PointStamped")
     assert main(["eval", str(out), "--gt-bag", str(gt_bag)]) == 0
     position = json.loads((out / "report" / "summary.json").read_text())["position"]
-    assert (position["samples"], position["with_point"], position["within"]) == (2, 2, 1)
+    assert (position["samples"], position["measured"], position["within"]) == (2, 2, 1)
     assert position["max_m"] == pytest.approx(0.1, abs=0.001) and position["median_m"] == pytest.approx(0.05, abs=0.001)
     rows = csv.DictReader((out / "report" / "per_sample.csv").open())
     assert min(float(row["position_error_m"]) for row in rows) < 0.001  # the node's centroid is the analytic one
