@@ -136,7 +136,7 @@ def _wood(rng: np.random.Generator) -> np.ndarray:
 def table_scene(index: int) -> tuple[np.ndarray, dict[str, list[np.ndarray]]]:
     """Mug (body + C-shaped handle), ball and book, drawn from the polygons that are the ground truth."""
     image = _wood(np.random.default_rng(index))
-    shift = 6 * (index - 4)
+    shift = table_shift(index)
     mug_body = np.array([(150, 170), (250, 170), (250, 320), (240, 335), (160, 335), (150, 320)]) + (shift, 0)
     outer = cv2.ellipse2Poly((250 + shift, 245), (50, 45), 0, -90, 90, 10)
     inner = cv2.ellipse2Poly((250 + shift, 245), (30, 27), 0, -90, 90, 10)[::-1]
@@ -153,9 +153,14 @@ def table_scene(index: int) -> tuple[np.ndarray, dict[str, list[np.ndarray]]]:
     return image, {"mug": [mug_body, mug_handle], "ball": [ball], "book": [book]}
 
 
+def table_shift(index: int) -> int:
+    """How far (px) table frame ``index`` moves the objects: the mug and book right, the ball left."""
+    return 6 * (index - 4)
+
+
 def ball_centre(index: int) -> tuple[int, int]:
     """Pixel where table frame ``index`` draws the ball's centre."""
-    return 420 - 6 * (index - 4), 330
+    return 420 - table_shift(index), 330
 
 
 def _rays() -> tuple[np.ndarray, np.ndarray]:

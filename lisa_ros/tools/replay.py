@@ -524,9 +524,9 @@ def replay(bag: bag_io.InputBag, plan: Plan, args: argparse.Namespace, results_r
         session = Session(link, output, results, lock_step=pacing.lock_step, node_process=process)
         if depth_topics:
             session.depth_feed = depth_replay.DepthFeed(bag, depth_topics, link.node, output)
-            targets_topic = f"/{link.node_name}/targets_3d"
-            if session.depth_feed.wait_for_subscribers() and "depth" in depth_topics:
+            if session.depth_feed.wait_for_subscribers() and "depth" in depth_topics:  # the node measures it
                 link.record_outputs(("targets_3d",), depth_replay.SUBSCRIBER_WAIT_S)
+                targets_topic = f"/{link.node_name}/targets_3d"
                 session.targets_topic = targets_topic if targets_topic in link.recorded else None
         print(f"replaying {len(plan.frame_times_ns)} frames of {plan.image_topic}, {len(plan.requests)} instructions, "
               f"{pacing.describe()}, into {args.node_name} ({image_out}, {instruction_out})", file=sys.stderr)

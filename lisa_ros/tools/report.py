@@ -207,7 +207,8 @@ def write_csv(samples, path: Path) -> None:
                        predicted_pixels=s.predicted_pixels, mask_count=s.mask_count,
                        area_fraction=f"{s.area_fraction:.4f}",
                        position_error_m="" if s.position_error_m is None else f"{s.position_error_m:.4f}",
-                       position_m=_xyz(s.position), truth_position_m=_xyz(s.truth_position and s.truth_position.xyz),
+                       position_m=_xyz(s.position),
+                       truth_position_m=_xyz(s.truth_position.xyz if s.truth_position else None),
                        position_status=s.position_status)
             writer.writerow(row)
 
