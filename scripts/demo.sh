@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's demo: set up, replay the sample bag (data/sample_bag) through a
-# lisa_node over ROS 2 (lock-step), score the masks against the bag's ground
-# truth and write the report; then the same frames in semantic mode (one label
+# lisa_node over ROS 2 (lock-step) with depth.enabled (the bag's aligned depth and
+# camera info go to the node, which answers each mask with a 3D target), score the
+# masks and the 3D targets against the bag's ground truth (masks, positions) and
+# write the report; then the same frames in semantic mode (one label
 # image per frame for data/sample_labels/categories.txt), scored against
 # data/sample_labels into a second report.
 #
@@ -40,16 +42,27 @@ else
   note="Masks from $model ($config)."
 fi
 
-printf '\n==> replay data/sample_bag through lisa_node (engine lisa, model %s)\n' "$model"
+printf '\n==> replay data/sample_bag through lisa_node (engine lisa, model %s; depth.enabled: 3D targets)\n' "$model"
 rm -rf "$out"
 set +e
-lisa_ros replay data/sample_bag --output "$out" --start-node --node-params "$config" --node-param "model.path:=$model"
+lisa_ros replay data/sample_bag --output "$out" --start-node --node-params "$config" --node-param "model.path:=$model" \
+  --node-param depth.enabled:=true
 replay_code=$?
 set -e
 [ -f "$out/results.jsonl" ] || exit "$replay_code"
 
-printf '\n==> eval against /ground_truth/mask\n'
+printf '\n==> eval against /ground_truth/mask and /ground_truth/position\n'
 lisa_ros eval "$out" --gt-bag data/sample_bag --note "$note"
+
+printf '\n==> 3D targets (~/targets_3d: centroid of the best mask, metres, depth optical frame)\n'
+python - "$out/report/per_sample.csv" <<'PY'
+import csv, sys
+for row in csv.DictReader(open(sys.argv[1], encoding="utf-8")):
+    found = f"({row['position_m'].replace(' ', ', ')})" if row["position_m"] else f"no point: {row['position_status']}"
+    truth = f"truth ({row['truth_position_m'].replace(' ', ', ')})" if row["truth_position_m"] else "no target there"
+    error = f", error {float(row['position_error_m']):.3f} m" if row["position_error_m"] else ""
+    print(f"  #{row['request']} frame {row['frame_index']}: {found[:90]}; {truth}{error}")
+PY
 
 printf '\n==> semantic replay of data/sample_bag (categories: data/sample_labels/categories.txt)\n'
 set +e

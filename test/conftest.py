@@ -144,6 +144,16 @@ def tiny_lisa_checkpoint(tmp_path_factory):
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_lisa"), layout="7b", seed=0, train_steps=0).lisa_dir
 
 
+@pytest.fixture(scope="session")
+def answering_tiny_lisa_checkpoint(tmp_path_factory):
+    """A tiny LISA checkpoint trained as `lisa-ros make-tiny-checkpoint` trains it (the demo's; a few seconds): it
+    answers in LISA's format, e.g. "Sure, [SEG].", so its answers carry masks (meaningless ones). Returns its path."""
+    pytest.importorskip("torch")
+    from lisa_ros.model.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_lisa_answering"), layout="7b", seed=0).lisa_dir
+
+
 class LisaNodeProcess(NodeProcess):
     """A lisa_node running as its own process (like `ros2 run`), in a namespace of its own."""
 

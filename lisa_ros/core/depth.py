@@ -471,6 +471,14 @@ class Measurement:
     depth_stamp_ns: int | None = None
     message: str = ""
 
+    @property
+    def awaits_depth(self) -> bool:
+        """Only a depth frame is missing (NO_DEPTH), so one arriving later could still give points.
+
+        False when the camera info is missing or refused: a depth frame alone cannot help then.
+        """
+        return self.depth_stamp_ns is None and any(t.status == DepthStatus.NO_DEPTH for t in self.targets)
+
 
 class TargetLocator:
     """Camera info + a short buffer of depth frames -> 3D targets for a colour stamp (what the node glues).

@@ -40,7 +40,9 @@ from lisa_ros.node.targets_convert import point_cloud, point_stamped, targets3d_
 
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # A depth frame of the colour frame's instant can arrive just after a fast answer (it travels on its own
-# topic); the 3D step, on its own thread, waits this long for it before saying NO_DEPTH.
+# topic); the 3D step, on its own thread, waits this long for it before saying NO_DEPTH. Not without camera
+# info (Measurement.awaits_depth): a depth frame alone cannot give a point, and a node whose camera-info
+# topic is mis-remapped would otherwise add the wait to every answer.
 DEPTH_GRACE_S = 0.25
 PINNED_DEPTH_FRAMES = 16  # depth frames kept aside for frames in inference (max_queue + 1 frames, 1-2 each)
 MARKER_COLOURS = [(0.9, 0.2, 0.2), (0.2, 0.8, 0.2), (0.2, 0.4, 0.9), (0.9, 0.8, 0.1), (0.8, 0.2, 0.8)]
@@ -223,7 +225,7 @@ class TargetsGlue:
         want_cloud = self._cloud_pub.get_subscription_count() > 0
         measurement = self._answers.measure(output.masks, stamp_ns(header), keep_points=want_cloud)
         deadline = time.monotonic() + DEPTH_GRACE_S
-        while measurement.depth_stamp_ns is None and not self._closed and time.monotonic() < deadline:
+        while measurement.awaits_depth and not self._closed and time.monotonic() < deadline:
             with self._depth_kept:
                 self._depth_kept.wait(max(0.0, deadline - time.monotonic()))
             measurement = self._answers.measure(output.masks, stamp_ns(header), keep_points=want_cloud)
@@ -243,18 +245,24 @@ class TargetsGlue:
         self._markers_pub.publish(markers_msg(targets))
 
     def _explained(self, measurement: Measurement, colour_stamp_ns: int) -> Measurement:
-        """NO_DEPTH said in terms of the depth stream itself (the kept-aside buffer only holds pairs)."""
-        if measurement.depth_stamp_ns is not None or not any(t.status == DepthStatus.NO_DEPTH
-                                                              for t in measurement.targets):
+        """NO_DEPTH / NO_CAMERA_INFO said in terms of the node's topics (the kept-aside buffer only holds pairs)."""
+        statuses = {t.status for t in measurement.targets}
+        if DepthStatus.NO_CAMERA_INFO in statuses:
+            status = DepthStatus.NO_CAMERA_INFO
+            text = (f"no camera info received on {self._node.resolve_topic_name('depth_camera_info')} (the depth "
+                    "image's CameraInfo: check that topic's remapping); without it no depth frame can give a "
+                    "point, so none was waited for")
+        elif measurement.depth_stamp_ns is None and DepthStatus.NO_DEPTH in statuses:
+            status = DepthStatus.NO_DEPTH
+            newest = self._recent.newest_stamp()
+            topic = self._node.resolve_topic_name("depth")
+            detail = (f"no depth frame received on {topic}" if newest is None else
+                      f"newest depth frame on {topic} is {abs(newest - colour_stamp_ns) / 1e6:.1f} ms from it")
+            text = f"no depth frame within {self._tolerance_ns / 1e6:.1f} ms of the colour frame ({detail})"
+        else:
             return measurement
-        newest = self._recent.newest_stamp()
-        topic = self._node.resolve_topic_name("depth")
-        detail = (f"no depth frame received on {topic}" if newest is None else
-                  f"newest depth frame on {topic} is {abs(newest - colour_stamp_ns) / 1e6:.1f} ms from it")
-        text = f"no depth frame within {self._tolerance_ns / 1e6:.1f} ms of the colour frame ({detail})"
-        targets = [dataclasses.replace(t, message=text) if t.status == DepthStatus.NO_DEPTH else t
-                   for t in measurement.targets]
-        return dataclasses.replace(measurement, targets=targets, message=f"NO_DEPTH: {text}")
+        targets = [dataclasses.replace(t, message=text) if t.status == status else t for t in measurement.targets]
+        return dataclasses.replace(measurement, targets=targets, message=f"{status.name}: {text}")
 
     # -- tracking ---------------------------------------------------------------------
     def _on_tracked(self, state: TrackedState) -> None:

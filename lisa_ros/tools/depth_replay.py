@@ -3,6 +3,7 @@
 postdate (by header stamp), so the node has the depth frame of a colour frame when it answers on it.
 
 Messages are read lazily, one per topic ahead, so a long depth recording is not held in memory.
+The node's ``~/targets_3d`` answers go into the results (``targets_record``) for ``lisa-ros eval``'s 3D error.
 """
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ import argparse
 import sys
 import time
 
+from lisa_ros.core.depth import DepthStatus
 from lisa_ros.tools import bag_io
 
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+TARGETS_3D = "lisa_ros/msg/Targets3D"
 NODE_TOPICS = {"depth": bag_io.IMAGE, "depth_camera_info": CAMERA_INFO}  # the node's names -> their types
+# A node that subscribes depth does so at activation, with the image subscription the replay waited for.
+SUBSCRIBER_WAIT_S = 3.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--camera-info-topic", help="CameraInfo topic in the bag, sent to `depth_camera_info`; "
                        "default: the only CameraInfo topic (or the only one with 'depth' in its name)")
     group.add_argument("--no-depth", action="store_true", help="do not send the bag's depth and camera-info topics")
+
+
+def is_depth_image(topic: str, msgtype: str) -> bool:
+    """A topic the replay takes for a depth stream rather than the colour one (by its name)."""
+    return msgtype == bag_io.IMAGE and "depth" in topic.lower()
 
 
 def _only(topics: list[str]) -> str | None:
@@ -38,7 +48,7 @@ def resolve(bag: bag_io.InputBag, args: argparse.Namespace, image_topic: str) ->
         chosen["depth"] = args.depth_topic
         bag.require_topic(args.depth_topic, (bag_io.IMAGE,))
     else:
-        found = _only([t for t, kind in bag.topics.items() if kind == bag_io.IMAGE and "depth" in t.lower()
+        found = _only([t for t, kind in bag.topics.items() if is_depth_image(t, kind)
                        and t != image_topic and not t.startswith("/ground_truth/")])
         if found:
             chosen["depth"] = found
@@ -82,15 +92,17 @@ class DepthFeed:
         _, msg = item
         feed[4] = (bag_io.stamp_ns(msg.header), bytes(bag_io.typestore().serialize_cdr(msg, feed[1])))
 
-    def wait_for_subscribers(self, timeout_s: float) -> None:
-        """A node without depth.enabled never subscribes: say so instead of sending into the void."""
+    def wait_for_subscribers(self, timeout_s: float = SUBSCRIBER_WAIT_S) -> bool:
+        """Whether the node subscribes every depth topic; a node without depth.enabled never does: that is
+        said instead of sending into the void (after a short wait: the node was already found)."""
         deadline = time.monotonic() + timeout_s
         while any(feed[2].get_subscription_count() == 0 for feed in self._feeds):
             if time.monotonic() > deadline:
                 missing = [feed[0] for feed in self._feeds if feed[2].get_subscription_count() == 0]
                 print(f"warning: nobody subscribes {missing} (is depth.enabled set on the node?)", file=sys.stderr)
-                return
+                return False
             time.sleep(0.01)
+        return True
 
     def up_to(self, stamp_ns: int) -> None:
         """Send every message not yet sent whose header stamp is at or before ``stamp_ns``."""
@@ -101,3 +113,21 @@ class DepthFeed:
                 self._output.write_raw(feed[0], time.time_ns(), data)
                 self.sent[feed[0]] += 1
                 self._advance(feed)
+
+
+def _xyz(point) -> list[float]:
+    return [round(float(point.x), 5), round(float(point.y), 5), round(float(point.z), 5)]
+
+
+def targets_record(msg) -> dict:
+    """A lisa_ros/Targets3D as the results line's ``targets_3d``: points in metres, statuses by name."""
+    targets = []
+    for target in msg.targets:
+        entry = {"status": DepthStatus(target.status).name, "status_message": target.status_message}
+        if target.status == DepthStatus.OK:
+            entry |= {"centroid": _xyz(target.centroid), "box_min": _xyz(target.box_min),
+                      "box_max": _xyz(target.box_max), "distance": round(float(target.distance), 5),
+                      "valid_pixels": int(target.valid_pixels)}
+        targets.append(entry)
+    return {"frame_id": msg.header.frame_id, "depth_stamp_ns": msg.depth_stamp.sec * 10**9 + msg.depth_stamp.nanosec,
+            "status_message": msg.status_message, "best_index": int(msg.best_index), "targets": targets}

@@ -6,6 +6,12 @@ IoU instead of vanishing from the average); its ground truth is the mask of the
 frame it was answered on. Requests whose frame has no ground truth are listed
 but not scored. Without any ground truth (most recordings have none) the report
 still gives the statuses, latency and mask statistics (masks per answer, area).
+
+3D error: when the replay recorded the node's ~/targets_3d (depth on: records carry
+``targets_3d``) and the ground truth has positions, each sample with a ground-truth position
+is scored by the distance from its best target's centroid (the ~/target_point a grasping
+node takes) to that position; a sample without a point (no mask, no depth, a failure) keeps
+the reason and counts as not within the tolerance.
 """
 from __future__ import annotations
 
@@ -16,7 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lisa_ros.core.types import Status
 from lisa_ros.tools import ground_truth, metrics, results_folder
+
+POSITION_TOLERANCE_M = 0.05
 
 
 @dataclasses.dataclass
@@ -27,6 +36,10 @@ class Sample:
     truth_pixels: int = 0
     predicted_pixels: int = 0
     truth_mask: np.ndarray | None = None
+    truth_position: ground_truth.Position | None = None  # None: not 3D-scored
+    position: tuple[float, float, float] | None = None  # the best target's centroid, when it has one
+    position_error_m: float | None = None  # with a point and a ground-truth position in its frame
+    position_status: str = ""  # why there is no point, or no error ("" when there is)
 
     @property
     def mask_count(self) -> int:
@@ -58,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "(values = the replay's label ids, 0 unlabelled, 255 ignore)")
     parser.add_argument("--gt-topic", default="/ground_truth/mask",
                         help="with --gt-bag: the mask topic (default /ground_truth/mask)")
+    parser.add_argument("--gt-position-topic",
+                        help="with --gt-bag: geometry_msgs/PointStamped topic of the targets' 3D positions for the "
+                        f"3D error (default {ground_truth.POSITION_TOPIC} when the bag has it)")
+    parser.add_argument("--position-tolerance", type=float, default=POSITION_TOLERANCE_M, metavar="METRES",
+                        help="3D error: a centroid this close to the ground truth counts as within "
+                        f"(default {POSITION_TOLERANCE_M})")
     parser.add_argument("--report", help="report folder (default RESULTS/report)")
     parser.add_argument("--worst", type=int, default=8, help="worst cases shown in the report (default 8)")
     parser.add_argument("--note", default="", help="a line printed at the top of the report (e.g. which model and why)")
@@ -66,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_truth(args: argparse.Namespace):
     if args.gt_bag:
-        return ground_truth.BagTopicTruth(args.gt_bag, args.gt_topic)
+        return ground_truth.BagTopicTruth(args.gt_bag, args.gt_topic, args.gt_position_topic or
+                                          ground_truth.POSITION_TOPIC, position_required=bool(args.gt_position_topic))
     if args.gt_masks:
         return ground_truth.PngFolderTruth(args.gt_masks)
     if args.gt_reasonseg:
@@ -74,8 +94,35 @@ def load_truth(args: argparse.Namespace):
     return ground_truth.NoTruth()
 
 
+def predicted_position(record: dict) -> tuple[tuple | None, str, str]:
+    """(the best target's centroid, its frame_id, "") or (None, "", why there is none), for a replay with depth."""
+    if "targets_3d" not in record:
+        kind = "no answer" if not Status.is_answered(record["status"]) else "no mask"
+        return None, "", f"{kind} ({record['status']})"
+    targets = record["targets_3d"]
+    if targets is None:
+        return None, "", "no ~/targets_3d received for this answer"
+    if targets["best_index"] < 0:
+        return None, "", targets["status_message"] or "no target has a point"
+    return tuple(targets["targets"][targets["best_index"]]["centroid"]), targets["frame_id"], ""
+
+
+def score_position(sample: Sample, truth: ground_truth.Position | None) -> None:
+    """The sample's point (any answer of a replay with depth) and, with a ground-truth position, its error."""
+    sample.position, frame_id, sample.position_status = predicted_position(sample.record)
+    sample.truth_position = truth
+    if truth is None or sample.position is None:
+        return
+    if truth.frame_id and frame_id != truth.frame_id:
+        sample.position_status = (f"points in {frame_id!r}, ground truth in {truth.frame_id!r} (eval does not "
+                                  "transform between frames)")
+        return
+    sample.position_error_m = float(np.linalg.norm(np.subtract(sample.position, truth.xyz)))
+
+
 def score(root: Path, records: list[dict], truth) -> list[Sample]:
     samples = []
+    with_depth = any("targets_3d" in record for record in records)  # the replay recorded ~/targets_3d
     for record in records:
         predicted = results_folder.predicted_mask(root, record)
         sample = Sample(record, predicted_pixels=int(predicted.sum()))
@@ -88,6 +135,8 @@ def score(root: Path, records: list[dict], truth) -> list[Sample]:
             except ValueError as err:
                 raise ValueError(f"request {record['request']} (frame {record['frame_key']}): {err}") from None
             sample.truth_pixels = int(mask.sum())
+        if with_depth:
+            score_position(sample, truth.position(record["frame_key"], record.get("frame_occurrence", 0)))
         samples.append(sample)
     return samples
 
@@ -101,6 +150,12 @@ def run(args: argparse.Namespace) -> int:
     if args.min_giou is not None and not (args.gt_bag or args.gt_masks or args.gt_reasonseg):
         print("error: --min-giou needs ground truth: pass --gt-bag, --gt-masks or --gt-reasonseg", file=sys.stderr)
         return 2
+    if args.gt_position_topic and not args.gt_bag:
+        print("error: --gt-position-topic reads the --gt-bag; pass --gt-bag", file=sys.stderr)
+        return 2
+    if args.position_tolerance <= 0:
+        print("error: --position-tolerance must be > 0 (metres)", file=sys.stderr)
+        return 2
     try:
         records = results_folder.read_records(root)
         truth = load_truth(args)
@@ -109,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     report_dir = Path(args.report) if args.report else root / "report"
-    summary = report.write_report(report_dir, root, samples, truth, args.note, args.worst)
+    summary = report.write_report(report_dir, root, samples, truth, args.note, args.worst, args.position_tolerance)
     print(report.summary_text(summary))
     print(f"report: {report_dir / 'report.md'} (plots and per_sample.csv beside it)")
     if args.min_giou is not None and summary["gIoU"] is None:

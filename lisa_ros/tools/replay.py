@@ -35,6 +35,7 @@ HEADER_MISMATCH = "HEADER_MISMATCH"
 RETRIED = {Status.NO_IMAGE.name, Status.STALE_IMAGE.name, HEADER_MISMATCH}
 EXIT_FAILURES, EXIT_BAD_INPUT, EXIT_NO_NODE, EXIT_INTERRUPTED = 1, 2, 3, 130
 KEPT_FRAMES = 256  # frames kept for the overlays of answers still to come (timed replay)
+TARGETS_WAIT_S = 5.0  # for an answer's ~/targets_3d after its result (the node's 3D step: ms, 0.25 s at most waiting)
 
 
 class NodeExited(RuntimeError):
@@ -49,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="storage of the output bag (default mcap, zstd-compressed chunks; sqlite3 uncompressed)")
     source = parser.add_argument_group("what to replay")
     source.add_argument("--image-topic", help="image topic in the bag (Image or CompressedImage); "
-                        "default: the only one outside /ground_truth/")
+                        "default: the only one outside /ground_truth/ (an Image topic with 'depth' in its name "
+                        "beside it is the depth stream)")
     source.add_argument("--instruction-topic",
                         help="std_msgs/String topic in the bag; default /instruction when the bag has it")
     source.add_argument("--instruction", help="send this instruction instead (on every --every'th frame)")
@@ -119,6 +121,8 @@ def resolve_image_topic(bag: bag_io.InputBag, wanted: str | None) -> tuple[str, 
         return wanted, bag.require_topic(wanted, bag_io.IMAGE_TYPES)
     candidates = [t for t, kind in bag.topics.items()
                   if kind in bag_io.IMAGE_TYPES and not t.startswith(GROUND_TRUTH_PREFIX)]
+    # A depth stream beside the colour one goes to the node's depth input (depth_replay), not its image.
+    candidates = [t for t in candidates if not depth_replay.is_depth_image(t, bag.topics[t])] or candidates
     if len(candidates) != 1:
         listing = ", ".join(f"{t} [{k}]" for t, k in sorted(bag.topics.items())) or "none"
         raise BagError(f"bag {bag.path}: {'several' if candidates else 'no'} image topics; pass --image-topic "
@@ -171,6 +175,11 @@ class Answer:
     frame_index: int
     fields: dict
     masks: list[np.ndarray]
+    received: float = 0.0  # time.monotonic() when the result came
+
+    @property
+    def request_id(self) -> str:
+        return self.fields["request_id"]
 
 
 class Session:
@@ -185,6 +194,9 @@ class Session:
         self.node_process = node_process
         self.image_topic, self.image_type = link.image_pub.topic_name, link.image_type
         self.depth_feed: depth_replay.DepthFeed | None = None  # depth frames sent before their colour frame
+        self.targets_topic: str | None = None  # the node's ~/targets_3d, when it measures the depth sent
+        self.targets: dict[str, dict] = {}  # request_id -> its ~/targets_3d (depth_replay.targets_record)
+        self.parked: dict[str, Answer] = {}  # timed replay: answers with masks waiting for their ~/targets_3d
         self.instruction_topic = link.instruction_pub.topic_name
         # frame index -> image message as published: the newest, and those pending answers refer to
         self.frames: collections.OrderedDict[int, object] = collections.OrderedDict()
@@ -204,6 +216,7 @@ class Session:
         if self.depth_feed is not None:
             self.depth_feed.up_to(bag_io.stamp_ns(msg.header))
         waiting = {frame_index for _, frame_index, _ in self.pending.values()}
+        waiting |= {answer.frame_index for answer in self.parked.values()}
         for old in [i for i in self.frames if i not in waiting][: max(len(self.frames) - KEPT_FRAMES, 0)]:
             del self.frames[old]
         data = bytes(bag_io.typestore().serialize_cdr(msg, self.image_type))
@@ -244,8 +257,29 @@ class Session:
             if topic == self.link.result_topic:
                 self._on_result(bag_io.typestore().deserialize_cdr(data, bag_io.RESULT))
                 results += 1
+            elif topic == self.targets_topic:
+                targets = bag_io.typestore().deserialize_cdr(data, depth_replay.TARGETS_3D)
+                self.targets[targets.request_id] = depth_replay.targets_record(targets)
+                if targets.request_id in self.parked:
+                    self.finish(self.parked.pop(targets.request_id))
+            self.finish_parked(time.monotonic() - TARGETS_WAIT_S)
             if time.monotonic() >= deadline:
                 return results
+
+    def wants_targets(self, answer: Answer) -> bool:
+        """The node measures the depth sent and publishes ~/targets_3d for every answer with masks."""
+        return self.targets_topic is not None and bool(answer.masks)
+
+    def wait_for_targets(self, answer: Answer) -> None:
+        """Lock-step: take the answer's ~/targets_3d (it follows the result) before moving on."""
+        deadline = answer.received + TARGETS_WAIT_S
+        while self.wants_targets(answer) and answer.request_id not in self.targets and time.monotonic() < deadline:
+            self.drain(min(0.05, max(deadline - time.monotonic(), 0.001)))
+
+    def finish_parked(self, received_before: float = float("inf")) -> None:
+        """Write the parked answers whose result came before ``received_before``, with or without targets."""
+        for request_id in [r for r, answer in self.parked.items() if answer.received < received_before]:
+            self.finish(self.parked.pop(request_id))
 
     def _on_result(self, result) -> None:
         """Match the answer to its request by the id it echoes."""
@@ -264,6 +298,7 @@ class Session:
             status = HEADER_MISMATCH
         masks = [bag_io.mask_to_array(m) for m in result.masks]
         answer = Answer(request, frame_index, {
+            "request_id": result.request_id,
             "status": status,
             "status_code": int(result.status),
             "status_message": result.status_message,
@@ -277,18 +312,21 @@ class Session:
             "total_ms": round(float(result.total_ms), 2),
             "round_trip_ms": round((time.monotonic() - sent) * 1e3, 2),
             "model_id": result.model_id,
-        }, masks)
+        }, masks, time.monotonic())
         if self.lock_step:
             self.answers.append(answer)
+        elif self.wants_targets(answer) and answer.request_id not in self.targets:
+            self.parked[answer.request_id] = answer
         else:
             self.finish(answer)
 
     def finish(self, answer: Answer) -> None:
-        """Write the answer's masks, overlay and JSONL line."""
+        """Write the answer's masks, overlay and JSONL line (with its 3D targets, None when they did not come)."""
         image = image_message_to_rgb(self.frames[answer.frame_index])
         mask_files, overlay_file = self.results.save_answer(answer.request.index, image, answer.masks)
+        targets = {"targets_3d": self.targets.pop(answer.request_id, None)} if self.wants_targets(answer) else {}
         self._add_record(answer.request, answer.frame_index,
-                         {**answer.fields, "masks": mask_files, "overlay": overlay_file})
+                         {**answer.fields, "masks": mask_files, "overlay": overlay_file, **targets})
 
     def give_up_pending(self) -> None:
         for request, frame_index, _ in self.pending.values():
@@ -343,6 +381,7 @@ def ask_lock_step(session: Session, index: int, msg, request: schedule.Request, 
         answer = session.answers.pop()
         answer.fields["attempts"] = attempt
         if answer.fields["status"] not in RETRIED or attempt == pacing.attempts:
+            session.wait_for_targets(answer)
             session.finish(answer)
             return
 
@@ -391,8 +430,9 @@ def run_timed(session: Session, bag: bag_io.InputBag, plan: Plan, pacing: Pacing
         newest_index = index
     send_due(None)
     deadline = time.monotonic() + pacing.result_timeout_s
-    while session.pending and time.monotonic() < deadline:
+    while (session.pending or session.parked) and time.monotonic() < deadline:
         progress.update(session.drain(0.1))
+    session.finish_parked()
     session.give_up_pending()
 
 
@@ -400,8 +440,14 @@ def summarize(records: list[dict], interrupted: bool) -> dict:
     statuses = collections.Counter(r["status"] for r in records)
     latencies = [r["total_ms"] for r in records if "total_ms" in r]
     round_trips = [r["round_trip_ms"] for r in records if "round_trip_ms" in r]
+    measured = [r["targets_3d"] for r in records if "targets_3d" in r]  # answers with masks, depth on
     return {
         "requests": len(records),
+        "targets_3d": None if not measured else {
+            "answers_with_masks": len(measured),
+            "received": sum(t is not None for t in measured),
+            "with_point": sum(t is not None and t["best_index"] >= 0 for t in measured),
+        },
         "failures": sum(n for status, n in statuses.items() if not Status.is_answered(status)),
         "statuses": dict(statuses),
         "latency_ms": median_p95(latencies),
@@ -420,6 +466,10 @@ def print_summary(summary: dict, results_root: Path, bag_path: Path) -> None:
           "(node: instruction received -> result published)")
     print(f"  round trip: median {rtt['median']} ms, p95 {rtt['p95']} ms (replay: instruction sent -> result received)")
     print(f"  model:      {', '.join(summary['model_ids']) or 'unknown'}")
+    if summary["targets_3d"] is not None:
+        counts = summary["targets_3d"]
+        print(f"  3D targets: {counts['with_point']} of {counts['answers_with_masks']} answers with masks have a point "
+              f"(~/targets_3d received for {counts['received']}; results.jsonl's targets_3d)")
     print(f"  results:    {results_root}/results.jsonl (masks/, overlays/)")
     print(f"  output bag: {bag_path}")
 
@@ -474,7 +524,10 @@ def replay(bag: bag_io.InputBag, plan: Plan, args: argparse.Namespace, results_r
         session = Session(link, output, results, lock_step=pacing.lock_step, node_process=process)
         if depth_topics:
             session.depth_feed = depth_replay.DepthFeed(bag, depth_topics, link.node, output)
-            session.depth_feed.wait_for_subscribers(args.wait_for_node)
+            if session.depth_feed.wait_for_subscribers() and "depth" in depth_topics:  # the node measures it
+                link.record_outputs(("targets_3d",), depth_replay.SUBSCRIBER_WAIT_S)
+                targets_topic = f"/{link.node_name}/targets_3d"
+                session.targets_topic = targets_topic if targets_topic in link.recorded else None
         print(f"replaying {len(plan.frame_times_ns)} frames of {plan.image_topic}, {len(plan.requests)} instructions, "
               f"{pacing.describe()}, into {args.node_name} ({image_out}, {instruction_out})", file=sys.stderr)
         with tqdm(total=len(plan.requests), unit="req", disable=args.no_progress, file=sys.stderr) as progress:
@@ -494,6 +547,7 @@ def replay(bag: bag_io.InputBag, plan: Plan, args: argparse.Namespace, results_r
             if output is not None:
                 output.close()
             if session is not None:
+                session.finish_parked()  # answered, their 3D targets not in yet
                 session.give_up_pending()  # asked but not answered, e.g. at Ctrl-C
             if results is not None:
                 summary = summarize(session.records if session else [], interrupted)

@@ -1,6 +1,7 @@
 """The eval report: summary table, per-sample CSV and plots a person can read.
 
-    report.md            summary table, the plots, every sample worst first
+    report.md            summary table (3D error too, when the replay had depth and the truth positions),
+                         the plots, every sample worst first
     summary.json         the same numbers for scripts
     per_sample.csv       one row per request
     iou_histogram.png    how the IoUs spread          (only with ground truth)
@@ -29,10 +30,25 @@ from lisa_ros.tools import metrics, results_folder, visual  # noqa: E402
 NOT_A_REAL_MODEL = ("tiny", "plumbing", "random")
 CSV_FIELDS = ["request", "frame_key", "frame_occurrence", "frame_index", "instruction", "status", "iou", "intersection",
               "union", "truth_pixels", "predicted_pixels", "mask_count", "area_fraction", "total_ms", "round_trip_ms",
-              "model_id", "explanation"]
+              "model_id", "explanation", "position_error_m", "position_m", "truth_position_m", "position_status"]
 
 
-def summarize(samples, truth_description: str, note: str) -> dict:
+def summarize_positions(samples, description: str | None, within_m: float) -> dict | None:
+    """The 3D error over the samples with a ground-truth position (None when none is 3D-scored)."""
+    scored = [s for s in samples if s.truth_position is not None]
+    if not scored:
+        return None
+    without: dict[str, int] = {}
+    for s in scored:
+        if s.position_error_m is None:  # grouped by kind: "NO_DEPTH: no depth frame within ..." is NO_DEPTH
+            kind = s.position_status.split(":")[0]
+            without[kind] = without.get(kind, 0) + 1
+    return {"ground_truth": description, **metrics.position_errors([s.position_error_m for s in scored], within_m),
+            "without_point": without}
+
+
+def summarize(samples, truth_description: str, note: str, position_description: str | None = None,
+              within_m: float = 0.05) -> dict:
     scored = [s for s in samples if s.scored]
     pairs = [(s.intersection, s.union) for s in scored]
     latencies = [s.record["total_ms"] for s in samples if "total_ms" in s.record]
@@ -66,6 +82,7 @@ def summarize(samples, truth_description: str, note: str) -> dict:
             "area_fraction_median": area["median"],
             "area_fraction_p95": area["p95"],
         },
+        "position": summarize_positions(samples, position_description, within_m),
         "model_ids": model_ids,
         "ground_truth": truth_description,
         "note": note,
@@ -77,6 +94,25 @@ def _fmt(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _metres(value) -> str:
+    return "n/a" if value is None else f"{value:.3f} m"
+
+
+def position_rows(position: dict | None) -> list[tuple[str, str]]:
+    if position is None:
+        return []
+    without = ", ".join(f"{kind} {count}" for kind, count in sorted(position["without_point"].items())) or "none"
+    return [
+        ("3D ground truth", position["ground_truth"]),
+        ("3D error, best target's centroid (median / mean / max)",
+         f"{_metres(position['median_m'])} / {_metres(position['mean_m'])} / {_metres(position['max_m'])} "
+         f"({position['measured']} of {position['samples']} measured)"),
+        (f"3D: within {position['within_m'] * 100:g} cm of the ground truth",
+         f"{position['within']} of {position['samples']} ({_fmt(position['fraction_within'])})"),
+        ("3D: no error (no point, or another frame)", without),
+    ]
 
 
 def summary_rows(summary: dict) -> list[tuple[str, str]]:
@@ -95,6 +131,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
          f"{_fmt(masks['per_answer_max'])} ({masks['answers_with_masks']} of {masks['answers']} OK/NOT_FOUND)"),
         ("mask area, share of the frame (median / p95)", f"{_fmt(masks['area_fraction_median'])} / "
          f"{_fmt(masks['area_fraction_p95'])}"),
+        *position_rows(summary.get("position")),
     ]
 
 
@@ -168,8 +205,24 @@ def write_csv(samples, path: Path) -> None:
             row.update(iou="" if not s.scored else f"{s.iou:.4f}", intersection=s.intersection if s.scored else "",
                        union=s.union if s.scored else "", truth_pixels=s.truth_pixels if s.scored else "",
                        predicted_pixels=s.predicted_pixels, mask_count=s.mask_count,
-                       area_fraction=f"{s.area_fraction:.4f}")
+                       area_fraction=f"{s.area_fraction:.4f}",
+                       position_error_m="" if s.position_error_m is None else f"{s.position_error_m:.4f}",
+                       position_m=_xyz(s.position),
+                       truth_position_m=_xyz(s.truth_position.xyz if s.truth_position else None),
+                       position_status=s.position_status)
             writer.writerow(row)
+
+
+def _xyz(point) -> str:
+    return "" if point is None else " ".join(f"{value:.4f}" for value in point)
+
+
+def _position_cell(sample) -> str:
+    if sample.truth_position is None:
+        return "n/a"
+    if sample.position_error_m is None:
+        return f"no error: {textwrap.shorten(sample.position_status, 40)}".replace("|", "/")
+    return f"{sample.position_error_m:.3f} m"
 
 
 def write_markdown(summary: dict, samples, path: Path) -> None:
@@ -178,6 +231,12 @@ def write_markdown(summary: dict, samples, path: Path) -> None:
         if line:
             lines += [f"> **{line}**", ""]
     lines += ["| | |", "|---|---|"] + [f"| {name} | {value} |" for name, value in summary_rows(summary)]
+    position = summary.get("position")
+    if position is not None:
+        lines += ["", "3D error of a sample: the distance from its best target's centroid (`~/targets_3d`: the",
+                  "highest-scoring mask with a point, as on `~/target_point`) to its ground-truth position",
+                  f"({position['ground_truth']}), in the depth optical frame; a sample without a point has no",
+                  "error and is not within the tolerance."]
     if summary["scored"]:
         lines += ["", "IoU of a sample: its masks (union) against its frame's ground truth; an empty prediction on an",
                   "empty ground truth scores 1, a failed request scores as an empty prediction.", "",
@@ -186,19 +245,20 @@ def write_markdown(summary: dict, samples, path: Path) -> None:
     else:
         lines += ["", "No sample has ground truth: no IoU; statuses, latency and mask statistics only.", "",
                   "![Latency](latency_histogram.png)", "", "## Samples", ""]
-    lines += ["| request | frame | instruction | status | IoU | masks | area | explanation |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["| request | frame | instruction | status | IoU | masks | area | 3D error | explanation |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for s in _worst_first(samples):
         r = s.record
         explanation = textwrap.shorten(r.get("explanation") or r.get("status_message", ""), 80).replace("|", "/")
         lines.append(f"| {r['request']} | {r['frame_index']} | {r['instruction'].replace('|', '/')} | {r['status']} | "
-                     f"{_fmt(s.iou)} | {s.mask_count} | {s.area_fraction:.3f} | {explanation} |")
+                     f"{_fmt(s.iou)} | {s.mask_count} | {s.area_fraction:.3f} | {_position_cell(s)} | {explanation} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def write_report(report_dir: Path, results_root: Path, samples, truth, note: str, worst: int) -> dict:
+def write_report(report_dir: Path, results_root: Path, samples, truth, note: str, worst: int,
+                 within_m: float = 0.05) -> dict:
     report_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize(samples, truth.description, note)
+    summary = summarize(samples, truth.description, note, truth.position_description, within_m)
     write_csv(samples, report_dir / "per_sample.csv")
     plot_latency_histogram(samples, report_dir / "latency_histogram.png")
     if summary["scored"]:

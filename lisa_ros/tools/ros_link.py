@@ -101,8 +101,13 @@ class RosLink:
                 raise NodeUnavailable(f"/{self.node_name} runs but is not ready within {timeout_s:.0f} s: it reports "
                                       f"{status.message!r}; {needed}; {fix}")
             time.sleep(0.05)
-        # Discovery reports a node's topics one by one: wait for its fixed outputs before recording.
-        outputs = {f"/{self.node_name}/{name}" for name in ("result", "mask", "explanation", "overlay")}
+        self.record_outputs(("result", "mask", "explanation", "overlay"), max(deadline - time.monotonic(), 0.0))
+
+    def record_outputs(self, names: tuple[str, ...], timeout_s: float) -> None:
+        """Record the node's outputs ``names`` (``~/`` topics) once discovery lists them, and any other it has."""
+        deadline = time.monotonic() + timeout_s
+        # Discovery reports a node's topics one by one: wait for the wanted ones before recording.
+        outputs = {f"/{self.node_name}/{name}" for name in names}
         while not outputs <= {topic for topic, _ in self._node.get_topic_names_and_types()}:
             if time.monotonic() > deadline:
                 break

@@ -323,17 +323,22 @@ def depth_message(depth_m: np.ndarray, stamp_ns: int, frame_id="camera_depth_opt
 def test_locator_pairs_by_stamp_and_says_why_when_it_cannot():
     depth, mask = scene()
     locator = TargetLocator(tolerance_s=0.02)
+    locator.on_depth(depth_message(depth, 1_000_000_000))
     result = locator.measure([mask], 1_000_000_000)
     assert result.targets[0].status == DepthStatus.NO_CAMERA_INFO and "camera info" in result.message
+    assert not result.awaits_depth  # a depth frame is here and useless: the node must not wait for another
+    locator.clear()
     locator.on_camera_info(k=[F, 0, CX, 0, F, CY, 0, 0, 1], width=W, height=H, distortion_model="plumb_bob",
                            d=[0.0] * 5)
     result = locator.measure([mask], 1_000_000_000)
     assert result.targets[0].status == DepthStatus.NO_DEPTH and "no depth frame received yet" in result.message
+    assert result.awaits_depth  # only the depth frame is missing: worth the node's short wait
     locator.on_depth(depth_message(depth, 1_050_000_000))
     result = locator.measure([mask], 1_000_000_000)
     assert result.targets[0].status == DepthStatus.NO_DEPTH and "50.0 ms" in result.message
     locator.on_depth(depth_message(depth, 1_010_000_000))
     result = locator.measure([mask, mask], 1_000_000_000, keep_points=True)
+    assert not result.awaits_depth
     assert result.frame_id == "camera_depth_optical_frame" and result.depth_stamp_ns == 1_010_000_000
     assert result.message == "" and result.targets[1].points.shape == (result.targets[1].valid_pixels, 3)
     assert_matches_face(result.targets[0])
@@ -346,6 +351,7 @@ def test_locator_reports_bad_camera_info_and_bad_depth_and_recovers():
     locator.on_depth(depth_message(depth, 5))
     result = locator.measure([mask], 5)
     assert result.targets[0].status == DepthStatus.INVALID_CAMERA_INFO and "camera matrix" in result.message
+    assert not result.awaits_depth
     locator.on_camera_info(k=[F, 0, CX, 0, F, CY, 0, 0, 1], width=W, height=H)
     assert locator.measure([mask], 5).targets[0].ok
     broken = DepthMessage(6, "f", "16UC1", W, H, W * 2, False, bytes(10))

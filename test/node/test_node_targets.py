@@ -1,14 +1,16 @@
-"""lisa_node's 3D targets and tracking over real DDS (loopback), with the plumbing engine.
+"""lisa_node's 3D targets and tracking over real DDS (loopback), with the plumbing engine and LISA's own code.
 
 The plumbing engine answers "a and b" with horizontal bands (top and bottom half), so the
-expected 3D points follow analytically from synthetic depth planes and known intrinsics.
+expected 3D points follow analytically from synthetic depth planes and known intrinsics. The
+tiny LISA checkpoint's masks are arbitrary: its 3D targets are checked against what any mask
+on that scene must give.
 """
 import time
 
 import numpy as np
 import pytest
 
-from conftest import wait_for
+from conftest import REPO, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -178,7 +180,10 @@ def test_no_camera_info_and_no_matching_depth_are_said_and_give_no_point(lisa_io
     result, = io.results_for("the cup")
     first = depth_io.targets_for(result.request_id)
     assert [t.status for t in first.targets] == [Target3D.STATUS_NO_CAMERA_INFO]
-    assert "no depth camera info" in first.status_message and first.best_index == -1
+    assert first.best_index == -1 and first.status_message == "NO_CAMERA_INFO: " + first.targets[0].status_message
+    # Says which topic lacks it, and that the depth grace wait was skipped (no depth frame could help).
+    assert f"no camera info received on {io.node.topic('depth_camera_info')}" in first.status_message
+    assert "none was waited for" in first.status_message
 
     depth_io.send_info()
     io.publish_frame(colour_msg(rgb, (6, 0)))  # the only depth frame is 1 s older
@@ -240,3 +245,55 @@ def test_tracked_follows_a_moving_textured_band_and_reports_when_it_leaves(lisa_
     assert state.lost_reasons[0] == "left_frame" and state.finished and state.finished_reason == "lost"
     assert WIDTH / 2 <= k * step <= WIDTH / 2 + step  # lost once half of it is outside, not before
     assert state.masks[0].width == 0 and state.confidences[0] == 0.0
+
+
+def test_lisa_engine_answers_with_masks_get_targets_3d_inside_the_depth_scene(lisa_io, ros_probe,
+                                                                              answering_tiny_lisa_checkpoint):
+    """LISA's real [SEG] -> SAM path on the CPU (tiny checkpoint), depth on: each answer with masks gets a Targets3D
+    with its request_id and stamp, one target per mask, each a point inside the two-plane scene or a reason."""
+    from lisa_ros.msg import SegmentationResult, Target3D
+
+    io = lisa_io(params_file=REPO / "config" / "lisa_cpu.yaml", start_timeout=180,
+                 params={"model.path": str(answering_tiny_lisa_checkpoint), "depth.enabled": True,
+                         "tracking.enabled": False})
+    depth_io = DepthIO(io, ros_probe)
+    metres = np.full((HEIGHT, WIDTH), 2.0, np.float32)  # bottom half: a wall at 2 m
+    metres[:HEIGHT // 2] = 1.0  # top half: a box face at 1 m
+    metres[np.random.default_rng(2).random(metres.shape) < 0.2] = np.nan
+    depth_io.send_info()
+    depth_io.send_depth(metres, (300, 0))
+    io.publish_frame(colour_msg(textured(HEIGHT, WIDTH, seed=5), (300, 0)))
+    results = []
+    for text in ("Please segment the cup.", "where is the box?", "what could I drink from?"):
+        io.ask(text)
+        results += io.results_for(text, timeout=120)
+    with_masks = [r for r in results if r.status == SegmentationResult.STATUS_OK and r.masks]
+    assert with_masks, [(r.status, r.explanation) for r in results]  # the trained tiny model answers with [SEG]
+    assert all(r.model_id == "lisa-tiny-7b" for r in results)
+    points = 0
+    for result in with_masks:
+        targets = depth_io.targets_for(result.request_id)
+        assert targets.header.stamp == result.header.stamp and targets.header.frame_id == DEPTH_FRAME
+        assert (targets.depth_stamp.sec, targets.depth_stamp.nanosec) == (300, 0)
+        assert len(targets.targets) == len(result.masks)
+        for target, mask_msg in zip(targets.targets, result.masks, strict=True):
+            mask = np.frombuffer(bytes(mask_msg.data), np.uint8).reshape(HEIGHT, WIDTH) > 0
+            assert target.mask_pixels == np.count_nonzero(mask)
+            if target.status != Target3D.STATUS_OK:  # e.g. a sliver of a mask: said, never a point
+                assert target.status_message and target.centroid.z == 0.0, target
+                continue
+            centroid = np.array([target.centroid.x, target.centroid.y, target.centroid.z])
+            assert np.isfinite(centroid).all() and 0 < target.valid_pixels <= target.mask_pixels
+            # The median of depths that are all 1 m or 2 m: one of them, or halfway on a tie.
+            assert min(abs(centroid[2] - z) for z in (1.0, 1.5, 2.0)) < 1e-6, centroid
+            rays = centroid[:2] / centroid[2]  # inside the image's field of view
+            assert (0 - CX) / F <= rays[0] <= (WIDTH - 1 - CX) / F and (0 - CY) / F <= rays[1] <= (HEIGHT - 1 - CY) / F
+            for corner in (target.box_min, target.box_max):
+                assert 1.0 - 1e-6 <= corner.z <= 2.0 + 1e-6
+            rows = np.nonzero(mask.any(axis=1))[0]
+            if rows.max() < HEIGHT // 2 or rows.min() >= HEIGHT // 2:  # a mask on one plane only: that plane's z
+                assert centroid[2] == pytest.approx(1.0 if rows.max() < HEIGHT // 2 else 2.0)
+        ok = [i for i, t in enumerate(targets.targets) if t.status == Target3D.STATUS_OK]
+        assert targets.best_index == (max(ok, key=lambda i: result.scores[i]) if ok else -1)
+        points += len(ok)
+    assert points  # its masks cover thousands of pixels: at least one was measured

@@ -184,3 +184,111 @@ def test_without_ground_truth_reports_statuses_latency_and_mask_statistics(resul
 def test_min_giou_needs_ground_truth(results, capsys):
     assert main(["eval", str(results), "--min-giou", "0.5"]) == 2
     assert "--min-giou needs ground truth" in capsys.readouterr().err
+
+
+# 3D error: the replay recorded ~/targets_3d for the answers with masks (requests 0, 3, 4), in "cam".
+TARGETS_3D = {
+    0: {"best_index": 0, "status_message": "", "centroid": [[0.1, 0.0, 1.0]]},
+    3: {"best_index": 1, "status_message": "", "centroid": [[0.0, 0.0, 0.5], [0.0, 0.0, 2.0]]},
+    4: {"best_index": -1, "status_message": "NO_DEPTH: no depth frame within 50.0 ms of the colour frame",
+        "centroid": [None]},
+}
+POSITIONS = {0: (0.1, 0.0, 1.02), 1: (0.0, 0.0, 1.0), 2: (0.0, 0.0, 1.0), 3: (0.0, 0.3, 2.4), 4: (0.0, 0.0, 1.0)}
+ERRORS = {0: 0.02, 3: 0.5}  # |centroid - position| by hand; requests 1, 2, 4 have no point
+
+
+@pytest.fixture
+def depth_results(results):
+    """The results folder as a replay with depth on writes it: targets_3d on every answer with masks."""
+    path = results / "results.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        targets = TARGETS_3D.get(record["request"])
+        if targets is not None:
+            record["targets_3d"] = {
+                "frame_id": "cam", "depth_stamp_ns": STAMPS[record["request"]], "best_index": targets["best_index"],
+                "status_message": targets["status_message"],
+                "targets": [{"status": "NO_DEPTH"} if c is None else {"status": "OK", "centroid": c}
+                            for c in targets["centroid"]]}
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return results
+
+
+def position_bag(path, frame_ids=None):
+    """A real ground-truth bag: the masks of truth_cases() and a PointStamped per request on /ground_truth/position."""
+    with bag_io.OutputBag(path, "mcap") as out:
+        for request, mask in truth_cases().items():
+            msg = bag_io.raw_image_msg(mask.astype(np.uint8) * 255, bag_io.header(STAMPS[request], "cam"))
+            out.write("/ground_truth/mask", STAMPS[request], msg, bag_io.IMAGE)
+        types = bag_io.typestore().types
+        for request, (x, y, z) in POSITIONS.items():
+            header = bag_io.header(STAMPS[request], (frame_ids or {}).get(request, "cam"))
+            msg = types["geometry_msgs/msg/PointStamped"](header=header, point=types["geometry_msgs/msg/Point"](
+                x=x, y=y, z=z))
+            out.write("/ground_truth/position", STAMPS[request], msg, "geometry_msgs/msg/PointStamped")
+    return path
+
+
+def test_3d_error_against_bag_positions(depth_results, tmp_path, capsys):
+    bag = position_bag(tmp_path / "gt")
+    assert main(["eval", str(depth_results), "--gt-bag", str(bag)]) == 0
+    summary = json.loads((depth_results / "report" / "summary.json").read_text())
+    position = summary["position"]
+    assert position["ground_truth"] == f"{bag} topic /ground_truth/position (5 positions)"
+    assert (position["samples"], position["measured"], position["within"]) == (5, 2, 1)  # 0.02 m within 5 cm
+    assert position["median_m"] == pytest.approx(0.26) and position["mean_m"] == pytest.approx(0.26)
+    assert position["max_m"] == pytest.approx(0.5) and position["fraction_within"] == pytest.approx(0.2)
+    assert position["without_point"] == {"no mask (NOT_FOUND)": 1, "no answer (NO_RESULT)": 1, "NO_DEPTH": 1}
+    assert summary["gIoU"] == pytest.approx(GIOU)  # the masks are scored as before
+    rows = {int(row["request"]): row for row in csv.DictReader((depth_results / "report" / "per_sample.csv").open())}
+    for request, error in ERRORS.items():
+        assert float(rows[request]["position_error_m"]) == pytest.approx(error, abs=1e-4)
+        assert rows[request]["truth_position_m"] == " ".join(f"{v:.4f}" for v in POSITIONS[request])
+    assert rows[4]["position_error_m"] == "" and rows[4]["position_status"].startswith("NO_DEPTH: no depth frame")
+    assert rows[1]["position_status"] == "no mask (NOT_FOUND)"
+    text = (depth_results / "report" / "report.md").read_text()
+    assert "| 0.260 m / 0.260 m / 0.500 m (2 of 5 measured) |" in text and "| 1 of 5 (0.200) |" in text
+    assert "| 0.020 m |" in text and "no error: NO_DEPTH" in text
+    out = capsys.readouterr().out
+    assert "3D: within 5 cm of the ground truth" in out and "NO_DEPTH 1" in out
+    assert main(["eval", str(depth_results), "--gt-bag", str(bag), "--position-tolerance", "0.6"]) == 0
+    assert json.loads((depth_results / "report" / "summary.json").read_text())["position"]["within"] == 2
+
+
+def test_3d_error_from_reasonseg_positions_refuses_points_in_another_frame(depth_results, tmp_path):
+    gt = tmp_path / "reasonseg"
+    gt.mkdir()
+    for request, xyz in POSITIONS.items():
+        frame_id = "base_link" if request == 3 else "cam"
+        annotation = {"shapes": [], "position_m": list(xyz), "position_frame_id": frame_id}
+        (gt / f"{STAMPS[request]}.json").write_text(json.dumps(annotation))
+    assert main(["eval", str(depth_results), "--gt-reasonseg", str(gt)]) == 0
+    position = json.loads((depth_results / "report" / "summary.json").read_text())["position"]
+    assert (position["measured"], position["median_m"]) == (1, pytest.approx(0.02))
+    assert position["without_point"] == {"points in 'cam', ground truth in 'base_link' (eval does not transform "
+                                         "between frames)": 1, "no mask (NOT_FOUND)": 1, "no answer (NO_RESULT)": 1,
+                                         "NO_DEPTH": 1}
+
+
+def test_no_3d_error_for_a_replay_without_depth(results, tmp_path):
+    """No record has targets_3d (the node had depth off): no 3D section, even with positions in the truth."""
+    assert main(["eval", str(results), "--gt-bag", str(position_bag(tmp_path / "gt"))]) == 0
+    assert json.loads((results / "report" / "summary.json").read_text())["position"] is None
+    rows = list(csv.DictReader((results / "report" / "per_sample.csv").open()))
+    assert {row["position_error_m"] for row in rows} == {""}
+
+
+def test_no_3d_error_without_positions_and_a_named_position_topic_must_exist(depth_results, tmp_path, capsys):
+    with bag_io.OutputBag(tmp_path / "masks_only", "mcap") as out:
+        msg = bag_io.raw_image_msg(np.zeros(SIZE, np.uint8), bag_io.header(STAMPS[0], "cam"))
+        out.write("/ground_truth/mask", STAMPS[0], msg, bag_io.IMAGE)
+    assert main(["eval", str(depth_results), "--gt-bag", str(tmp_path / "masks_only")]) == 0
+    assert json.loads((depth_results / "report" / "summary.json").read_text())["position"] is None
+    rows = {int(row["request"]): row for row in csv.DictReader((depth_results / "report" / "per_sample.csv").open())}
+    assert rows[0]["position_m"] == "0.1000 0.0000 1.0000" and rows[0]["position_error_m"] == ""  # the point, no truth
+    assert "3D" not in (depth_results / "report" / "report.md").read_text().split("## Samples")[0]
+    assert main(["eval", str(depth_results), "--gt-bag", str(tmp_path / "masks_only"), "--gt-position-topic",
+                 "/ground_truth/position"]) == 2
+    assert "no topic '/ground_truth/position'" in capsys.readouterr().err
+    assert main(["eval", str(depth_results), "--gt-masks", str(tmp_path), "--gt-position-topic", "/p"]) == 2
+    assert "--gt-position-topic reads the --gt-bag" in capsys.readouterr().err

@@ -137,6 +137,18 @@ def test_two_image_topics_need_a_choice(tmp_path, capsys):
     expect_error(capsys, tmp_path, replay(tmp_path / "bag2", tmp_path), "several image topics", "--image-topic")
 
 
+def test_a_depth_stream_beside_the_colour_one_is_not_an_image_topic_choice(tmp_path):
+    """The depth Image topic goes to the node's depth input; only a bag of depth images alone replays it as frames."""
+    from lisa_ros.tools.replay import resolve_image_topic
+
+    write_bag(tmp_path / "bag", frames=1, depth_mm=900)
+    with bag_io.InputBag(tmp_path / "bag") as bag:
+        assert resolve_image_topic(bag, None) == ("/camera/image", bag_io.IMAGE)
+    write_bag(tmp_path / "depth_only", frames=1, image_topic="/camera/depth/image_raw")
+    with bag_io.InputBag(tmp_path / "depth_only") as bag:
+        assert resolve_image_topic(bag, None) == ("/camera/depth/image_raw", bag_io.IMAGE)
+
+
 def test_existing_output_is_not_overwritten(tmp_path, capsys):
     write_bag(tmp_path / "bag", instructions={0: "x"})
     (tmp_path / "out").mkdir()

@@ -1,14 +1,25 @@
 """The shipped sample bag is what `lisa-ros make-sample-bag` writes, and is usable as promised."""
 import argparse
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from lisa_ros.core.depth import DepthMessage, TargetLocator
 from lisa_ros.core.image import image_message_to_rgb
 from lisa_ros.tools import bag_io
 from lisa_ros.tools.cli import main
-from lisa_ros.tools.make_sample_bag import CATEGORIES, FRAMES, GROUND_TRUTH_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC
+from lisa_ros.tools.make_sample_bag import (
+    CAMERA_INFO_TOPIC,
+    CATEGORIES,
+    DEPTH_TOPIC,
+    FRAMES,
+    GROUND_TRUTH_TOPIC,
+    IMAGE_TOPIC,
+    INSTRUCTION_TOPIC,
+    POSITION_TOPIC,
+)
 from lisa_ros.tools.semantic_replay import read_categories
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "sample_bag"
@@ -74,3 +85,47 @@ def test_sample_labels_match_the_bag():
             if target is not None:  # labelled target pixels lie in the mask; a later-drawn object may cover some
                 target_pixels = image == ids[target]
                 assert not (target_pixels & ~mask).any() and target_pixels.sum() > 0.8 * mask.sum()
+
+
+def test_sample_depth_is_aligned_and_agrees_with_the_ground_truth_positions():
+    """Depth and camera info per colour frame (same header); each target's position is the mean 3D point of its
+    ground-truth pixels in that depth (checked here from the bag alone), and the node's locator finds it."""
+    with bag_io.InputBag(SHIPPED) as bag:
+        headers = [m.header for _, m in bag.messages(IMAGE_TOPIC)]
+        depths = [m for _, m in bag.messages(DEPTH_TOPIC)]
+        infos = [m for _, m in bag.messages(CAMERA_INFO_TOPIC)]
+        truth = {bag_io.stamp_ns(m.header): bag_io.mask_to_array(m) for _, m in bag.messages(GROUND_TRUTH_TOPIC)}
+        positions = {bag_io.stamp_ns(m.header): m for _, m in bag.messages(POSITION_TOPIC)}
+    stamps = [bag_io.stamp_ns(h) for h in headers]
+    for messages in (depths, infos):
+        assert [(bag_io.stamp_ns(m.header), m.header.frame_id) for m in messages] == [
+            (bag_io.stamp_ns(h), h.frame_id) for h in headers]
+    assert sorted(positions) == [s for s in stamps if truth[s].any()]  # every target, none for "keep me dry"
+    reasonseg = {int(p.stem): json.loads(p.read_text()) for p in (SHIPPED.parent / "sample_reasonseg").glob("*.json")}
+    for stamp, depth, info in zip(stamps, depths, infos, strict=True):
+        assert (depth.encoding, depth.width, depth.height, depth.step) == ("16UC1", 640, 480, 1280)
+        assert (info.width, info.height, info.distortion_model, list(info.d)) == (640, 480, "plumb_bob", [0.0] * 5)
+        if stamp not in positions:
+            continue
+        metres = np.frombuffer(bytes(depth.data), "<u2").reshape(480, 640) * 0.001
+        mask = truth[stamp]
+        fx, _, cx, _, fy, cy = info.k[:6]
+        vs, us = np.nonzero(mask)
+        z = metres[vs, us]
+        assert z.min() > 0  # no hole on a target
+        mean = np.array([np.mean((us - cx) / fx * z), np.mean((vs - cy) / fy * z), np.mean(z)])
+        message = positions[stamp]
+        assert message.header.frame_id == depth.header.frame_id
+        position = np.array([message.point.x, message.point.y, message.point.z])
+        np.testing.assert_allclose(mean, position, atol=0.001)  # millimetre depth, 0.1 mm rounding
+        ring = cv2.dilate(mask.astype(np.uint8), np.ones((21, 21), np.uint8)).astype(bool) & ~mask & (metres > 0)
+        assert np.median(metres[ring]) > np.median(z) + 0.05  # the object stands in front of its background
+        locator = TargetLocator(tolerance_s=0.0)
+        locator.on_camera_info(k=info.k, width=info.width, height=info.height, d=info.d)
+        locator.on_depth(DepthMessage(stamp, depth.header.frame_id, depth.encoding, depth.width, depth.height,
+                                      depth.step, False, bytes(depth.data)))
+        target = locator.measure([mask], stamp).targets[0]
+        assert target.ok and np.linalg.norm(target.centroid - position) < 0.01  # median vs mean of a sphere: 7 mm
+        if stamp in reasonseg:
+            assert reasonseg[stamp]["position_m"] == [message.point.x, message.point.y, message.point.z]
+            assert reasonseg[stamp]["position_frame_id"] == message.header.frame_id
