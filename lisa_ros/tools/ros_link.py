@@ -125,6 +125,8 @@ class RosLink:
         for topic, types in self._node.get_topic_names_and_types():
             if not topic.startswith(f"/{self.node_name}/") or topic in IGNORED_TOPICS or topic in self.recorded:
                 continue
+            if is_hidden(topic):
+                continue  # e.g. the action's _action/feedback: `ros2 bag record` leaves hidden topics out too
             publishers = self._node.get_publishers_info_by_topic(topic)
             if not publishers:
                 continue
@@ -145,6 +147,11 @@ class RosLink:
 
     def close(self) -> None:
         self._spinning.close()
+
+
+def is_hidden(topic: str) -> bool:
+    """ROS 2's hidden names: a token starting with an underscore (an action's ``_action/*`` topics)."""
+    return any(token.startswith("_") for token in topic.split("/"))
 
 
 def start_node(node_name: str, image_topic: str, instruction_topic: str, params_file: str | None,
