@@ -19,7 +19,7 @@ from lisa_ros.core.engine_options import MODEL_OPTION_KEYS
 from lisa_ros.core.image import DEFAULT_MAX_PIXELS
 from lisa_ros.core.instruction import DEFAULT_MAX_CHARS
 from lisa_ros.core.tracking import TrackingOptions
-from lisa_ros.core.worker import PairingPolicy
+from lisa_ros.core.types import PairingPolicy
 
 __all__ = ["MODEL_OPTION_KEYS", "PARAMETERS", "ConfigError", "NodeConfig"]
 

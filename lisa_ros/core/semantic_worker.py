@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from lisa_ros.core.engine import EngineOutOfMemory
+from lisa_ros.core.engine_runner import CallTimeout, CallTimes, EngineRunner
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import ImageError
 from lisa_ros.core.semantic import (
@@ -30,7 +31,6 @@ from lisa_ros.core.semantic import (
     validate_categories,
 )
 from lisa_ros.core.types import Status
-from lisa_ros.core.worker import CallTimeout, CallTimes, EngineRunner
 
 
 @dataclasses.dataclass

@@ -1,11 +1,16 @@
-"""Result types shared by engines, the node and the tools (no ROS, no torch)."""
+"""Request and result types shared by engines, the workers, the node and the tools (no ROS, no torch)."""
 from __future__ import annotations
 
 import dataclasses
 import enum
+import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+
+from lisa_ros.core.frames import Frame
 
 
 class Status(enum.IntEnum):
@@ -66,6 +71,13 @@ class EngineOutput:
         return len(self.masks) > 0
 
 
+class PairingPolicy(enum.StrEnum):
+    """Which frame an instruction from the topic is answered on."""
+
+    NEWEST = "newest"  # the newest frame when the instruction arrives
+    NEXT = "next"  # the first frame that arrives after the instruction
+
+
 class Stage(enum.IntEnum):
     """Mirrors the STAGE_* constants of action/Segment.action's feedback."""
 
@@ -92,3 +104,42 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+@dataclasses.dataclass(eq=False)  # identity: a request is found in the queue by itself, not by equal fields
+class Request:
+    """One instruction to answer. ``frame`` pins the image (service image)."""
+
+    instruction: str
+    request_id: str = ""  # empty: the node assigns one
+    echo: str | None = None  # the instruction exactly as received, echoed verbatim (None: the validated text)
+    conversation_id: str = "default"
+    reset_conversation: bool = False
+    frame: Frame | None = None
+    error: tuple[Status, str] | None = None  # refused before queueing (bad instruction, ...)
+    received: float = dataclasses.field(default_factory=time.monotonic)
+    stamp: Any = None  # when it was received, on the node's clock: the header of an answer without a frame
+    context: Any = None  # opaque for the submitter (e.g. a service waiter)
+    pairing_policy: PairingPolicy | None = None  # None = the worker's setting
+    wait_after_seq: int | None = None
+    answered: bool = dataclasses.field(default=False, repr=False)
+    # Set by RequestWorker.cancel (and by stop for the running request): ends its wait or its engine call.
+    cancelled: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False, compare=False)
+    # Called as the request moves (the ~/segment action's feedback), on the worker's and the engine's threads;
+    # an exception from it is logged and ignored.
+    progress: ProgressCallback | None = dataclasses.field(default=None, repr=False, compare=False)
+
+
+@dataclasses.dataclass
+class Answer:
+    """The single answer to a Request."""
+
+    request: Request
+    status: Status
+    message: str
+    frame: Frame | None = None
+    image: np.ndarray | None = None  # the decoded RGB frame the engine saw
+    output: EngineOutput | None = None
+    queue_wait_ms: float = 0.0
+    inference_ms: float = 0.0
+    total_ms: float = 0.0

@@ -5,12 +5,12 @@ worker thread pairs each request with a frame, decodes it, and calls the
 engine through an EngineRunner, which enforces ``inference_timeout``. Every
 submitted request is answered exactly once through ``on_answer``: with a result,
 or with a status that explains why not (BUSY, NO_IMAGE, TIMEOUT, ...).
+Request and Answer live in ``core.types``, the EngineRunner in ``core.engine_runner``.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
-import enum
 import logging
 import threading
 import time
@@ -19,180 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, InstructionTooLong
+from lisa_ros.core.engine import Engine, EngineOutOfMemory, InstructionTooLong
+from lisa_ros.core.engine_runner import CallTimeout, CallTimes, EngineRunner
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import ImageError
 from lisa_ros.core.results import keep_best_masks
-from lisa_ros.core.types import EngineOutput, Progress, ProgressCallback, Stage, Status
-
-
-class PairingPolicy(enum.StrEnum):
-    """Which frame an instruction from the topic is answered on."""
-
-    NEWEST = "newest"  # the newest frame when the instruction arrives
-    NEXT = "next"  # the first frame that arrives after the instruction
-
-
-@dataclasses.dataclass(eq=False)  # identity: a request is found in the queue by itself, not by equal fields
-class Request:
-    """One instruction to answer. ``frame`` pins the image (service image)."""
-
-    instruction: str
-    request_id: str = ""  # empty: the node assigns one
-    echo: str | None = None  # the instruction exactly as received, echoed verbatim (None: the validated text)
-    conversation_id: str = "default"
-    reset_conversation: bool = False
-    frame: Frame | None = None
-    error: tuple[Status, str] | None = None  # refused before queueing (bad instruction, ...)
-    received: float = dataclasses.field(default_factory=time.monotonic)
-    stamp: Any = None  # when it was received, on the node's clock: the header of an answer without a frame
-    context: Any = None  # opaque for the submitter (e.g. a service waiter)
-    pairing_policy: PairingPolicy | None = None  # None = the worker's setting
-    wait_after_seq: int | None = None
-    answered: bool = dataclasses.field(default=False, repr=False)
-    # Set by RequestWorker.cancel (and by stop for the running request): ends its wait or its engine call.
-    cancelled: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False, compare=False)
-    # Called as the request moves (the ~/segment action's feedback), on the worker's and the engine's threads;
-    # an exception from it is logged and ignored.
-    progress: ProgressCallback | None = dataclasses.field(default=None, repr=False, compare=False)
-
-
-@dataclasses.dataclass
-class Answer:
-    """The single answer to a Request."""
-
-    request: Request
-    status: Status
-    message: str
-    frame: Frame | None = None
-    image: np.ndarray | None = None  # the decoded RGB frame the engine saw
-    output: EngineOutput | None = None
-    queue_wait_ms: float = 0.0
-    inference_ms: float = 0.0
-    total_ms: float = 0.0
-
-
-class CallTimeout(Exception):
-    """An engine call did not finish within its time limit."""
-
-
-@dataclasses.dataclass
-class CallTimes:
-    """When the engine thread started and ended one call (monotonic s; None until then)."""
-
-    started: float | None = None
-    ended: float | None = None
-
-
-@dataclasses.dataclass(eq=False)
-class _Call:
-    fn: Callable[[], Any]
-    must_run: bool = False  # run even if nobody waits for it (clear_caches)
-    cancel: Callable[[], None] | None = None  # asks fn to return early (Engine.cancel)
-    times: CallTimes = dataclasses.field(default_factory=CallTimes)
-    abandoned: bool = False
-    done: bool = False
-    value: Any = None
-    error: BaseException | None = None
-
-
-class EngineRunner:
-    """Runs engine calls one at a time on a daemon thread, with a time limit.
-
-    A call that overruns, or whose requester stops waiting (deactivate), is abandoned:
-    its ``cancel`` is called so the engine can return early, and its result is discarded.
-    The engine is not thread-safe, so later calls queue behind it; while they wait they
-    cancel it again (a cancel that lands just before the engine starts the call is
-    dropped by design). Calls abandoned before they start are skipped. A daemon thread
-    never blocks process exit.
-    """
-
-    def __init__(self, name: str = "lisa-engine") -> None:
-        self._calls: collections.deque[_Call] = collections.deque()
-        self._condition = threading.Condition()
-        self._running: _Call | None = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
-
-    @property
-    def busy_with_abandoned_call(self) -> bool:
-        with self._condition:
-            return self._running is not None and self._running.abandoned
-
-    def call(self, fn: Callable[[], Any], timeout: float | None, cancelled: threading.Event, *,
-             cancel: Callable[[], None] | None = None, times: CallTimes | None = None) -> Any:
-        """Run fn on the engine thread; raise CallTimeout after ``timeout`` s or when ``cancelled`` is set.
-
-        ``cancel`` is called when this call is abandoned while running; ``times`` records when it ran.
-        """
-        call = _Call(fn, cancel=cancel, times=times if times is not None else CallTimes())
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._condition:
-            if self._closed:
-                raise EngineError("the engine was unloaded")
-            self._calls.append(call)
-            self._condition.notify_all()
-            while not call.done:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if cancelled.is_set() or (remaining is not None and remaining <= 0):
-                    call.abandoned = True
-                    if self._running is call:
-                        self._cancel_running()
-                    raise CallTimeout()
-                if self._running is not None and self._running.abandoned:
-                    self._cancel_running()  # this call waits behind it: end it as soon as it can
-                self._condition.wait(0.05 if remaining is None else min(remaining, 0.05))
-        if call.error is not None:
-            raise call.error
-        return call.value
-
-    def _cancel_running(self) -> None:
-        """Under the lock, so the cancel is for the call running now, never for the next one."""
-        if self._running.cancel is not None:
-            self._running.cancel()
-
-    def post(self, fn: Callable[[], Any]) -> None:
-        """Queue fn without waiting for it (e.g. clear_caches after a timeout)."""
-        with self._condition:
-            if not self._closed:
-                self._calls.append(_Call(fn, must_run=True))
-                self._condition.notify_all()
-
-    def close(self) -> None:
-        """Drop queued calls (their callers get an EngineError), cancel the running one, and end the
-        thread after it (not waited for)."""
-        with self._condition:
-            self._closed = True
-            for call in self._calls:
-                call.error, call.done = EngineError("the engine was unloaded"), True
-            self._calls.clear()
-            if self._running is not None:
-                self._running.abandoned = True
-                self._cancel_running()
-            self._condition.notify_all()
-
-    def _loop(self) -> None:
-        while True:
-            with self._condition:
-                while not self._calls and not self._closed:
-                    self._condition.wait()
-                if self._closed:
-                    return
-                call = self._calls.popleft()
-                if call.abandoned and not call.must_run:
-                    continue
-                self._running = call
-            call.times.started = time.monotonic()
-            try:
-                call.value = call.fn()
-            except BaseException as error:  # handed to the caller, who classifies it
-                call.error = error
-            call.times.ended = time.monotonic()
-            with self._condition:
-                call.done = True
-                self._running = None
-                self._condition.notify_all()
+from lisa_ros.core.types import Answer, EngineOutput, PairingPolicy, Progress, Request, Stage, Status
 
 
 class _EngineTime:

@@ -49,22 +49,15 @@ from lisa_ros.core.config import (
     NodeConfig,
 )
 from lisa_ros.core.engine import Engine, create_engine
+from lisa_ros.core.engine_runner import CallTimeout, EngineRunner
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import image_message_to_rgb
 from lisa_ros.core.instruction import InstructionError, validate_instruction
 from lisa_ros.core.lifecycle import NodeState, not_ready_message
 from lisa_ros.core.results import overlay
 from lisa_ros.core.stats import RequestStats
-from lisa_ros.core.types import Status
-from lisa_ros.core.worker import (
-    Answer,
-    CallTimeout,
-    EngineRunner,
-    PairingPolicy,
-    Request,
-    RequestWorker,
-    WorkerSettings,
-)
+from lisa_ros.core.types import Answer, PairingPolicy, Request, Status
+from lisa_ros.core.worker import RequestWorker, WorkerSettings
 from lisa_ros.msg import Instruction, SegmentationResult
 from lisa_ros.node.convert import answer_to_result, array_to_image_msg, frame_key, union_mask_msg
 from lisa_ros.node.detections import installed_detection_types, result_to_detections

@@ -17,8 +17,7 @@ from rclpy.task import Future
 
 from lisa_ros.action import Segment
 from lisa_ros.core.lifecycle import NodeState
-from lisa_ros.core.types import Progress, Stage, Status
-from lisa_ros.core.worker import PairingPolicy, Request
+from lisa_ros.core.types import PairingPolicy, Progress, Request, Stage, Status
 
 CANCEL_STATE_WAIT_S = 1.0  # rclpy marks a goal CANCELING only after the cancel callback has returned
 GENERATING_FEEDBACK_INTERVAL_S = 0.05  # per-token feedback at most this often (20 Hz)

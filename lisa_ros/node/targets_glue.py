@@ -34,7 +34,7 @@ from lisa_ros.core.config import TargetsConfig
 from lisa_ros.core.depth import DepthMessage, DepthStatus, Measurement, StampBuffer, TargetLocator
 from lisa_ros.core.image import image_message_to_rgb
 from lisa_ros.core.tracking import TrackedState, TrackingRunner
-from lisa_ros.core.worker import Answer
+from lisa_ros.core.types import Answer
 from lisa_ros.msg import Targets3D, TrackedTargets
 from lisa_ros.node.targets_convert import point_cloud, point_stamped, targets3d_msg, tracked_msg
 

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from lisa_ros.core.config import PARAMETERS, ConfigError, NodeConfig, TargetsConfig
-from lisa_ros.core.worker import PairingPolicy
+from lisa_ros.core.types import PairingPolicy
 
 
 def test_defaults_are_valid_and_model_options_are_forwarded():

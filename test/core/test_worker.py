@@ -5,11 +5,12 @@ import time
 import numpy as np
 import pytest
 
+from lisa_ros.core.engine_runner import EngineRunner
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import ImageError
 from lisa_ros.core.plumbing_engine import PlumbingEngine
-from lisa_ros.core.types import Stage, Status
-from lisa_ros.core.worker import EngineRunner, PairingPolicy, Request, RequestWorker, WorkerSettings
+from lisa_ros.core.types import PairingPolicy, Request, Stage, Status
+from lisa_ros.core.worker import RequestWorker, WorkerSettings
 
 
 class Harness:

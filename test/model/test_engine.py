@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from lisa_ros.core.engine import EngineError, InstructionTooLong
+from lisa_ros.core.engine_runner import EngineRunner
 from lisa_ros.core.frames import Frame, LatestFrame
-from lisa_ros.core.types import Stage, Status
-from lisa_ros.core.worker import EngineRunner, Request, RequestWorker, WorkerSettings
+from lisa_ros.core.types import Request, Stage, Status
+from lisa_ros.core.worker import RequestWorker, WorkerSettings
 from lisa_ros.model.frame_cache import FrameCache
 from lisa_ros.model.generation import PromptPrefix, generate
 from lisa_ros.model.preprocess import clip_pixels
