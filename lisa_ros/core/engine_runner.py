@@ -136,3 +136,22 @@ class EngineRunner:
                 call.done = True
                 self._running = None
                 self._condition.notify_all()
+
+
+class EngineTime:
+    """One request's own engine calls (``times=new_call()`` for each): when the first started, and how long they ran."""
+
+    def __init__(self) -> None:
+        self.calls: list[CallTimes] = []
+
+    def new_call(self) -> CallTimes:
+        self.calls.append(CallTimes())
+        return self.calls[-1]
+
+    @property
+    def started(self) -> float | None:
+        return next((c.started for c in self.calls if c.started is not None), None)
+
+    def ran_ms(self) -> float:
+        now = time.monotonic()
+        return 1000.0 * sum((c.ended or now) - c.started for c in self.calls if c.started is not None)

@@ -1,7 +1,7 @@
 """Semantic requests between ROS callbacks and the engine thread (no ROS).
 
-Like ``RequestWorker`` for instructions: callbacks ``submit`` a SemanticJob and
-return; one thread pairs it with a frame, decodes it, and runs the segmenter on
+Like ``RequestWorker`` for instructions, on the same ``BoundedQueueWorker``: callbacks
+``submit`` a SemanticJob and return; one thread pairs it with a frame, decodes it, and runs the segmenter on
 the engine's single thread through the shared ``EngineRunner`` (the engine is not
 thread-safe), within ``inference_timeout``. Every job is answered exactly once
 through ``on_answer``. Periodic jobs are never queued: a tick is skipped while
@@ -9,7 +9,6 @@ the previous periodic job is still waiting or running.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import threading
@@ -19,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from lisa_ros.core.bounded_worker import BoundedQueueWorker
 from lisa_ros.core.engine import EngineOutOfMemory
-from lisa_ros.core.engine_runner import CallTimeout, CallTimes, EngineRunner
+from lisa_ros.core.engine_runner import CallTimeout, EngineRunner, EngineTime
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import ImageError
 from lisa_ros.core.semantic import (
@@ -45,6 +45,7 @@ class SemanticJob:
     context: Any = None  # opaque for the submitter (a service call's future)
     received: float = dataclasses.field(default_factory=time.monotonic)
     answered: bool = dataclasses.field(default=False, repr=False)
+    cancelled: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)  # set by stop
 
 
 @dataclasses.dataclass
@@ -107,68 +108,33 @@ def semantic_config(values: Mapping[str, Any]) -> tuple[SemanticOptions | None, 
     return options, float(rate_hz), problems
 
 
-class SemanticWorker:
-    """Bounded queue + one thread; the segmenter runs on ``runner``'s engine thread."""
+class SemanticWorker(BoundedQueueWorker[SemanticJob]):
+    """Label-map requests through the bounded queue; the segmenter runs on ``runner``'s engine thread."""
 
     def __init__(self, segmenter, runner: EngineRunner, frames: LatestFrame, decode: Callable[[Frame], np.ndarray],
                  on_answer: Callable[[SemanticAnswer], None], settings: SemanticSettings,
                  logger: logging.Logger | Any | None = None) -> None:
         self._segmenter = segmenter
         self._runner = runner
-        self._frames = frames
-        self._decode = decode
-        self._on_answer = on_answer
-        self.settings = settings
-        self._log = logger or logging.getLogger(__name__)
-        self._queue: collections.deque[SemanticJob] = collections.deque()
-        self._condition = threading.Condition()
-        self._answered_lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._current: SemanticJob | None = None
-        self._thread = threading.Thread(target=self._loop, name="lisa-semantic", daemon=True)
-        self._thread.start()
+        super().__init__(frames, decode, on_answer, settings, logger, "lisa-semantic")
 
     # -- called from ROS callbacks (cheap) ----------------------------------------------
     def submit(self, job: SemanticJob) -> bool:
         """Queue a job or answer it at once; False (and no answer) for a periodic tick skipped because
         the previous one has not finished."""
-        with self._condition:
-            if job.periodic and any(j.periodic for j in [*self._queue, self._current] if j is not None):
-                return False
-        if self._stopping.is_set():
-            self._refuse(job, Status.NOT_READY, "node is not active; activate it (lifecycle) and retry")
+        if job.periodic and any(pending.periodic for pending in self._pending()):
+            return False
+        if self._refused_while_stopping(job):
             return True
         names = self._categories(job)
         if isinstance(names, str):
             self._refuse(job, Status.INVALID_INSTRUCTION, names)
             return True
         job.names = names
-        if job.frame is None:
-            refusal = self._pair(job)
-            if refusal is not None:
-                self._refuse(job, *refusal)
-                return True
-        with self._condition:
-            full = len(self._queue) >= self.settings.max_queue
-            if not full:
-                self._queue.append(job)
-                self._condition.notify_all()
-        if full:
-            self._refuse(job, Status.BUSY, f"request queue full ({self.settings.max_queue} waiting); slow down or "
-                                           "raise max_queue", frame=job.frame)
+        if job.frame is None and not self._pair_newest(job, no_image_hint=", or pass an image"):
+            return True
+        self._enqueue(job)
         return True
-
-    def stop(self, reason: str) -> None:
-        """Answer everything pending with NOT_READY and end the thread (does not wait for the engine)."""
-        self._stopping.set()
-        with self._condition:
-            pending = list(self._queue)
-            self._queue.clear()
-            current = self._current
-            self._condition.notify_all()
-        for job in pending + ([current] if current is not None else []):
-            self._refuse(job, Status.NOT_READY, f"{reason}; request not processed", frame=job.frame)
-        self._thread.join(timeout=1.0)
 
     def _categories(self, job: SemanticJob) -> list[str] | str:
         """The job's validated list, or the reason it cannot be used (checked before it waits for the engine)."""
@@ -181,36 +147,7 @@ class SemanticWorker:
         except CategoryError as error:
             return str(error)
 
-    def _pair(self, job: SemanticJob) -> tuple[Status, str] | None:
-        frame = self._frames.take_latest()
-        if frame is None:
-            return Status.NO_IMAGE, (f"no image received yet on {self.settings.image_topic}; check the camera "
-                                     "topic name (remap 'image') and its QoS, or pass an image")
-        age = job.received - frame.received
-        if self.settings.max_image_age > 0 and age > self.settings.max_image_age:
-            return Status.STALE_IMAGE, (f"newest image on {self.settings.image_topic} was received {age:.2f} s ago, "
-                                        f"more than max_image_age = {self.settings.max_image_age} s")
-        job.frame = frame
-        return None
-
     # -- worker thread --------------------------------------------------------------------
-    def _loop(self) -> None:
-        while True:
-            with self._condition:
-                while not self._queue and not self._stopping.is_set():
-                    self._condition.wait()
-                if self._stopping.is_set():
-                    return
-                job = self._current = self._queue.popleft()
-            try:
-                self._process(job)
-            except Exception as error:  # never leave a job unanswered
-                self._log.error(f"semantic request {job.request_id}: unexpected error {error!r}")
-                self._refuse(job, Status.ENGINE_ERROR, f"internal error: {error!r}", frame=job.frame)
-            finally:
-                with self._condition:
-                    self._current = None
-
     def _process(self, job: SemanticJob) -> None:
         frame = job.frame
         try:
@@ -218,15 +155,16 @@ class SemanticWorker:
         except ImageError as error:
             self._refuse(job, Status.INVALID_IMAGE, str(error), frame=frame)
             return
-        times = CallTimes()
+        engine_time = EngineTime()
         try:
             result = self._runner.call(
                 lambda: self._segmenter.segment(image, job.names, frame_key=frame.key),
-                self.settings.inference_timeout or None, self._stopping, cancel=self._segmenter.cancel, times=times)
+                self.settings.inference_timeout or None, job.cancelled, cancel=self._segmenter.cancel,
+                times=engine_time.new_call())
         except CallTimeout:
             if self._stopping.is_set():
                 return  # stop() answers it
-            waited = "" if times.started is not None else " (the engine was still busy with an earlier call)"
+            waited = "" if engine_time.started is not None else " (the engine was still busy with an earlier call)"
             result = self._failure(job, Status.TIMEOUT, f"semantic request took longer than inference_timeout = "
                                    f"{self.settings.inference_timeout} s{waited}; cancelled. Use fewer categories, "
                                    "a faster device, or raise inference_timeout", image)
@@ -240,28 +178,25 @@ class SemanticWorker:
             problem = _result_problem(result, image.shape[:2], len(job.names))
             if problem is not None:
                 result = self._failure(job, Status.ENGINE_ERROR, f"unusable semantic result: {problem}", image)
-        started = times.started if times.started is not None else time.monotonic()
-        ended = times.ended if times.ended is not None else time.monotonic()
-        self._finish(SemanticAnswer(job, result, frame, image, queue_wait_ms=1000.0 * (started - job.received),
-                                    inference_ms=1000.0 * max(0.0, ended - started) if times.started else 0.0))
+        started = engine_time.started if engine_time.started is not None else time.monotonic()
+        self._deliver(job, SemanticAnswer(job, result, frame, image, queue_wait_ms=1000.0 * (started - job.received),
+                                          inference_ms=engine_time.ran_ms()))
 
     def _failure(self, job: SemanticJob, status: Status, message: str, image: np.ndarray | None = None):
         shape = image.shape[:2] if image is not None else (0, 0)
         return SemanticResult.failure(status, message, job.names, shape, getattr(self._segmenter, "model_id", ""))
 
     def _refuse(self, job: SemanticJob, status: Status, message: str, *, frame: Frame | None = None) -> None:
-        result = SemanticResult.failure(status, message, job.names)
-        self._finish(SemanticAnswer(job, result, frame, queue_wait_ms=1000.0 * (time.monotonic() - job.received)))
+        self._deliver(job, refusal(job, status, message, frame=frame))
 
-    def _finish(self, answer: SemanticAnswer) -> None:
-        with self._answered_lock:
-            if answer.job.answered:
-                return
-            answer.job.answered = True
-        try:
-            self._on_answer(answer)
-        except Exception as error:
-            self._log.error(f"semantic request {answer.job.request_id}: publishing the answer failed: {error!r}")
+    def _refuse_stopped(self, job: SemanticJob, message: str) -> None:
+        self._refuse(job, Status.NOT_READY, message, frame=job.frame)
+
+
+def refusal(job: SemanticJob, status: Status, message: str, *, frame: Frame | None = None) -> SemanticAnswer:
+    """The answer to a job that did not run: only a status and the reason."""
+    result = SemanticResult.failure(status, message, job.names)
+    return SemanticAnswer(job, result, frame, queue_wait_ms=1000.0 * (time.monotonic() - job.received))
 
 
 def _result_problem(result: Any, shape: tuple[int, int], count: int) -> str | None:

@@ -9,41 +9,21 @@ Request and Answer live in ``core.types``, the EngineRunner in ``core.engine_run
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from lisa_ros.core.bounded_worker import BoundedQueueWorker
 from lisa_ros.core.engine import Engine, EngineOutOfMemory, InstructionTooLong
-from lisa_ros.core.engine_runner import CallTimeout, CallTimes, EngineRunner
+from lisa_ros.core.engine_runner import CallTimeout, EngineRunner, EngineTime
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import ImageError
 from lisa_ros.core.results import keep_best_masks
 from lisa_ros.core.types import Answer, EngineOutput, PairingPolicy, Progress, Request, Stage, Status
-
-
-class _EngineTime:
-    """One request's own engine calls: when the first started, and how long they ran."""
-
-    def __init__(self) -> None:
-        self.calls: list[CallTimes] = []
-
-    def new_call(self) -> CallTimes:
-        self.calls.append(CallTimes())
-        return self.calls[-1]
-
-    @property
-    def started(self) -> float | None:
-        return next((c.started for c in self.calls if c.started is not None), None)
-
-    def ran_ms(self) -> float:
-        now = time.monotonic()
-        return 1000.0 * sum((c.ended or now) - c.started for c in self.calls if c.started is not None)
 
 
 @dataclasses.dataclass
@@ -57,8 +37,8 @@ class WorkerSettings:
     image_topic: str = "image"  # for messages only
 
 
-class RequestWorker:
-    """Bounded request queue + one worker thread; answers each request exactly once."""
+class RequestWorker(BoundedQueueWorker[Request]):
+    """Instructions through the bounded queue: paired with a frame, run on the engine, answered exactly once."""
 
     def __init__(
         self,
@@ -72,18 +52,7 @@ class RequestWorker:
     ) -> None:
         self._engine = engine
         self._runner = runner
-        self._frames = frames
-        self._decode = decode
-        self._on_answer = on_answer
-        self.settings = settings
-        self._log = logger or logging.getLogger(__name__)
-        self._queue: collections.deque[Request] = collections.deque()
-        self._condition = threading.Condition()
-        self._answered_lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._current: Request | None = None
-        self._thread = threading.Thread(target=self._loop, name="lisa-worker", daemon=True)
-        self._thread.start()
+        super().__init__(frames, decode, on_answer, settings, logger, "lisa-worker")
 
     # -- called from ROS callbacks (cheap, never blocks on inference) ---------
     def submit(self, request: Request) -> None:
@@ -94,112 +63,27 @@ class RequestWorker:
         if request.cancelled.is_set():
             self._finish(request, Status.CANCELLED, "cancelled before it was queued", frame=request.frame)
             return
-        if self._stopping.is_set():
-            self._finish(request, Status.NOT_READY, "node is not active; activate it (lifecycle) and retry")
+        if self._refused_while_stopping(request):
             return
         if request.frame is None:
-            refusal = self._pair_at_arrival(request)
-            if refusal is not None:
-                self._finish(request, *refusal)
+            if (request.pairing_policy or self.settings.pairing_policy) is PairingPolicy.NEXT:
+                request.wait_after_seq = self._frames.seq
+            elif not self._pair_newest(request, stale_hint="; is the camera still publishing?"):
                 return
-        with self._condition:
-            if len(self._queue) >= self.settings.max_queue:
-                full = True
-            else:
-                full = False
-                self._queue.append(request)
-                self._condition.notify_all()
-        if full:
-            self._finish(
-                request,
-                Status.BUSY,
-                f"request queue full ({self.settings.max_queue} waiting); slow down or raise max_queue",
-                frame=request.frame,
-            )
-        else:
-            self._report_positions()
+        self._enqueue(request)
 
     def cancel(self, request: Request) -> None:
         """A queued request leaves the queue and is answered CANCELLED; the running one's engine call is
         cancelled (Engine.cancel) and it is answered CANCELLED; the next request runs normally."""
         request.cancelled.set()
-        with self._condition:
-            queued = request in self._queue
-            if queued:
-                self._queue.remove(request)
-        if queued:
+        if self._dequeue(request):
             self._finish(request, Status.CANCELLED, "cancelled while queued", frame=request.frame)
             self._report_positions()
 
-    @property
-    def waiting(self) -> int:
-        """Requests in the queue (not counting the running one): submit answers BUSY at max_queue."""
-        with self._condition:
-            return len(self._queue)
-
-    def _report_positions(self) -> None:
-        with self._condition:
-            queued = list(self._queue)
-        for position, request in enumerate(queued, start=1):
-            _report(request, Progress(Stage.QUEUED, queue_position=position))
-
-    @property
-    def queue_depth(self) -> int:
-        with self._condition:
-            return len(self._queue) + (1 if self._current is not None else 0)
-
-    def stop(self, reason: str = "node is deactivating") -> None:
-        """Answer everything pending with NOT_READY and stop the thread (does not wait for the engine)."""
-        self._stopping.set()
-        with self._condition:
-            pending = list(self._queue)
-            self._queue.clear()
-            current = self._current
-            self._condition.notify_all()
-        if current is not None:
-            current.cancelled.set()  # ends its frame wait or engine call
-        for request in pending + ([current] if current is not None else []):
-            self._finish(request, Status.NOT_READY, f"{reason}; request not processed")
-        self._thread.join(timeout=1.0)
+    def _queued_at(self, request: Request, position: int) -> None:
+        _report(request, Progress(Stage.QUEUED, queue_position=position))
 
     # -- worker thread ----------------------------------------------------------
-    def _pair_at_arrival(self, request: Request) -> tuple[Status, str] | None:
-        if (request.pairing_policy or self.settings.pairing_policy) is PairingPolicy.NEXT:
-            request.wait_after_seq = self._frames.seq
-            return None
-        frame = self._frames.take_latest()
-        if frame is None:
-            return Status.NO_IMAGE, (
-                f"no image received yet on {self.settings.image_topic}; "
-                "check the camera topic name (remap 'image') and its QoS"
-            )
-        age = request.received - frame.received
-        if self.settings.max_image_age > 0 and age > self.settings.max_image_age:
-            return Status.STALE_IMAGE, (
-                f"newest image on {self.settings.image_topic} was received {age:.2f} s ago, "
-                f"more than max_image_age = {self.settings.max_image_age} s; is the camera still publishing?"
-            )
-        request.frame = frame
-        return None
-
-    def _loop(self) -> None:
-        while True:
-            with self._condition:
-                while not self._queue and not self._stopping.is_set():
-                    self._condition.wait()
-                if self._stopping.is_set():
-                    return
-                request = self._current = self._queue.popleft()
-            self._report_positions()
-            try:
-                self._process(request)
-            except Exception as error:  # never let the worker die with a request unanswered
-                self._log.error(f"request {request.request_id}: unexpected error {error!r}")
-                self._finish(request, Status.ENGINE_ERROR, f"internal error: {error!r}", frame=request.frame)
-            finally:
-                with self._condition:
-                    self._current = None
-
     def _process(self, request: Request) -> None:
         frame = request.frame
         if frame is None:
@@ -224,7 +108,7 @@ class RequestWorker:
         if self._runner.busy_with_abandoned_call:
             self._log.warning("engine still busy with a cancelled or timed-out call; this request waits behind it")
         timeout = self.settings.inference_timeout or None
-        engine_time = _EngineTime()
+        engine_time = EngineTime()
 
         def run(fn: Callable[[], Any]) -> Any:
             return self._runner.call(fn, timeout, request.cancelled, cancel=lambda: self._engine.cancel(),
@@ -285,40 +169,41 @@ class RequestWorker:
             self._finish(request, Status.CANCELLED, "cancelled while running; the engine call was stopped",
                          frame=frame, image=image)
 
-    def _finish(
-        self,
-        request: Request,
-        status: Status,
-        message: str,
-        *,
-        frame: Frame | None = None,
-        image: np.ndarray | None = None,
-        output: EngineOutput | None = None,
-        started: float | None = None,
-        engine_ms: float | None = None,
-    ) -> None:
-        """started: when the engine started on the request (the end of its queue wait; default: now);
-        engine_ms: the request's own engine time (default: none)."""
-        with self._answered_lock:
-            if request.answered:
-                return
-            request.answered = True
-        now = time.monotonic()
-        answer = Answer(
-            request=request,
-            status=status,
-            message=message,
-            frame=frame,
-            image=image,
-            output=output,
-            queue_wait_ms=1000.0 * ((started if started is not None else now) - request.received),
-            inference_ms=engine_ms or 0.0,
-            total_ms=1000.0 * (now - request.received),
-        )
-        try:
-            self._on_answer(answer)
-        except Exception as error:
-            self._log.error(f"request {request.request_id}: publishing the answer failed: {error!r}")
+    def _refuse(self, request: Request, status: Status, message: str, *, frame: Frame | None = None) -> None:
+        self._finish(request, status, message, frame=frame)
+
+    def _finish(self, request: Request, status: Status, message: str, **details: Any) -> None:
+        self._deliver(request, answer_of(request, status, message, **details))
+
+
+def answer_of(
+    request: Request,
+    status: Status,
+    message: str,
+    *,
+    frame: Frame | None = None,
+    image: np.ndarray | None = None,
+    output: EngineOutput | None = None,
+    started: float | None = None,
+    engine_ms: float | None = None,
+) -> Answer:
+    """The answer to ``request`` as of now.
+
+    started: when the engine started on the request (the end of its queue wait; default: now);
+    engine_ms: the request's own engine time (default: none).
+    """
+    now = time.monotonic()
+    return Answer(
+        request=request,
+        status=status,
+        message=message,
+        frame=frame,
+        image=image,
+        output=output,
+        queue_wait_ms=1000.0 * ((started if started is not None else now) - request.received),
+        inference_ms=engine_ms or 0.0,
+        total_ms=1000.0 * (now - request.received),
+    )
 
 
 def _report(request: Request, progress: Progress) -> None:
