@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lisa_ros.core.bounded_worker import BoundedQueueWorker
+from lisa_ros.core.bounded_worker import BoundedQueueWorker, deliver_once
 from lisa_ros.core.engine import Engine, EngineOutOfMemory, InstructionTooLong
 from lisa_ros.core.engine_runner import CallTimeout, EngineRunner, EngineTime
 from lisa_ros.core.frames import Frame, LatestFrame
@@ -173,7 +173,16 @@ class RequestWorker(BoundedQueueWorker[Request]):
         self._finish(request, status, message, frame=frame)
 
     def _finish(self, request: Request, status: Status, message: str, **details: Any) -> None:
-        self._deliver(request, answer_of(request, status, message, **details))
+        answer_request(request, status, message, self._on_answer, self._log, **details)
+
+
+def answer_request(request: Request, status: Status, message: str, on_answer: Callable[[Answer], None],
+                   log: logging.Logger | Any, **details: Any) -> None:
+    """The one way a Request is answered: ``answer_of`` it now, through the exactly-once guard (``deliver_once``).
+
+    The worker answers through it, and so does the node when it refuses a request with no worker running.
+    """
+    deliver_once(request, answer_of(request, status, message, **details), on_answer, log)
 
 
 def answer_of(

@@ -57,7 +57,7 @@ from lisa_ros.core.lifecycle import NodeState, not_ready_message
 from lisa_ros.core.results import overlay
 from lisa_ros.core.stats import RequestStats
 from lisa_ros.core.types import Answer, PairingPolicy, Request, Status
-from lisa_ros.core.worker import RequestWorker, WorkerSettings
+from lisa_ros.core.worker import RequestWorker, WorkerSettings, answer_request
 from lisa_ros.msg import Instruction, SegmentationResult
 from lisa_ros.node.convert import answer_to_result, array_to_image_msg, frame_key, union_mask_msg
 from lisa_ros.node.detections import installed_detection_types, result_to_detections
@@ -537,8 +537,8 @@ class LisaNode(LifecycleNode):
         request.stamp = self.get_clock().now().to_msg()
         worker, config = self._worker, self._config
         if worker is None or self._state is not NodeState.ACTIVE:
-            self._publish_answer(Answer(request, Status.NOT_READY, not_ready_message(self._state, self._problem),
-                                        frame=request.frame))
+            answer_request(request, Status.NOT_READY, not_ready_message(self._state, self._problem),
+                           self._publish_answer, self.get_logger(), frame=request.frame)
             return
         try:
             request.instruction = validate_instruction(request.instruction, config.max_instruction_chars)
@@ -591,7 +591,7 @@ class LisaNode(LifecycleNode):
 
     # -- outputs ----------------------------------------------------------------------
     def _publish_answer(self, answer: Answer) -> None:
-        """Publishes the single answer of a request (called by the worker, or directly on refusals)."""
+        """Publishes the single answer of a request (``on_answer`` of the worker and of ``answer_request``)."""
         engine = self._engine
         result = answer_to_result(answer, engine.model_id if engine is not None else "")
         request = answer.request

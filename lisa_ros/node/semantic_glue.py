@@ -19,10 +19,18 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from sensor_msgs.msg import Image
 
+from lisa_ros.core.bounded_worker import deliver_once
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.lifecycle import NodeState, not_ready_message
 from lisa_ros.core.semantic import SemanticOptions, SemanticResult, label_overlay
-from lisa_ros.core.semantic_worker import SemanticAnswer, SemanticJob, SemanticSettings, SemanticWorker, semantic_config
+from lisa_ros.core.semantic_worker import (
+    SemanticAnswer,
+    SemanticJob,
+    SemanticSettings,
+    SemanticWorker,
+    refusal,
+    semantic_config,
+)
 from lisa_ros.core.types import Status
 from lisa_ros.msg import SemanticSegmentation
 from lisa_ros.node.convert import array_to_image_msg, frame_key
@@ -158,8 +166,9 @@ class SemanticGlue:
         try:
             worker = self._worker
             if worker is None or self._node._state is not NodeState.ACTIVE:
-                self._publish(SemanticAnswer(job, SemanticResult.failure(
-                    Status.NOT_READY, not_ready_message(self._node._state, self._node._problem))))
+                deliver_once(job, refusal(job, Status.NOT_READY, not_ready_message(self._node._state,
+                                                                                   self._node._problem)),
+                             self._publish, self._node.get_logger())
             else:
                 worker.submit(job)
             response.result = await answered

@@ -284,3 +284,24 @@ def test_progress_follows_the_request_and_a_failing_callback_cannot_break_the_an
     assert stages[-1] is Stage.DECODING and stages.count(Stage.ENCODING) == 1
     assert stages == sorted(stages) and Stage.GENERATING in stages  # QUEUED (if seen) < ENCODING < GENERATING
     assert "progress report failed: RuntimeError('a feedback publisher that fails')" in caplog.text
+
+
+def test_a_refusal_without_a_worker_goes_through_the_same_exactly_once_guard(harness):
+    """The node refuses with answer_request while no worker runs: a request answered there is never answered
+    again by a worker, and vice versa."""
+    import logging
+
+    from lisa_ros.core.worker import answer_request
+
+    h = harness()
+    refused = Request(instruction="cup", request_id="r1")
+    answer_request(refused, Status.NOT_READY, "node is inactive", h.on_answer, logging.getLogger("test"))
+    h.put(1)
+    h.worker.submit(refused)
+    served = h.submit("cup")
+    answer_request(served, Status.NOT_READY, "too late", h.on_answer, logging.getLogger("test"))
+    first, second = h.wait(2)
+    time.sleep(0.1)
+    assert len(h.answers) == 2 and refused.answered and served.answered
+    assert (first.request, first.status, first.message) == (refused, Status.NOT_READY, "node is inactive")
+    assert second.request is served

@@ -22,6 +22,9 @@ def test_transitions_stop_and_restart_processing(lisa_io, ros_probe):
     assert refused.status == SegmentationResult.STATUS_NOT_READY and "activate" in refused.status_message
     io.ask("while inactive")  # instructions stay subscribed: answered NOT_READY, never dropped
     assert io.results_for("while inactive")[0].status == SegmentationResult.STATUS_NOT_READY
+    # Each refusal went out once on ~/result too (the service's through the same exactly-once path)
+    assert [(r.instruction, r.status) for r in io.results] == [("cup", SegmentationResult.STATUS_NOT_READY),
+                                                               ("while inactive", SegmentationResult.STATUS_NOT_READY)]
     assert node.change_state(ros_probe, "cleanup")
     wait_for(lambda: io.diagnostics().get("_message") == "unconfigured" and io.diagnostics()["model_id"] == "",
              5, "diagnostics to show the model unloaded")
