@@ -26,6 +26,8 @@ class PlumbingEngine(Engine):
     """Options (all optional; ``PLUMBING_OPTIONS`` in ``lisa_ros.core.engine_options`` says what each does):
     a delay, fault injection by words in the instruction, a failing or slow load.
     LISA's options are accepted and ignored, so one config can switch engines.
+    Its phases (``timings_ms``): delay (the injected delay or hang), generate (the text, word by word for
+    ``progress``), masks (the bands), total.
     """
 
     def __init__(self, **options: Any) -> None:
@@ -77,6 +79,7 @@ class PlumbingEngine(Engine):
             raise EngineError("engine not loaded")
         self._cancelled.clear()
         self.segments_started += 1
+        start = time.perf_counter()
         if self.raise_on and self.raise_on in instruction:
             raise EngineError(f"injected failure ({self.raise_on!r} in the instruction)")
         if self.oom_on and self.oom_on in instruction:
@@ -85,6 +88,7 @@ class PlumbingEngine(Engine):
             self._wait(self.hang_s)
         if self.delay_s > 0:
             self._wait(self.delay_s)
+        waited = time.perf_counter()
         turn = self._turns.get(conversation_id, 0) + 1
         height, width = image.shape[:2]
         parts = [] if "nothing" in instruction.lower() else [p for p in instruction.split(" and ") if p.strip()]
@@ -98,12 +102,16 @@ class PlumbingEngine(Engine):
             if parts:
                 progress(Progress(Stage.DECODING))
         self._turns[conversation_id] = turn  # a cancelled answer is no turn
+        generated = time.perf_counter()
         masks = []
         for index in range(len(parts)):
             mask = np.zeros((height, width), dtype=bool)
             mask[index * height // len(parts):(index + 1) * height // len(parts), :] = True
             masks.append(mask)
-        return EngineOutput(masks=masks, scores=[1.0] * len(masks), text=text)
+        done = time.perf_counter()
+        timings = {"delay": (waited - start) * 1000, "generate": (generated - waited) * 1000,
+                   "masks": (done - generated) * 1000, "total": (done - start) * 1000}
+        return EngineOutput(masks=masks, scores=[1.0] * len(masks), text=text, timings_ms=timings)
 
     def reset(self, conversation_id: str | None = None) -> None:
         if conversation_id is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,21 +36,32 @@ def median_p95(values: Iterable[float], digits: int = 1) -> dict[str, float | No
 
 
 class RequestStats:
-    """Keeps the last ``window`` latencies per kind and counts outcomes by status."""
+    """Keeps the last ``window`` latencies per kind and engine phase, and counts outcomes by status."""
 
     def __init__(self, window: int = 200) -> None:
         self._lock = threading.Lock()
         self._latencies: dict[str, collections.deque[float]] = collections.defaultdict(
             lambda: collections.deque(maxlen=window)
         )
+        self._phases: dict[str, collections.deque[float]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=window)
+        )
         self.status_counts: collections.Counter[Status] = collections.Counter()
 
-    def record(self, status: Status, **latencies_ms: float) -> None:
+    def record(self, status: Status, phases_ms: Mapping[str, float] | None = None, **latencies_ms: float) -> None:
+        """phases_ms: the engine's per-phase times of this answer (``EngineOutput.timings_ms``)."""
         with self._lock:
             self.status_counts[status] += 1
             if status.answered:
                 for kind, value in latencies_ms.items():
                     self._latencies[kind].append(value)
+                for phase, value in (phases_ms or {}).items():
+                    self._phases[phase].append(value)
+
+    def phase_means(self) -> dict[str, float]:
+        """{phase: mean ms} over the last ``window`` answers that ran that phase, in first-seen order."""
+        with self._lock:
+            return {phase: float(np.mean(values)) for phase, values in self._phases.items()}
 
     def percentiles(self, kind: str, quantiles=(50, 90, 99)) -> dict[int, float] | None:
         """{50: p50_ms, 90: ..., 99: ...} over the window, or None before any answer."""

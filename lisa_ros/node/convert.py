@@ -56,6 +56,8 @@ def answer_to_result(answer: Answer, model_id: str) -> SegmentationResult:
     result.total_ms = float(answer.total_ms)
     if answer.output is not None:
         result.explanation = answer.output.text
+        result.timing_names = list(answer.output.timings_ms)
+        result.timing_ms = [float(v) for v in answer.output.timings_ms.values()]
         result.masks = [array_to_image_msg(mask_to_mono8(m), "mono8", result.header) for m in answer.output.masks]
         result.scores = [float(s) for s in answer.output.scores]
         result.boxes = [_roi(bounding_box(m)) for m in answer.output.masks]

@@ -615,8 +615,8 @@ class LisaNode(LifecycleNode):
             if targets is not None:
                 targets.on_answer(answer)  # hands over: the 3D step and tracking run on their own threads
         finally:
-            self._stats.record(answer.status, total=result.total_ms, inference=answer.inference_ms,
-                               queue_wait=answer.queue_wait_ms)
+            self._stats.record(answer.status, answer.output.timings_ms if answer.output is not None else None,
+                               total=result.total_ms, inference=answer.inference_ms, queue_wait=answer.queue_wait_ms)
             if answer.status.answered:
                 self.get_logger().info(f"{label}: {answer.status.name}, {answer.message}, {result.total_ms:.0f} ms")
             else:
@@ -667,6 +667,7 @@ class LisaNode(LifecycleNode):
             percentiles = self._stats.percentiles(kind)
             for q, value in (percentiles or {}).items():
                 values[f"{kind}_ms_p{q}"] = f"{value:.1f}"
+        values.update({f"phase_{phase}_ms_mean": f"{mean:.1f}" for phase, mean in self._stats.phase_means().items()})
         values.update({f"answers_{name.lower()}": count for name, count in self._stats.counts().items()})
         if engine is not None:
             try:

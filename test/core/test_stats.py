@@ -20,3 +20,13 @@ def test_percentiles_are_none_without_values_and_numpy_s_otherwise():
     assert percentiles(values, (95,), method="nearest") == {95: 50.0}
     assert median_p95(values) == {"median": 30.0, "p95": 48.5}
     assert median_p95([0.123456], digits=4) == {"median": 0.1235, "p95": 0.1235}
+
+
+def test_phase_means_over_the_window_of_answers_only():
+    stats = RequestStats(window=2)
+    assert stats.phase_means() == {}
+    stats.record(Status.OK, {"clip": 100.0, "total": 300.0}, total=1)
+    stats.record(Status.NOT_FOUND, {"clip": 0.0, "total": 100.0, "decode": 5.0}, total=1)
+    stats.record(Status.OK, {"clip": 20.0, "total": 200.0}, total=1)  # the first leaves the window
+    stats.record(Status.TIMEOUT, {"clip": 999.0}, total=1)  # not an answer: not counted
+    assert stats.phase_means() == {"clip": 10.0, "total": 150.0, "decode": 5.0}

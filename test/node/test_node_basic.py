@@ -74,6 +74,27 @@ def test_diagnostics_report_state_latency_and_frames(lisa_io):
         assert key in values, key
 
 
+def test_engine_phase_timings_reach_the_result_and_their_means_the_diagnostics(lisa_io):
+    io = lisa_io(params={"model.delay_s": 0.02})
+    io.publish_frame(make_image_msg(stamp=(1, 0)))
+    results = [io.call(f"cup {i}") for i in range(3)]
+    phases = ["delay", "generate", "masks", "total"]  # the plumbing engine's
+    assert all(list(r.timing_names) == phases and len(r.timing_ms) == 4 and min(r.timing_ms) >= 0 for r in results)
+    names = results[0].timing_names
+    means = {name: sum(r.timing_ms[i] for r in results) / len(results) for i, name in enumerate(names)}
+
+    def diagnosed():
+        values = io.diagnostics()
+        return values.get("answers_ok") == "3" and values
+
+    values = wait_for(diagnosed, 5, "the three answers in diagnostics")
+    for name, mean in means.items():
+        assert abs(float(values[f"phase_{name}_ms_mean"]) - mean) <= 0.06, (name, values)
+    refused = io.call("")
+    assert refused.status == refused.STATUS_INVALID_INSTRUCTION
+    assert list(refused.timing_names) == [] and list(refused.timing_ms) == []  # no engine answer, no phases
+
+
 def test_standard_ros_args_remap_topics_including_compressed(lisa_node_process, ros_probe):
     """`lisa_node --ros-args --params-file ... -r image:=... -r instruction:=...`, JPEG on <image>/compressed."""
     import io as bytes_io
