@@ -22,9 +22,8 @@ import weakref
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.exceptions import InvalidParameterValueException
+from rclpy.exceptions import InvalidHandle, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -309,15 +308,19 @@ class LisaNode(LifecycleNode):
 
     # -- lifecycle ------------------------------------------------------------------
     def _refusing_unavailable_transitions(self, change_state):
-        """change_state by the id of a transition the current state lacks raised RCLError out of rclpy's
-        service callback, which ended the process with a traceback; it is refused like a bad label."""
+        """change_state by the id of a transition the current state lacks raised rcl's error out of rclpy's
+        service callback, which ended the process with a traceback; it is refused like a bad label.
+
+        rclpy raises an RCLError, whose class is public only as the RuntimeError it derives from; the
+        transition callbacks never raise (``_reported``), so any RuntimeError here is rcl's refusal.
+        """
         def callback(request, response):
             try:
                 return change_state(request, response)
-            except RCLError as error:
+            except RuntimeError as error:
                 self.get_logger().error(
                     f"change_state to transition {request.transition.id} {request.transition.label!r} refused "
-                    f"in state {self._state_machine.current_state[1]!r}: {error}")
+                    f"in state {self._state.value!r}: {error}")
                 response.success = False
                 return response
         return callback
