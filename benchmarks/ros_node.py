@@ -23,17 +23,6 @@ def require_ros_env() -> None:
         sys.exit(f"{', '.join(missing)} not set: run `source scripts/ros_env.sh` first (keeps DDS on 127.0.0.1)")
 
 
-def rss_mb(pid: int) -> float | None:
-    """Resident set size of a process (VmRSS), MiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 def cpu_seconds(pid: int) -> float | None:
     """user + system CPU seconds of a process so far."""
     try:

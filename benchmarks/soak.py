@@ -34,8 +34,7 @@ sys.path.append(str(Path(__file__).resolve().parent))
 import common  # noqa: E402, F401  (lisa_ros from the source tree when it is not installed)
 from lisa_ros.core.stats import percentiles  # noqa: E402
 from lisa_ros.core.types import Status  # noqa: E402
-from lisa_ros.tools.node_process import NodeProcess  # noqa: E402
-from ros_node import rss_mb  # noqa: E402
+from lisa_ros.tools.node_process import NodeProcess, rss_mb, thread_count  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,13 +55,6 @@ def parse_args(argv=None):
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON path (default benchmarks/results/soak-<N>min.json)")
     return parser.parse_args(argv)
-
-
-def thread_count(pid: int) -> int | None:
-    try:
-        return len(os.listdir(f"/proc/{pid}/task"))
-    except OSError:
-        return None
 
 
 def start_node(args, namespace: str) -> NodeProcess:

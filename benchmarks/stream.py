@@ -22,6 +22,7 @@ sys.path.append(str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 import ros_node  # noqa: E402
+from lisa_ros.tools.node_process import rss_mb  # noqa: E402
 
 
 def slope_mb_per_min(samples: list[tuple[float, float]]) -> float | None:
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> dict:
                 sent[text] = client.ask(text)
                 next_instruction += args.instruction_period
             if now >= next_sample:
-                value = ros_node.rss_mb(node.pid)
+                value = rss_mb(node.pid)
                 if value is not None:
                     rss.append((round(elapsed, 1), round(value, 1)))
                 next_sample += args.sample_period

@@ -2,7 +2,8 @@
 
 Needs the colcon install (``scripts/ros_env.sh``) to find the executable; no rclpy in
 this process. The node is stopped with SIGINT, as a terminal's Ctrl-C would, so its
-own shutdown path (answers for waiting instructions, engine unload) runs.
+own shutdown path (answers for waiting instructions, engine unload) runs. ``rss_mb`` and
+``thread_count`` measure it (or any process) for the leak checks of the tests and benchmarks.
 """
 from __future__ import annotations
 
@@ -40,6 +41,25 @@ def write_params_file(path: Path, params: Mapping[str, Any]) -> Path:
         level[leaf] = value
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": nested}}))
     return path
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process (VmRSS, MiB); None once it has exited (Linux ``/proc``)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def thread_count(pid: int) -> int | None:
+    """Threads of a process; None once it has exited (Linux ``/proc``)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return None
 
 
 class NodeProcess:

@@ -2,20 +2,13 @@
 import collections
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import make_image_msg
+from lisa_ros.tools.node_process import rss_mb
 
 pytestmark = pytest.mark.ros
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def test_30hz_images_with_a_slow_engine_keep_memory_flat_and_use_the_newest_frame(lisa_io):

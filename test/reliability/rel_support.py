@@ -46,17 +46,6 @@ def bare_image(**fields):
     return msg
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
-def thread_count(pid: int) -> int:
-    return len(list(Path(f"/proc/{pid}/task").iterdir()))
-
-
 def children(pid: int) -> list[int]:
     """Direct child processes of ``pid`` (from /proc)."""
     found = []

@@ -136,7 +136,7 @@ def test_inconsistent_service_images_are_refused_and_the_next_request_succeeds(c
 
 def test_oversized_service_image_payload_is_refused_without_harm(case, lisa_io):
     """A real 12 MP (36 MB) frame over DDS, with max_image_pixels 4 MP: refused, memory back, node answers."""
-    from rel_support import rss_mb
+    from lisa_ros.tools.node_process import rss_mb
 
     io = lisa_io()
     pid = io.node.popen.pid

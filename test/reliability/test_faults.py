@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from lisa_ros.core.types import Status
-from rel_support import children, collect_all, image_msg, settle, thread_count, wait_for
+from lisa_ros.tools.node_process import thread_count
+from rel_support import children, collect_all, image_msg, settle, wait_for
 
 CATEGORY = "Faults (DDS)"
 pytestmark = pytest.mark.ros

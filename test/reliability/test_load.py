@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from lisa_ros.core.types import Status
-from rel_support import collect_all, image_msg, rss_mb, settle, wait_for
+from lisa_ros.tools.node_process import rss_mb
+from rel_support import collect_all, image_msg, settle, wait_for
 
 CATEGORY = "Load (DDS)"
 
