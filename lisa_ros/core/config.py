@@ -1,7 +1,7 @@
 """Node settings: defaults, types and validation (no ROS).
 
-The node declares every name in PARAMETERS (plus ``model.<key>`` for every engine option,
-``MODEL_OPTION_KEYS`` from ``lisa_ros.core.engine_options``)
+The node declares every name in PARAMETERS (plus ``model.<key>`` for each option of the engine
+it runs, ``option_keys(engine)`` from ``lisa_ros.core.engine_options``)
 and calls ``NodeConfig.from_parameters`` at configure, which reports every
 problem at once (node parameters and engine options together), each naming the
 parameter and what it accepts.

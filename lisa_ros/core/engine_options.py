@@ -1,6 +1,6 @@
 """Every engine's options, declared once: name -> (default, description), importable without torch.
 
-The node declares ``model.<name>`` for each, ``LisaOptions`` and ``PlumbingEngine`` take
+The node declares ``model.<name>`` for each option of the engine it runs, ``LisaOptions`` and ``PlumbingEngine`` take
 their fields and defaults from here, and a test holds ``config/lisa.yaml`` and the
 README's parameter table to them: a new option is added here and nowhere else.
 """
@@ -35,7 +35,7 @@ PLUMBING_OPTIONS: dict[str, tuple[Any, str]] = {
 
 ENGINE_OPTIONS: dict[str, dict[str, tuple[Any, str]]] = {"lisa": LISA_OPTIONS, "plumbing": PLUMBING_OPTIONS}
 
-# Every engine's option names (LISA's first): what the node declares as model.<key>.
+# Every engine's option names (LISA's first): what a params file may hold as model.<key>.
 MODEL_OPTION_KEYS: tuple[str, ...] = tuple(dict.fromkeys(key for options in ENGINE_OPTIONS.values()
                                                          for key in options))
 

@@ -39,7 +39,6 @@ from std_srvs.srv import Trigger
 from lisa_ros.core.config import (
     BOUNDS,
     LIVE_PARAMETERS,
-    MODEL_OPTION_KEYS,
     PARAMETERS,
     RECONFIGURE_GROUPS,
     RECONFIGURE_PARAMETERS,
@@ -48,6 +47,7 @@ from lisa_ros.core.config import (
     NodeConfig,
 )
 from lisa_ros.core.engine import Engine, create_engine
+from lisa_ros.core.engine_options import option_description, option_keys
 from lisa_ros.core.engine_runner import CallTimeout, EngineRunner
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import image_message_to_rgb
@@ -129,11 +129,11 @@ class LisaNode(LifecycleNode):
                 description=description + _when_applied(name), read_only=name in START_UP_PARAMETERS, **dynamic))
             if name in BOUNDS:
                 self._declare_range(name)
-        for key in MODEL_OPTION_KEYS:
-            self.declare_parameter(f"model.{key}", None, ParameterDescriptor(
-                description=f"engine option {key!r} (unset = engine default)" + _when_applied("model."), **dynamic))
-        self.add_on_set_parameters_callback(self._check_parameters)  # after declaring: it refuses NOT_SET
+        self._engine_option_names: list[str] = []  # the model.* parameters declared now
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self._declare_engine_options(self.get_parameter("engine").value)
         self.add_post_set_parameters_callback(self._apply_live_parameters)
+        self.add_post_set_parameters_callback(self._follow_engine)
 
         self._config: NodeConfig | None = None
         self._engine: Engine | None = None
@@ -220,11 +220,32 @@ class LisaNode(LifecycleNode):
         except InvalidParameterValueException:
             pass  # configure names the problem
 
+    def _declare_engine_options(self, engine: str) -> None:
+        """``model.<key>`` for the options of ``engine`` only (a production node has no fault-injection keys);
+        another engine's are undeclared. An unknown engine gets every engine's, for configure to name it."""
+        wanted = [f"model.{key}" for key in option_keys(engine)]
+        for name in self._engine_option_names:
+            if name not in wanted:
+                self.undeclare_parameter(name)
+        for name in wanted:
+            if not self.has_parameter(name):  # an unset option takes the engine's default
+                self.declare_parameter(name, None, ParameterDescriptor(
+                    description=option_description(name.removeprefix("model.")) + _when_applied("model."),
+                    dynamic_typing=True))
+        self._engine_option_names = wanted
+
+    def _follow_engine(self, parameters: list[Parameter]) -> None:
+        """A new ``engine`` (set while unconfigured) brings its own ``model.*`` options."""
+        for parameter in parameters:
+            if parameter.name == "engine":
+                self._declare_engine_options(parameter.value)
+
     def _check_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """Refuses deletions, model/camera settings while configured, and live values configure would refuse."""
-        own = set(PARAMETERS) | {f"model.{key}" for key in MODEL_OPTION_KEYS}
+        own = set(PARAMETERS) | set(self._engine_option_names)
         mine = [p for p in parameters if p.name in own]
-        deleted = [p.name for p in mine if p.type_ is Parameter.Type.NOT_SET]
+        # NOT_SET on a declared parameter is a deletion; on a new one, its declaration (an unset model.* option)
+        deleted = [p.name for p in mine if p.type_ is Parameter.Type.NOT_SET and self.has_parameter(p.name)]
         if deleted:  # `ros2 param delete` undeclared it, and every later configure failed reading it
             return self._refused(f"{', '.join(deleted)} cannot be deleted: lisa_node reads it at every configure. "
                                  "Set the value you want instead (a model.* option left unset in the params file "
@@ -251,7 +272,7 @@ class LisaNode(LifecycleNode):
 
     def _parameter_values(self) -> dict:
         values = {name: self.get_parameter(name).value for name in PARAMETERS}
-        values.update({f"model.{k}": self.get_parameter(f"model.{k}").value for k in MODEL_OPTION_KEYS})
+        values.update({name: self.get_parameter(name).value for name in self._engine_option_names})
         return values
 
     def _apply_live_parameters(self, parameters: list[Parameter]) -> None:

@@ -146,15 +146,42 @@ def test_descriptors_carry_ranges_and_read_only_flags(lisa_io):
 
     io = lisa_io()
     client = io.probe.client(io.node.topic("~/describe_parameters"), DescribeParameters)
-    names = ["max_queue", "overlay_alpha", "next_frame_timeout", "auto_configure", "model.path", "pairing_policy"]
+    names = ["max_queue", "overlay_alpha", "next_frame_timeout", "auto_configure", "model.delay_s", "pairing_policy"]
     described = {d.name: d for d in io.probe.call(client, DescribeParameters.Request(names=names)).descriptors}
     assert described["max_queue"].integer_range[0].from_value == 1
     alpha = described["overlay_alpha"].floating_point_range[0]
     assert (alpha.from_value, alpha.to_value) == (0.0, 1.0)
     assert math.isinf(described["next_frame_timeout"].floating_point_range[0].to_value)
-    assert described["auto_configure"].read_only and not described["model.path"].read_only
+    assert described["auto_configure"].read_only and not described["model.delay_s"].read_only
     assert "[applied at once]" in described["pairing_policy"].description
-    assert "unconfigured" in described["model.path"].description
+    assert "unconfigured" in described["model.delay_s"].description
+    assert described["model.delay_s"].description.startswith("plumbing engine option: s each segment() takes")
+
+
+def test_model_parameters_are_the_running_engine_s_options_only(lisa_io):
+    """The plumbing engine's fault injection (model.raise_on, ...) is no parameter of a LISA node, and LISA's
+    options none of a plumbing node; a new engine (set while unconfigured) brings its own."""
+    from rcl_interfaces.srv import ListParameters
+
+    from lisa_ros.core.engine_options import LISA_OPTIONS, PLUMBING_OPTIONS
+
+    io = lisa_io()
+    client = io.probe.client(io.node.topic("~/list_parameters"), ListParameters)
+
+    def model_parameters():
+        listed = io.probe.call(client, ListParameters.Request(prefixes=["model"], depth=0)).result.names
+        return sorted(listed)
+
+    assert model_parameters() == sorted(f"model.{key}" for key in PLUMBING_OPTIONS)
+    assert io.node.change_state(io.probe, "deactivate") and io.node.change_state(io.probe, "cleanup")
+    assert set_parameters(io, engine="lisa")["engine"][0]
+    assert model_parameters() == sorted(f"model.{key}" for key in LISA_OPTIONS)
+    assert set_parameters(io, engine="plumbing")["engine"][0]
+    assert get_parameters(io, "model.hang_on") == {"model.hang_on": "#hang"}  # the params file's value again
+    assert io.node.change_state(io.probe, "configure") and io.node.change_state(io.probe, "activate")
+    io.publish_frame(make_image_msg(stamp=(2, 0)))
+    result = io.call("the cup")
+    assert result.status == result.STATUS_OK, result.status_message
 
 
 # -- the ~/segment action -----------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def test_deleting_a_parameter_is_refused_and_configure_keeps_working(lisa_node_p
     """`ros2 param delete model.<x>` used to undeclare it: every later configure raised
     ParameterNotDeclaredException, swallowed by rclpy, until a restart."""
     node = lisa_node_process()
-    for name in ("model.delay_s", "model.vision_tower", "max_queue"):  # set, unset (engine default), node
+    for name in ("model.delay_s", "model.load_delay_s", "max_queue"):  # set, unset (engine default), node
         result = _set(ros_probe, node, name)
         assert not result.successful and "cannot be deleted" in result.reason and name in result.reason
     for transition in ("deactivate", "cleanup", "configure", "activate"):
