@@ -223,7 +223,17 @@ def action_client(io):
     return client
 
 
-HANGING = {"inference_timeout": 30.0, "model.hang_s": 20.0, "max_queue": 2}
+def running_goal(lisa_io, instruction, **params):
+    """A node whose engine hangs 20 s on '#hang', a camera frame, and a first goal running on the engine:
+    (io, action client, that goal)."""
+    from lisa_ros.action import Segment
+
+    io = lisa_io(params={"inference_timeout": 30.0, "model.hang_s": 20.0, "max_queue": 2} | params)
+    io.publish_frame(make_image_msg(stamp=(3, 0)))
+    client = action_client(io)
+    running = Goal(client, instruction)
+    wait_for(lambda: (Segment.Feedback.STAGE_ENCODING, 0) in running.stages(), 10, "the first goal running")
+    return io, client, running
 
 
 def assert_feedback_streams(goal, result, *, decoding):
@@ -294,11 +304,7 @@ def test_action_feedback_order_and_cancel_while_queued(lisa_io):
 
     from lisa_ros.action import Segment
 
-    io = lisa_io(params=HANGING)
-    io.publish_frame(make_image_msg(stamp=(3, 0)))
-    client = action_client(io)
-    running = Goal(client, "#hang the cup")
-    wait_for(lambda: (Segment.Feedback.STAGE_ENCODING, 0) in running.stages(), 10, "the first goal running")
+    io, client, running = running_goal(lisa_io, "#hang the cup")
     second, third = Goal(client, "the cup"), Goal(client, "the mug")
     wait_for(lambda: (Segment.Feedback.STAGE_QUEUED, 2) in third.stages(), 10, "the third goal queued second")
     second.cancel()
@@ -319,13 +325,7 @@ def test_action_feedback_order_and_cancel_while_queued(lisa_io):
 def test_action_cancel_while_running_stops_the_engine_and_the_next_goal_succeeds(lisa_io):
     from action_msgs.msg import GoalStatus
 
-    from lisa_ros.action import Segment
-
-    io = lisa_io(params=HANGING)
-    io.publish_frame(make_image_msg(stamp=(3, 0)))
-    client = action_client(io)
-    running = Goal(client, "#hang for twenty seconds")
-    wait_for(lambda: (Segment.Feedback.STAGE_ENCODING, 0) in running.stages(), 10, "the goal running")
+    io, client, running = running_goal(lisa_io, "#hang for twenty seconds")
     started = time.monotonic()
     running.cancel()
     status, result = running.result()
@@ -339,11 +339,7 @@ def test_action_cancel_while_running_stops_the_engine_and_the_next_goal_succeeds
 def test_action_goals_beyond_the_queue_are_rejected_at_goal_time(lisa_io):
     from lisa_ros.action import Segment
 
-    io = lisa_io(params=HANGING | {"max_queue": 1})
-    io.publish_frame(make_image_msg(stamp=(3, 0)))
-    client = action_client(io)
-    running = Goal(client, "#hang the cup")
-    wait_for(lambda: (Segment.Feedback.STAGE_ENCODING, 0) in running.stages(), 10, "the goal running")
+    io, client, running = running_goal(lisa_io, "#hang the cup", max_queue=1)
     queued = Goal(client, "the cup")
     rejected = Goal(client, "one too many")
     assert queued.handle.accepted and not rejected.handle.accepted
