@@ -13,12 +13,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from lisa_ros.core.depth import DepthOptions
+from lisa_ros.core.bounds import Bound, range_problem
+from lisa_ros.core.depth import DEPTH_BOUNDS, DepthOptions
 from lisa_ros.core.engine import ENGINE_TYPES, create_engine
 from lisa_ros.core.engine_options import MODEL_OPTION_KEYS
 from lisa_ros.core.image import DEFAULT_MAX_PIXELS
 from lisa_ros.core.instruction import DEFAULT_MAX_CHARS
-from lisa_ros.core.tracking import TrackingOptions
+from lisa_ros.core.tracking import TRACKING_BOUNDS, TrackingOptions
 from lisa_ros.core.types import PairingPolicy
 
 __all__ = ["MODEL_OPTION_KEYS", "PARAMETERS", "ConfigError", "NodeConfig"]
@@ -68,8 +69,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 
 
 # Numeric parameters: name -> (type, minimum, maximum or None, strict minimum). One table for the checks of
-# from_parameters and the ranges the node declares (so `ros2 param describe` shows what configure checks).
-BOUNDS: dict[str, tuple[type, float, float | None, bool]] = {
+# from_parameters and the ranges the node declares (so `ros2 param describe` shows what configure checks);
+# the depth/tracking options' own ranges come from the classes that check them.
+BOUNDS: dict[str, Bound] = {
     "max_image_age": (float, 0, None, False),
     "next_frame_timeout": (float, 0, None, True),
     "max_queue": (int, 1, None, False),
@@ -80,11 +82,11 @@ BOUNDS: dict[str, tuple[type, float, float | None, bool]] = {
     "overlay_alpha": (float, 0, 1, False),
     "diagnostics_period": (float, 0, None, True),
     "depth.tolerance": (float, 0, None, False),
-    "depth.erosion_px": (int, 0, None, False),
-    "depth.min_valid_pixels": (int, 1, None, False),
-    "depth.max_depth": (float, 0, None, False),
-    "tracking.work_width": (int, 32, None, False),
-    "tracking.max_age": (float, 0, None, True),
+    "depth.erosion_px": DEPTH_BOUNDS["erosion_px"],
+    "depth.min_valid_pixels": DEPTH_BOUNDS["min_valid_pixels"],
+    "depth.max_depth": (float, 0, None, False),  # 0 = no limit: DepthOptions.max_depth_m = inf
+    "tracking.work_width": TRACKING_BOUNDS["work_width"],
+    "tracking.max_age": TRACKING_BOUNDS["max_age_s"],
 }
 # Applied to the running node at once (`ros2 param set`), validated like at configure.
 LIVE_PARAMETERS = ("max_queue", "max_image_age", "next_frame_timeout", "inference_timeout", "publish_overlay",
@@ -145,16 +147,14 @@ class NodeConfig:
         get = {name: (PARAMETERS[name][0] if value is None else value) for name, value in get.items()}
 
         def number(name: str):
-            kind, minimum, maximum, strict = BOUNDS[name]
+            kind = BOUNDS[name][0]
             value = get[name]
             wrong_kind = kind is int and not isinstance(value, int)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or wrong_kind:
                 problem(name, f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}")
                 return kind(PARAMETERS[name][0])
-            if value < minimum or (strict and value == minimum) or (maximum is not None and value > maximum):
-                bound = f"> {minimum}" if strict else f">= {minimum}"
-                upper = '' if maximum is None else f' and <= {maximum}'
-                problem(name, f"{name} must be {bound}{upper}, got {value!r}")
+            if (text := range_problem(name, value, BOUNDS[name])) is not None:
+                problem(name, text)
             return kind(value)
 
         def flag(name: str) -> bool:

@@ -53,6 +53,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from lisa_ros.core.bounds import Bound, range_problem
+
 DEPTH_ENCODINGS = ("16UC1", "32FC1")
 _DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
 
@@ -80,9 +82,16 @@ class DepthError(ValueError):
         self.status = status
 
 
+# The ranges of the DepthOptions a user sets (the node's depth.erosion_px, depth.min_valid_pixels).
+DEPTH_BOUNDS: dict[str, Bound] = {
+    "erosion_px": (int, 0, None, False),
+    "min_valid_pixels": (int, 1, None, False),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class DepthOptions:
-    """How masks are measured (see the module docstring for why)."""
+    """How masks are measured (see the module docstring for why). ``DEPTH_BOUNDS``: the ranges users set."""
 
     erosion_px: int = 2
     min_valid_pixels: int = 20
@@ -93,11 +102,8 @@ class DepthOptions:
     stat_points: int = 5000
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.erosion_px < 0:
-            problems.append(f"erosion_px must be >= 0, got {self.erosion_px}")
-        if self.min_valid_pixels < 1:
-            problems.append(f"min_valid_pixels must be >= 1, got {self.min_valid_pixels}")
+        problems = [problem for name, bound in DEPTH_BOUNDS.items()
+                    if (problem := range_problem(name, getattr(self, name), bound)) is not None]
         if not 0.0 <= self.box_percentile < 50.0:
             problems.append(f"box_percentile must be in [0, 50), got {self.box_percentile}")
         if not 0.0 <= self.min_depth_m < self.max_depth_m:

@@ -47,14 +47,23 @@ from typing import Any
 import cv2
 import numpy as np
 
+from lisa_ros.core.bounds import Bound, range_problem
+
 _log = logging.getLogger(__name__)
 
 _LK_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01)
 
+# The ranges of the TrackingOptions a user sets (the node's tracking.work_width, tracking.max_age).
+TRACKING_BOUNDS: dict[str, Bound] = {
+    "work_width": (int, 32, None, False),
+    "max_age_s": (float, 0, None, True),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class TrackingOptions:
-    """Tuning of the tracker (defaults measured in benchmarks/tracking.py)."""
+    """Tuning of the tracker (defaults measured in benchmarks/tracking.py). ``TRACKING_BOUNDS``: the ranges users
+    set."""
 
     work_width: int = 320
     max_age_s: float = 10.0
@@ -69,11 +78,8 @@ class TrackingOptions:
     max_area_ratio: float = 4.0
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.work_width < 32:
-            problems.append(f"work_width must be >= 32, got {self.work_width}")
-        if self.max_age_s <= 0:
-            problems.append(f"max_age_s must be > 0, got {self.max_age_s}")
+        problems = [problem for name, bound in TRACKING_BOUNDS.items()
+                    if (problem := range_problem(name, getattr(self, name), bound)) is not None]
         if not 3 <= self.min_features <= self.max_features:
             problems.append(f"need 3 <= min_features <= max_features, got {self.min_features}, {self.max_features}")
         if self.window_px < 5 or self.window_px % 2 == 0:

@@ -3,7 +3,9 @@ import math
 
 import pytest
 
-from lisa_ros.core.config import PARAMETERS, ConfigError, NodeConfig, TargetsConfig
+from lisa_ros.core.config import BOUNDS, PARAMETERS, ConfigError, NodeConfig, TargetsConfig
+from lisa_ros.core.depth import DepthOptions
+from lisa_ros.core.tracking import TrackingOptions
 from lisa_ros.core.types import PairingPolicy
 
 
@@ -32,6 +34,23 @@ def test_depth_and_tracking_parameters_reach_the_cores_options_and_every_problem
     for name in ("depth.enabled", "depth.tolerance", "tracking.work_width", "tracking.max_age", "tracking.enabled",
                  "min_valid_pixels"):
         assert sum(name in problem for problem in problems) == 1, (name, problems)
+
+
+@pytest.mark.parametrize("parameter,options,field", [
+    ("depth.erosion_px", DepthOptions, "erosion_px"), ("depth.min_valid_pixels", DepthOptions, "min_valid_pixels"),
+    ("tracking.work_width", TrackingOptions, "work_width"), ("tracking.max_age", TrackingOptions, "max_age_s")])
+def test_depth_and_tracking_ranges_are_the_option_classes_own(parameter, options, field):
+    """One range each: the first value configure refuses is the first the option class refuses, and back."""
+    kind, minimum, _, strict = BOUNDS[parameter]
+    refused, accepted = (kind(minimum), kind(minimum) + 1) if strict else (kind(minimum) - 1, kind(minimum))
+    with pytest.raises(ValueError, match=f"{field} must be"):
+        options(**{field: refused})
+    with pytest.raises(ConfigError) as caught:
+        NodeConfig.from_parameters({"engine": "plumbing", parameter: refused})
+    lower = ">" if strict else ">="
+    assert caught.value.about([parameter]) == [f"{parameter} must be {lower} {minimum}, got {refused!r}"]
+    assert getattr(options(**{field: accepted}), field) == accepted
+    NodeConfig.from_parameters({"engine": "plumbing", parameter: accepted})
 
 
 def test_every_bad_parameter_is_named_at_once():
