@@ -2,8 +2,8 @@
 
 Runs the real ``lisa_ros.node.lisa_node.main`` after wrapping (not changing) a
 few functions to timestamp each request's stages: instruction callback ->
-worker start -> engine answer (``RequestWorker._finish``, where the node's
-``total_ms`` is taken) -> result message built -> every publish done; plus the
+worker start -> engine answer (``RequestWorker._finish``) -> result message built ->
+every publish done (the node's ``total_ms`` is taken last); plus the
 cost of each ``publish`` per topic and of the per-request log line. At exit it
 writes medians to the JSON file named by ``LISA_BENCH_BREAKDOWN_OUT``.
 The probes themselves add a few microseconds per stage.

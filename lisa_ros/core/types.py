@@ -142,4 +142,4 @@ class Answer:
     output: EngineOutput | None = None
     queue_wait_ms: float = 0.0
     inference_ms: float = 0.0
-    total_ms: float = 0.0
+    # No total: it runs until the result is published, which only the publisher knows (SegmentationResult.total_ms).

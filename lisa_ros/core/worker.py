@@ -201,18 +201,9 @@ def answer_of(
     started: when the engine started on the request (the end of its queue wait; default: now);
     engine_ms: the request's own engine time (default: none).
     """
-    now = time.monotonic()
-    return Answer(
-        request=request,
-        status=status,
-        message=message,
-        frame=frame,
-        image=image,
-        output=output,
-        queue_wait_ms=1000.0 * ((started if started is not None else now) - request.received),
-        inference_ms=engine_ms or 0.0,
-        total_ms=1000.0 * (now - request.received),
-    )
+    started = started if started is not None else time.monotonic()
+    return Answer(request=request, status=status, message=message, frame=frame, image=image, output=output,
+                  queue_wait_ms=1000.0 * (started - request.received), inference_ms=engine_ms or 0.0)
 
 
 def _report(request: Request, progress: Progress) -> None:

@@ -32,7 +32,8 @@ def frame_key(header, fallback) -> tuple:
 
 
 def answer_to_result(answer: Answer, model_id: str) -> SegmentationResult:
-    """The SegmentationResult message for one answer (masks at source resolution, source header)."""
+    """The SegmentationResult message for one answer (masks at source resolution, source header; total_ms is set
+    by the publisher, once everything else is out)."""
     request = answer.request
     result = SegmentationResult()
     if answer.frame is not None:
@@ -53,7 +54,6 @@ def answer_to_result(answer: Answer, model_id: str) -> SegmentationResult:
     result.model_id = model_id
     result.queue_wait_ms = float(answer.queue_wait_ms)
     result.inference_ms = float(answer.inference_ms)
-    result.total_ms = float(answer.total_ms)
     if answer.output is not None:
         result.explanation = answer.output.text
         result.timing_names = list(answer.output.timings_ms)

@@ -207,7 +207,7 @@ def test_stop_cancels_the_running_call_so_the_next_worker_is_not_delayed(harness
     h.submit("cup after")
     after = h.wait(2, timeout=5)[1]
     assert after.status is Status.OK
-    assert after.total_ms < 1000 and after.queue_wait_ms < 1000 and after.inference_ms < 500, after
+    assert after.queue_wait_ms < 1000 and after.inference_ms < 500, after
 
 
 def test_queue_wait_includes_waiting_behind_a_busy_engine_and_inference_only_the_own_call(harness):
