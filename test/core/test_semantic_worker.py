@@ -1,73 +1,31 @@
 """The semantic worker on the plumbing segmenter: bounded queue, periodic ticks, stop, exactly-once answers."""
-import threading
 import time
 
-import numpy as np
 import pytest
+from worker_harness import WorkerHarness, harnesses
 
-from lisa_ros.core.engine_runner import EngineRunner
-from lisa_ros.core.frames import Frame, LatestFrame
-from lisa_ros.core.image import ImageError
-from lisa_ros.core.plumbing_engine import PlumbingEngine, PlumbingSemanticSegmenter
+from lisa_ros.core.plumbing_engine import PlumbingSemanticSegmenter
 from lisa_ros.core.semantic import SemanticOptions
 from lisa_ros.core.semantic_worker import SemanticJob, SemanticSettings, SemanticWorker
 from lisa_ros.core.types import Status
 
 
-class Harness:
+class Harness(WorkerHarness):
     def __init__(self, engine_options=None, **settings):
-        self.engine = PlumbingEngine.from_options(engine_options or {})
-        self.engine.load()
-        self.frames = LatestFrame()
-        self.runner = EngineRunner()
-        self.answers = []
-        self.lock = threading.Condition()
+        super().__init__(engine_options)
         self.worker = SemanticWorker(PlumbingSemanticSegmenter(self.engine, SemanticOptions()), self.runner,
                                      self.frames, self.decode, self.on_answer,
                                      SemanticSettings(**{"categories": ("floor", "door")} | settings))
-        self.ids = iter(range(1, 10**6))
-
-    @staticmethod
-    def decode(frame):
-        if frame.payload == "bad":
-            raise ImageError("bad frame")
-        return np.full((4, 6, 3), frame.payload, np.uint8)
-
-    def on_answer(self, answer):
-        with self.lock:
-            self.answers.append(answer)
-            self.lock.notify_all()
-
-    def put(self, value, received=None):
-        return self.frames.put(Frame(payload=value, header=f"h{value}", key=value,
-                                     received=time.monotonic() if received is None else received))
 
     def submit(self, **kwargs):
+        """(the job, whether submit took it)"""
         job = SemanticJob(request_id=str(next(self.ids)), **kwargs)
         return job, self.worker.submit(job)
-
-    def wait(self, count, timeout=10.0):
-        with self.lock:
-            assert self.lock.wait_for(lambda: len(self.answers) >= count, timeout), self.answers
-        return self.answers[:count]
-
-    def close(self):
-        self.worker.stop("test over")
-        self.runner.close()
-        self.engine.unload()
 
 
 @pytest.fixture
 def harness():
-    made = []
-
-    def make(engine_options=None, **settings):
-        made.append(Harness(engine_options, **settings))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.close()
+    yield from harnesses(Harness)
 
 
 def test_configured_or_requested_categories_label_the_newest_frame(harness):
