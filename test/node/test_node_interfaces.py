@@ -1,4 +1,5 @@
 """Robot-stack interfaces of lisa_node over real DDS: the correlated instruction topic."""
+import collections
 import itertools
 import time
 
@@ -187,14 +188,22 @@ def test_model_parameters_are_the_running_engine_s_options_only(lisa_io):
 # -- the ~/segment action -----------------------------------------------------------------------------------------
 
 class Goal:
-    """One goal sent through a real rclpy ActionClient: its feedback, handle and result."""
+    """One goal sent through a real rclpy ActionClient: its feedback, handle and result.
+
+    The feedback is read off the action's feedback topic, by goal id: rclpy's ActionClient stops calling a
+    goal's feedback callback once its result has arrived, and the last feedback and the result travel apart.
+    """
 
     def __init__(self, client, instruction):
+        import uuid
+
+        from unique_identifier_msgs.msg import UUID
+
         from lisa_ros.action import Segment
 
-        self.feedback = []
-        self._sent = client.send_goal_async(Segment.Goal(instruction=instruction),
-                                            feedback_callback=lambda msg: self.feedback.append(msg.feedback))
+        goal_id = uuid.uuid4().bytes
+        self.feedback = client.feedback_by_goal[goal_id]
+        self._sent = client.send_goal_async(Segment.Goal(instruction=instruction), goal_uuid=UUID(uuid=list(goal_id)))
         self.handle = wait_for(lambda: self._sent.done() and self._sent.result(), 15, "the goal response")
         self._result = self.handle.get_result_async() if self.handle.accepted else None
 
@@ -215,11 +224,18 @@ class Goal:
 
 def action_client(io):
     from rclpy.action import ActionClient
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
     from lisa_ros.action import Segment
 
     client = ActionClient(io.probe.node, Segment, io.node.topic("~/segment"))
     assert client.wait_for_server(timeout_sec=15), "no ~/segment action server"
+    client.feedback_by_goal = collections.defaultdict(list)
+    feedback = io.probe.node.create_subscription(
+        Segment.Impl.FeedbackMessage, io.node.topic("~/segment") + "/_action/feedback",
+        lambda msg: client.feedback_by_goal[bytes(msg.goal_id.uuid)].append(msg.feedback),
+        QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE))
+    wait_for(lambda: feedback.get_publisher_count() >= 1, 10, "the action's feedback publisher")
     return client
 
 
