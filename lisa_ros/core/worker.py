@@ -22,7 +22,7 @@ from lisa_ros.core.engine import Engine, EngineOutOfMemory, InstructionTooLong
 from lisa_ros.core.engine_runner import CallTimeout, EngineRunner, EngineTime
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import ImageError
-from lisa_ros.core.results import keep_best_masks
+from lisa_ros.core.masks import keep_best_masks
 from lisa_ros.core.types import Answer, EngineOutput, PairingPolicy, Progress, Request, Stage, Status
 
 

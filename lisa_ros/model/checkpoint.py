@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from lisa_ros.model.config import CheckpointError, read_json
+from lisa_ros.model.checkpoint_config import CheckpointError, read_json
 
 # (index file, single-file name, format), in order of preference.
 _WEIGHT_LAYOUTS = (

@@ -37,7 +37,7 @@ from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, Instruc
 from lisa_ros.core.engine_options import LISA_OPTIONS
 from lisa_ros.core.types import EngineOutput, Progress, ProgressCallback, Stage
 from lisa_ros.model.checkpoint import resolve_checkpoint, resolve_vision_tower
-from lisa_ros.model.config import CheckpointError, load_lisa_config
+from lisa_ros.model.checkpoint_config import CheckpointError, load_lisa_config
 from lisa_ros.model.frame_cache import EncodedFrame, FrameCache
 from lisa_ros.model.generation import Generation, expanded_length, generate
 from lisa_ros.model.loading import PRECISIONS, Placement, TensorSource, load_lisa_model

@@ -21,7 +21,7 @@ from transformers import CLIPVisionConfig
 
 from lisa_ros.model import quantization
 from lisa_ros.model.checkpoint import find_weight_files, read_tensors
-from lisa_ros.model.config import CheckpointError, LisaConfig, read_json
+from lisa_ros.model.checkpoint_config import CheckpointError, LisaConfig, read_json
 from lisa_ros.model.modeling import LisaModel
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaForCausalLM
 from transformers.cache_utils import Cache
 
-from lisa_ros.model.config import LisaConfig
+from lisa_ros.model.checkpoint_config import LisaConfig
 from lisa_ros.model.sam import build_sam
 from lisa_ros.model.tokenization import IMAGE_PLACEHOLDER
 

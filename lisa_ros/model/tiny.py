@@ -26,7 +26,7 @@ from transformers import CLIPConfig, CLIPModel
 from transformers.cache_utils import DynamicCache
 
 from lisa_ros.model.checkpoint import convert_to_safetensors
-from lisa_ros.model.config import load_lisa_config
+from lisa_ros.model.checkpoint_config import load_lisa_config
 from lisa_ros.model.loading import checkpoint_key, read_clip_config
 from lisa_ros.model.modeling import LisaModel
 from lisa_ros.model.tokenization import SYSTEM_PROMPT, LisaTokenizer, build_prompt_ids

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import sentencepiece
 
-from lisa_ros.model.config import CheckpointError, read_json
+from lisa_ros.model.checkpoint_config import CheckpointError, read_json
 
 SPIECE_UNDERLINE = "▁"
 SEG_TOKEN = "[SEG]"

@@ -36,7 +36,15 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from lisa_ros.core.config import (
+from lisa_ros.core.engine import Engine, create_engine
+from lisa_ros.core.engine_options import option_description, option_keys
+from lisa_ros.core.engine_runner import CallTimeout, EngineRunner
+from lisa_ros.core.frames import Frame, LatestFrame
+from lisa_ros.core.image import image_message_to_rgb
+from lisa_ros.core.instruction import InstructionError, validate_instruction
+from lisa_ros.core.lifecycle import NodeState, not_ready_message
+from lisa_ros.core.masks import overlay_masks
+from lisa_ros.core.node_config import (
     BOUNDS,
     LIVE_PARAMETERS,
     PARAMETERS,
@@ -46,21 +54,13 @@ from lisa_ros.core.config import (
     ConfigError,
     NodeConfig,
 )
-from lisa_ros.core.engine import Engine, create_engine
-from lisa_ros.core.engine_options import option_description, option_keys
-from lisa_ros.core.engine_runner import CallTimeout, EngineRunner
-from lisa_ros.core.frames import Frame, LatestFrame
-from lisa_ros.core.image import image_message_to_rgb
-from lisa_ros.core.instruction import InstructionError, validate_instruction
-from lisa_ros.core.lifecycle import NodeState, not_ready_message
-from lisa_ros.core.results import overlay
 from lisa_ros.core.stats import RequestStats
 from lisa_ros.core.types import Answer, PairingPolicy, Request, Status
 from lisa_ros.core.worker import RequestWorker, WorkerSettings, answer_request
 from lisa_ros.msg import Instruction, SegmentationResult
-from lisa_ros.node.convert import answer_to_result, array_to_image_msg, frame_key, union_mask_msg
 from lisa_ros.node.detections import installed_detection_types, result_to_detections
 from lisa_ros.node.exit_signals import ExitSignals
+from lisa_ros.node.messages import answer_to_result, array_to_image_msg, frame_key, union_mask_msg
 from lisa_ros.node.segment_action import SegmentActionServer
 from lisa_ros.node.semantic_glue import SemanticGlue
 from lisa_ros.node.targets_glue import TargetsGlue
@@ -660,7 +660,7 @@ class LisaNode(LifecycleNode):
             self._explanation_pub.publish(String(data=answer.output.text))
             config = self._config
             if config is not None and (config.publish_overlay or self._overlay_pub.get_subscription_count() > 0):
-                drawn = overlay(answer.image, answer.output.masks, config.overlay_alpha)
+                drawn = overlay_masks(answer.image, answer.output.masks, config.overlay_alpha)
                 self._overlay_pub.publish(array_to_image_msg(drawn, "rgb8", answer.frame.header))
 
     def _publish_diagnostics(self) -> None:

@@ -33,7 +33,7 @@ from lisa_ros.core.semantic_worker import (
 )
 from lisa_ros.core.types import Status
 from lisa_ros.msg import SemanticSegmentation
-from lisa_ros.node.convert import array_to_image_msg, frame_key
+from lisa_ros.node.messages import array_to_image_msg, frame_key
 from lisa_ros.srv import SegmentSemantic
 
 RESULT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)

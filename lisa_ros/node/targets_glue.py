@@ -30,13 +30,13 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from lisa_ros.core.config import TargetsConfig
 from lisa_ros.core.depth import DepthMessage, DepthStatus, Measurement, StampBuffer, TargetLocator
 from lisa_ros.core.image import image_message_to_rgb
+from lisa_ros.core.node_config import TargetsConfig
 from lisa_ros.core.tracking import TrackedState, TrackingRunner
 from lisa_ros.core.types import Answer
 from lisa_ros.msg import Targets3D, TrackedTargets
-from lisa_ros.node.targets_convert import point_cloud, point_stamped, targets3d_msg, tracked_msg
+from lisa_ros.node.targets_messages import point_cloud, point_stamped, targets3d_msg, tracked_msg
 
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # A depth frame of the colour frame's instant can arrive just after a fast answer (it travels on its own

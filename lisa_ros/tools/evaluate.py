@@ -126,17 +126,17 @@ def score(root: Path, records: list[dict], truth) -> list[Sample]:
     for record in records:
         predicted = results_folder.predicted_mask(root, record)
         sample = Sample(record, predicted_pixels=int(predicted.sum()))
-        found = truth.get(record["frame_key"], tuple(record["image_size"]), record.get("frame_occurrence", 0))
+        found = truth.get(record["frame_name"], tuple(record["image_size"]), record.get("frame_occurrence", 0))
         if found is not None:
             mask, ignore = found
             sample.truth_mask = mask
             try:
                 sample.intersection, sample.union = metrics.intersection_union(predicted, mask, ignore)
             except ValueError as err:
-                raise ValueError(f"request {record['request']} (frame {record['frame_key']}): {err}") from None
+                raise ValueError(f"request {record['request']} (frame {record['frame_name']}): {err}") from None
             sample.truth_pixels = int(mask.sum())
         if with_depth:
-            score_position(sample, truth.position(record["frame_key"], record.get("frame_occurrence", 0)))
+            score_position(sample, truth.position(record["frame_name"], record.get("frame_occurrence", 0)))
         samples.append(sample)
     return samples
 

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from lisa_ros.tools import bag_io, visual
-from lisa_ros.tools.results_folder import frame_key
+from lisa_ros.tools.results_folder import frame_name
 
 POINT_STAMPED = "geometry_msgs/msg/PointStamped"
 POSITION_TOPIC = "/ground_truth/position"
@@ -74,12 +74,12 @@ class BagTopicTruth:
             bag.require_topic(topic, bag_io.IMAGE_TYPES)
             self._masks: dict[str, list] = {}  # stamp key -> masks in bag order
             for _, msg in bag.messages(topic):
-                self._masks.setdefault(frame_key(bag_io.stamp_ns(msg.header)), []).append(bag_io.mask_to_array(msg))
+                self._masks.setdefault(frame_name(bag_io.stamp_ns(msg.header)), []).append(bag_io.mask_to_array(msg))
             if position_required or position_topic in bag.topics:
                 bag.require_topic(position_topic, (POINT_STAMPED,))
                 for _, msg in bag.messages(position_topic):
                     point = (float(msg.point.x), float(msg.point.y), float(msg.point.z))
-                    self._positions.setdefault(frame_key(bag_io.stamp_ns(msg.header)), []).append(
+                    self._positions.setdefault(frame_name(bag_io.stamp_ns(msg.header)), []).append(
                         Position(point, msg.header.frame_id))
                 count = sum(len(positions) for positions in self._positions.values())
                 self.position_description = f"{bag_path} topic {position_topic} ({count} positions)"

@@ -26,7 +26,7 @@ from lisa_ros.core.stats import median_p95
 from lisa_ros.core.types import Status
 from lisa_ros.tools import bag_io, depth_replay, schedule, semantic_replay
 from lisa_ros.tools.bag_io import BagError
-from lisa_ros.tools.results_folder import ResultsFolder, frame_key
+from lisa_ros.tools.results_folder import ResultsFolder, frame_name
 
 GROUND_TRUTH_PREFIX = "/ground_truth/"
 NO_RESULT = "NO_RESULT"
@@ -113,7 +113,7 @@ class Plan:
     image_topic: str
     image_type: str
     frame_times_ns: list[int]
-    requests: list[schedule.Request]
+    requests: list[schedule.ScheduledInstruction]
 
 
 def resolve_image_topic(bag: bag_io.InputBag, wanted: str | None) -> tuple[str, str]:
@@ -168,10 +168,10 @@ def node_image_topic(bag_topic: str, image_type: str) -> str:
 
 
 @dataclasses.dataclass
-class Answer:
+class ReplayAnswer:
     """A result matched to its request, not yet written to the results folder."""
 
-    request: schedule.Request
+    request: schedule.ScheduledInstruction
     frame_index: int
     fields: dict
     masks: list[np.ndarray]
@@ -196,15 +196,15 @@ class Session:
         self.depth_feed: depth_replay.DepthFeed | None = None  # depth frames sent before their colour frame
         self.targets_topic: str | None = None  # the node's ~/targets_3d, when it measures the depth sent
         self.targets: dict[str, dict] = {}  # request_id -> its ~/targets_3d (depth_replay.targets_record)
-        self.parked: dict[str, Answer] = {}  # timed replay: answers with masks waiting for their ~/targets_3d
+        self.parked: dict[str, ReplayAnswer] = {}  # timed replay: answers with masks waiting for their ~/targets_3d
         self.instruction_topic = link.instruction_pub.topic_name
         # frame index -> image message as published: the newest, and those pending answers refer to
         self.frames: collections.OrderedDict[int, object] = collections.OrderedDict()
         self._indices_by_stamp: dict[int, set[int]] = collections.defaultdict(set)  # frames sent, by stamp
         # request_id -> (request, frame index, send time): answers are matched by the id they echo
-        self.pending: dict[str, tuple[schedule.Request, int, float]] = {}
+        self.pending: dict[str, tuple[schedule.ScheduledInstruction, int, float]] = {}
         self._request_ids = itertools.count(1)
-        self.answers: list[Answer] = []  # lock-step: answers the replay loop has not judged yet
+        self.answers: list[ReplayAnswer] = []  # lock-step: answers the replay loop has not judged yet
         self.records: list[dict] = []
         output.add_topic(self.image_topic, self.image_type)
         output.add_topic(self.instruction_topic, bag_io.INSTRUCTION)
@@ -228,7 +228,7 @@ class Session:
         stamp = bag_io.stamp_ns(self.frames[index].header)
         return sum(1 for other in self._indices_by_stamp[stamp] if other < index)
 
-    def send_instruction(self, request: schedule.Request, frame_index: int) -> None:
+    def send_instruction(self, request: schedule.ScheduledInstruction, frame_index: int) -> None:
         """As a lisa_ros/Instruction with an id of this replay's own (each attempt its own id)."""
         request_id = f"replay-{request.index}-{next(self._request_ids)}"
         msg = bag_io.typestore().types[bag_io.INSTRUCTION](
@@ -266,11 +266,11 @@ class Session:
             if time.monotonic() >= deadline:
                 return results
 
-    def wants_targets(self, answer: Answer) -> bool:
+    def wants_targets(self, answer: ReplayAnswer) -> bool:
         """The node measures the depth sent and publishes ~/targets_3d for every answer with masks."""
         return self.targets_topic is not None and bool(answer.masks)
 
-    def wait_for_targets(self, answer: Answer) -> None:
+    def wait_for_targets(self, answer: ReplayAnswer) -> None:
         """Lock-step: take the answer's ~/targets_3d (it follows the result) before moving on."""
         deadline = answer.received + TARGETS_WAIT_S
         while self.wants_targets(answer) and answer.request_id not in self.targets and time.monotonic() < deadline:
@@ -297,7 +297,7 @@ class Session:
                                                                                 source_header.frame_id):
             status = HEADER_MISMATCH
         masks = [bag_io.mask_to_array(m) for m in result.masks]
-        answer = Answer(request, frame_index, {
+        answer = ReplayAnswer(request, frame_index, {
             "request_id": result.request_id,
             "status": status,
             "status_code": int(result.status),
@@ -320,7 +320,7 @@ class Session:
         else:
             self.finish(answer)
 
-    def finish(self, answer: Answer) -> None:
+    def finish(self, answer: ReplayAnswer) -> None:
         """Write the answer's masks, overlay and JSONL line (with its 3D targets, None when they did not come)."""
         image = image_message_to_rgb(self.frames[answer.frame_index])
         mask_files, overlay_file = self.results.save_answer(answer.request.index, image, answer.masks)
@@ -334,7 +334,7 @@ class Session:
                              {"status": NO_RESULT, "status_message": "no answer within --result-timeout"})
         self.pending.clear()
 
-    def _add_record(self, request: schedule.Request, frame_index: int, fields: dict) -> None:
+    def _add_record(self, request: schedule.ScheduledInstruction, frame_index: int, fields: dict) -> None:
         frame_msg = self.frames[frame_index]
         stamp = bag_io.stamp_ns(frame_msg.header)
         image = image_message_to_rgb(frame_msg)
@@ -342,7 +342,7 @@ class Session:
             "request": request.index,
             "instruction": request.instruction,
             "frame_index": frame_index,
-            "frame_key": frame_key(stamp),
+            "frame_name": frame_name(stamp),
             "frame_occurrence": self.occurrence(frame_index),
             "frame_id": frame_msg.header.frame_id,
             "image_size": list(image.shape[:2]),
@@ -361,7 +361,7 @@ def frames_to_publish(bag: bag_io.InputBag, plan: Plan, decompress: bool):
         yield index, timestamp, msg
 
 
-def ask_lock_step(session: Session, index: int, msg, request: schedule.Request, pacing: Pacing) -> None:
+def ask_lock_step(session: Session, index: int, msg, request: schedule.ScheduledInstruction, pacing: Pacing) -> None:
     """Frame, then instruction, then wait for the answer; again when the node did not answer on that frame.
 
     The node takes camera frames best effort and keeps only the newest, so a frame
@@ -436,7 +436,7 @@ def run_timed(session: Session, bag: bag_io.InputBag, plan: Plan, pacing: Pacing
     session.give_up_pending()
 
 
-def summarize(records: list[dict], interrupted: bool) -> dict:
+def summarize_replay(records: list[dict], interrupted: bool) -> dict:
     statuses = collections.Counter(r["status"] for r in records)
     latencies = [r["total_ms"] for r in records if "total_ms" in r]
     round_trips = [r["round_trip_ms"] for r in records if "round_trip_ms" in r]
@@ -550,7 +550,7 @@ def replay(bag: bag_io.InputBag, plan: Plan, args: argparse.Namespace, results_r
                 session.finish_parked()  # answered, their 3D targets not in yet
                 session.give_up_pending()  # asked but not answered, e.g. at Ctrl-C
             if results is not None:
-                summary = summarize(session.records if session else [], interrupted)
+                summary = summarize_replay(session.records if session else [], interrupted)
                 results.write_summary(summary)
                 results.close()
                 print_summary(summary, results_root, results_root / "bag")

@@ -28,9 +28,10 @@ from lisa_ros.tools import metrics, results_folder, visual  # noqa: E402
 
 # Engines whose masks say nothing about LISA's quality.
 NOT_A_REAL_MODEL = ("tiny", "plumbing", "random")
-CSV_FIELDS = ["request", "frame_key", "frame_occurrence", "frame_index", "instruction", "status", "iou", "intersection",
-              "union", "truth_pixels", "predicted_pixels", "mask_count", "area_fraction", "total_ms", "round_trip_ms",
-              "model_id", "explanation", "position_error_m", "position_m", "truth_position_m", "position_status"]
+CSV_FIELDS = ["request", "frame_name", "frame_occurrence", "frame_index", "instruction", "status", "iou",
+              "intersection", "union", "truth_pixels", "predicted_pixels", "mask_count", "area_fraction", "total_ms",
+              "round_trip_ms", "model_id", "explanation", "position_error_m", "position_m", "truth_position_m",
+              "position_status"]
 
 
 def summarize_positions(samples, description: str | None, within_m: float) -> dict | None:
@@ -47,7 +48,7 @@ def summarize_positions(samples, description: str | None, within_m: float) -> di
             "without_point": without}
 
 
-def summarize(samples, truth_description: str, note: str, position_description: str | None = None,
+def summarize_eval(samples, truth_description: str, note: str, position_description: str | None = None,
               within_m: float = 0.05) -> dict:
     scored = [s for s in samples if s.scored]
     pairs = [(s.intersection, s.union) for s in scored]
@@ -185,7 +186,7 @@ def plot_worst_cases(samples, results_root: Path, path: Path, count: int) -> Non
     for ax, sample in zip(axes.flat, chosen, strict=False):  # the grid may have more cells than samples
         record = sample.record
         image = visual.read_rgb(results_root / record["frame"])
-        ax.imshow(visual.overlay(image, results_folder.predicted_mask(results_root, record), sample.truth_mask))
+        ax.imshow(visual.eval_overlay(image, results_folder.predicted_mask(results_root, record), sample.truth_mask))
         said = record.get("explanation") or record.get("status_message", "")
         title = (f"#{record['request']} IoU {sample.iou:.2f} {record['status']}\n"
                  f"{textwrap.shorten(record['instruction'], 48)}\n\u201c{textwrap.shorten(said, 48)}\u201d")
@@ -258,7 +259,7 @@ def write_markdown(summary: dict, samples, path: Path) -> None:
 def write_report(report_dir: Path, results_root: Path, samples, truth, note: str, worst: int,
                  within_m: float = 0.05) -> dict:
     report_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize(samples, truth.description, note, truth.position_description, within_m)
+    summary = summarize_eval(samples, truth.description, note, truth.position_description, within_m)
     write_csv(samples, report_dir / "per_sample.csv")
     plot_latency_histogram(samples, report_dir / "latency_histogram.png")
     if summary["scored"]:

@@ -8,7 +8,7 @@
                          STAMP = its header stamp in ns: two frames with one stamp keep their own files)
     summary.json         counts and latency percentiles, written at the end
 
-Each record names its frame by ``frame_key`` (the stamp, how ground truth is named) and
+Each record names its frame by ``frame_name`` (the stamp, how ground truth is named) and
 ``frame_occurrence`` (0 for the first frame with that stamp in the bag, 1 for the next...),
 so ground truth can tell frames with equal stamps apart too.
 """
@@ -26,7 +26,7 @@ RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
 
 
-def frame_key(stamp_ns: int) -> str:
+def frame_name(stamp_ns: int) -> str:
     """How frames are named in the results folder and matched to ground truth."""
     return str(stamp_ns)
 
@@ -40,7 +40,7 @@ class ResultsFolder:
 
     def save_frame(self, frame_index: int, stamp_ns: int, image: np.ndarray) -> str:
         """Write the frame once (several requests may share it); returns its path relative to the folder."""
-        relative = f"frames/{frame_index:05d}_{frame_key(stamp_ns)}.jpg"
+        relative = f"frames/{frame_index:05d}_{frame_name(stamp_ns)}.jpg"
         path = self.root / relative
         if not path.exists():
             bgr = cv2.cvtColor(visual.as_rgb(image), cv2.COLOR_RGB2BGR)
@@ -55,7 +55,7 @@ class ResultsFolder:
             visual.write_png(self.root / names[-1], mask)
         union = np.logical_or.reduce(masks) if masks else None
         overlay_name = f"overlays/{request_index:04d}.png"
-        visual.write_png(self.root / overlay_name, visual.overlay(image, union))
+        visual.write_png(self.root / overlay_name, visual.eval_overlay(image, union))
         return names, overlay_name
 
     def append(self, record: dict) -> None:

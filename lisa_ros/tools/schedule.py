@@ -14,29 +14,29 @@ from pathlib import Path
 
 
 @dataclasses.dataclass(frozen=True)
-class Request:
+class ScheduledInstruction:
     index: int
     frame_index: int
     instruction: str
     time_ns: int  # bag time at which the instruction is sent
 
 
-def bind_to_frames(frame_times_ns: list[int], timed_instructions: list[tuple[int, str]]) -> list[Request]:
+def bind_to_frames(frame_times_ns: list[int], timed_instructions: list[tuple[int, str]]) -> list[ScheduledInstruction]:
     """Requests for (bag time ns, instruction) pairs; instructions before the first frame go with it."""
     if not frame_times_ns:
         return []
     requests = []
     for time_ns, text in sorted(timed_instructions, key=lambda pair: pair[0]):
         frame = max(bisect.bisect_right(frame_times_ns, time_ns) - 1, 0)
-        requests.append(Request(len(requests), frame, text, max(time_ns, frame_times_ns[frame])))
+        requests.append(ScheduledInstruction(len(requests), frame, text, max(time_ns, frame_times_ns[frame])))
     return requests
 
 
-def every_nth_frame(frame_times_ns: list[int], instruction: str, every: int) -> list[Request]:
+def every_nth_frame(frame_times_ns: list[int], instruction: str, every: int) -> list[ScheduledInstruction]:
     if every < 1:
         raise ValueError(f"--every must be at least 1, not {every}")
     return [
-        Request(n, frame, instruction, frame_times_ns[frame])
+        ScheduledInstruction(n, frame, instruction, frame_times_ns[frame])
         for n, frame in enumerate(range(0, len(frame_times_ns), every))
     ]
 

@@ -68,16 +68,16 @@ def score(root: str | Path, records: list[dict], truth_dir: str | Path) -> dict:
     confusion = np.zeros((len(names), len(names)), np.int64)
     scored, no_truth = [], []
     for record in samples:
-        truth_path = truth_dir / f"{record['frame_key']}.png"
+        truth_path = truth_dir / f"{record['frame_name']}.png"
         if not truth_path.is_file():
-            no_truth.append(record["frame_key"])
+            no_truth.append(record["frame_name"])
             continue
         try:
             confusion += semantic_metrics.confusion_matrix(read_label(truth_path), predicted_label(root, record),
                                                            len(names), ignore)
         except ValueError as err:
-            raise ValueError(f"request {record['request']} (frame {record['frame_key']}): {err}") from None
-        scored.append(record["frame_key"])
+            raise ValueError(f"request {record['request']} (frame {record['frame_name']}): {err}") from None
+        scored.append(record["frame_name"])
     result = semantic_metrics.scores_from_confusion(confusion, names).to_dict()
     statuses: dict[str, int] = {}
     for record in samples:

@@ -24,7 +24,7 @@ from lisa_ros.core.stats import median_p95
 from lisa_ros.core.types import Status
 from lisa_ros.tools import bag_io
 from lisa_ros.tools.bag_io import BagError
-from lisa_ros.tools.results_folder import ResultsFolder, frame_key
+from lisa_ros.tools.results_folder import ResultsFolder, frame_name
 
 SEMANTIC_RESULT = "lisa_ros/msg/SemanticSegmentation"
 EXIT_FAILURES, EXIT_BAD_INPUT, EXIT_NO_NODE, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -216,7 +216,7 @@ def semantic_replay(bag, image_topic: str, image_type: str, categories: list[str
             output.write_raw(image_in, time.time_ns(), data)
             result, round_trip = ask_until_ready(link, data, categories, args, ready_deadline)
             stamp = bag_io.stamp_ns(msg.header)
-            frame = {"request": index, "frame_index": index, "frame_key": frame_key(stamp),
+            frame = {"request": index, "frame_index": index, "frame_name": frame_name(stamp),
                      "frame_occurrence": seen_stamps[stamp], "frame_id": msg.header.frame_id,
                      "image_size": list(image.shape[:2]), "frame": results.save_frame(index, stamp, image)}
             seen_stamps[stamp] += 1
@@ -227,7 +227,7 @@ def semantic_replay(bag, image_topic: str, image_type: str, categories: list[str
                 output.write_raw(link.service + "/response", time.time_ns(), serialize_message(result))
                 label_file = None
                 if result.label.width and result.label.height:
-                    label_file = f"labels/{index:05d}_{frame_key(stamp)}.png"
+                    label_file = f"labels/{index:05d}_{frame_name(stamp)}.png"
                     cv2.imwrite(str(results_root / label_file), label_array(result.label))
                 record = record_of(result, label_file, round_trip)
             records.append({**frame, **record})

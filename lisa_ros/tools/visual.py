@@ -12,7 +12,7 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image
 
 
-def overlay(image: np.ndarray, predicted: np.ndarray | None, ground_truth: np.ndarray | None = None) -> np.ndarray:
+def eval_overlay(image: np.ndarray, predicted: np.ndarray | None, ground_truth: np.ndarray | None = None) -> np.ndarray:
     """RGB frame with the predicted mask filled blue (half transparent) and the
     ground truth outlined green, so misses and false positives are both visible."""
     canvas = as_rgb(image).copy()

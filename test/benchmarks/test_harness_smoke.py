@@ -84,7 +84,7 @@ def test_random_shapes_match_the_released_sizes():
     assert models.LLAMA_SHAPES["13b"]["hidden_size"] == 5120 and models.LLAMA_SHAPES["13b"]["num_hidden_layers"] == 40
     assert models.SAM_SHAPES["7b"] is None  # None = SAM ViT-H, what released checkpoints carry
     config_dir = models.shape_checkpoint("7b")
-    from lisa_ros.model.config import load_lisa_config
+    from lisa_ros.model.checkpoint_config import load_lisa_config
 
     config = load_lisa_config(config_dir)
     assert config.sam.encoder_embed_dim == 1280 and config.sam.encoder_depth == 32 and not config.is_tiny

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lisa_ros.core import config
+from lisa_ros.core import node_config
 from lisa_ros.core.engine_options import (
     ENGINE_OPTIONS,
     LISA_OPTIONS,
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_node_declares_every_option_of_every_engine_once():
-    assert config.MODEL_OPTION_KEYS is MODEL_OPTION_KEYS
+    assert node_config.MODEL_OPTION_KEYS is MODEL_OPTION_KEYS
     assert sorted(MODEL_OPTION_KEYS) == sorted(set(LISA_OPTIONS) | set(PLUMBING_OPTIONS))
     assert len(MODEL_OPTION_KEYS) == len(set(MODEL_OPTION_KEYS))
     assert option_keys("plumbing") == tuple(PLUMBING_OPTIONS) and option_keys("lisa") == tuple(LISA_OPTIONS)

@@ -1,5 +1,5 @@
 """The node's semantic.* parameters -> SemanticOptions: defaults, and every problem named at once."""
-from lisa_ros.core.config import PARAMETERS
+from lisa_ros.core.node_config import PARAMETERS
 from lisa_ros.core.semantic_worker import semantic_config
 
 

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from lisa_ros.model.config import CheckpointError
+from lisa_ros.model.checkpoint_config import CheckpointError
 from lisa_ros.model.tokenization import (
     IMAGE_PLACEHOLDER,
     SYSTEM_PROMPT,

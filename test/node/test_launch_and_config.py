@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lisa_ros.core.config import MODEL_OPTION_KEYS, PARAMETERS, NodeConfig
+from lisa_ros.core.node_config import MODEL_OPTION_KEYS, PARAMETERS, NodeConfig
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "lisa.launch.py"

@@ -39,7 +39,7 @@ def results(tmp_path):
     image = np.full((*SIZE, 3), 90, np.uint8)
     for request, (status, masks, _, _, _) in CASES.items():
         key = str(STAMPS[request])
-        record = {"request": request, "instruction": f"find thing {request}", "frame_index": request, "frame_key": key,
+        record = {"request": request, "instruction": f"find thing {request}", "frame_index": request, "frame_name": key,
                   "frame_id": "cam", "image_size": list(SIZE),
                   "frame": folder.save_frame(request, STAMPS[request], image), "status": status}
         if status != "NO_RESULT":

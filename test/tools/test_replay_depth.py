@@ -49,7 +49,7 @@ def test_replay_sends_depth_and_camera_info_and_the_node_measures_targets(tmp_pa
     for record in answers:
         measured = record["targets_3d"]
         message = by_id[record["request_id"]]
-        assert measured["depth_stamp_ns"] == int(record["frame_key"]) and measured["best_index"] == 0
+        assert measured["depth_stamp_ns"] == int(record["frame_name"]) and measured["best_index"] == 0
         assert measured["targets"][0]["centroid"] == pytest.approx(
             [message.targets[0].centroid.x, message.targets[0].centroid.y, message.targets[0].centroid.z], abs=1e-5)
         assert record["masks"] == [f"masks/{record['request']:04d}_0.png"]

@@ -130,7 +130,7 @@ def test_timed_replay_of_compressed_mcap_with_command_line_instruction(tmp_path)
     answers = records(tmp_path / "out")
     assert [r["status"] for r in answers] == ["OK"] * 3
     for record in answers:
-        assert int(record["frame_key"]) in stamps and record["mask_sizes"] == [[120, 160]]
+        assert int(record["frame_name"]) in stamps and record["mask_sizes"] == [[120, 160]]
 
 
 def test_bare_mcap_file_is_replayed_and_evaluated(tmp_path):
@@ -166,7 +166,7 @@ def test_frames_with_one_stamp_keep_their_own_image_and_ground_truth(tmp_path):
         errors = [np.abs(saved - frame(i)).mean() for i in range(3)]
         assert int(np.argmin(errors)) == record["frame_index"], (record["frame"], errors)
     assert len({r["frame"] for r in answers}) == 3
-    assert [(r["frame_key"], r["frame_occurrence"]) for r in answers] == [
+    assert [(r["frame_name"], r["frame_occurrence"]) for r in answers] == [
         (str(stamp), 0), (str(stamp), 1), (str(stamp + 10**9), 0)]
     done = subprocess.run([sys.executable, "-P", "-m", "lisa_ros.tools.cli", "eval", str(tmp_path / "out"),
                            "--gt-bag", str(tmp_path / "bag")], capture_output=True, text=True, timeout=120)
@@ -242,7 +242,7 @@ def test_sample_bag_through_the_lisa_engine(tmp_path):
     assert [r["frame_index"] for r in answers] == [0, 6]
     assert {r["model_id"] for r in answers} == {"lisa-tiny-7b"}
     for record in answers:
-        assert record["status"] in ("OK", "NOT_FOUND") and record["answered_stamp_ns"] == int(record["frame_key"])
+        assert record["status"] in ("OK", "NOT_FOUND") and record["answered_stamp_ns"] == int(record["frame_name"])
         assert all(size == [480, 640] for size in record["mask_sizes"])
     recorded = read_output(out)
     assert len(recorded["/replay_lisa/result"]) == len(recorded["/replay_lisa_in/instruction/structured"])

@@ -27,7 +27,7 @@ def semantic_results(tmp_path):
     lines = []
     for request, (key, status, label) in enumerate([("100", "OK", PRED_A), ("200", "OK", PRED_A),
                                                    ("300", "TIMEOUT", None)]):
-        record = {"request": request, "mode": "semantic", "frame_index": request, "frame_key": key,
+        record = {"request": request, "mode": "semantic", "frame_index": request, "frame_name": key,
                   "image_size": [4, 4], "status": status, "label_names": NAMES if label is not None else [],
                   "label_ids": [1, 2, 3, 4, 5] if label is not None else []}
         if label is not None:
@@ -67,6 +67,6 @@ def test_semantic_eval_rejects_truth_of_another_size(semantic_results, capsys):
 
 
 def test_semantic_eval_needs_semantic_results(tmp_path, capsys):
-    (tmp_path / "results.jsonl").write_text(json.dumps({"request": 0, "frame_key": "1", "image_size": [2, 2]}) + "\n")
+    (tmp_path / "results.jsonl").write_text(json.dumps({"request": 0, "frame_name": "1", "image_size": [2, 2]}) + "\n")
     assert main(["eval", str(tmp_path), "--gt-labels", str(tmp_path)]) == 2
     assert "no semantic results" in capsys.readouterr().err

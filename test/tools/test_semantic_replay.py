@@ -37,13 +37,13 @@ def test_semantic_replay_records_band_labels_and_eval_scores_them(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert [r["frame_key"] for r in records] == [str(s) for s in stamps]
+    assert [r["frame_name"] for r in records] == [str(s) for s in stamps]
     for record in records:
         assert record["mode"] == "semantic" and record["status"] == "OK"
         assert record["label_names"] == CATEGORIES and record["label_ids"] == [1, 2, 3, 4]
         assert record["filtered_out"] == ["nothing here"] and record["presence"] == [None] * 4
         assert record["pixel_fractions"] == pytest.approx([1 / 3, 1 / 3, 0.0, 1 / 3])
-        assert record["answered_stamp_ns"] == int(record["frame_key"]) and "total" in record["timings_ms"]
+        assert record["answered_stamp_ns"] == int(record["frame_name"]) and "total" in record["timings_ms"]
         label = cv2.imread(str(out / record["label"]), cv2.IMREAD_UNCHANGED)
         assert label.dtype == np.uint8 and np.array_equal(label, band_labels())
     with bag_io.InputBag(out / "bag") as bag:

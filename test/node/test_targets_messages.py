@@ -40,7 +40,7 @@ def test_targets3d_point_and_cloud_from_a_measured_scene(ros):
     from builtin_interfaces.msg import Time
 
     from lisa_ros.core.depth import TargetLocator
-    from lisa_ros.node.targets_convert import point_cloud, point_stamped, targets3d_msg
+    from lisa_ros.node.targets_messages import point_cloud, point_stamped, targets3d_msg
 
     depth, mask = test_depth.scene()
     locator = TargetLocator(tolerance_s=0.02)
@@ -68,7 +68,7 @@ def test_targets3d_point_and_cloud_from_a_measured_scene(ros):
 
 def test_no_depth_keeps_the_colour_frame_and_no_point(ros):
     from lisa_ros.core.depth import TargetLocator
-    from lisa_ros.node.targets_convert import point_stamped, targets3d_msg
+    from lisa_ros.node.targets_messages import point_stamped, targets3d_msg
 
     locator = TargetLocator()
     measurement = locator.measure([np.ones((4, 4), bool)], 0)
@@ -80,7 +80,7 @@ def test_no_depth_keeps_the_colour_frame_and_no_point(ros):
 def test_tracked_message_carries_masks_and_losses(ros):
     import scenes
     from lisa_ros.core.tracking import MaskTracker
-    from lisa_ros.node.targets_convert import tracked_msg
+    from lisa_ros.node.targets_messages import tracked_msg
 
     sequence = scenes.moving_square(frames=2)
     empty = np.zeros_like(sequence.masks[0])

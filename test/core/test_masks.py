@@ -1,7 +1,7 @@
 """Mask helpers: union, bounding boxes, overlay, the max_masks cap."""
 import numpy as np
 
-from lisa_ros.core.results import bounding_box, keep_best_masks, overlay, union_mono8
+from lisa_ros.core.masks import bounding_box, keep_best_masks, overlay_masks, union_mono8
 from lisa_ros.core.types import EngineOutput
 
 
@@ -13,7 +13,7 @@ def test_union_boxes_and_overlay():
     union = union_mono8([a, b], 4, 5)
     assert union.dtype == np.uint8 and set(np.unique(union)) == {0, 255} and union.sum() == 5 * 255
     assert bounding_box(a) == (2, 1, 2, 2) and bounding_box(np.zeros((2, 2), bool)) == (0, 0, 0, 0)
-    drawn = overlay(np.zeros((4, 5, 3), np.uint8), [a], alpha=1.0)
+    drawn = overlay_masks(np.zeros((4, 5, 3), np.uint8), [a], alpha=1.0)
     assert drawn[1, 2].tolist() == [255, 64, 64] and drawn[0, 0].tolist() == [0, 0, 0]
 
 

@@ -17,7 +17,7 @@ from lisa_ros.core.depth import Measurement, best_target
 from lisa_ros.core.depth import Target3D as CoreTarget3D
 from lisa_ros.core.tracking import TrackedState
 from lisa_ros.msg import Target3D, Targets3D, TrackedTargets
-from lisa_ros.node.convert import array_to_image_msg
+from lisa_ros.node.messages import array_to_image_msg
 
 _XYZ_FIELDS = [PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1)
                for i, name in enumerate("xyz")]

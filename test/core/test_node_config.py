@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from lisa_ros.core.config import BOUNDS, PARAMETERS, ConfigError, NodeConfig, TargetsConfig
 from lisa_ros.core.depth import DepthOptions
+from lisa_ros.core.node_config import BOUNDS, PARAMETERS, ConfigError, NodeConfig, TargetsConfig
 from lisa_ros.core.tracking import TrackingOptions
 from lisa_ros.core.types import PairingPolicy
 

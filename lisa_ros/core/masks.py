@@ -45,7 +45,7 @@ def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 
-def overlay(image: np.ndarray, masks: list[np.ndarray], alpha: float = 0.5) -> np.ndarray:
+def overlay_masks(image: np.ndarray, masks: list[np.ndarray], alpha: float = 0.5) -> np.ndarray:
     """The RGB frame with each mask blended in its own colour and its box outlined."""
     out = image.astype(np.float32)
     for index, mask in enumerate(masks):

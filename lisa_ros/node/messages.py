@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sensor_msgs.msg import Image, RegionOfInterest
 
-from lisa_ros.core.results import bounding_box, mask_to_mono8, union_mono8
+from lisa_ros.core.masks import bounding_box, mask_to_mono8, union_mono8
 from lisa_ros.core.types import Answer
 from lisa_ros.msg import SegmentationResult
 
