@@ -348,6 +348,8 @@ class LisaNode(LifecycleNode):
 
     @_reported("configure")
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """unconfigured -> inactive: check every parameter (all problems at once), then load the model off the
+        executor (get_state and /diagnostics keep answering). A failure leaves the node unconfigured with the reason."""
         if self._exit_requested.is_set():
             return TransitionCallbackReturn.FAILURE
         values = self._parameter_values()
@@ -422,6 +424,7 @@ class LisaNode(LifecycleNode):
 
     @_reported("activate")
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """inactive -> active: start the request worker and subscribe to the camera (the model is already loaded)."""
         with self._state_lock:
             if self._exit_requested.is_set():
                 return TransitionCallbackReturn.FAILURE
@@ -462,6 +465,7 @@ class LisaNode(LifecycleNode):
 
     @_reported("deactivate")
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """active -> inactive: refuse new instructions, answer every pending one, drop the camera; the model stays."""
         with self._state_lock:
             self._state, self._problem = NodeState.INACTIVE, ""  # first: what arrives meanwhile is refused
             self._stop_processing("node deactivated")
@@ -469,6 +473,7 @@ class LisaNode(LifecycleNode):
 
     @_reported("cleanup")
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """inactive -> unconfigured: free the model (GPU memory included), so parameters can change."""
         with self._state_lock:
             self._unload_engine()
             self._state, self._problem = NodeState.UNCONFIGURED, ""
@@ -476,11 +481,13 @@ class LisaNode(LifecycleNode):
 
     @_reported("shutdown")
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """any -> finalized: answer what is pending and free the model; the process keeps answering NOT_READY."""
         self.release("node shut down (lifecycle shutdown)", NodeState.FINALIZED)
         return TransitionCallbackReturn.SUCCESS
 
     @_reported("error processing")
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: stop and free everything, back to unconfigured (configure can be tried again)."""
         self.release("node error", NodeState.UNCONFIGURED)
         return TransitionCallbackReturn.SUCCESS
 
