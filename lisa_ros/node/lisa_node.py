@@ -624,8 +624,16 @@ class LisaNode(LifecycleNode):
     def _publish_answer(self, answer: Answer) -> None:
         """Publishes the single answer of a request (``on_answer`` of the worker and of ``answer_request``)."""
         engine = self._engine
-        result = answer_to_result(answer, engine.model_id if engine is not None else "")
+        model_id = engine.model_id if engine is not None else ""
         request = answer.request
+        try:
+            result = answer_to_result(answer, model_id)
+        except Exception as error:  # the one answer still goes out, as an explained failure
+            self.get_logger().error(f"request {request.request_id}: building its result failed: {error!r}")
+            answer = dataclasses.replace(answer, status=Status.ENGINE_ERROR, output=None,
+                                         message=f"the answer could not be made into a result message: "
+                                                 f"{type(error).__name__}: {error}")
+            result = answer_to_result(answer, model_id)
         if answer.frame is None and request.stamp is not None:  # refused before reaching a frame
             result.header.stamp = request.stamp  # frame_id stays empty: no frame was used
         label = f"request {request.request_id} ({request.instruction[:60]!r})"

@@ -140,3 +140,32 @@ def test_a_new_diagnostics_period_takes_effect_at_the_next_configure(lisa_io, ro
     stamps = [a.header.stamp.sec + a.header.stamp.nanosec * 1e-9 for a in arrays]
     gaps = sorted(b - a for a, b in zip(stamps[1:], stamps[2:]))  # the first gap may straddle the change
     assert 0.4 < gaps[len(gaps) // 2] < 0.7, gaps
+
+
+def test_an_answer_that_cannot_become_a_message_is_still_answered_once_as_an_engine_error(ros_context, ros_probe):
+    """In-process: a result that fails to build (here a mask of the wrong kind) used to raise out of the
+    publisher, leaving the topic without an answer and a service or action caller waiting forever."""
+    from rclpy.task import Future
+
+    from lisa_ros.core.types import Answer, EngineOutput, Request, Status
+    from lisa_ros.msg import SegmentationResult
+    from lisa_ros.node.lisa_node import LisaNode
+
+    node = LisaNode("lisa_unbuildable_probe", namespace="/unbuildable_probe", context=ros_context,
+                    cli_args=["--ros-args", "-p", "engine:=plumbing"])
+    try:
+        results = ros_probe.collect("/unbuildable_probe/lisa_unbuildable_probe/result", SegmentationResult)
+        wait_for(lambda: node._result_pub.get_subscription_count() >= 1, 10, "the probe subscribed to ~/result")
+        answered = Future()
+        request = Request("segment the cup", request_id="unbuildable-1", context=answered)
+        unbuildable = EngineOutput(masks=[object()], scores=[0.9], text="Sure, [SEG].")
+        node._publish_answer(Answer(request, Status.OK, "1 mask", output=unbuildable))
+        assert answered.done()
+        result = answered.result()
+        assert result.status == SegmentationResult.STATUS_ENGINE_ERROR and not result.masks
+        assert "could not be made into a result message" in result.status_message
+        wait_for(lambda: [r.request_id for r in results] == ["unbuildable-1"], 10, "the answer on ~/result")
+        assert results[0].status == SegmentationResult.STATUS_ENGINE_ERROR
+    finally:
+        node.release("test over")
+        node.destroy_node()
