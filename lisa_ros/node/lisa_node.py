@@ -629,10 +629,7 @@ class LisaNode(LifecycleNode):
         try:
             result = answer_to_result(answer, model_id)
         except Exception as error:  # the one answer still goes out, as an explained failure
-            self.get_logger().error(f"request {request.request_id}: building its result failed: {error!r}")
-            answer = dataclasses.replace(answer, status=Status.ENGINE_ERROR, output=None,
-                                         message=f"the answer could not be made into a result message: "
-                                                 f"{type(error).__name__}: {error}")
+            answer = self._failed_answer(answer, "made into a result message", error)
             result = answer_to_result(answer, model_id)
         if answer.frame is None and request.stamp is not None:  # refused before reaching a frame
             result.header.stamp = request.stamp  # frame_id stays empty: no frame was used
@@ -649,7 +646,14 @@ class LisaNode(LifecycleNode):
         # Taken last so that total_ms covers building the result and the other outputs, not only the engine.
         result.total_ms = 1000.0 * (time.monotonic() - request.received)
         try:
-            self._result_pub.publish(result)
+            try:
+                self._result_pub.publish(result)
+            except Exception as error:  # e.g. text that cannot be serialized: the answer goes out without it
+                answer = self._failed_answer(answer, "published", error)
+                fallback = answer_to_result(answer, model_id)
+                fallback.header, fallback.total_ms = result.header, result.total_ms
+                result = fallback
+                self._result_pub.publish(result)
             targets = self._targets
             if targets is not None:
                 targets.on_answer(answer)  # hands over: the 3D step and tracking run on their own threads
@@ -665,6 +669,13 @@ class LisaNode(LifecycleNode):
                 executor = self.executor
                 if executor is not None:
                     executor.wake()  # the awaiting ~/segment coroutine resumes at once
+
+    def _failed_answer(self, answer: Answer, could_not_be: str, error: Exception) -> Answer:
+        """The answer as an ENGINE_ERROR without the engine's output, saying why."""
+        self.get_logger().error(f"request {answer.request.request_id}: its result could not be {could_not_be}: "
+                                f"{error!r}")
+        return dataclasses.replace(answer, status=Status.ENGINE_ERROR, output=None,
+                                   message=f"the answer could not be {could_not_be}: {type(error).__name__}: {error}")
 
     def _publish_images_and_text(self, answer: Answer) -> None:
         if self._mask_pub.get_subscription_count() > 0:  # the union costs a full-frame pass: skip it unread

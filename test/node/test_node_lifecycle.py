@@ -143,8 +143,9 @@ def test_a_new_diagnostics_period_takes_effect_at_the_next_configure(lisa_io, ro
 
 
 def test_an_answer_that_cannot_become_a_message_is_still_answered_once_as_an_engine_error(ros_context, ros_probe):
-    """In-process: a result that fails to build (here a mask of the wrong kind) used to raise out of the
-    publisher, leaving the topic without an answer and a service or action caller waiting forever."""
+    """In-process: a result that fails to build (here a mask of the wrong kind) or to serialize used to raise
+    out of the publisher, leaving the topic without an answer (and, when building failed, a service or action
+    caller waiting forever)."""
     from rclpy.task import Future
 
     from lisa_ros.core.types import Answer, EngineOutput, Request, Status
@@ -166,6 +167,16 @@ def test_an_answer_that_cannot_become_a_message_is_still_answered_once_as_an_eng
         assert "could not be made into a result message" in result.status_message
         wait_for(lambda: [r.request_id for r in results] == ["unbuildable-1"], 10, "the answer on ~/result")
         assert results[0].status == SegmentationResult.STATUS_ENGINE_ERROR
+
+        # Text that cannot be serialized (a lone surrogate): the answer goes out without it.
+        answered = Future()
+        request = Request("segment the cup", request_id="unpublishable-1", context=answered)
+        unpublishable = EngineOutput(masks=[], scores=[], text="Sure \ud800")
+        node._publish_answer(Answer(request, Status.NOT_FOUND, "no [SEG]", output=unpublishable))
+        assert answered.done() and answered.result().status == SegmentationResult.STATUS_ENGINE_ERROR
+        assert "could not be published: UnicodeEncodeError" in answered.result().status_message
+        wait_for(lambda: len(results) == 2, 10, "the second answer on ~/result")
+        assert results[1].request_id == "unpublishable-1" and results[1].explanation == ""
     finally:
         node.release("test over")
         node.destroy_node()
