@@ -710,6 +710,9 @@ class LisaNode(LifecycleNode):
             "max_queue": config.max_queue if config is not None else 0,
             "frames_received": self._frames.received_count,
             "frames_dropped": self._frames.dropped_count,  # replaced by a newer frame before being used
+            # Readers this node's ~/result writer has matched: a client sure to get its first answer waits
+            # for its own here (its side of discovery can finish before the node's; lisa-ros replay does).
+            "result_subscribers": self._result_pub.get_subscription_count(),
         }
         targets = self._targets
         values.update(targets.diagnostics() if targets is not None else {})

@@ -28,6 +28,9 @@ def ros_type(msgtype: str):
     return getattr(importlib.import_module(f"{package}.{kind}"), name)
 
 
+FIRST_STATUS_WAIT_S = 3.0  # for the node's first /diagnostics (sent every diagnostics_period, 1 s by default)
+
+
 class NodeUnavailable(RuntimeError):
     """No lisa_node answered on the expected topics."""
 
@@ -53,6 +56,7 @@ class RosLink:
         self.node_status: DiagnosticStatus | None = None
         # (kept for the whole replay: destroying it while the executor spins can break the spin)
         self._node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self._status_received = 0.0
         self.recorded: dict[str, str] = {}  # topic -> msgtype
         self._recorders: list = []  # the subscriptions behind ``recorded``
 
@@ -65,6 +69,21 @@ class RosLink:
         for status in array.status:
             if status.name == self._status_name:
                 self.node_status = status
+                self._status_received = time.monotonic()
+
+    def _known_result_subscribers(self, wait_until: float) -> int | None:
+        """The node's latest count of ~/result readers, waiting until ``wait_until`` for its first /diagnostics;
+        None for a node that publishes no such count."""
+        while (known := self._result_subscribers(0.0)) is None and time.monotonic() < wait_until:
+            time.sleep(0.01)
+        return known
+
+    def _result_subscribers(self, since: float) -> int | None:
+        """The node's own count of ~/result readers, from a /diagnostics status received after ``since``."""
+        if self.node_status is None or self._status_received <= since:
+            return None
+        values = {value.key: value.value for value in self.node_status.values}
+        return int(values["result_subscribers"]) if "result_subscribers" in values else None
 
     def wait_for_node(self, timeout_s: float, process: NodeProcess | None = None) -> None:
         """Wait until the node subscribes our inputs and publishes results; then record its outputs.
@@ -112,14 +131,27 @@ class RosLink:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.01)
+        records_result = self.result_topic not in self.recorded
+        first_status_by = min(deadline, time.monotonic() + FIRST_STATUS_WAIT_S)
+        known = self._known_result_subscribers(first_status_by) if records_result else None
         self._record_node_outputs()
+        created = time.monotonic()
         # The recorders are new: an answer published before they match the node's writers would be lost.
         while not all(subscription.get_publisher_count() > 0 for subscription in self._recorders):
             if time.monotonic() > deadline:
                 unmatched = [s.topic_name for s in self._recorders if s.get_publisher_count() == 0]
                 print(f"warning: not yet matched with the node's publishers of {unmatched}", file=sys.stderr)
-                break
+                return
             time.sleep(0.01)
+        if records_result and known is not None:
+            # Matched on our side; the node's writer matches our reader on its own time (on a loaded machine
+            # after the first answer went out, which was then lost). Its /diagnostics count says when.
+            while (count := self._result_subscribers(created)) is None or count <= known:
+                if time.monotonic() > deadline:
+                    print(f"warning: the node's {self.result_topic} writer has not counted this replay's reader "
+                          "yet: the first answers may be missed", file=sys.stderr)
+                    break
+                time.sleep(0.01)
 
     def _record_node_outputs(self) -> None:
         for topic, types in self._node.get_topic_names_and_types():

@@ -74,6 +74,17 @@ def test_diagnostics_report_state_latency_and_frames(lisa_io):
         assert key in values, key
 
 
+def test_diagnostics_count_the_readers_the_result_writer_has_matched(lisa_io, ros_probe):
+    """What a client waits for to be sure of its first answer (lisa-ros replay does): its own reader counted."""
+    from lisa_ros.msg import SegmentationResult
+
+    io = lisa_io()
+    known = int(wait_for(lambda: io.diagnostics().get("result_subscribers"), 5, "the result reader count"))
+    assert known >= 1  # NodeIO's own ~/result reader
+    ros_probe.collect(io.node.topic("~/result"), SegmentationResult)
+    wait_for(lambda: int(io.diagnostics()["result_subscribers"]) == known + 1, 5, "the new reader counted")
+
+
 def test_engine_phase_timings_reach_the_result_and_their_means_the_diagnostics(lisa_io):
     io = lisa_io(params={"model.delay_s": 0.02})
     io.publish_frame(make_image_msg(stamp=(1, 0)))
