@@ -236,7 +236,26 @@ def action_client(io):
         lambda msg: client.feedback_by_goal[bytes(msg.goal_id.uuid)].append(msg.feedback),
         QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE))
     wait_for(lambda: feedback.get_publisher_count() >= 1, 10, "the action's feedback publisher")
+    _until_goal_responses_arrive(client)
     return client
+
+
+def _until_goal_responses_arrive(client, timeout: float = 30.0) -> None:
+    """wait_for_server sees the server, but a goal sent before the server's reply writer has matched this
+    client goes unanswered (seen with a CPU hog beside the suite): send goals the node rejects at goal time
+    (no side effect but a log line) until one is answered."""
+    from lisa_ros.action import Segment
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sent = client.send_goal_async(Segment.Goal(instruction="reply path check", pairing_policy="not-a-policy"))
+        attempt_deadline = min(deadline, time.monotonic() + 2.0)
+        while not sent.done() and time.monotonic() < attempt_deadline:
+            time.sleep(0.01)
+        if sent.done():
+            assert not sent.result().accepted
+            return
+    pytest.fail(f"no goal response from the ~/segment action server within {timeout} s")
 
 
 def running_goal(lisa_io, instruction, **params):
