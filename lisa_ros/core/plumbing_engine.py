@@ -98,7 +98,7 @@ class PlumbingEngine(Engine):
             for tokens, word in enumerate(re.finditer(r"\S+", text), start=1):
                 if self._cancelled.is_set():  # like LISA, a cancel ends it before the next token
                     raise EngineError("cancelled")
-                progress(Progress(Stage.GENERATING, tokens=tokens, partial_text=text[:word.end()]))
+                progress(Progress(Stage.GENERATING, tokens=tokens, text=text[:word.end()]))
             if parts:
                 progress(Progress(Stage.DECODING))
         self._turns[conversation_id] = turn  # a cancelled answer is no turn

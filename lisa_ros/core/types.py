@@ -99,8 +99,12 @@ class Progress:
     queue_position: int = 0  # QUEUED: 1 = next to run
     tokens: int = 0  # GENERATING: tokens generated so far (1, 2, ...; the final EOS counts)
     # GENERATING: the answer so far, special tokens removed; always a prefix of the final text, and all of it
-    # on the last token.
-    partial_text: str = ""
+    # on the last token. A callable is decoded only when read: a throttled consumer pays for what it sends.
+    text: str | Callable[[], str] = ""
+
+    @property
+    def partial_text(self) -> str:
+        return self.text() if callable(self.text) else self.text
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import gc
 import logging
 import re
@@ -263,8 +264,9 @@ class LisaEngine(Engine):
         on_token = None
         if progress is not None:
             def on_token(ids: Sequence[int], last: bool) -> None:
-                text = tokenizer.decode(ids) if last else tokenizer.decode_prefix(ids)
-                progress(Progress(Stage.GENERATING, tokens=len(ids), partial_text=text))
+                answer = tuple(ids)
+                decode = tokenizer.decode if last else tokenizer.decode_prefix
+                progress(Progress(Stage.GENERATING, tokens=len(answer), text=functools.cache(lambda: decode(answer))))
         return generate(model, prompt, frame.clip_features, eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id,
                         max_new_tokens=max_new_tokens, forced_ids=forced, cancel=self._cancel,
                         prefix=frame.prompt_prefix, keep_prefix=self.options.frame_cache_size > 0, on_token=on_token)

@@ -92,6 +92,20 @@ def test_progress_reports_every_generated_token_and_the_answer_as_it_grows(engin
     assert [r.stage for r in reports[len(generating):]] == ([Stage.DECODING] if out.found else [])
 
 
+def test_progress_text_is_decoded_only_when_read(engine, frame, monkeypatch):
+    """The action's throttle sends a few GENERATING reports a second: tokens it never reads cost no decode."""
+    decoded = []
+    decode_prefix = engine.tokenizer.decode_prefix
+    monkeypatch.setattr(engine.tokenizer, "decode_prefix", lambda ids: decoded.append(len(ids)) or decode_prefix(ids))
+    reports = []
+    out = engine.segment(frame, "Hello!", frame_key="lazy", force_answer="Sorry, I can not see that here.",
+                         progress=reports.append)
+    generating = [r for r in reports if r.stage is Stage.GENERATING]
+    assert len(generating) > 3 and decoded == []
+    assert generating[1].partial_text == generating[1].partial_text and decoded == [2]  # decoded once, kept
+    assert generating[-1].partial_text == out.text
+
+
 def test_embedding_cache_hit_for_second_instruction(engine, frame):
     first = engine.segment(frame, "Segment the cup.", frame_key=("cache", 1), force_answer="Sure, [SEG].")
     second = engine.segment(frame, "Segment the dog.", frame_key=("cache", 1), force_answer="It is [SEG].")

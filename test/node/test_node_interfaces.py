@@ -300,7 +300,7 @@ def test_feedback_throttle_sends_stages_at_once_and_generating_at_most_every_int
     throttle = FeedbackThrottle(sent.append, interval=0.05, clock=lambda: now[0])
 
     def generating(tokens):
-        return Progress(Stage.GENERATING, tokens=tokens, partial_text="w" * tokens)
+        return Progress(Stage.GENERATING, tokens=tokens, text="w" * tokens)
 
     throttle(Progress(Stage.ENCODING))
     throttle(generating(1))  # the first token: at once
