@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from lisa_ros.tools.node_process import NodeProcess
-from polling import wait_for  # noqa: F401  (tests import it from conftest)
+from polling import resend_until_answered, wait_for  # noqa: F401  (tests import wait_for from conftest)
 
 REPO = Path(__file__).resolve().parents[1]
 PLUMBING_CONFIG = REPO / "config" / "plumbing_test.yaml"
@@ -94,20 +94,13 @@ class RosProbe:
         return client
 
     def call(self, client, request, timeout: float = 20.0, resend_every: float | None = None):
-        """The response within ``timeout`` s. ``resend_every`` (idempotent services only) sends the request
-        again when unanswered that long: a request sent before the reply path is discovered goes unanswered,
-        even after wait_for_service."""
-        deadline = time.monotonic() + timeout
-        while True:
-            future = client.call_async(request)
-            attempt_deadline = deadline if resend_every is None else min(deadline, time.monotonic() + resend_every)
-            while not future.done() and time.monotonic() < attempt_deadline:
-                time.sleep(0.01)
-            if future.done():
-                return future.result()
-            client.remove_pending_request(future)
-            if time.monotonic() >= deadline:
-                pytest.fail(f"timed out after {timeout} s waiting for a response from {client.srv_name}")
+        """The response within ``timeout`` s. ``resend_every`` (idempotent services only): see
+        resend_until_answered."""
+        future = resend_until_answered(lambda: client.call_async(request), timeout, resend_every or timeout,
+                                       client.remove_pending_request)
+        if future is None:
+            pytest.fail(f"timed out after {timeout} s waiting for a response from {client.srv_name}")
+        return future.result()
 
     def close(self):
         self._spinning.close()
@@ -167,13 +160,9 @@ class LisaNodeProcess(NodeProcess):
         while True:
             if self.popen.poll() is not None:
                 pytest.fail(f"lisa_node exited with {self.popen.returncode}; log:\n{self.log}")
-            future = client.call_async(GetState.Request())
-            attempt_deadline = min(deadline, time.monotonic() + 2.0)  # a request sent while discovery is
-            while not future.done() and time.monotonic() < attempt_deadline:  # incomplete may go unanswered
-                time.sleep(0.02)
-            if not future.done():
-                client.remove_pending_request(future)
-            elif future.result().current_state.label == label:
+            answered = resend_until_answered(lambda: client.call_async(GetState.Request()), 2.0, 2.0,
+                                             client.remove_pending_request)
+            if answered is not None and answered.result().current_state.label == label:
                 return
             if time.monotonic() > deadline:
                 pytest.fail(f"lisa_node not {label} after {timeout} s; log:\n{self.log}")

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import make_image_msg, wait_for
+from conftest import make_image_msg, resend_until_answered, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -246,16 +246,12 @@ def _until_goal_responses_arrive(client, timeout: float = 30.0) -> None:
     (no side effect but a log line) until one is answered."""
     from lisa_ros.action import Segment
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sent = client.send_goal_async(Segment.Goal(instruction="reply path check", pairing_policy="not-a-policy"))
-        attempt_deadline = min(deadline, time.monotonic() + 2.0)
-        while not sent.done() and time.monotonic() < attempt_deadline:
-            time.sleep(0.01)
-        if sent.done():
-            assert not sent.result().accepted
-            return
-    pytest.fail(f"no goal response from the ~/segment action server within {timeout} s")
+    sent = resend_until_answered(
+        lambda: client.send_goal_async(Segment.Goal(instruction="reply path check", pairing_policy="not-a-policy")),
+        timeout, 2.0)
+    if sent is None:
+        pytest.fail(f"no goal response from the ~/segment action server within {timeout} s")
+    assert not sent.result().accepted
 
 
 def running_goal(lisa_io, instruction, **params):
