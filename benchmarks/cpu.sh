@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${FASTRTPS_DEFAULT_PROFILES_FILE:-}" ]; then
   # shellcheck disable=SC1091
-  source scripts/ros_env.sh
+  source scripts/ros_env.sh --own-domain
 fi
 note=()
 if [ "${1:-}" = "--note" ]; then note=(--note "$2"); fi

@@ -2,8 +2,11 @@
 #   - the project venv and, unless a ROS 2 install is sourced, the ROS 2 wheels in it
 #   - the colcon install of lisa_ros (.ws/install), unless called with --no-install, with its
 #     executables (lisa_node, lisa-ros) on PATH as the README's commands use them
+#   - DDS kept on 127.0.0.1 (Fast DDS profile). ROS_DOMAIN_ID, unless already set: one of this
+#     checkout's and user's own (the same in every shell, so a node and a replay started from two
+#     shells meet), or with --own-domain a random one for this run alone (tests, demo, benchmarks:
+#     they must not meet a node the user left running).
 # Safe to source from scripts running with set -e and/or set -u (neither option is changed).
-#   - DDS kept on 127.0.0.1 (Fast DDS profile) on a ROS_DOMAIN_ID of this run's own
 _lisa_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _lisa_venv="$_lisa_repo/.venv"
 export VIRTUAL_ENV="$_lisa_venv"
@@ -20,8 +23,16 @@ export FASTDDS_DEFAULT_PROFILES_FILE="$FASTRTPS_DEFAULT_PROFILES_FILE"
 # (or ROS_LOCALHOST_ONLY) rmw_fastrtps opens extra sockets on 0.0.0.0 and the external
 # interface (seen with `ss -u -a -n -p`); without them every socket is on 127.0.0.1.
 unset ROS_AUTOMATIC_DISCOVERY_RANGE ROS_LOCALHOST_ONLY
-export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 1 ))}"
-if [ "${1:-}" != "--no-install" ] && [ -f "$_lisa_repo/.ws/install/local_setup.bash" ]; then
+_lisa_install=1
+_lisa_domain=$(( $(printf '%s:%s' "$_lisa_repo" "$(id -u)" | cksum | cut -d ' ' -f 1) % 100 + 1 ))
+for _lisa_arg in "$@"; do
+  case $_lisa_arg in
+    --no-install) _lisa_install= ;;
+    --own-domain) _lisa_domain=$(( RANDOM % 100 + 1 )) ;;
+  esac
+done
+export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$_lisa_domain}"
+if [ -n "$_lisa_install" ] && [ -f "$_lisa_repo/.ws/install/local_setup.bash" ]; then
   # colcon's scripts read unset variables: source them without -u, then restore the caller's option
   # (a test like `x=$([[ $- == *u* ]] && echo 1)` fails, and would end a `set -e` caller, when -u is off).
   case $- in *u*) _lisa_nounset=1 ;; *) _lisa_nounset= ;; esac
@@ -34,4 +45,4 @@ if [ "${1:-}" != "--no-install" ] && [ -f "$_lisa_repo/.ws/install/local_setup.b
   case ":$PATH:" in *":$_lisa_bin:"*) ;; *) export PATH="$_lisa_bin:$PATH" ;; esac
   unset _lisa_nounset _lisa_bin
 fi
-unset _lisa_repo _lisa_venv
+unset _lisa_repo _lisa_venv _lisa_install _lisa_domain _lisa_arg

@@ -63,3 +63,21 @@ def test_readme_action_example_and_feedback_stages_match_the_action_definition()
     positions = [bullet.find(f"`{name}`") for name in names]
     assert -1 not in positions and positions == sorted(positions), dict(zip(names, positions))
     assert all(f"`{field}`" in bullet for field in feedback.get_fields_and_field_types() if field != "stage")
+
+
+@pytest.mark.ros
+def test_readme_python_service_call_runs_as_written(lisa_node_process, tmp_path):
+    """The README's rclpy stand-in for `ros2 service call`, run as its own process against a node (moved into
+    a namespace of the test's own: only the service name is changed)."""
+    import os
+    import subprocess
+    import sys
+
+    readme = (REPO / "README.md").read_text()
+    snippet = re.search(r"The `ros2` commands need.*?```python\n(.*?)```", readme, re.S).group(1)
+    node = lisa_node_process()
+    script = tmp_path / "ask.py"
+    script.write_text(snippet.replace('"/lisa_node/segment"', repr(node.topic("~/segment"))))
+    done = subprocess.run([sys.executable, str(script)], env=os.environ, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "no image received yet" in done.stdout  # the node's answer: it has no camera here

@@ -32,3 +32,23 @@ command -v lisa-ros
     paths = done.stdout.strip().splitlines()[-2:]
     assert [Path(p).name for p in paths] == ["lisa_node", "lisa-ros"], output
     assert all(os.access(p, os.X_OK) for p in paths)
+
+
+def _domain_after_sourcing(*args: str, domain: str | None = None) -> str:
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
+    if domain is not None:
+        env["ROS_DOMAIN_ID"] = domain
+    script = f"source scripts/ros_env.sh {' '.join(args)} >/dev/null && echo \"$ROS_DOMAIN_ID\""
+    done = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_every_shell_of_a_checkout_gets_one_domain_and_runs_get_their_own():
+    """The README starts the node in one shell and the replay in another: they must share a domain (a random
+    one per shell kept them apart). Tests and the demo pass --own-domain, away from a node left running."""
+    shells = {_domain_after_sourcing() for _ in range(3)}
+    assert len(shells) == 1 and 1 <= int(shells.pop()) <= 100
+    runs = {_domain_after_sourcing("--own-domain") for _ in range(6)}
+    assert len(runs) > 1 and all(1 <= int(d) <= 100 for d in runs)
+    assert _domain_after_sourcing(domain="42") == _domain_after_sourcing("--own-domain", domain="42") == "42"
