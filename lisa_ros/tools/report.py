@@ -128,7 +128,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
         ("statuses", ", ".join(f"{k} {v}" for k, v in sorted(summary["statuses"].items()))),
         ("latency, node (median / p95)", f"{lat['median']} / {lat['p95']} ms"),
         ("round trip, replay (median / p95)", f"{rtt['median']} / {rtt['p95']} ms"),
-        ("masks per answer (mean / max; answers with masks)", f"{_fmt(masks['per_answer_mean'])} / "
+        ("masks per answer (mean / max of OK + NOT_FOUND; how many had masks)", f"{_fmt(masks['per_answer_mean'])} / "
          f"{_fmt(masks['per_answer_max'])} ({masks['answers_with_masks']} of {masks['answers']} OK/NOT_FOUND)"),
         ("mask area, share of the frame (median / p95)", f"{_fmt(masks['area_fraction_median'])} / "
          f"{_fmt(masks['area_fraction_p95'])}"),
