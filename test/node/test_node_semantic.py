@@ -2,12 +2,13 @@
 
 The plumbing engine's stand-in labels band k with the k-th category kept (a name with
 "nothing" is filtered out), so the node's side can be checked exactly and cheaply;
-the LISA test runs the real method on the tiny random checkpoint (meaningless masks).
+the LISA test runs the real method, filter included, on the tiny random checkpoint (meaningless masks).
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_node_interfaces import set_parameters
 
 from conftest import REPO, make_image_msg, wait_for
 
@@ -170,4 +171,24 @@ def test_lisa_engine_semantic_service_and_periodic_mode(lisa_io, ros_probe, tiny
     assert list(periodic.label_names) == ["floor", "person"]
     overlay = wait_for(lambda: overlays and overlays[0], 30, "an overlay")
     assert overlay.encoding == "rgb8" and (overlay.width, overlay.height) in ((64, 48), (40, 30))
+    # The filter on the real engine, in the same process: semantic.* is read at configure (refused while
+    # configured, there is no per-request threshold), so the node is reconfigured; the tiny model reloads at once.
+    threshold = {"semantic.filter_threshold": 0.9}  # the untrained checkpoint's P(yes) is ~0.52 for any category
+    successful, reason = set_parameters(io, **threshold)["semantic.filter_threshold"]
+    assert not successful and "take effect when the model loads" in reason
+    assert io.node.change_state(ros_probe, "deactivate") and io.node.change_state(ros_probe, "cleanup")
+    assert set_parameters(io, **threshold)["semantic.filter_threshold"] == (True, "")
+    assert io.node.change_state(ros_probe, "configure") and io.node.change_state(ros_probe, "activate")
+    requested = ["floor", "person", "[SEG]"]
+    filtered = _ask(ros_probe, client, requested, image, timeout=180)
+    assert filtered.status == filtered.STATUS_NOT_FOUND, filtered.status_message
+    assert "every category was filtered out (filter_threshold 0.9)" in filtered.status_message
+    assert list(filtered.filtered_out) == requested and len(filtered.filtered_reasons) == len(requested)
+    assert len(filtered.presence) == len(requested) and all(0.0 <= p <= 1.0 for p in filtered.presence)  # not NaN
+    for reason, presence in zip(filtered.filtered_reasons, filtered.presence):
+        assert reason.startswith("P(yes) ") and reason.endswith(" < filter_threshold 0.9"), reason
+        assert float(reason.split()[1]) == pytest.approx(presence, abs=1e-3)
+    assert (filtered.label.width, filtered.label.height) == (64, 48) and not _label(filtered).any()
+    assert list(filtered.scores) == [0.0] * len(requested) and list(filtered.pixel_fractions) == [0.0] * len(requested)
+    assert "filter" in filtered.timing_names
     assert io.node.popen.poll() is None and "Traceback" not in io.node.log
