@@ -114,9 +114,61 @@ def test_bad_semantic_parameters_fail_configure_naming_each(lisa_node_process, r
     line = wait_for(lambda: [x for x in node.log.splitlines() if "[ERROR]" in x and "configure failed" in x], 10,
                     "the error line")[0]
     assert f"semantic.descriptions_file: {broken} does not parse as YAML at line" in line
+    refused = _ask(ros_probe, _semantic_client(ros_probe, node), ["floor"], make_image_msg())
+    assert refused.status == refused.STATUS_NOT_READY  # and the caller is told what to fix:
+    assert f"{broken} does not parse as YAML at line 1, column 12" in refused.status_message, refused.status_message
     node = lisa_node_process(params={"semantic.rate_hz": 2.0}, wait_active=False)
     node.wait_for_state(ros_probe, "unconfigured")
     assert wait_for(lambda: "semantic.rate_hz = 2.0 needs semantic.categories" in node.log, 10, "the reason")
+
+
+def _in_process_node(ros_context, tmp_path, name: str, parameters: str, params_file=None):
+    """A LisaNode in this process (not spun: transitions and requests are driven directly), ``parameters``
+    the body of a ros__parameters block."""
+    from lisa_ros.node.lisa_node import LisaNode
+
+    params = tmp_path / f"{name}.yaml"
+    params.write_text("/**:\n  ros__parameters:\n" + "".join(f"    {line}\n" for line in parameters.splitlines()))
+    files = ([] if params_file is None else ["--params-file", str(params_file)]) + ["--params-file", str(params)]
+    return LisaNode(name, namespace=f"/{name}", context=ros_context, cli_args=["--ros-args", *files])
+
+
+def _semantic_answer(node, categories, image, timeout=60.0):
+    """One request through the node's semantic worker, answered by the glue's publish path (the message)."""
+    import time
+
+    from rclpy.task import Future
+
+    from lisa_ros.core.frames import Frame
+    from lisa_ros.core.semantic_worker import SemanticJob
+
+    answered = Future()
+    frame = Frame(payload=image, header=image.header, received=time.monotonic(), key=("test", time.monotonic()))
+    assert node._semantic._worker.submit(SemanticJob(categories=categories, frame=frame, context=answered))
+    return wait_for(lambda: answered.done() and answered.result(), timeout, "the semantic answer")
+
+
+def test_descriptions_file_is_parsed_at_configure_only(ros_context, tmp_path, tiny_lisa_checkpoint):
+    """Activate used to parse the file again: an edit after configure raised there, after the request worker and
+    the subscriptions were made. What configure checked is what the LISA segmenter uses."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    descriptions = tmp_path / "mine.yaml"
+    descriptions.write_text("floor: flat grey concrete\n")
+    node = _in_process_node(ros_context, tmp_path, "semantic_descriptions_probe", "\n".join([
+        f"model.path: {tiny_lisa_checkpoint}", f"semantic.descriptions_file: {descriptions}",
+        f"semantic.description_cache: {tmp_path / 'cache.json'}", "semantic.filter_threshold: 0.0"]),
+        params_file=REPO / "config" / "lisa_cpu.yaml")
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        descriptions.write_text("floor: [unclosed\n")
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        answer = _semantic_answer(node, ["floor"], make_image_msg(width=32, height=24))
+        assert answer.status in (answer.STATUS_OK, answer.STATUS_NOT_FOUND), answer.status_message
+        assert list(answer.descriptions) == ["flat grey concrete"] and list(answer.description_sources) == ["user"]
+    finally:
+        node.release("test over")
+        node.destroy_node()
 
 
 def test_periodic_mode_labels_each_new_frame_once(lisa_io, ros_probe):
