@@ -171,6 +171,35 @@ def test_descriptions_file_is_parsed_at_configure_only(ros_context, tmp_path, ti
         node.destroy_node()
 
 
+def test_overlay_is_drawn_only_while_subscribed(ros_context, ros_probe, tmp_path, monkeypatch):
+    """~/semantic_overlay costs a full-frame blend per answer: with no subscriber it is never drawn."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from sensor_msgs.msg import Image
+
+    from lisa_ros.node import semantic_glue
+
+    drawn = []
+    monkeypatch.setattr(semantic_glue, "label_overlay", lambda *args: drawn.append(args) or args[0])
+    node = _in_process_node(ros_context, tmp_path, "semantic_overlay_probe", "engine: plumbing")
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        image = make_image_msg(width=20, height=10, frame_id="cam")
+        unread = _semantic_answer(node, ["floor", "wall"], image)
+        assert unread.status == unread.STATUS_OK and drawn == []
+        overlays = ros_probe.collect(node.get_fully_qualified_name() + "/semantic_overlay", Image)
+        wait_for(lambda: node._semantic._overlay_pub.get_subscription_count() == 1, 10, "the overlay subscriber")
+        read = _semantic_answer(node, ["floor", "wall"], image)
+        assert read.status == read.STATUS_OK and len(drawn) == 1
+        frame, label, _ = drawn[0]
+        assert frame.shape == (10, 20, 3) and np.array_equal(label, _label(read))
+        overlay = wait_for(lambda: overlays and overlays[0], 10, "the overlay")
+        assert (overlay.width, overlay.height, overlay.encoding, overlay.header.frame_id) == (20, 10, "rgb8", "cam")
+    finally:
+        node.release("test over")
+        node.destroy_node()
+
+
 def test_periodic_mode_labels_each_new_frame_once(lisa_io, ros_probe):
     from lisa_ros.msg import SemanticSegmentation
 
