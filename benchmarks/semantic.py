@@ -4,7 +4,8 @@ Per repeat, on a fresh frame each (so CLIP and SAM's encoder are paid every time
 
 - ``single``: one ``LisaEngine.segment`` forced to "Sure, [SEG]." (LISA's short answer);
 - ``separate``: N such calls on one frame, one per category (the first pays CLIP and
-  SAM, the rest reuse them and the prompt prefix): what N ``~/segment`` requests cost;
+  SAM, the rest reuse them and the prompt prefix): N forced-answer ``engine.segment``
+  calls, not N ``~/segment`` requests (those let LISA write its own answer);
 - ``batched``: ``SemanticSegmenter.segment`` with the filter off: N masks from one
   packed forced pass, SAM's decoder in batches, the label image;
 - ``filtered``: the same with the filter on and a threshold that keeps about

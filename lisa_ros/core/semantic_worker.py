@@ -71,11 +71,22 @@ class SemanticSettings:
 PARAMETER_PREFIX = "semantic."
 
 
-def semantic_config(values: Mapping[str, Any]) -> tuple[SemanticOptions | None, float, list[str]]:
-    """(options, rate_hz, problems) from the node's ``semantic.*`` parameter values (None = default).
+@dataclasses.dataclass
+class SemanticConfig:
+    """What configure read from the ``semantic.*`` parameters (``problems`` empty when all are usable)."""
 
-    Every problem is named with its parameter, the description file is parsed now (configure
-    fails naming its line), and a periodic mode without categories is refused.
+    options: SemanticOptions | None
+    descriptions: dict[str, str]  # the parsed descriptions_file ({category_key: text}); {} without one
+    rate_hz: float
+    problems: list[str]
+
+
+def semantic_config(values: Mapping[str, Any]) -> SemanticConfig:
+    """The node's ``semantic.*`` parameter values (None = default), checked.
+
+    Every problem is named with its parameter, and a periodic mode without categories is
+    refused. The description file is parsed here, once: configure fails naming its line,
+    and what activate hands the segmenter is what was checked (the file may change since).
     """
     problems: list[str] = []
     options_values = {}
@@ -92,9 +103,10 @@ def semantic_config(values: Mapping[str, Any]) -> tuple[SemanticOptions | None, 
         options = SemanticOptions.from_mapping(options_values)
     except CategoryError as error:
         problems.append(f"semantic.* parameters: {error}")
+    descriptions: dict[str, str] = {}
     if options is not None and options.descriptions_file:
         try:
-            load_descriptions(options.descriptions_file)
+            descriptions = load_descriptions(options.descriptions_file)
         except CategoryError as error:
             problems.append(f"semantic.descriptions_file: {error}")
     if rate_hz is None:
@@ -105,7 +117,7 @@ def semantic_config(values: Mapping[str, Any]) -> tuple[SemanticOptions | None, 
     elif rate_hz > 0 and options is not None and not options.categories:
         problems.append(f"semantic.rate_hz = {rate_hz} needs semantic.categories: the periodic mode labels the "
                         "newest frame with that list")
-    return options, float(rate_hz), problems
+    return SemanticConfig(options, descriptions, float(rate_hz), problems)
 
 
 class SemanticWorker(BoundedQueueWorker[SemanticJob]):

@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -247,14 +247,18 @@ class SemanticSegmenter:
     called from another thread to end a running request at its next batch or token.
     """
 
-    def __init__(self, engine, options: SemanticOptions, cache: DescriptionCache | None = None):
+    def __init__(self, engine, options: SemanticOptions, cache: DescriptionCache | None = None,
+                 descriptions: Mapping[str, str] | None = None):
+        """descriptions: ``options.descriptions_file`` as already parsed (``core.load_descriptions``; the node
+        parses it at configure, so a file edited before activate cannot fail activate); None = parse it now."""
         if engine.model is None:
             raise EngineError("the LISA engine is not loaded. Fix: call load() first")
         self.engine = engine
         self.options = options
         self.cache = cache if cache is not None else DescriptionCache(options.description_cache or None)
-        self.user_descriptions = core.load_descriptions(options.descriptions_file) if options.descriptions_file \
-            else {}
+        if descriptions is None and options.descriptions_file:
+            descriptions = core.load_descriptions(options.descriptions_file)
+        self.user_descriptions = dict(descriptions or {})
         self._cancel = threading.Event()
 
     def cancel(self) -> None:

@@ -25,6 +25,7 @@ from lisa_ros.core.lifecycle import NodeState, not_ready_message
 from lisa_ros.core.semantic import SemanticOptions, SemanticResult, label_overlay
 from lisa_ros.core.semantic_worker import (
     SemanticAnswer,
+    SemanticConfig,
     SemanticJob,
     SemanticSettings,
     SemanticWorker,
@@ -78,15 +79,17 @@ def result_to_msg(answer: SemanticAnswer) -> SemanticSegmentation:
     return msg
 
 
-def make_segmenter(engine_type: str, engine, options: SemanticOptions):
-    """The LISA engine's SemanticSegmenter, or the plumbing engine's band stand-in."""
+def make_segmenter(engine_type: str, engine, config: SemanticConfig):
+    """The LISA engine's SemanticSegmenter (with the descriptions parsed at configure), or the plumbing
+    engine's band stand-in."""
+    options = config.options or SemanticOptions()
     if engine_type == "plumbing":
         from lisa_ros.core.plumbing_engine import PlumbingSemanticSegmenter
 
         return PlumbingSemanticSegmenter(engine, options)
     from lisa_ros.model.semantic import SemanticSegmenter
 
-    segmenter = SemanticSegmenter(engine, options)
+    segmenter = SemanticSegmenter(engine, options, descriptions=config.descriptions)
     segmenter.model_id = engine.model_id
     return segmenter
 
@@ -96,8 +99,7 @@ class SemanticGlue:
 
     def __init__(self, node, callback_group) -> None:
         self._node = node
-        self._options: SemanticOptions | None = None
-        self._rate_hz = 0.0
+        self._config = SemanticConfig(SemanticOptions(), {}, 0.0, [])  # the last configure's, once it passed
         self._worker: SemanticWorker | None = None
         self._timer = None
         self._last_periodic_seq = 0
@@ -113,25 +115,28 @@ class SemanticGlue:
                             callback_group=callback_group, qos_profile=SERVICE_QOS)
 
     def check_parameters(self, values: Mapping[str, Any]) -> list[str]:
-        """At configure: reads the ``semantic.*`` values; the problems found (each naming its parameter)."""
-        options, rate_hz, problems = semantic_config(values)
-        if not problems:
-            self._options, self._rate_hz = options, rate_hz
-        return problems
+        """At configure: reads the ``semantic.*`` values and parses the description file; the problems found
+        (each naming its parameter)."""
+        config = semantic_config(values)
+        if not config.problems:
+            self._config = config
+        return config.problems
 
     def start(self, engine_type: str, engine, runner, frames: LatestFrame, config, image_topic: str, decode) -> None:
         """At activate: a worker on the node's engine thread, and the periodic timer when asked for."""
-        options = self._options or SemanticOptions()
+        semantic = self._config
+        options = semantic.options or SemanticOptions()
         self._frames, self._last_periodic_seq = frames, 0
         self._worker = SemanticWorker(
-            make_segmenter(engine_type, engine, options), runner, frames, decode, self._publish,
+            make_segmenter(engine_type, engine, semantic), runner, frames, decode, self._publish,
             SemanticSettings(categories=options.categories, max_categories=options.max_categories,
                              max_queue=config.max_queue, max_image_age=config.max_image_age,
                              inference_timeout=config.inference_timeout, image_topic=image_topic),
             logger=self._node.get_logger())
         self._overlay_alpha = config.overlay_alpha
-        if self._rate_hz > 0:
-            self._timer = self._node.create_timer(1.0 / self._rate_hz, self._on_tick, callback_group=self._timer_group)
+        if semantic.rate_hz > 0:
+            self._timer = self._node.create_timer(1.0 / semantic.rate_hz, self._on_tick,
+                                                  callback_group=self._timer_group)
 
     def stop(self, reason: str) -> None:
         """Answers everything pending with NOT_READY; the periodic mode ends."""

@@ -9,22 +9,31 @@ def _defaults(**changes):
 
 
 def test_defaults_are_valid_and_an_empty_list_means_none():
-    options, rate_hz, problems = semantic_config(_defaults())
-    assert problems == [] and options.categories == () and rate_hz == 0.0 and options.filter_threshold == 0.5
-    options, _, problems = semantic_config(_defaults(categories=[""], filter_threshold=0))
-    assert problems == [] and options.categories == () and options.filter_threshold == 0.0
+    config = semantic_config(_defaults())
+    assert config.problems == [] and config.rate_hz == 0.0 and config.descriptions == {}
+    assert config.options.categories == () and config.options.filter_threshold == 0.5
+    config = semantic_config(_defaults(categories=[""], filter_threshold=0))
+    assert config.problems == [] and config.options.categories == () and config.options.filter_threshold == 0.0
 
 
 def test_every_problem_is_named_with_its_parameter(tmp_path):
     broken = tmp_path / "d.yaml"
     broken.write_text("floor: [unclosed\n")
-    _, _, problems = semantic_config(_defaults(filter_threshold=3.0, rate_hz=-1))
-    text = "; ".join(problems)
+    text = "; ".join(semantic_config(_defaults(filter_threshold=3.0, rate_hz=-1)).problems)
     assert "filter_threshold must be in [0, 1]" in text and "semantic.rate_hz must be a number in 0..100" in text
-    _, _, problems = semantic_config(_defaults(categories=["a", "A "]))
-    assert "repeats #0" in problems[0]
-    _, _, problems = semantic_config(_defaults(descriptions_file=str(broken)))
+    assert "repeats #0" in semantic_config(_defaults(categories=["a", "A "])).problems[0]
+    problems = semantic_config(_defaults(descriptions_file=str(broken))).problems
     assert problems[0].startswith(f"semantic.descriptions_file: {broken} does not parse as YAML at line")
-    _, _, problems = semantic_config(_defaults(rate_hz=1.0))
+    problems = semantic_config(_defaults(rate_hz=1.0)).problems
     assert problems == ["semantic.rate_hz = 1.0 needs semantic.categories: the periodic mode labels the newest "
                         "frame with that list"]
+
+
+def test_the_description_file_is_parsed_once_here(tmp_path):
+    """What activate hands the segmenter: it used to parse the file again, and an edit in between failed activate
+    after the request worker and the subscriptions were created."""
+    path = tmp_path / "d.yaml"
+    path.write_text("Floor: '  flat grey  concrete '\n")
+    config = semantic_config(_defaults(descriptions_file=str(path)))
+    path.write_text("floor: [unclosed\n")
+    assert config.problems == [] and config.descriptions == {"floor": "flat grey concrete"}

@@ -2,12 +2,13 @@
 
 The plumbing engine's stand-in labels band k with the k-th category kept (a name with
 "nothing" is filtered out), so the node's side can be checked exactly and cheaply;
-the LISA test runs the real method on the tiny random checkpoint (meaningless masks).
+the LISA test runs the real method, filter included, on the tiny random checkpoint (meaningless masks).
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_node_interfaces import set_parameters
 
 from conftest import REPO, make_image_msg, wait_for
 
@@ -113,9 +114,90 @@ def test_bad_semantic_parameters_fail_configure_naming_each(lisa_node_process, r
     line = wait_for(lambda: [x for x in node.log.splitlines() if "[ERROR]" in x and "configure failed" in x], 10,
                     "the error line")[0]
     assert f"semantic.descriptions_file: {broken} does not parse as YAML at line" in line
+    refused = _ask(ros_probe, _semantic_client(ros_probe, node), ["floor"], make_image_msg())
+    assert refused.status == refused.STATUS_NOT_READY  # and the caller is told what to fix:
+    assert f"{broken} does not parse as YAML at line 1, column 12" in refused.status_message, refused.status_message
     node = lisa_node_process(params={"semantic.rate_hz": 2.0}, wait_active=False)
     node.wait_for_state(ros_probe, "unconfigured")
     assert wait_for(lambda: "semantic.rate_hz = 2.0 needs semantic.categories" in node.log, 10, "the reason")
+
+
+def _in_process_node(ros_context, tmp_path, name: str, parameters: str, params_file=None):
+    """A LisaNode in this process (not spun: transitions and requests are driven directly), ``parameters``
+    the body of a ros__parameters block."""
+    from lisa_ros.node.lisa_node import LisaNode
+
+    params = tmp_path / f"{name}.yaml"
+    params.write_text("/**:\n  ros__parameters:\n" + "".join(f"    {line}\n" for line in parameters.splitlines()))
+    files = ([] if params_file is None else ["--params-file", str(params_file)]) + ["--params-file", str(params)]
+    return LisaNode(name, namespace=f"/{name}", context=ros_context, cli_args=["--ros-args", *files])
+
+
+def _semantic_answer(node, categories, image, timeout=60.0):
+    """One request through the node's semantic worker, answered by the glue's publish path (the message)."""
+    import time
+
+    from rclpy.task import Future
+
+    from lisa_ros.core.frames import Frame
+    from lisa_ros.core.semantic_worker import SemanticJob
+
+    answered = Future()
+    frame = Frame(payload=image, header=image.header, received=time.monotonic(), key=("test", time.monotonic()))
+    assert node._semantic._worker.submit(SemanticJob(categories=categories, frame=frame, context=answered))
+    return wait_for(lambda: answered.done() and answered.result(), timeout, "the semantic answer")
+
+
+def test_descriptions_file_is_parsed_at_configure_only(ros_context, tmp_path, tiny_lisa_checkpoint):
+    """Activate used to parse the file again: an edit after configure raised there, after the request worker and
+    the subscriptions were made. What configure checked is what the LISA segmenter uses."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    descriptions = tmp_path / "mine.yaml"
+    descriptions.write_text("floor: flat grey concrete\n")
+    node = _in_process_node(ros_context, tmp_path, "semantic_descriptions_probe", "\n".join([
+        f"model.path: {tiny_lisa_checkpoint}", f"semantic.descriptions_file: {descriptions}",
+        f"semantic.description_cache: {tmp_path / 'cache.json'}", "semantic.filter_threshold: 0.0"]),
+        params_file=REPO / "config" / "lisa_cpu.yaml")
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        descriptions.write_text("floor: [unclosed\n")
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        answer = _semantic_answer(node, ["floor"], make_image_msg(width=32, height=24))
+        assert answer.status in (answer.STATUS_OK, answer.STATUS_NOT_FOUND), answer.status_message
+        assert list(answer.descriptions) == ["flat grey concrete"] and list(answer.description_sources) == ["user"]
+    finally:
+        node.release("test over")
+        node.destroy_node()
+
+
+def test_overlay_is_drawn_only_while_subscribed(ros_context, ros_probe, tmp_path, monkeypatch):
+    """~/semantic_overlay costs a full-frame blend per answer: with no subscriber it is never drawn."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from sensor_msgs.msg import Image
+
+    from lisa_ros.node import semantic_glue
+
+    drawn = []
+    monkeypatch.setattr(semantic_glue, "label_overlay", lambda *args: drawn.append(args) or args[0])
+    node = _in_process_node(ros_context, tmp_path, "semantic_overlay_probe", "engine: plumbing")
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        image = make_image_msg(width=20, height=10, frame_id="cam")
+        unread = _semantic_answer(node, ["floor", "wall"], image)
+        assert unread.status == unread.STATUS_OK and drawn == []
+        overlays = ros_probe.collect(node.get_fully_qualified_name() + "/semantic_overlay", Image)
+        wait_for(lambda: node._semantic._overlay_pub.get_subscription_count() == 1, 10, "the overlay subscriber")
+        read = _semantic_answer(node, ["floor", "wall"], image)
+        assert read.status == read.STATUS_OK and len(drawn) == 1
+        frame, label, _ = drawn[0]
+        assert frame.shape == (10, 20, 3) and np.array_equal(label, _label(read))
+        overlay = wait_for(lambda: overlays and overlays[0], 10, "the overlay")
+        assert (overlay.width, overlay.height, overlay.encoding, overlay.header.frame_id) == (20, 10, "rgb8", "cam")
+    finally:
+        node.release("test over")
+        node.destroy_node()
 
 
 def test_periodic_mode_labels_each_new_frame_once(lisa_io, ros_probe):
@@ -170,4 +252,24 @@ def test_lisa_engine_semantic_service_and_periodic_mode(lisa_io, ros_probe, tiny
     assert list(periodic.label_names) == ["floor", "person"]
     overlay = wait_for(lambda: overlays and overlays[0], 30, "an overlay")
     assert overlay.encoding == "rgb8" and (overlay.width, overlay.height) in ((64, 48), (40, 30))
+    # The filter on the real engine, in the same process: semantic.* is read at configure (refused while
+    # configured, there is no per-request threshold), so the node is reconfigured; the tiny model reloads at once.
+    threshold = {"semantic.filter_threshold": 0.9}  # the untrained checkpoint's P(yes) is ~0.52 for any category
+    successful, reason = set_parameters(io, **threshold)["semantic.filter_threshold"]
+    assert not successful and "take effect when the model loads" in reason
+    assert io.node.change_state(ros_probe, "deactivate") and io.node.change_state(ros_probe, "cleanup")
+    assert set_parameters(io, **threshold)["semantic.filter_threshold"] == (True, "")
+    assert io.node.change_state(ros_probe, "configure") and io.node.change_state(ros_probe, "activate")
+    requested = ["floor", "person", "[SEG]"]
+    filtered = _ask(ros_probe, client, requested, image, timeout=180)
+    assert filtered.status == filtered.STATUS_NOT_FOUND, filtered.status_message
+    assert "every category was filtered out (filter_threshold 0.9)" in filtered.status_message
+    assert list(filtered.filtered_out) == requested and len(filtered.filtered_reasons) == len(requested)
+    assert len(filtered.presence) == len(requested) and all(0.0 <= p <= 1.0 for p in filtered.presence)  # not NaN
+    for reason, presence in zip(filtered.filtered_reasons, filtered.presence):
+        assert reason.startswith("P(yes) ") and reason.endswith(" < filter_threshold 0.9"), reason
+        assert float(reason.split()[1]) == pytest.approx(presence, abs=1e-3)
+    assert (filtered.label.width, filtered.label.height) == (64, 48) and not _label(filtered).any()
+    assert list(filtered.scores) == [0.0] * len(requested) and list(filtered.pixel_fractions) == [0.0] * len(requested)
+    assert "filter" in filtered.timing_names
     assert io.node.popen.poll() is None and "Traceback" not in io.node.log

@@ -2,11 +2,18 @@
 SegmentationResult and lisa_ros.core.types.Status, and the fields the node glue fills."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
+from std_msgs.msg import Header
 
 from lisa_ros.core.types import Status
 from lisa_ros.msg import SegmentationResult, SemanticSegmentation
+from lisa_ros.node.semantic_glue import label_image_msg
 from lisa_ros.srv import SegmentSemantic
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_status_constants_match_segmentation_result_and_core():
@@ -27,3 +34,22 @@ def test_message_and_service_fields():
     assert isinstance(response.result, SemanticSegmentation)
     message = SemanticSegmentation(label_ids=np.arange(1, 1001, dtype=np.uint16).tolist())
     assert len(message.label_ids) == 1000  # the 16UC1 range holds the category cap
+
+
+def _documented_mask_snippets() -> list[str]:
+    """The per-category mask example, as the README and the message's comments give it."""
+    readme = (REPO / "README.md").read_text().split("**Per-category masks and scores.**", 1)[1]
+    comments = (REPO / "msg" / "SemanticSegmentation.msg").read_text().split("one category's boolean mask:", 1)[1]
+    return [readme.split("```python\n", 1)[1].split("```", 1)[0],
+            "\n".join(line.removeprefix("#").strip() for line in comments.splitlines()[1:3])]
+
+
+@pytest.mark.parametrize("count", [3, 300])  # mono8 and 16UC1
+def test_the_documented_per_category_mask_is_the_label_images_pixels_of_that_id(count):
+    label = (np.arange(35).reshape(5, 7) % 4).astype(np.uint8 if count <= 255 else np.uint16)
+    msg = SemanticSegmentation(label=label_image_msg(label, Header()), label_ids=list(range(1, count + 1)),
+                               label_names=["floor", "person"] + [f"class {i}" for i in range(count - 2)])
+    for snippet in _documented_mask_snippets():
+        scope = {"np": np, "msg": msg}
+        exec(snippet, scope)
+        assert scope["person"].dtype == bool and np.array_equal(scope["person"], label == 2), snippet
