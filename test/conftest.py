@@ -209,6 +209,28 @@ def lisa_node_process(ros_probe, tmp_path):
 
 
 
+# -- parameters, as `ros2 param set/get` reach them ----------------------------------------------------------
+
+def set_parameters(io, **values):
+    """Set through the node's SetParameters service, as `ros2 param set` does; returns {name: (successful, reason)}."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    client = io.probe.client(io.node.topic("~/set_parameters"), SetParameters)
+    request = SetParameters.Request(parameters=[Parameter(n, value=v).to_parameter_msg() for n, v in values.items()])
+    results = io.probe.call(client, request).results
+    return {name: (r.successful, r.reason) for name, r in zip(values, results, strict=True)}
+
+
+def get_parameters(io, *names):
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    client = io.probe.client(io.node.topic("~/get_parameters"), GetParameters)
+    values = io.probe.call(client, GetParameters.Request(names=list(names))).values
+    return {name: parameter_value_to_python(v) for name, v in zip(names, values, strict=True)}
+
+
 class NodeIO:
     """Talks to one LisaNodeProcess: publishers, collectors and the services, ready to use."""
 

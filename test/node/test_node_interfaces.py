@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import make_image_msg, resend_until_answered, wait_for
+from conftest import get_parameters, make_image_msg, resend_until_answered, set_parameters, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -66,26 +66,6 @@ def test_structured_refusals_keep_the_id_and_the_string_topic_keeps_node_ids(lis
 
 
 # -- live parameters ----------------------------------------------------------------------------------------------
-
-def set_parameters(io, **values):
-    """Set through the node's SetParameters service, as `ros2 param set` does; returns {name: (successful, reason)}."""
-    from rcl_interfaces.srv import SetParameters
-    from rclpy.parameter import Parameter
-
-    client = io.probe.client(io.node.topic("~/set_parameters"), SetParameters)
-    request = SetParameters.Request(parameters=[Parameter(n, value=v).to_parameter_msg() for n, v in values.items()])
-    results = io.probe.call(client, request).results
-    return {name: (r.successful, r.reason) for name, r in zip(values, results, strict=True)}
-
-
-def get_parameters(io, *names):
-    from rcl_interfaces.srv import GetParameters
-    from rclpy.parameter import parameter_value_to_python
-
-    client = io.probe.client(io.node.topic("~/get_parameters"), GetParameters)
-    values = io.probe.call(client, GetParameters.Request(names=list(names))).values
-    return {name: parameter_value_to_python(v) for name, v in zip(names, values, strict=True)}
-
 
 LIVE_VALID = {"max_queue": 2, "max_image_age": 1.5, "next_frame_timeout": 0.5, "inference_timeout": 0.0,
               "publish_overlay": True, "overlay_alpha": 0.25, "pairing_policy": "next", "max_instruction_chars": 50,

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_node_interfaces import set_parameters
 
-from conftest import REPO, make_image_msg, wait_for
+from conftest import REPO, make_image_msg, set_parameters, wait_for
 
 pytestmark = pytest.mark.ros
 
