@@ -3,7 +3,7 @@
 One request (``SemanticSegmenter.segment``) on a frame:
 
 1. descriptions: the user's file, else the disk cache, else LISA's LLM writes one
-   (greedy, text only, short; cached by model id + category + prompt version);
+   (greedy, text only, short; cached by checkpoint id + category + prompt version);
 2. filter: one batched pass asks "Is there a {category} in the image?" for every
    category and compares the next-token logits of "Yes" and "No";
 3. masks: one batched pass of the forced answer "Sure, [SEG]." after "Please
@@ -261,12 +261,13 @@ class SemanticSegmenter:
         self._cancel.set()
 
     def describe(self, categories: Sequence[str]) -> tuple[list[str], list[str]]:
-        """(descriptions, sources) per category: the user's file wins, then the cache, then the LLM."""
-        model_id = self.engine.model_id
+        """(descriptions, sources) per category: the user's file wins, then the cache (keyed by the engine's
+        ``checkpoint_id``), then the LLM."""
+        key = self.engine.checkpoint_id
         descriptions, sources, missing = [], [], []
         for category in categories:
             user = self.user_descriptions.get(core.category_key(category))
-            cached = None if user is not None else self.cache.get(model_id, core.PROMPT_VERSION, category)
+            cached = None if user is not None else self.cache.get(key, core.PROMPT_VERSION, category)
             if user is not None:
                 descriptions.append(user)
                 sources.append("user")
@@ -286,8 +287,9 @@ class SemanticSegmenter:
             for index, text in zip(missing, written):
                 descriptions[index] = text
                 logger.info("semantic: %s wrote the description of %r: %r (cached in %s; put a better one in "
-                            "semantic.descriptions_file)", model_id, categories[index], text, self.cache.path)
-            self.cache.put_many(model_id, core.PROMPT_VERSION, {categories[i]: t for i, t in zip(missing, written)})
+                            "semantic.descriptions_file)", self.engine.model_id, categories[index], text,
+                            self.cache.path)
+            self.cache.put_many(key, core.PROMPT_VERSION, {categories[i]: t for i, t in zip(missing, written)})
         return descriptions, sources
 
     def segment(self, image: np.ndarray, categories: Sequence[str] | None = None, *,
