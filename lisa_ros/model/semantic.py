@@ -3,7 +3,8 @@
 One request (``SemanticSegmenter.segment``) on a frame:
 
 1. descriptions: the user's file, else the disk cache, else LISA's LLM writes one
-   (greedy, text only, short; cached by checkpoint id + category + prompt version);
+   (greedy, text only, short; cached by checkpoint id + category + prompt version; a
+   refusal is cached but never used);
 2. filter: one batched pass asks "Is there a {category} in the image?" for every
    category and compares the next-token logits of "Yes" and "No";
 3. masks: one batched pass of the forced answer "Sure, [SEG]." after "Please
@@ -155,7 +156,8 @@ def packed_last_hidden(model, prefix: PromptPrefix, suffixes: Sequence[Sequence[
 def generate_descriptions(engine, categories: Sequence[str], *, max_new_tokens: int,
                           cancel: threading.Event | None = None) -> list[str]:
     """One description per category from LISA's LLM (greedy, text only: a description is about the
-    category, not the frame, so it can be cached). "" where the model wrote nothing usable."""
+    category, not the frame, so it can be cached); tidied, but possibly a refusal (``core.usable_description``
+    judges)."""
     model, tokenizer = engine.model, engine.tokenizer
     no_image = torch.zeros(1, 0, model.config.hidden_size, device=model.device)
     descriptions = []
@@ -256,13 +258,18 @@ class SemanticSegmenter:
         self.user_descriptions = core.load_descriptions(options.descriptions_file) if options.descriptions_file \
             else {}
         self._cancel = threading.Event()
+        self._reported_unusable: set[str] = set()  # category keys
 
     def cancel(self) -> None:
         self._cancel.set()
 
     def describe(self, categories: Sequence[str]) -> tuple[list[str], list[str]]:
-        """(descriptions, sources) per category: the user's file wins, then the cache (keyed by the engine's
-        ``checkpoint_id``), then the LLM."""
+        """(descriptions, sources) per category: the user's file wins, then the cache, then the LLM.
+
+        The cache is keyed by the engine's ``checkpoint_id``. What the model wrote is cached as
+        written, refusals included (greedy decoding would write them again); a refusal or empty
+        text is never used: the category gets "" and a "-unusable" source, and the log says so.
+        """
         key = self.engine.checkpoint_id
         descriptions, sources, missing = [], [], []
         for category in categories:
@@ -271,9 +278,13 @@ class SemanticSegmenter:
             if user is not None:
                 descriptions.append(user)
                 sources.append("user")
-            elif cached is not None:
+            elif cached is not None and core.usable_description(cached):
                 descriptions.append(cached)
                 sources.append("cache")
+            elif cached is not None:
+                descriptions.append("")
+                sources.append("cache-unusable")
+                self._report_unusable(category, cached)
             elif self.options.generate_descriptions:
                 descriptions.append("")
                 sources.append("generated")
@@ -285,12 +296,25 @@ class SemanticSegmenter:
             written = generate_descriptions(self.engine, [categories[i] for i in missing],
                                             max_new_tokens=self.options.max_description_tokens, cancel=self._cancel)
             for index, text in zip(missing, written):
-                descriptions[index] = text
-                logger.info("semantic: %s wrote the description of %r: %r (cached in %s; put a better one in "
-                            "semantic.descriptions_file)", self.engine.model_id, categories[index], text,
-                            self.cache.path)
+                if core.usable_description(text):
+                    descriptions[index] = text
+                    logger.info("semantic: %s wrote the description of %r: %r (cached in %s; put a better one in "
+                                "semantic.descriptions_file)", self.engine.model_id, categories[index], text,
+                                self.cache.path)
+                else:
+                    sources[index] = "generated-unusable"
+                    self._report_unusable(categories[index], text)
             self.cache.put_many(key, core.PROMPT_VERSION, {categories[i]: t for i, t in zip(missing, written)})
         return descriptions, sources
+
+    def _report_unusable(self, category: str, text: str) -> None:
+        """Logged once per category and segmenter: a cached refusal would otherwise be logged on every frame."""
+        if core.category_key(category) in self._reported_unusable:
+            return
+        self._reported_unusable.add(core.category_key(category))
+        logger.warning("semantic: %s wrote no usable description of %r (%r); it is segmented without one. "
+                       "Fix: describe it in semantic.descriptions_file (the outcome is cached in %s, so the "
+                       "model is not asked again)", self.engine.model_id, category, text, self.cache.path)
 
     def segment(self, image: np.ndarray, categories: Sequence[str] | None = None, *,
                 frame_key: Hashable) -> SemanticResult:

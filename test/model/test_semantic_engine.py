@@ -6,8 +6,10 @@ and the plumbing of the method, not its quality.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,7 +131,8 @@ def test_all_filtered_out_is_not_found_without_running_sam(engine, frame, tmp_pa
     assert "sam_encoder" not in result.timings_ms and "mask_decode" not in result.timings_ms
 
 
-def test_descriptions_are_generated_once_then_read_from_the_cache(engine, frame, tmp_path):
+def test_descriptions_are_generated_once_then_read_from_the_cache(engine_13b, frame, tmp_path):
+    engine = engine_13b
     options = _options(tmp_path, filter_threshold=0.0, max_description_tokens=12)
     first = semantic.SemanticSegmenter(engine, options).segment(frame, ["cup", "dog"], frame_key="describe")
     assert first.description_sources == ["generated", "generated"]
@@ -140,6 +143,35 @@ def test_descriptions_are_generated_once_then_read_from_the_cache(engine, frame,
     assert again.descriptions == first.descriptions
     assert again.timings_ms["describe"] < first.timings_ms["describe"]
     assert again.scores[1] == pytest.approx(first.scores[1], abs=1e-6)  # "Cup" is another prompt; same description
+
+
+def test_a_refusal_is_cached_but_never_used_as_a_description(engine, frame, tmp_path, caplog):
+    """The trained tiny model refuses to describe: each category is segmented with the plain instruction, the
+    log says so and what to do, and the refusal is cached (greedy decoding would only write it again)."""
+    options = _options(tmp_path, filter_threshold=0.0)
+    path = Path(options.description_cache)
+    (refusal,) = semantic.generate_descriptions(engine, ["dog"], max_new_tokens=options.max_description_tokens)
+    assert refusal.startswith("Sorry") and not core.usable_description(refusal)
+    segmenter = semantic.SemanticSegmenter(engine, options)
+    with caplog.at_level(logging.WARNING, logger=semantic.__name__):
+        result = segmenter.segment(frame, ["cup", "dog"], frame_key="refusal")
+    assert result.descriptions == ["", ""] and result.description_sources == ["generated-unusable"] * 2
+    warnings = [r.getMessage() for r in caplog.records if "no usable description" in r.getMessage()]
+    assert len(warnings) == 2 and all("Sorry" in w and "semantic.descriptions_file" in w for w in warnings)
+    alone = engine.segment(frame, core.segment_instruction("dog", ""), frame_key="refusal",
+                           conversation_id="refusal-alone", force_answer=core.FORCED_ANSWER)
+    assert result.scores[1] == pytest.approx(alone.scores[0], abs=1e-4)  # "Please segment the dog."
+    assert DescriptionCache(path).get(engine.checkpoint_id, core.PROMPT_VERSION, "dog") == refusal
+
+    written_file = path.stat().st_ino  # every write replaces the file (a new inode)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=semantic.__name__):
+        again = segmenter.segment(frame, ["cup", "dog"], frame_key="refusal")
+        fresh = semantic.SemanticSegmenter(engine, options).segment(frame, ["dog"], frame_key="refusal")
+    assert again.description_sources == ["cache-unusable"] * 2 and again.descriptions == ["", ""]
+    assert fresh.description_sources == ["cache-unusable"] and path.stat().st_ino == written_file  # not asked
+    warnings = [r.getMessage() for r in caplog.records if "no usable description" in r.getMessage()]
+    assert len(warnings) == 1 and "'dog'" in warnings[0]  # once per segmenter, not on every frame
 
 
 def test_checkpoints_in_folders_of_one_name_do_not_share_descriptions(make_engine, tiny_13b, engine_13b, frame,
@@ -171,7 +203,7 @@ def test_checkpoint_identity_follows_the_files_not_the_folder_name(tmp_path):
 
 
 def test_generated_descriptions_are_the_llms_greedy_text(engine):
-    written = semantic.generate_descriptions(engine, ["cup"], max_new_tokens=12)
+    written = list(semantic.generate_descriptions(engine, ["cup"], max_new_tokens=12))
     prompt = [engine.tokenizer.bos_id] + engine.tokenizer.encode_text(
         f"{semantic.SYSTEM_PROMPT} USER: {core.DESCRIPTION_PROMPT.format(category='cup')} ASSISTANT:")
     alone = generate(engine.model, prompt, torch.zeros(1, 0, engine.model.config.hidden_size),
