@@ -3,8 +3,8 @@
 One request (``SemanticSegmenter.segment``) on a frame:
 
 1. descriptions: the user's file, else the disk cache, else LISA's LLM writes one
-   (greedy, text only, short; cached by checkpoint id + category + prompt version; a
-   refusal is cached but never used);
+   (greedy, text only, short; cached by checkpoint id + category + prompt version as soon
+   as it is written; a refusal is cached but never used);
 2. filter: one batched pass asks "Is there a {category} in the image?" for every
    category and compares the next-token logits of "Yes" and "No";
 3. masks: one batched pass of the forced answer "Sure, [SEG]." after "Please
@@ -154,21 +154,19 @@ def packed_last_hidden(model, prefix: PromptPrefix, suffixes: Sequence[Sequence[
 # -- the method's steps ---------------------------------------------------------------------------
 
 def generate_descriptions(engine, categories: Sequence[str], *, max_new_tokens: int,
-                          cancel: threading.Event | None = None) -> list[str]:
+                          cancel: threading.Event | None = None) -> Iterator[str]:
     """One description per category from LISA's LLM (greedy, text only: a description is about the
-    category, not the frame, so it can be cached); tidied, but possibly a refusal (``core.usable_description``
-    judges)."""
+    category, not the frame, so it can be cached), yielded as each is written so the caller can keep
+    it before the next; tidied, but possibly a refusal (``core.usable_description`` judges)."""
     model, tokenizer = engine.model, engine.tokenizer
     no_image = torch.zeros(1, 0, model.config.hidden_size, device=model.device)
-    descriptions = []
     for category in categories:
         _check_cancel(cancel, "description writing")
         question = core.DESCRIPTION_PROMPT.format(category=category)
         prompt = [tokenizer.bos_id] + tokenizer.encode_text(f"{SYSTEM_PROMPT} USER: {question} ASSISTANT:")
         generation = generate(model, prompt, no_image, eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id,
                               max_new_tokens=max_new_tokens, cancel=cancel)
-        descriptions.append(core.tidy_generated_description(tokenizer.decode(generation.token_ids)))
-    return descriptions
+        yield core.tidy_generated_description(tokenizer.decode(generation.token_ids))
 
 
 def presence_probabilities(engine, frame: EncodedFrame, categories: Sequence[str], *, max_batch_tokens: int,
@@ -266,9 +264,12 @@ class SemanticSegmenter:
     def describe(self, categories: Sequence[str]) -> tuple[list[str], list[str]]:
         """(descriptions, sources) per category: the user's file wins, then the cache, then the LLM.
 
-        The cache is keyed by the engine's ``checkpoint_id``. What the model wrote is cached as
-        written, refusals included (greedy decoding would write them again); a refusal or empty
-        text is never used: the category gets "" and a "-unusable" source, and the log says so.
+        The cache is keyed by the engine's ``checkpoint_id`` and written after each description
+        (one atomic rewrite: ~12 ms for 3000 entries, against seconds per description on a 7B), so a
+        request cancelled or timed out midway keeps the ones already paid for. What the model
+        wrote is cached as written, refusals included (greedy decoding would write them again); a
+        refusal or empty text is never used: the category gets "" and a "-unusable" source, and the
+        log says so.
         """
         key = self.engine.checkpoint_id
         descriptions, sources, missing = [], [], []
@@ -292,19 +293,18 @@ class SemanticSegmenter:
             else:
                 descriptions.append("")
                 sources.append("none")
-        if missing:
-            written = generate_descriptions(self.engine, [categories[i] for i in missing],
-                                            max_new_tokens=self.options.max_description_tokens, cancel=self._cancel)
-            for index, text in zip(missing, written):
-                if core.usable_description(text):
-                    descriptions[index] = text
-                    logger.info("semantic: %s wrote the description of %r: %r (cached in %s; put a better one in "
-                                "semantic.descriptions_file)", self.engine.model_id, categories[index], text,
-                                self.cache.path)
-                else:
-                    sources[index] = "generated-unusable"
-                    self._report_unusable(categories[index], text)
-            self.cache.put_many(key, core.PROMPT_VERSION, {categories[i]: t for i, t in zip(missing, written)})
+        written = generate_descriptions(self.engine, [categories[i] for i in missing],
+                                        max_new_tokens=self.options.max_description_tokens, cancel=self._cancel)
+        for index, text in zip(missing, written):
+            self.cache.put_many(key, core.PROMPT_VERSION, {categories[index]: text})
+            if core.usable_description(text):
+                descriptions[index] = text
+                logger.info("semantic: %s wrote the description of %r: %r (cached in %s; put a better one in "
+                            "semantic.descriptions_file)", self.engine.model_id, categories[index], text,
+                            self.cache.path)
+            else:
+                sources[index] = "generated-unusable"
+                self._report_unusable(categories[index], text)
         return descriptions, sources
 
     def _report_unusable(self, category: str, text: str) -> None:

@@ -174,6 +174,29 @@ def test_a_refusal_is_cached_but_never_used_as_a_description(engine, frame, tmp_
     assert len(warnings) == 1 and "'dog'" in warnings[0]  # once per segmenter, not on every frame
 
 
+def test_descriptions_written_before_a_cancel_stay_in_the_cache(engine, frame, tmp_path):
+    """Each description is cached as soon as it is written: a request cancelled (or timed out) after two
+    keeps those two on disk, and the next request asks the LLM only for the others."""
+    class CancelAtSecondWrite(DescriptionCache):  # the real cache; it cancels the request after its 2nd write
+        writes = 0
+
+        def put_many(self, *args):
+            super().put_many(*args)
+            self.writes += 1
+            if self.writes == 2:
+                segmenter.cancel()
+
+    options = _options(tmp_path, filter_threshold=0.0)
+    segmenter = semantic.SemanticSegmenter(engine, options, CancelAtSecondWrite(options.description_cache))
+    with pytest.raises(GenerationCancelled):
+        segmenter.segment(frame, CATEGORIES, frame_key="cancel-describe")
+    on_disk = DescriptionCache(options.description_cache)
+    assert [on_disk.get(engine.checkpoint_id, core.PROMPT_VERSION, c) is not None for c in CATEGORIES] \
+        == [True, True, False, False, False, False]
+    resumed = semantic.SemanticSegmenter(engine, options).segment(frame, CATEGORIES, frame_key="cancel-describe")
+    assert resumed.description_sources == ["cache-unusable"] * 2 + ["generated-unusable"] * 4
+
+
 def test_checkpoints_in_folders_of_one_name_do_not_share_descriptions(make_engine, tiny_13b, engine_13b, frame,
                                                                       tmp_path):
     """make-tiny-checkpoint always names its folder lisa-tiny-*: the cache key is the checkpoint's identity
