@@ -65,9 +65,12 @@ for row in csv.DictReader(open(sys.argv[1], encoding="utf-8")):
 PY
 
 printf '\n==> semantic replay of data/sample_bag (categories: data/sample_labels/categories.txt)\n'
+# The descriptions the LLM writes go into the run's folder, not the user's ~/.cache (absolute: the node's cwd).
+description_cache="$(cd "$out" && pwd)/semantic/descriptions.json"
 set +e
 lisa_ros replay data/sample_bag --output "$out/semantic" --semantic-file data/sample_labels/categories.txt \
-  --start-node --node-params "$config" --node-param "model.path:=$model" "${semantic_params[@]}"
+  --start-node --node-params "$config" --node-param "model.path:=$model" "${semantic_params[@]}" \
+  --node-param "semantic.description_cache:=$description_cache"
 semantic_code=$?
 set -e
 [ -f "$out/semantic/results.jsonl" ] || exit "$semantic_code"
@@ -80,8 +83,9 @@ printf '\n==> done\n'
 printf 'instruction report: %s/report/report.md (worst_cases.png, iou_histogram.png, latency_histogram.png, ' "$out"
 printf 'per_sample.csv)\n'
 printf 'semantic report:    %s/semantic/report/report.md (semantic_confusion.png; per-class IoU, mIoU)\n' "$out"
-printf 'results:            %s/results.jsonl, masks/, overlays/, bag/; %s/semantic/results.jsonl, labels/, bag/\n' \
+printf 'results:            %s/results.jsonl, masks/, overlays/, bag/; %s/semantic/results.jsonl, labels/, bag/, ' \
   "$out" "$out"
+printf 'descriptions.json\n'
 printf 'masks made by: %s\n' "$model_ids"
 if [ -z "${LISA_MODEL:-}" ]; then
   printf 'The tiny checkpoint has random weights: the IoU and mIoU numbers in both reports are MEANINGLESS.\n'

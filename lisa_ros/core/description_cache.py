@@ -1,11 +1,12 @@
 """Descriptions the LLM wrote, kept on disk so a robot pays for each category once.
 
-A small JSON file keyed by model id, prompt version and category (compared as
-``category_key``). Writes go to a temporary file in the same folder and replace the
-store atomically, after merging what another process may have added meanwhile. A
-store that cannot be read (truncated, edited by hand) is moved aside as
-``<name>.corrupt-<time>`` with a warning and a fresh one started: a cache never stops
-a request. User descriptions never go in here; they always win over it.
+A small JSON file keyed by model id (the engine's ``checkpoint_id``: name@hash of the
+checkpoint's files), prompt version and category (compared as ``category_key``).
+Writes go to a temporary file in the same folder and replace the store atomically,
+after merging what another process may have added meanwhile. A store that cannot be
+read (truncated, edited by hand) is moved aside as ``<name>.corrupt-<time>`` with a
+warning and a fresh one started: a cache never stops a request. User descriptions
+never go in here; they always win over it.
 """
 from __future__ import annotations
 

@@ -174,6 +174,18 @@ def tidy_generated_description(text: str) -> str:
     return line[:MAX_DESCRIPTION_CHARS].strip()
 
 
+# Generated text that starts like one of these (casefolded, ’ read as ') is a refusal, not a description:
+# the tiny checkpoint answers every description prompt "Sorry, I can only segment objects in the image."
+REFUSAL_START = re.compile(r"(sorry|i'm sorry|i am sorry|i can't|i cannot|as an ai)\b")
+
+
+def usable_description(text: str) -> bool:
+    """False for a generated description that is empty or a refusal (``REFUSAL_START``): the category is
+    then segmented without one rather than with the model's excuse in its prompt."""
+    folded = text.casefold().replace("\u2019", "'").lstrip("\"'\u201c\u2018 ")
+    return bool(folded) and REFUSAL_START.match(folded) is None
+
+
 def segment_instruction(category: str, description: str) -> str:
     """The instruction behind a category's ``[SEG]``."""
     if description:
@@ -315,7 +327,9 @@ class SemanticResult:
     Per-category lists are aligned with ``label_names`` (the whole requested list, so
     ids stay stable): ``scores`` is SAM's IoU prediction (0 for a category filtered
     out), ``presence`` the filter's P(Yes) (NaN when the filter is off), ``fractions``
-    the share of pixels the category got in ``label``.
+    the share of pixels the category got in ``label``. A source "generated-unusable" or
+    "cache-unusable" means the model wrote no usable description (``usable_description``),
+    now or before: the category was segmented without one.
     """
 
     label: np.ndarray                                  # (H, W) uint8 (<= 255 categories) or uint16; 0 = unlabelled
@@ -327,7 +341,7 @@ class SemanticResult:
     filtered_out: list[str]
     filtered_reasons: list[str]
     descriptions: list[str]                            # the description each category was segmented with ("" none)
-    description_sources: list[str]                     # "user" | "cache" | "generated" | "none"
+    description_sources: list[str]                     # "user" | "cache" | "generated" | "none" | "*-unusable"
     timings_ms: dict[str, float]
     status: Status = Status.OK
     message: str = ""

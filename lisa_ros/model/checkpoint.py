@@ -9,6 +9,7 @@ file and the fix.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pickle
@@ -103,6 +104,23 @@ def resolve_vision_tower(name: str, checkpoint_dir: Path, **hub_options) -> Path
         directory = resolve_directory(name, what="CLIP vision tower", patterns=["config.json", "pytorch_model.bin"],
                                       fix_offline=fix, **hub_options)
     return directory
+
+
+def checkpoint_identity(directory: Path) -> str:
+    """12 hex digits that tell checkpoints apart without reading their weights: a hash of the resolved path,
+    config.json's bytes and each weight file's name, size and last 64 KiB (a .bin's zip directory holds its
+    tensors' CRCs). Folders of one name elsewhere, or rewritten with other weights, differ; the same files
+    give the same digits."""
+    directory = directory.resolve()
+    digest = hashlib.sha256(str(directory).encode())
+    config = directory / "config.json"
+    digest.update(config.read_bytes() if config.is_file() else b"")
+    for path in sorted(p for p in directory.iterdir() if p.suffix in (".bin", ".safetensors") and p.is_file()):
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            handle.seek(max(0, size - (1 << 16)))
+            digest.update(f"\0{path.name}\0{size}\0".encode() + handle.read())
+    return digest.hexdigest()[:12]
 
 
 def find_weight_files(directory: Path) -> WeightFiles:

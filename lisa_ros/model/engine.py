@@ -37,7 +37,7 @@ import torch
 from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, InstructionTooLong
 from lisa_ros.core.engine_options import LISA_OPTIONS
 from lisa_ros.core.types import EngineOutput, Progress, ProgressCallback, Stage
-from lisa_ros.model.checkpoint import resolve_checkpoint, resolve_vision_tower
+from lisa_ros.model.checkpoint import checkpoint_identity, resolve_checkpoint, resolve_vision_tower
 from lisa_ros.model.checkpoint_config import CheckpointError, load_lisa_config
 from lisa_ros.model.frame_cache import EncodedFrame, FrameCache
 from lisa_ros.model.generation import Generation, expanded_length, generate
@@ -117,7 +117,8 @@ class LisaEngine(Engine):
         self.options = options
         self._tensors = tensors
         path = Path(options.path).expanduser()
-        self.model_id = path.name if path.is_dir() else options.path
+        self.model_id = path.name if path.is_dir() else options.path  # readable: logs and results
+        self.checkpoint_id = ""  # at load: model_id@checkpoint_identity, which keys the description cache
         self.model: LisaModel | None = None
         self.tokenizer: LisaTokenizer | None = None
         self.frame_cache: FrameCache | None = None  # while loaded; semantic mode shares it
@@ -163,6 +164,7 @@ class LisaEngine(Engine):
             raise EngineOutOfMemory(f"out of memory loading {self.model_id} in {options.precision}. Fix: use "
                                     f"model.precision int4 (LISA-7B needs < 10 GB) or a larger GPU") from error
         self.model, self.tokenizer = model, tokenizer
+        self.checkpoint_id = f"{self.model_id}@{checkpoint_identity(checkpoint_dir)}"
         self.frame_cache = FrameCache(model, size=options.frame_cache_size, clip_preprocess=options.clip_preprocess,
                                       sam_on_thread=device.type == "cuda")
         logger.info("loaded %s (%s on %s) in %.1f s", self.model_id, options.precision, device,

@@ -78,7 +78,7 @@ def record_of(result, label_file: str | None, round_trip_ms: float) -> dict:
         "scores": [round(float(s), 4) for s in result.scores], "presence": finite_or_none(result.presence),
         "pixel_fractions": [round(float(f), 6) for f in result.pixel_fractions],
         "filtered_out": list(result.filtered_out), "filtered_reasons": list(result.filtered_reasons),
-        "description_sources": list(result.description_sources),
+        "descriptions": list(result.descriptions), "description_sources": list(result.description_sources),
         "timings_ms": {n: round(float(v), 2) for n, v in zip(result.timing_names, result.timing_ms)},
         "queue_wait_ms": round(float(result.queue_wait_ms), 2), "inference_ms": round(float(result.inference_ms), 2),
         "total_ms": round(float(result.total_ms), 2), "round_trip_ms": round(round_trip_ms, 2),

@@ -108,6 +108,19 @@ def test_generated_descriptions_are_tidied():
 
 # -- label images ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("text", ["Sorry, I can only segment objects in the image.", "I'm sorry, I can't.",
+                                  "I\u2019m sorry", "\"I cannot describe that.\"", "i can't see it", "I am sorry",
+                                  "As an AI, I have no eyes.", "", "   "])
+def test_refusals_and_empty_text_are_no_descriptions(text):
+    assert not core.usable_description(text)
+
+
+@pytest.mark.parametrize("text", ["White, round and glossy.", "Sorrel-brown short hair.", "Asphalt grey, flat.",
+                                  "I-shaped steel beam, grey.", "A cannister of tin."])
+def test_descriptions_that_only_start_alike_are_kept(text):
+    assert core.usable_description(text)
+
+
 def test_label_image_is_the_argmax_with_unlabelled_below_threshold():
     logits = np.array([
         [[5.0, -1.0, -3.0, 2.0]],   # category id 1

@@ -6,7 +6,10 @@ and the plumbing of the method, not its quality.
 """
 from __future__ import annotations
 
+import logging
+import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +21,9 @@ from lisa_ros.core.description_cache import DescriptionCache
 from lisa_ros.core.semantic import CategoryError, SemanticOptions
 from lisa_ros.core.types import Status
 from lisa_ros.model import semantic
+from lisa_ros.model.checkpoint import checkpoint_identity
 from lisa_ros.model.generation import GenerationCancelled, generate
+from lisa_ros.model.tiny import write_tiny_checkpoint
 from lisa_ros.model.tokenization import build_prompt_ids
 
 CATEGORIES = ["cup", "dog", "glass door", "table", "[SEG] <image>", "bottle"]
@@ -26,6 +31,15 @@ CATEGORIES = ["cup", "dog", "glass door", "table", "[SEG] <image>", "bottle"]
 
 def _options(tmp_path, **values):
     return SemanticOptions(description_cache=str(tmp_path / "descriptions.json"), **values)
+
+
+@pytest.fixture(scope="module")
+def engine_13b(make_engine, tiny_13b):
+    """The untrained 13B-layout checkpoint: its LLM writes text that is no refusal (the trained 7B one
+    answers every description prompt "Sorry, I can only segment objects in the image.")."""
+    engine = make_engine(tiny_13b.lisa_dir)
+    yield engine
+    engine.unload()
 
 
 def test_seg_states_of_the_packed_pass_equal_one_prompt_at_a_time(engine, frame):
@@ -117,7 +131,8 @@ def test_all_filtered_out_is_not_found_without_running_sam(engine, frame, tmp_pa
     assert "sam_encoder" not in result.timings_ms and "mask_decode" not in result.timings_ms
 
 
-def test_descriptions_are_generated_once_then_read_from_the_cache(engine, frame, tmp_path):
+def test_descriptions_are_generated_once_then_read_from_the_cache(engine_13b, frame, tmp_path):
+    engine = engine_13b
     options = _options(tmp_path, filter_threshold=0.0, max_description_tokens=12)
     first = semantic.SemanticSegmenter(engine, options).segment(frame, ["cup", "dog"], frame_key="describe")
     assert first.description_sources == ["generated", "generated"]
@@ -130,8 +145,88 @@ def test_descriptions_are_generated_once_then_read_from_the_cache(engine, frame,
     assert again.scores[1] == pytest.approx(first.scores[1], abs=1e-6)  # "Cup" is another prompt; same description
 
 
+def test_a_refusal_is_cached_but_never_used_as_a_description(engine, frame, tmp_path, caplog):
+    """The trained tiny model refuses to describe: each category is segmented with the plain instruction, the
+    log says so and what to do, and the refusal is cached (greedy decoding would only write it again)."""
+    options = _options(tmp_path, filter_threshold=0.0)
+    path = Path(options.description_cache)
+    (refusal,) = semantic.generate_descriptions(engine, ["dog"], max_new_tokens=options.max_description_tokens)
+    assert refusal.startswith("Sorry") and not core.usable_description(refusal)
+    segmenter = semantic.SemanticSegmenter(engine, options)
+    with caplog.at_level(logging.WARNING, logger=semantic.__name__):
+        result = segmenter.segment(frame, ["cup", "dog"], frame_key="refusal")
+    assert result.descriptions == ["", ""] and result.description_sources == ["generated-unusable"] * 2
+    warnings = [r.getMessage() for r in caplog.records if "no usable description" in r.getMessage()]
+    assert len(warnings) == 2 and all("Sorry" in w and "semantic.descriptions_file" in w for w in warnings)
+    alone = engine.segment(frame, core.segment_instruction("dog", ""), frame_key="refusal",
+                           conversation_id="refusal-alone", force_answer=core.FORCED_ANSWER)
+    assert result.scores[1] == pytest.approx(alone.scores[0], abs=1e-4)  # "Please segment the dog."
+    assert DescriptionCache(path).get(engine.checkpoint_id, core.PROMPT_VERSION, "dog") == refusal
+
+    written_file = path.stat().st_ino  # every write replaces the file (a new inode)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=semantic.__name__):
+        again = segmenter.segment(frame, ["cup", "dog"], frame_key="refusal")
+        fresh = semantic.SemanticSegmenter(engine, options).segment(frame, ["dog"], frame_key="refusal")
+    assert again.description_sources == ["cache-unusable"] * 2 and again.descriptions == ["", ""]
+    assert fresh.description_sources == ["cache-unusable"] and path.stat().st_ino == written_file  # not asked
+    warnings = [r.getMessage() for r in caplog.records if "no usable description" in r.getMessage()]
+    assert len(warnings) == 1 and "'dog'" in warnings[0]  # once per segmenter, not on every frame
+
+
+def test_descriptions_written_before_a_cancel_stay_in_the_cache(engine, frame, tmp_path):
+    """Each description is cached as soon as it is written: a request cancelled (or timed out) after two
+    keeps those two on disk, and the next request asks the LLM only for the others."""
+    class CancelAtSecondWrite(DescriptionCache):  # the real cache; it cancels the request after its 2nd write
+        writes = 0
+
+        def put_many(self, *args):
+            super().put_many(*args)
+            self.writes += 1
+            if self.writes == 2:
+                segmenter.cancel()
+
+    options = _options(tmp_path, filter_threshold=0.0)
+    segmenter = semantic.SemanticSegmenter(engine, options, CancelAtSecondWrite(options.description_cache))
+    with pytest.raises(GenerationCancelled):
+        segmenter.segment(frame, CATEGORIES, frame_key="cancel-describe")
+    on_disk = DescriptionCache(options.description_cache)
+    assert [on_disk.get(engine.checkpoint_id, core.PROMPT_VERSION, c) is not None for c in CATEGORIES] \
+        == [True, True, False, False, False, False]
+    resumed = semantic.SemanticSegmenter(engine, options).segment(frame, CATEGORIES, frame_key="cancel-describe")
+    assert resumed.description_sources == ["cache-unusable"] * 2 + ["generated-unusable"] * 4
+
+
+def test_checkpoints_in_folders_of_one_name_do_not_share_descriptions(make_engine, tiny_13b, engine_13b, frame,
+                                                                      tmp_path):
+    """make-tiny-checkpoint always names its folder lisa-tiny-*: the cache key is the checkpoint's identity
+    (``checkpoint_id``), while ``model_id`` stays the readable folder name."""
+    shutil.copytree(tiny_13b.lisa_dir.parent, tmp_path / "elsewhere")
+    other = make_engine(tmp_path / "elsewhere" / tiny_13b.lisa_dir.name)
+    try:
+        assert other.model_id == engine_13b.model_id == "lisa-tiny-13b"
+        assert other.checkpoint_id.startswith("lisa-tiny-13b@") and other.checkpoint_id != engine_13b.checkpoint_id
+        options = _options(tmp_path, filter_threshold=0.0, max_description_tokens=4)
+        first = semantic.SemanticSegmenter(engine_13b, options).segment(frame, ["cup"], frame_key="identity")
+        elsewhere = semantic.SemanticSegmenter(other, options).segment(frame, ["cup"], frame_key="identity")
+        again = semantic.SemanticSegmenter(engine_13b, options).segment(frame, ["cup"], frame_key="identity")
+        assert first.description_sources == elsewhere.description_sources == ["generated"]
+        assert again.description_sources == ["cache"] and again.model_id == "lisa-tiny-13b"
+    finally:
+        other.unload()
+
+
+def test_checkpoint_identity_follows_the_files_not_the_folder_name(tmp_path):
+    """Rewritten in place with other weights of the same shapes, a checkpoint gets another identity; rewritten
+    with the same weights, the same one (the weights are sampled, never read whole)."""
+    first = checkpoint_identity(write_tiny_checkpoint(tmp_path, layout="13b", seed=1, train_steps=0).lisa_dir)
+    same = checkpoint_identity(write_tiny_checkpoint(tmp_path, layout="13b", seed=1, train_steps=0).lisa_dir)
+    other = checkpoint_identity(write_tiny_checkpoint(tmp_path, layout="13b", seed=2, train_steps=0).lisa_dir)
+    assert first == same and other != first and len(first) == 12
+
+
 def test_generated_descriptions_are_the_llms_greedy_text(engine):
-    written = semantic.generate_descriptions(engine, ["cup"], max_new_tokens=12)
+    written = list(semantic.generate_descriptions(engine, ["cup"], max_new_tokens=12))
     prompt = [engine.tokenizer.bos_id] + engine.tokenizer.encode_text(
         f"{semantic.SYSTEM_PROMPT} USER: {core.DESCRIPTION_PROMPT.format(category='cup')} ASSISTANT:")
     alone = generate(engine.model, prompt, torch.zeros(1, 0, engine.model.config.hidden_size),
@@ -141,14 +236,14 @@ def test_generated_descriptions_are_the_llms_greedy_text(engine):
 
 def test_user_description_wins_over_the_cache_and_is_used(engine, frame, tmp_path):
     cache = DescriptionCache(tmp_path / "descriptions.json")
-    cache.put_many(engine.model_id, core.PROMPT_VERSION, {"cup": "cached words", "dog": "a furry animal"})
+    cache.put_many(engine.checkpoint_id, core.PROMPT_VERSION, {"cup": "cached words", "dog": "a furry animal"})
     user_file = tmp_path / "mine.yaml"
     user_file.write_text("CUP: 'white ceramic, small, glossy'\n")
     options = _options(tmp_path, filter_threshold=0.0, descriptions_file=str(user_file))
     result = semantic.SemanticSegmenter(engine, options, cache).segment(frame, ["cup", "dog"], frame_key="user")
     assert result.descriptions == ["white ceramic, small, glossy", "a furry animal"]
     assert result.description_sources == ["user", "cache"]
-    assert DescriptionCache(tmp_path / "descriptions.json").get(engine.model_id, core.PROMPT_VERSION, "cup") \
+    assert DescriptionCache(tmp_path / "descriptions.json").get(engine.checkpoint_id, core.PROMPT_VERSION, "cup") \
         == "cached words"  # the user's text is not written into the cache
     alone = engine.segment(frame, core.segment_instruction("cup", "white ceramic, small, glossy"), frame_key="user",
                            conversation_id="user-alone", force_answer=core.FORCED_ANSWER)

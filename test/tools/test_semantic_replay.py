@@ -10,7 +10,7 @@ import pytest
 
 from bagfactory import write_bag
 from lisa_ros.tools import bag_io
-from lisa_ros.tools.semantic_replay import label_array
+from lisa_ros.tools.semantic_replay import label_array, record_of
 
 REPO = Path(__file__).resolve().parents[2]
 PLUMBING = REPO / "config" / "plumbing_test.yaml"
@@ -44,6 +44,7 @@ def test_semantic_replay_records_band_labels_and_eval_scores_them(tmp_path):
         assert record["filtered_out"] == ["nothing here"] and record["presence"] == [None] * 4
         assert record["pixel_fractions"] == pytest.approx([1 / 3, 1 / 3, 0.0, 1 / 3])
         assert record["answered_stamp_ns"] == int(record["frame_name"]) and "total" in record["timings_ms"]
+        assert record["descriptions"] == [""] * 4 and record["description_sources"] == ["none"] * 4
         label = cv2.imread(str(out / record["label"]), cv2.IMREAD_UNCHANGED)
         assert label.dtype == np.uint8 and np.array_equal(label, band_labels())
     with bag_io.InputBag(out / "bag") as bag:
@@ -69,6 +70,20 @@ def test_semantic_replay_records_band_labels_and_eval_scores_them(tmp_path):
     assert summary["miou"] == pytest.approx((floor + person + 1.0) / 3, abs=1e-6)
     assert summary["pixel_accuracy"] == pytest.approx(1 - 20 / 240, abs=1e-6)
     assert summary["frames_without_truth"] == [str(stamps[2])]
+
+
+@pytest.mark.ros
+def test_results_line_carries_the_descriptions_for_review():
+    """The descriptions a category was segmented with go into results.jsonl, beside their sources, so a user
+    can read them there and put better ones in semantic.descriptions_file."""
+    from lisa_ros.msg import SemanticSegmentation
+
+    result = SemanticSegmentation(label_names=["cup", "dog"], descriptions=["white ceramic, small", ""],
+                                  description_sources=["user", "generated-unusable"])
+    record = record_of(result, "labels/00000_1.png", 3.0)
+    assert record["descriptions"] == ["white ceramic, small", ""]
+    assert record["description_sources"] == ["user", "generated-unusable"]
+    assert json.loads(json.dumps(record)) == record
 
 
 def test_label_array_reads_16_bit_labels_in_either_byte_order():
