@@ -53,8 +53,13 @@ class Engine(abc.ABC):
         frame_key: Hashable,
         conversation_id: str = "default",
         progress: ProgressCallback | None = None,
+        max_masks: int | None = None,
     ) -> EngineOutput:
         """image: (height, width, 3) uint8 RGB. Raises EngineError / EngineOutOfMemory.
+
+        ``max_masks``: at most this many masks (all when None), those ``lisa_ros.core.masks.best_mask_indices``
+        keeps, in the answer's order; ``masks_dropped`` says how many more there were. An engine applies it
+        before building full-size masks, so their memory does not grow with the answer.
 
         ``progress``, called on this thread: ``Stage.GENERATING`` after each generated token
         (``tokens`` 1, 2, ..., n; ``partial_text`` a prefix of the output's text, all of it at n),

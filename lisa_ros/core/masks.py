@@ -1,26 +1,23 @@
 """Turning engine masks into what the node publishes (no ROS)."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
-
-from lisa_ros.core.types import EngineOutput
 
 # Distinct colours (RGB) for overlay masks; cycled when there are more masks.
 OVERLAY_COLOURS = ((255, 64, 64), (64, 200, 255), (80, 255, 80), (255, 200, 0), (220, 80, 255), (0, 255, 200))
 
 
-def keep_best_masks(output: EngineOutput, limit: int) -> EngineOutput:
-    """At most ``limit`` masks: the highest-scoring (the earliest among equal scores), in their order.
+def best_mask_indices(scores, limit: int | None) -> list[int]:
+    """Which masks ``max_masks = limit`` keeps (all when None): the highest-scoring, the earliest among equal
+    scores, as ascending indices (the answer's order). The one rule every engine applies (``Engine.segment``).
 
-    An answer can name hundreds of parts (334 full-frame masks made a 308 MB result); the result
-    publisher keeps its last 10 results, so this bounds what they hold to 10 x limit frames of masks.
+    An answer can name hundreds of parts (334 full-frame masks made a 308 MB result, and ~2.8 GB of
+    fp32 logits on the GPU before); the result publisher keeps its last 10 results, so the cap bounds
+    what they hold to 10 x limit frames of masks.
     """
-    if len(output.masks) <= limit:
-        return output
-    best = sorted(np.argsort(-np.asarray(output.scores, dtype=np.float64), kind="stable")[:limit])
-    return dataclasses.replace(output, masks=[output.masks[i] for i in best], scores=[output.scores[i] for i in best])
+    if limit is None or len(scores) <= limit:
+        return list(range(len(scores)))
+    return sorted(np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:limit].tolist())
 
 
 def mask_to_mono8(mask: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ import numpy as np
 from lisa_ros.core import semantic as core
 from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory
 from lisa_ros.core.engine_options import LISA_OPTIONS, PLUMBING_OPTIONS
+from lisa_ros.core.masks import best_mask_indices
 from lisa_ros.core.types import EngineOutput, Progress, ProgressCallback, Stage, Status
 
 
@@ -73,7 +74,8 @@ class PlumbingEngine(Engine):
         self.loaded = True
 
     def segment(self, image: np.ndarray, instruction: str, *, frame_key: Hashable,
-                conversation_id: str = "default", progress: ProgressCallback | None = None) -> EngineOutput:
+                conversation_id: str = "default", progress: ProgressCallback | None = None,
+                max_masks: int | None = None) -> EngineOutput:
         """Its answer is "generated" word by word for ``progress`` (one word = one token)."""
         if not self.loaded:
             raise EngineError("engine not loaded")
@@ -104,14 +106,15 @@ class PlumbingEngine(Engine):
         self._turns[conversation_id] = turn  # a cancelled answer is no turn
         generated = time.perf_counter()
         masks = []
-        for index in range(len(parts)):
+        for index in best_mask_indices([1.0] * len(parts), max_masks):  # equal scores: the first parts
             mask = np.zeros((height, width), dtype=bool)
             mask[index * height // len(parts):(index + 1) * height // len(parts), :] = True
             masks.append(mask)
         done = time.perf_counter()
         timings = {"delay": (waited - start) * 1000, "generate": (generated - waited) * 1000,
                    "masks": (done - generated) * 1000, "total": (done - start) * 1000}
-        return EngineOutput(masks=masks, scores=[1.0] * len(masks), text=text, timings_ms=timings)
+        return EngineOutput(masks=masks, scores=[1.0] * len(masks), text=text, timings_ms=timings,
+                            masks_dropped=len(parts) - len(masks))
 
     def reset(self, conversation_id: str | None = None) -> None:
         if conversation_id is None:

@@ -55,16 +55,18 @@ class Status(enum.IntEnum):
 class EngineOutput:
     """What an engine returns for one (image, instruction).
 
-    masks: one boolean (H, W) array per [SEG] token, at the source image size.
+    masks: one boolean (H, W) array per [SEG] token, at the source image size (at most ``max_masks``).
     scores: one confidence per mask (SAM's IoU prediction for LISA).
     text: the model's answer with special tokens removed.
     timings_ms: per-phase wall times, e.g. {"clip": 3.1, "generate": 40.2}.
+    masks_dropped: how many more masks the answer held, the lowest-scoring, left out for ``max_masks``.
     """
 
     masks: list[np.ndarray]
     scores: list[float]
     text: str
     timings_ms: dict[str, float] = dataclasses.field(default_factory=dict)
+    masks_dropped: int = 0
 
     @property
     def found(self) -> bool:

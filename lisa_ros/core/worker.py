@@ -22,7 +22,6 @@ from lisa_ros.core.engine import Engine, EngineOutOfMemory, InstructionTooLong
 from lisa_ros.core.engine_runner import CallTimeout, EngineRunner, EngineTime
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import ImageError
-from lisa_ros.core.masks import keep_best_masks
 from lisa_ros.core.types import Answer, EngineOutput, PairingPolicy, Progress, Request, Stage, Status
 
 
@@ -125,6 +124,7 @@ class RequestWorker(BoundedQueueWorker[Request]):
                 run(lambda: self._engine.reset(request.conversation_id))
             output = run(lambda: self._engine.segment(
                 image, request.instruction, frame_key=frame.key, conversation_id=request.conversation_id,
+                max_masks=self.settings.max_masks,
                 progress=None if request.progress is None else lambda progress: _report(request, progress)))
         except CallTimeout:
             if self._stopping.is_set():
@@ -152,17 +152,16 @@ class RequestWorker(BoundedQueueWorker[Request]):
         except Exception as error:
             finish(Status.ENGINE_ERROR, f"engine error: {type(error).__name__}: {error}")
             return
-        problem = _output_problem(output, image.shape[:2])
+        problem = _output_problem(output, image.shape[:2], self.settings.max_masks)
         if problem is not None:
             finish(Status.ENGINE_ERROR, f"engine returned an unusable result: {problem}")
             return
         status = Status.OK if output.found else Status.NOT_FOUND
         message = f"{len(output.masks)} mask(s)" if output.found else "the model found nothing to segment"
-        kept = keep_best_masks(output, self.settings.max_masks)
-        if len(kept.masks) < len(output.masks):
-            message = (f"{len(kept.masks)} of {len(output.masks)} masks kept: max_masks = {self.settings.max_masks} "
-                       "keeps the highest-scoring; raise it for more")
-        finish(status, message, output=kept)
+        if output.masks_dropped:
+            message = (f"{len(output.masks)} of {len(output.masks) + output.masks_dropped} masks kept: max_masks = "
+                       f"{self.settings.max_masks} keeps the highest-scoring; raise it for more")
+        finish(status, message, output=output)
 
     def _cancelled(self, request: Request, frame: Frame | None, image: np.ndarray | None = None) -> None:
         if not self._stopping.is_set():  # stop() answers NOT_READY
@@ -215,12 +214,14 @@ def _report(request: Request, progress: Progress) -> None:
             logging.getLogger(__name__).warning(f"request {request.request_id}: progress report failed: {error!r}")
 
 
-def _output_problem(output: Any, shape: tuple[int, int]) -> str | None:
+def _output_problem(output: Any, shape: tuple[int, int], max_masks: int) -> str | None:
     """Why an engine's output cannot be published as-is (None when it can)."""
     if not isinstance(output, EngineOutput):
         return f"expected EngineOutput, got {type(output).__name__}"
     if len(output.scores) != len(output.masks):
         return f"{len(output.masks)} masks but {len(output.scores)} scores"
+    if len(output.masks) > max_masks:  # the engine keeps the best (Engine.segment's max_masks)
+        return f"{len(output.masks)} masks, more than max_masks = {max_masks}"
     for index, mask in enumerate(output.masks):
         if np.shape(mask) != tuple(shape):
             return f"mask {index} has shape {np.shape(mask)}, the image is {tuple(shape)}"

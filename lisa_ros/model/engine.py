@@ -4,9 +4,9 @@ Per request, a pipeline: the frame is encoded (``FrameCache``: CLIP features, SA
 embedding and the KV cache of the prompt up to the image, once per frame, in
 ``lisa_ros.model.frame_cache``); the prompt (``llava_v1``, with the conversation's earlier
 turns) is decoded greedily with a KV cache; each ``[SEG]`` becomes a mask at the frame's
-resolution with SAM's IoU prediction as its score. On CUDA, SAM's preprocessing and image
-encoder run on their own stream in a worker thread while the LLM generates; on the CPU they
-run only when an answer holds a ``[SEG]``.
+resolution with SAM's IoU prediction as its score (the ``max_masks`` best, chosen before
+upsampling). On CUDA, SAM's preprocessing and image encoder run on their own stream in a
+worker thread while the LLM generates; on the CPU they run only when an answer holds a ``[SEG]``.
 
 Conversations: each ``conversation_id`` keeps its last ``max_history_turns``
 (instruction, generated answer ids) pairs, replayed before the new instruction.
@@ -36,13 +36,14 @@ import torch
 
 from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, InstructionTooLong
 from lisa_ros.core.engine_options import LISA_OPTIONS
+from lisa_ros.core.masks import best_mask_indices
 from lisa_ros.core.types import EngineOutput, Progress, ProgressCallback, Stage
 from lisa_ros.model.checkpoint import checkpoint_identity, resolve_checkpoint, resolve_vision_tower
 from lisa_ros.model.checkpoint_config import CheckpointError, load_lisa_config
 from lisa_ros.model.frame_cache import EncodedFrame, FrameCache
 from lisa_ros.model.generation import Generation, expanded_length, generate
 from lisa_ros.model.loading import PRECISIONS, Placement, TensorSource, load_lisa_model
-from lisa_ros.model.modeling import LisaModel
+from lisa_ros.model.modeling import MASK_DECODE_BATCH, LisaModel, masks_per_call
 from lisa_ros.model.preprocess import CLIP_MODES
 from lisa_ros.model.tokenization import LisaTokenizer, Turn, build_prompt_ids
 
@@ -217,7 +218,8 @@ class LisaEngine(Engine):
 
     def segment(
         self, image: np.ndarray, instruction: str, *, frame_key: Hashable, conversation_id: str = "default",
-        progress: ProgressCallback | None = None, force_answer: str | Sequence[int] | None = None,
+        progress: ProgressCallback | None = None, max_masks: int | None = None,
+        force_answer: str | Sequence[int] | None = None,
     ) -> EngineOutput:
         """``force_answer`` (tests, benchmarks): a scripted answer ("Sure, [SEG].") or token ids
         replacing the greedy choice; the hidden states and masks are still the model's."""
@@ -229,14 +231,16 @@ class LisaEngine(Engine):
                               f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}")
         try:
             with torch.inference_mode():
-                return self._segment(image, instruction, frame_key, conversation_id, progress, force_answer)
+                return self._segment(image, instruction, frame_key, conversation_id, progress, max_masks,
+                                     force_answer)
         except torch.OutOfMemoryError as error:
             self.clear_caches()
             raise EngineOutOfMemory(f"out of memory on {self.options.device} ({error}). Caches cleared. Fix: lower "
                                     f"model.max_new_tokens or model.frame_cache_size, or use model.precision int4"
                                     ) from error
 
-    def _segment(self, image, instruction, frame_key, conversation_id, progress, force_answer) -> EngineOutput:
+    def _segment(self, image, instruction, frame_key, conversation_id, progress, max_masks,
+                 force_answer) -> EngineOutput:
         self._cancel.clear()  # a cancel() belongs to the call it interrupted, never to the next one
         start = time.perf_counter()
         timings: dict[str, float] = {}
@@ -246,11 +250,12 @@ class LisaEngine(Engine):
         timings.update(prefill=generation.prefill_ms, decode=generation.decode_ms,
                        generate=generation.prefill_ms + generation.decode_ms)
         self.frame_cache.keep_prefix(frame, generation.prefix)
-        masks, scores = self._masks(frame, generation, image.shape[:2], timings, progress)
+        masks, scores = self._masks(frame, generation.seg_hidden, image.shape[:2], max_masks, timings, progress)
         answer = [t for t in generation.token_ids if t != self.tokenizer.eos_id]
         self._remember(conversation_id, history, Turn(instruction, tuple(answer)), frame.serial)
         timings["total"] = (time.perf_counter() - start) * 1000
-        return EngineOutput(masks=masks, scores=scores, text=self.tokenizer.decode(answer), timings_ms=timings)
+        return EngineOutput(masks=masks, scores=scores, text=self.tokenizer.decode(answer), timings_ms=timings,
+                            masks_dropped=len(generation.seg_hidden) - len(masks))
 
     def _generate(self, frame: EncodedFrame, prompt: list[int], force_answer: str | Sequence[int] | None,
                   progress: ProgressCallback | None) -> Generation:
@@ -273,20 +278,39 @@ class LisaEngine(Engine):
                         max_new_tokens=max_new_tokens, forced_ids=forced, cancel=self._cancel,
                         prefix=frame.prompt_prefix, keep_prefix=self.options.frame_cache_size > 0, on_token=on_token)
 
-    def _masks(self, frame: EncodedFrame, generation: Generation, source_size: tuple[int, int],
-               timings: dict[str, float], progress: ProgressCallback | None) -> tuple[list[np.ndarray], list[float]]:
-        """One (height, width) boolean mask and SAM's IoU prediction per ``[SEG]``; DECODING first."""
-        if not len(generation.seg_hidden):
+    def _masks(self, frame: EncodedFrame, seg_hidden: torch.Tensor, source_size: tuple[int, int],
+               max_masks: int | None, timings: dict[str, float], progress: ProgressCallback | None
+               ) -> tuple[list[np.ndarray], list[float]]:
+        """(height, width) boolean masks with SAM's IoU predictions as scores for the ``[SEG]``s ``max_masks``
+        keeps (``best_mask_indices``); DECODING first.
+
+        With a ``max_masks``, memory does not grow with the number of ``[SEG]``s (up to ``max_new_tokens``):
+        SAM's decoder runs ``MASK_DECODE_BATCH`` at a time, only the best low-resolution (256 x 256) masks so
+        far are kept, and only those are upsampled to the frame, ``masks_per_call`` at a time.
+        """
+        if not len(seg_hidden):
             return [], []
         if progress is not None:
             progress(Progress(Stage.DECODING))
         embedding = frame.sam_embedding(timings)
         tick = time.perf_counter()
-        logits, iou = self.model.decode_masks(generation.seg_hidden, embedding, frame.sam_input_size, source_size)
-        masks = [m.cpu().numpy() for m in (logits > 0)]
-        scores = [float(s) for s in iou.cpu()]
+        model = self.model
+        low_res, scores = [], np.zeros(0)  # the best so far, in the answer's order
+        for start in range(0, len(seg_hidden), MASK_DECODE_BATCH):
+            chunk, iou = model.decode_low_res(seg_hidden[start:start + MASK_DECODE_BATCH], embedding)
+            low_res.append(chunk)
+            scores = np.concatenate([scores, iou.cpu().numpy().astype(np.float64)])
+            best = best_mask_indices(scores, max_masks)  # the kept so far come first: ties keep the earliest
+            if len(best) < len(scores):
+                low_res, scores = [torch.cat(low_res)[best]], scores[best]
+        low_res = torch.cat(low_res)
+        per_call = masks_per_call(source_size)
+        masks = []
+        for start in range(0, len(low_res), per_call):
+            logits = model.upsample_masks(low_res[start:start + per_call], frame.sam_input_size, source_size)
+            masks += list((logits > 0).cpu().numpy())
         timings["mask_decode"] = (time.perf_counter() - tick) * 1000
-        return masks, scores
+        return masks, scores.tolist()
 
     def _prompt(self, instruction: str, conversation_id: str) -> tuple[list[int], list[Turn]]:
         """Prompt ids with as many kept turns as fit the context (at least one new token)."""

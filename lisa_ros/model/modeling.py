@@ -22,6 +22,14 @@ from lisa_ros.model.checkpoint_config import LisaConfig
 from lisa_ros.model.sam import build_sam
 from lisa_ros.model.tokenization import IMAGE_PLACEHOLDER
 
+MASK_DECODE_BATCH = 16  # [SEG] prompts per SAM decoder call: bounds its (n, 32, 256, 256) upscaling memory
+MASK_CHUNK_PIXELS = 16 * 1920 * 1080  # fewer per upsampling call on larger frames (an 8K frame: one mask at a time)
+
+
+def masks_per_call(image_shape: tuple[int, int]) -> int:
+    """How many masks one ``upsample_masks`` call takes to ``image_shape``: ~MASK_CHUNK_PIXELS pixels at most."""
+    return max(1, min(MASK_DECODE_BATCH, MASK_CHUNK_PIXELS // (image_shape[0] * image_shape[1])))
+
 
 class LisaModel(nn.Module):
     def __init__(self, config: LisaConfig, clip_config: CLIPVisionConfig):
@@ -73,12 +81,11 @@ class LisaModel(nn.Module):
         padded = self.visual_model.preprocess(pixels.to(self.device, torch.float32))  # normalize, pad to 1024
         return encoder(padded.to(encoder.patch_embed.proj.weight.dtype))
 
-    def decode_masks(
-        self, seg_hidden: torch.Tensor, image_embedding: torch.Tensor,
-        input_size: tuple[int, int], original_size: tuple[int, int],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n, hidden_size) [SEG] hidden states -> (n, image_height, image_width) fp32 mask logits at
-        ``original_size`` and (n,) IoU predictions."""
+    def decode_low_res(self, seg_hidden: torch.Tensor, image_embedding: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, hidden_size) [SEG] hidden states -> (n, 1, 256, 256) fp32 mask logits at SAM's low resolution and
+        (n,) IoU predictions. Memory grows with n (n copies of the image embedding, an (n, 32, 256, 256)
+        upscaling): callers pass at most MASK_DECODE_BATCH."""
         sam = self.visual_model
         prompts = self.text_hidden_fcs[0](seg_hidden.to(self.device, torch.float32))[:, None]  # (n, 1, 256)
         count, grid = prompts.shape[0], sam.prompt_encoder.image_embedding_size
@@ -90,4 +97,19 @@ class LisaModel(nn.Module):
             dense_prompt_embeddings=dense,
             multimask_output=False,
         )  # (n, 1, 256, 256), (n, 1)
-        return sam.postprocess_masks(low_res, input_size, original_size)[:, 0], iou[:, 0]
+        return low_res, iou[:, 0]
+
+    def upsample_masks(self, low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
+                       ) -> torch.Tensor:
+        """(n, 1, 256, 256) low-resolution logits -> (n, image_height, image_width) fp32 logits at
+        ``original_size`` (n x 1024 x 1024 floats on the way): callers pass at most ``masks_per_call``."""
+        return self.visual_model.postprocess_masks(low_res, input_size, original_size)[:, 0]
+
+    def decode_masks(
+        self, seg_hidden: torch.Tensor, image_embedding: torch.Tensor,
+        input_size: tuple[int, int], original_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, hidden_size) [SEG] hidden states -> (n, image_height, image_width) fp32 mask logits at
+        ``original_size`` and (n,) IoU predictions, in one batch (the reference's way; memory grows with n)."""
+        low_res, iou = self.decode_low_res(seg_hidden, image_embedding)
+        return self.upsample_masks(low_res, input_size, original_size), iou

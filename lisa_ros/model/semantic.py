@@ -39,12 +39,10 @@ from lisa_ros.core.semantic import CategoryError, SemanticOptions, SemanticResul
 from lisa_ros.core.types import Status
 from lisa_ros.model.frame_cache import EncodedFrame
 from lisa_ros.model.generation import GenerationCancelled, PromptPrefix, expanded_length, generate
+from lisa_ros.model.modeling import masks_per_call
 from lisa_ros.model.tokenization import IMAGE_PLACEHOLDER, SYSTEM_PROMPT, LisaTokenizer, build_prompt_ids
 
 logger = logging.getLogger(__name__)
-
-MASK_DECODE_BATCH = 16  # [SEG] prompts per SAM decoder call: bounds the 1024x1024 upsampling memory
-MASK_CHUNK_PIXELS = 16 * 1920 * 1080  # fewer per call on larger frames (an 8K frame: one mask at a time)
 
 
 @dataclasses.dataclass
@@ -200,12 +198,12 @@ def seg_hidden_states(engine, frame: EncodedFrame, instructions: Sequence[str], 
 def mask_chunks(engine, frame: EncodedFrame, seg_hidden: torch.Tensor, image_shape: tuple[int, int],
                 timings: dict[str, float]) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
     """SAM's decoder on the ``[SEG]`` states, a few at a time: (rows, (rows, height, width) float32 logits at
-    the frame's resolution, (rows,) IoU predictions). Chunks are sized so one holds ~MASK_CHUNK_PIXELS."""
+    the frame's resolution, (rows,) IoU predictions), ``masks_per_call`` at a time."""
     model = engine.model
     if not len(seg_hidden):
         return
     embedding = frame.sam_embedding(timings)
-    per_chunk = max(1, min(MASK_DECODE_BATCH, MASK_CHUNK_PIXELS // (image_shape[0] * image_shape[1])))
+    per_chunk = masks_per_call(image_shape)
     timings.setdefault("mask_decode", 0.0)
     for start in range(0, len(seg_hidden), per_chunk):
         tick = time.perf_counter()

@@ -29,6 +29,7 @@ class EngineCase:
     # (engine, image, frame_key, conversation_id, **segment's other keywords): an answer with masks
     ask: Callable[..., EngineOutput]
     ask_nothing: Callable[..., EngineOutput]  # (engine, image, **segment's other keywords): an answer without
+    ask_many: Callable[..., EngineOutput]  # (engine, image, **segment's other keywords): an answer with 5 masks
     slow: Callable[[Engine, np.ndarray], EngineOutput]  # a request that runs for seconds unless cancelled
     turn: Callable[[Engine, EngineOutput, str], int]  # which turn of its conversation the answer was
 
@@ -39,6 +40,8 @@ def _plumbing_case(_request) -> EngineCase:
         ask=lambda engine, image, key, conversation, **extra: engine.segment(
             image, "the cup and the plate", frame_key=key, conversation_id=conversation, **extra),
         ask_nothing=lambda engine, image, **extra: engine.segment(image, "nothing here", frame_key="none", **extra),
+        ask_many=lambda engine, image, **extra: engine.segment(image, "a and b and c and d and e", frame_key="many",
+                                                               **extra),
         slow=lambda engine, image: engine.segment(image, "hang", frame_key="slow"),
         turn=lambda engine, output, conversation: int(re.match(r"turn (\d+):", output.text).group(1)),
     )
@@ -54,6 +57,8 @@ def _lisa_case(request) -> EngineCase:
             **extra),
         ask_nothing=lambda engine, image, **extra: engine.segment(
             image, "is there a unicorn?", frame_key="none", force_answer="No, there is no unicorn.", **extra),
+        ask_many=lambda engine, image, **extra: engine.segment(
+            image, "segment the parts", frame_key="many", force_answer="Sure, " + "[SEG] " * 5, **extra),
         # max_new_tokens (512) forced tokens: tens of seconds on a CPU; cancel() is checked between tokens.
         slow=lambda engine, image: engine.segment(image, "describe", frame_key="slow", force_answer=[100] * 512),
         turn=lambda engine, output, conversation: len(engine.conversation(conversation)),
@@ -138,6 +143,21 @@ def test_cancel_ends_a_running_request_and_the_next_one_runs_normally(case, engi
     assert isinstance(outcome[0], EngineError), f"not cancelled: {outcome[0]!r}"
     assert time.monotonic() - started < 15  # the slow request alone takes longer (plumbing: 30 s)
     assert_well_formed(case.ask(engine, FRAME, "after", "default"), 48, 64)
+
+
+def test_max_masks_keeps_the_highest_scoring_in_the_answers_order_and_counts_the_rest(case, engine):
+    # One conversation each, the same prompt; the first call fills the frame's caches (LISA's prompt prefix,
+    # a float rounding away from a full prefill), so the compared calls all reuse them.
+    case.ask_many(engine, FRAME, conversation_id="warm")
+    every = case.ask_many(engine, FRAME, conversation_id="all")
+    assert len(every.masks) == 5 and every.masks_dropped == 0
+    assert len(case.ask_many(engine, FRAME, conversation_id="five", max_masks=5).masks) == 5
+    capped = case.ask_many(engine, FRAME, conversation_id="two", max_masks=2)
+    assert_well_formed(capped, 48, 64)
+    best = sorted(np.argsort(-np.asarray(every.scores), kind="stable")[:2])  # equal scores: the earliest
+    assert capped.scores == [every.scores[i] for i in best] and capped.masks_dropped == 3
+    assert all(np.array_equal(m, every.masks[i]) for m, i in zip(capped.masks, best, strict=True))
+    assert capped.text == every.text
 
 
 def assert_streamed(reports: list[Progress], output: EngineOutput) -> None:

@@ -1,8 +1,7 @@
 """Mask helpers: union, bounding boxes, overlay, the max_masks cap."""
 import numpy as np
 
-from lisa_ros.core.masks import bounding_box, keep_best_masks, overlay_masks, union_mono8
-from lisa_ros.core.types import EngineOutput
+from lisa_ros.core.masks import best_mask_indices, bounding_box, overlay_masks, union_mono8
 
 
 def test_union_boxes_and_overlay():
@@ -17,10 +16,8 @@ def test_union_boxes_and_overlay():
     assert drawn[1, 2].tolist() == [255, 64, 64] and drawn[0, 0].tolist() == [0, 0, 0]
 
 
-def test_keep_best_masks_keeps_the_highest_scoring_in_their_order():
-    masks = [np.full((2, 2), i % 2 == 0) for i in range(5)]
-    output = EngineOutput(masks=masks, scores=[0.1, 0.9, 0.5, 0.9, 0.7], text="a [SEG] b")
-    kept = keep_best_masks(output, 3)
-    assert kept.scores == [0.9, 0.9, 0.7] and [m is masks[i] for m, i in zip(kept.masks, (1, 3, 4))] == [True] * 3
-    assert kept.text == "a [SEG] b" and output.scores == [0.1, 0.9, 0.5, 0.9, 0.7]  # the engine's output untouched
-    assert keep_best_masks(output, 5) is output
+def test_best_mask_indices_are_the_highest_scoring_in_their_order():
+    scores = [0.1, 0.9, 0.5, 0.9, 0.7]
+    assert best_mask_indices(scores, 3) == [1, 3, 4]
+    assert best_mask_indices(scores, 1) == [1]  # equal scores: the earliest
+    assert best_mask_indices(scores, 5) == best_mask_indices(scores, None) == [0, 1, 2, 3, 4]

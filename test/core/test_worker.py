@@ -188,14 +188,29 @@ def test_queue_wait_includes_waiting_behind_a_busy_engine_and_inference_only_the
 
 
 def test_masks_beyond_max_masks_are_dropped_and_the_message_says_so(harness):
+    """The engine drops them (max_masks is passed to it, so it never builds them); the worker names them."""
     h = harness(max_masks=4)
     h.put(1)
     h.submit(" and ".join(f"part {i}" for i in range(6)))
     h.submit("a and b")
     many, few = h.wait(2)
     assert many.status is Status.OK and len(many.output.masks) == len(many.output.scores) == 4
+    assert many.output.masks_dropped == 2
     assert many.message.startswith("4 of 6 masks kept") and "max_masks = 4" in many.message
     assert few.message == "2 mask(s)"
+
+
+def test_an_engine_that_ignores_max_masks_gives_an_engine_error(harness):
+    """One place decides which masks are kept, the engine: more than max_masks breaks its contract."""
+    from lisa_ros.core.types import EngineOutput
+
+    h = harness(max_masks=2)
+    h.engine.segment = lambda image, text, **kw: EngineOutput(
+        masks=[np.zeros(image.shape[:2], bool)] * 3, scores=[1.0] * 3, text="x")
+    h.put(1)
+    h.submit("cup")
+    answer, = h.wait(1)
+    assert answer.status is Status.ENGINE_ERROR and "3 masks, more than max_masks = 2" in answer.message
 
 
 def test_conversation_reset(harness):

@@ -62,6 +62,35 @@ def test_several_seg_give_several_masks(engine, frame):  # forced
     assert "[SEG]" not in out.text and "</s>" not in out.text
 
 
+def test_max_masks_ranks_at_low_resolution_and_upsamples_only_the_kept(engine, frame, monkeypatch):  # forced
+    """334 [SEG] at 1080p were upsampled at once (~2.8 GB of fp32 logits) before the worker kept 16: the
+    engine keeps the best by SAM's IoU prediction first, and upsamples (interpolate) only those."""
+    from lisa_ros.model.modeling import MASK_DECODE_BATCH
+
+    batches = []
+    interpolate = torch.nn.functional.interpolate
+
+    def counting_interpolate(tensor, *args, **kwargs):
+        batches.append(tensor.shape[0])
+        return interpolate(tensor, *args, **kwargs)
+
+    answer = "Sure, " + "[SEG] " * 40
+    # The first call on the frame fills its caches (the prompt prefix: a float rounding away from a full
+    # prefill); the compared calls, one conversation each, reuse them.
+    engine.segment(frame, "Segment every part.", frame_key="many", conversation_id="warm", force_answer=answer)
+    monkeypatch.setattr(torch.nn.functional, "interpolate", counting_interpolate)
+    every = engine.segment(frame, "Segment every part.", frame_key="many", conversation_id="all", force_answer=answer)
+    assert len(every.masks) == 40 and every.masks_dropped == 0 and len(set(every.scores)) == 40
+    assert max(batches) <= MASK_DECODE_BATCH  # uncapped, still upsampled in bounded chunks
+    batches.clear()
+    capped = engine.segment(frame, "Segment every part.", frame_key="many", conversation_id="three",
+                            force_answer=answer, max_masks=3)
+    best = sorted(np.argsort(-np.asarray(every.scores), kind="stable")[:3])
+    assert capped.scores == [every.scores[i] for i in best] and capped.masks_dropped == 37
+    assert all(np.array_equal(m, every.masks[i]) for m, i in zip(capped.masks, best, strict=True))
+    assert batches and max(batches) == 3  # the frame was cached: every interpolate was the kept masks'
+
+
 def test_no_seg_is_not_found_with_the_text(engine, frame):  # forced
     out = engine.segment(frame, "Is there a unicorn?", frame_key="none", force_answer="No, there is no unicorn.")
     assert not out.found and out.masks == [] and out.scores == []
