@@ -385,33 +385,31 @@ def test_out_of_memory_clears_caches(engine, frame, monkeypatch):
     assert not engine.frame_cache
 
 
-def test_cancel_ends_a_long_generation_and_the_next_call_runs(engine, frame, monkeypatch):
-    """The node calls cancel() from its worker when a call overruns inference_timeout.
+def test_cancel_ends_a_long_generation_and_the_next_call_runs(engine, frame):
+    """The node calls cancel() from its worker thread when a call overruns inference_timeout.
 
-    A cancel that lands before a call starts is dropped by design, so the cancel is sent once
-    generation has started (signalled by the real ``generate`` being entered), never on a timer.
+    Uncancelled, this answer ends at max_new_tokens (512) in under a second, and a cancel that lands
+    before a call starts is dropped by design; so the first token's progress report is held until the
+    cancel from the other thread has landed: it always meets a running generation, which ends there.
     """
-    from lisa_ros.model import engine as engine_module
+    first_token, cancel_sent, reports = threading.Event(), threading.Event(), []
 
-    generating, cancelled_at = threading.Event(), []
-
-    def generate_and_signal(*args, **kwargs):
-        generating.set()
-        return real_generate(*args, **kwargs)
+    def hold_the_first_token(progress):
+        reports.append(progress)
+        if progress.tokens == 1:
+            first_token.set()
+            assert cancel_sent.wait(120), "the cancelling thread never cancelled"
 
     def cancel_once_generating():
-        if generating.wait(120):
-            cancelled_at.append(time.monotonic())
+        if first_token.wait(120):
             engine.cancel()
+            cancel_sent.set()
 
-    real_generate = engine_module.generate
-    monkeypatch.setattr(engine_module, "generate", generate_and_signal)
     canceller = threading.Thread(target=cancel_once_generating)
     canceller.start()
-    long_answer = [100] * 5000  # forced: no EOS, thousands of cached steps (about a minute uncancelled)
     with pytest.raises(EngineError, match="cancelled"):
-        engine.segment(frame, "Segment the cup.", frame_key="cancel", force_answer=long_answer)
-    ended = time.monotonic()
+        engine.segment(frame, "Segment the cup.", frame_key="cancel", force_answer=[100] * 5000,
+                       progress=hold_the_first_token)
     canceller.join()
-    assert cancelled_at and ended - cancelled_at[0] < 5.0
+    assert [(r.stage, r.tokens) for r in reports] == [(Stage.GENERATING, 1)]  # not one token more
     assert engine.segment(frame, "Segment the cup.", frame_key="cancel", force_answer="Sure, [SEG].").found
