@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 LISA_OPTIONS: dict[str, tuple[Any, str]] = {
-    "path": ("xinlai/LISA-7B-v1", "Hugging Face id or checkpoint directory"),
+    "path": ("xinlai/LISA-7B-v1", "Hugging Face id, or a checkpoint directory (configure checks that its "
+                                  "config, tokenizer and weights are there)"),
     "vision_tower": ("", "CLIP id or directory (\"\": the one the checkpoint's config names)"),
     "precision": ("int4", "fp32 | fp16 | bf16 | int8 | int4 (int4: LISA-7B in < 10 GB of GPU memory)"),
     "device": ("cuda", "cpu | cuda | cuda:N"),

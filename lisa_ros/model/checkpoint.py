@@ -21,7 +21,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from lisa_ros.model.checkpoint_config import CheckpointError, read_json
+from lisa_ros.model.checkpoint_config import CONFIG_FILE, CheckpointError, read_json
+from lisa_ros.model.tokenization import TOKENIZER_MODEL_FILE
 
 # (index file, single-file name, format), in order of preference.
 _WEIGHT_LAYOUTS = (
@@ -29,6 +30,8 @@ _WEIGHT_LAYOUTS = (
     ("pytorch_model.bin.index.json", "pytorch_model.bin", "bin"),
 )
 _LISA_PATTERNS = ["*.json", "*.model", "*.safetensors", "*.bin"]
+# What loading reads from a checkpoint directory before its weights (``find_weight_files`` names those).
+CHECKPOINT_FILES = (CONFIG_FILE, TOKENIZER_MODEL_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +89,33 @@ def resolve_directory(
                               f"or {fix_offline}") from error
 
 
+def local_checkpoint_problem(path: str) -> str | None:
+    """Why ``model.path`` cannot be loaded, from the file system alone (no weights read), else None: checked
+    with the other options, so configure names it with every other problem instead of failing at load.
+
+    A path that exists is a local checkpoint: a directory with ``CHECKPOINT_FILES`` and its weights. One that
+    looks local (absolute, or starting with '.' or '~') but does not exist is a mistake. Anything else is a
+    Hugging Face id, resolved at load (from the local cache when offline).
+    """
+    local = Path(path).expanduser()
+    fix = "point model.path at a complete checkpoint directory (copy it again) or a Hugging Face id"
+    if not local.exists():
+        if _looks_like_path(path):
+            return f"LISA checkpoint directory {local} does not exist. Fix: check the path"
+        return None  # a Hugging Face id
+    if not local.is_dir():
+        return f"LISA checkpoint {local} is a file, not a checkpoint directory. Fix: {fix}"
+    missing = [name for name in CHECKPOINT_FILES if not (local / name).is_file()]
+    if missing:
+        return (f"LISA checkpoint directory {local} lacks {' and '.join(missing)}. Fix: copy "
+                f"{' and '.join(missing)} from the released checkpoint, or {fix}")
+    try:
+        find_weight_files(local)
+    except CheckpointError as error:
+        return str(error)
+    return None
+
+
 def resolve_checkpoint(path: str, **hub_options) -> Path:
     fix = (f"on a connected machine run `hf download {path}` and copy the cache to this machine, or set "
            f"model.path to a local copy of the checkpoint directory")
@@ -113,7 +143,7 @@ def checkpoint_identity(directory: Path) -> str:
     give the same digits."""
     directory = directory.resolve()
     digest = hashlib.sha256(str(directory).encode())
-    config = directory / "config.json"
+    config = directory / CONFIG_FILE
     digest.update(config.read_bytes() if config.is_file() else b"")
     for path in sorted(p for p in directory.iterdir() if p.suffix in (".bin", ".safetensors") and p.is_file()):
         size = path.stat().st_size

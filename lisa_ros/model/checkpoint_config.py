@@ -16,6 +16,8 @@ from transformers import LlamaConfig
 from lisa_ros.core.engine import EngineError
 from lisa_ros.model.sam import SamConfig
 
+CONFIG_FILE = "config.json"  # a LISA checkpoint's config, in its directory
+
 LISA_ARCHITECTURE = "LISAForCausalLM"
 TINY_SAM_FIELD = "lisa_ros_tiny_sam"
 
@@ -68,7 +70,7 @@ def read_json(path: Path, fix: str) -> dict[str, Any]:
 
 
 def load_lisa_config(checkpoint_dir: Path) -> LisaConfig:
-    path = checkpoint_dir / "config.json"
+    path = checkpoint_dir / CONFIG_FILE
     fix = "point model.path at a released LISA checkpoint (e.g. xinlai/LISA-7B-v1) or re-download it"
     raw = read_json(path, fix)
     architectures = raw.get("architectures") or []

@@ -38,8 +38,13 @@ from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, Instruc
 from lisa_ros.core.engine_options import LISA_OPTIONS
 from lisa_ros.core.masks import best_mask_indices
 from lisa_ros.core.types import EngineOutput, Progress, ProgressCallback, Stage
-from lisa_ros.model.checkpoint import checkpoint_identity, resolve_checkpoint, resolve_vision_tower
-from lisa_ros.model.checkpoint_config import CheckpointError, load_lisa_config
+from lisa_ros.model.checkpoint import (
+    checkpoint_identity,
+    local_checkpoint_problem,
+    resolve_checkpoint,
+    resolve_vision_tower,
+)
+from lisa_ros.model.checkpoint_config import CONFIG_FILE, CheckpointError, load_lisa_config
 from lisa_ros.model.frame_cache import EncodedFrame, FrameCache
 from lisa_ros.model.generation import Generation, expanded_length, generate
 from lisa_ros.model.loading import PRECISIONS, Placement, TensorSource, load_lisa_model
@@ -82,6 +87,8 @@ class _OptionChecks:
         problems = []
         if not self.path.strip():
             problems.append("option 'path' must name a Hugging Face id or a directory")
+        elif (problem := local_checkpoint_problem(self.path)) is not None:
+            problems.append(f"option 'path': {problem}")
         if self.precision not in PRECISIONS:
             problems.append(f"option 'precision' must be one of {PRECISIONS}, got {self.precision!r}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
@@ -153,7 +160,7 @@ class LisaEngine(Engine):
                 f"different checkpoints; re-download the checkpoint")
         tower = options.vision_tower or config.vision_tower
         if not tower:
-            raise CheckpointError(f"{checkpoint_dir / 'config.json'} names no vision_tower. "
+            raise CheckpointError(f"{checkpoint_dir / CONFIG_FILE} names no vision_tower. "
                                   f"Fix: set model.vision_tower "
                                   f"(e.g. openai/clip-vit-large-patch14 or a local directory)")
         clip_dir = resolve_vision_tower(tower, checkpoint_dir, **hub)

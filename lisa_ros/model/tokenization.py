@@ -25,6 +25,7 @@ import sentencepiece
 
 from lisa_ros.model.checkpoint_config import CheckpointError, read_json
 
+TOKENIZER_MODEL_FILE = "tokenizer.model"  # the sentencepiece model, in the checkpoint's directory
 SPIECE_UNDERLINE = "▁"
 SEG_TOKEN = "[SEG]"
 IM_START_TOKEN = "<im_start>"
@@ -69,7 +70,7 @@ class LisaTokenizer:
     def from_directory(cls, directory: Path) -> LisaTokenizer:
         """Reads ``tokenizer.model`` plus the added tokens (``added_tokens.json`` or ``tokenizer_config.json``)."""
         fix = "copy tokenizer.model, added_tokens.json and tokenizer_config.json from the released checkpoint"
-        model_path = directory / "tokenizer.model"
+        model_path = directory / TOKENIZER_MODEL_FILE
         if not model_path.is_file():
             raise CheckpointError(f"{model_path} is missing. Fix: {fix}")
         processor = sentencepiece.SentencePieceProcessor()

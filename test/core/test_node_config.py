@@ -10,8 +10,8 @@ from lisa_ros.core.types import PairingPolicy
 
 
 def test_defaults_are_valid_and_model_options_are_forwarded():
-    config = NodeConfig.from_parameters({"model.path": "/ckpt", "model.delay_s": None, "max_queue": 2})
-    assert config.engine == "lisa" and config.model_options == {"path": "/ckpt"}
+    config = NodeConfig.from_parameters({"model.path": "someone/lisa", "model.delay_s": None, "max_queue": 2})
+    assert config.engine == "lisa" and config.model_options == {"path": "someone/lisa"}
     assert config.pairing_policy is PairingPolicy.NEWEST and config.max_queue == 2
     # Dotted groups are read by their own modules (depth.*/tracking.*: TargetsConfig; semantic.*: semantic_worker).
     assert {name for name in PARAMETERS if "." not in name} <= {f.name for f in config.__dataclass_fields__.values()}
@@ -79,3 +79,25 @@ def test_every_bad_lisa_option_is_named_with_the_node_parameter_problems():
     for fragment in ("max_queue", "'precision' must be one of", "'device' must be", "'max_new_tokens' must be in",
                      "'path' must be str"):
         assert fragment in str(error.value), fragment
+
+
+@pytest.mark.parametrize("files,fragment", [
+    (None, "does not exist"),  # a local-looking path (absolute) that is not there
+    ((), "is a file, not a checkpoint directory"),
+    (("config.json",), "lacks tokenizer.model"),
+    (("config.json", "tokenizer.model"), "holds no weights"),
+])
+def test_a_bad_local_checkpoint_is_named_with_the_node_parameter_problems(tmp_path, files, fragment):
+    """A missing or incomplete model.path was named only at load, after every other check had passed."""
+    pytest.importorskip("torch")
+    path = tmp_path / "lisa"
+    if files == ():
+        path.write_text("not a directory")
+    elif files is not None:
+        path.mkdir()
+        for name in files:
+            (path / name).write_text("{}")
+    with pytest.raises(ConfigError) as error:
+        NodeConfig.from_parameters({"engine": "lisa", "max_queue": 0, "model.path": str(path)})
+    assert error.value.about(["max_queue"]) and len(error.value.problems) == 2
+    assert [p for p in error.value.about(["model.*"]) if str(path) in p and fragment in p], error.value.problems

@@ -96,21 +96,23 @@ def _corrupt_config(d):
     (d / "config.json").write_text("{not json")
 
 
-@pytest.mark.parametrize("damage, names, fix", [
-    (_missing_shard, "pytorch_model-00002-of-00002.bin", "re-download"),
-    (_wrong_shapes, "pytorch_model-00001-of-00002.bin", "re-download"),
-    (_truncated_shard, "pytorch_model-00001-of-00002.bin", "download it again"),
-    (_pickled_code, "pytorch_model-00002-of-00002.bin", "weights_only"),
-    (_missing_tokenizer, "tokenizer.model", "copy tokenizer.model"),
-    (_not_lisa, "config.json", "not LISA"),
-    (_no_seg_token, "added_tokens.json", "not a LISA tokenizer"),
-    (_missing_weights, "text_hidden_fcs.0.2.weight", "re-download"),
-    (_corrupt_config, "config.json", "not valid JSON"),
+@pytest.mark.parametrize("damage, names, fix, at_configure", [
+    (_missing_shard, "pytorch_model-00002-of-00002.bin", "re-download", True),
+    (_wrong_shapes, "pytorch_model-00001-of-00002.bin", "re-download", False),
+    (_truncated_shard, "pytorch_model-00001-of-00002.bin", "download it again", False),
+    (_pickled_code, "pytorch_model-00002-of-00002.bin", "weights_only", False),
+    (_missing_tokenizer, "tokenizer.model", "copy tokenizer.model", True),
+    (_not_lisa, "config.json", "not LISA", False),
+    (_no_seg_token, "added_tokens.json", "not a LISA tokenizer", False),
+    (_missing_weights, "text_hidden_fcs.0.2.weight", "re-download", False),
+    (_corrupt_config, "config.json", "not valid JSON", False),
 ])
-def test_bad_checkpoint_errors_name_file_and_fix(tiny_7b, tmp_path, damage, names, fix, make_engine):
+def test_bad_checkpoint_errors_name_file_and_fix(tiny_7b, tmp_path, damage, names, fix, at_configure, make_engine):
+    """A missing file is found by the option checks (configure names it with every other problem); what
+    needs the files read is found at load."""
     directory = copy_checkpoint(tiny_7b, tmp_path)
     damage(directory)
-    with pytest.raises(EngineError) as caught:
+    with pytest.raises(ValueError if at_configure else EngineError) as caught:
         make_engine(directory)
     message = str(caught.value)
     assert names in message and "Fix:" in message and fix in message, message
@@ -131,9 +133,14 @@ def test_hub_id_not_cached_offline(tmp_path, make_engine):
     assert "xinlai/LISA-7B-v1" in str(caught.value) and "model.path" in str(caught.value)
 
 
-def test_missing_directory_is_named(tmp_path, make_engine):
-    with pytest.raises(EngineError, match="does not exist"):
+def test_missing_directory_is_named_by_the_option_checks_and_at_load(tmp_path, make_engine):
+    from lisa_ros.model.engine import LisaEngine, LisaOptions
+
+    with pytest.raises(ValueError, match="does not exist"):
         make_engine(tmp_path / "nowhere")
+    unchecked = LisaEngine(LisaOptions(path=str(tmp_path / "nowhere"), device="cpu", precision="fp32"))
+    with pytest.raises(EngineError, match="does not exist"):  # options built without the checks
+        unchecked.load()
 
 
 def test_loads_from_hub_cache_layout(tiny_7b, tmp_path, frame, make_engine):
