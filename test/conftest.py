@@ -293,6 +293,18 @@ class NodeIO:
         return wait_for(lambda: (found := [r for r in list(self.results) if r.instruction.startswith(text)])
                         and len(found) >= count and found, timeout, f"{count} result(s) for {text!r}")
 
+    def diagnostics_stamps(self, count: int, after: float, timeout: float) -> list[float]:
+        """Header stamps (s, the node's clock) of this node's first ``count`` /diagnostics messages stamped
+        after ``after`` (time.time(): the same clock on one machine)."""
+        name = f"{self.node.namespace}/lisa_node: segmentation"
+
+        def stamps() -> list[float]:
+            return [t for a in list(self._diagnostics) if any(s.name == name for s in a.status)
+                    if (t := a.header.stamp.sec + a.header.stamp.nanosec * 1e-9) > after]
+
+        return wait_for(lambda: len(found := stamps()) >= count and found[:count], timeout,
+                        f"{count} /diagnostics messages")
+
     def call(self, text: str, image=None, reset: bool = False, conversation_id: str = "", timeout: float = 20.0):
         from lisa_ros.srv import Segment
 

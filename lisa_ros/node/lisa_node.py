@@ -198,7 +198,7 @@ class LisaNode(LifecycleNode):
         self.create_subscription(Instruction, self.resolve_topic_name("instruction") + "/structured",
                                  self._on_structured_instruction, _qos(INSTRUCTION_QOS),
                                  callback_group=self._instruction_group, qos_overriding_options=overridable)
-        # Until the first configure has validated diagnostics_period (each configure applies it).
+        # Until the first configure has validated diagnostics_period (each configure and live change applies it).
         period = self.get_parameter("diagnostics_period").value
         self._diagnostics_timer = self.create_timer(period if isinstance(period, (int, float)) and period > 0
                                                     else 1.0, self._publish_diagnostics)
@@ -276,28 +276,38 @@ class LisaNode(LifecycleNode):
         return values
 
     def _apply_live_parameters(self, parameters: list[Parameter]) -> None:
-        """A live change reaches the running node: the worker's settings are swapped whole (the worker thread
-        reads one settings object or the other, never a half-updated one)."""
-        if not any(p.name in LIVE_PARAMETERS for p in parameters):
+        """A live change reaches the node at once: /diagnostics is retimed in every state; once configured, the
+        worker's settings are swapped whole (the worker thread reads one settings object or the other, never a
+        half-updated one). Unconfigured, the next configure reads the rest; a configure already loading the
+        model reads them again when the load ends (``_with_live_values``)."""
+        live = {p.name: p.value for p in parameters if p.name in LIVE_PARAMETERS}
+        if not live:
             return
         with self._state_lock:
+            if "diagnostics_period" in live:  # checked in _check_parameters
+                self._retime_diagnostics(live["diagnostics_period"])
             config = self._config
             if config is None or self._state is NodeState.UNCONFIGURED:
-                return  # the next configure reads them
-            try:
-                fresh = NodeConfig.from_parameters(self._parameter_values())  # checked in _check_parameters
-            except ConfigError as error:  # not expected: only live values change while configured
-                self.get_logger().error(f"live parameters not applied: {error}")
                 return
-            config = self._config = dataclasses.replace(config, **{name: getattr(fresh, name)
-                                                                   for name in LIVE_PARAMETERS})
+            config = self._config = self._with_live_values(config)
             worker = self._worker
             if worker is not None:
                 worker.settings = self._worker_settings(config)
-            self._diagnostics_timer.timer_period_ns = int(config.diagnostics_period * 1e9)
-            self._diagnostics_timer.reset()
-        self.get_logger().info("applied " + ", ".join(f"{p.name} = {p.value!r}" for p in parameters
-                                                       if p.name in LIVE_PARAMETERS))
+        self.get_logger().info("applied " + ", ".join(f"{name} = {value!r}" for name, value in live.items()))
+
+    def _with_live_values(self, config: NodeConfig) -> NodeConfig:
+        """``config`` with the live parameters' current values (each checked in _check_parameters when set)."""
+        try:
+            fresh = NodeConfig.from_parameters(self._parameter_values())
+        except ConfigError as error:  # not expected: only live values change while configured
+            self.get_logger().error(f"live parameters not applied: {error}")
+            return config
+        return dataclasses.replace(config, **{name: getattr(fresh, name) for name in LIVE_PARAMETERS})
+
+    def _retime_diagnostics(self, period: float) -> None:
+        """/diagnostics every ``period`` s, the next one ``period`` s from now."""
+        self._diagnostics_timer.timer_period_ns = int(period * 1e9)
+        self._diagnostics_timer.reset()
 
     def _worker_settings(self, config: NodeConfig) -> WorkerSettings:
         return WorkerSettings(
@@ -361,8 +371,7 @@ class LisaNode(LifecycleNode):
         problems += self._semantic.check_parameters(values)
         if problems:
             return self._configure_failed("invalid parameters: " + "; ".join(problems))
-        self._diagnostics_timer.timer_period_ns = int(config.diagnostics_period * 1e9)
-        self._diagnostics_timer.reset()
+        self._retime_diagnostics(config.diagnostics_period)
         engine = create_engine(config.engine, config.model_options)
         if config.engine == "plumbing":
             self.get_logger().warning(
@@ -382,7 +391,8 @@ class LisaNode(LifecycleNode):
             if error is not None:
                 self._unload_quietly(engine)  # free whatever the failed load allocated
                 return self._configure_failed(f"loading the model failed: {type(error).__name__}: {error}")
-            self._config, self._engine, self._runner = config, engine, EngineRunner()
+            # Live values set while it loaded were accepted but had no config to reach yet.
+            self._config, self._engine, self._runner = self._with_live_values(config), engine, EngineRunner()
             self._state, self._problem = NodeState.INACTIVE, ""
         self.get_logger().info(f"model {engine.model_id!r} loaded in {time.monotonic() - started:.1f} s")
         return TransitionCallbackReturn.SUCCESS

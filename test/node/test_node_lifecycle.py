@@ -1,10 +1,11 @@
 """Lifecycle: transitions over the standard services, configure failure and retry, the engine freed."""
 import gc
+import time
 import weakref
 
 import pytest
 
-from conftest import make_image_msg, wait_for
+from conftest import make_image_msg, set_parameters, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -121,25 +122,67 @@ def test_deactivate_cancels_the_running_inference_and_the_next_request_is_not_de
     assert after.total_ms < 1000 and after.queue_wait_ms < 1000 and after.inference_ms < 500
 
 
-def test_a_new_diagnostics_period_takes_effect_at_the_next_configure(lisa_io, ros_probe):
-    """The diagnostics timer used to keep the period read at start-up."""
-    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-    from rcl_interfaces.srv import SetParameters
+def _median_gap(stamps: list[float]) -> float:
+    gaps = sorted(b - a for a, b in zip(stamps, stamps[1:]))
+    return gaps[len(gaps) // 2]
 
+
+def test_a_diagnostics_period_set_while_unconfigured_applies_at_once_and_configure_keeps_it(lisa_io, ros_probe):
+    """The timer used to keep the period read at start-up, then to wait for the next configure (the README
+    says live changes apply at once)."""
     io = lisa_io()  # diagnostics_period 0.1 (config/plumbing_test.yaml)
     assert io.node.change_state(ros_probe, "deactivate") and io.node.change_state(ros_probe, "cleanup")
-    client = ros_probe.client(io.node.topic("~/set_parameters"), SetParameters)
-    period = Parameter(name="diagnostics_period",
-                       value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.5))
-    assert ros_probe.call(client, SetParameters.Request(parameters=[period])).results[0].successful
+    assert set_parameters(io, diagnostics_period=0.5) == {"diagnostics_period": (True, "")}
+    changed = time.time()  # the timer was retimed before the reply
+    assert 0.4 < _median_gap(io.diagnostics_stamps(5, changed, 10)) < 0.7
+    assert io.diagnostics().get("_message") == "unconfigured"  # measured before the configure
     assert io.node.change_state(ros_probe, "configure")
-    name = f"{io.node.namespace}/lisa_node: segmentation"
-    first = len(io._diagnostics)
-    arrays = wait_for(lambda: (new := [a for a in io._diagnostics[first:] if any(s.name == name for s in a.status)])
-                      and len(new) >= 5 and new, 10, "5 diagnostics messages after configure")
-    stamps = [a.header.stamp.sec + a.header.stamp.nanosec * 1e-9 for a in arrays]
-    gaps = sorted(b - a for a, b in zip(stamps[1:], stamps[2:]))  # the first gap may straddle the change
-    assert 0.4 < gaps[len(gaps) // 2] < 0.7, gaps
+    configured = time.time()
+    assert 0.4 < _median_gap(io.diagnostics_stamps(5, configured, 10)) < 0.7
+
+
+def test_a_live_diagnostics_period_retimes_diagnostics_at_once_while_active(lisa_io):
+    """Generous bounds (2 s, then 0.2 s, from the config's 0.1 s): the next message comes a new period after
+    the change, never a whole old period later."""
+    io = lisa_io()
+    assert set_parameters(io, diagnostics_period=2.0) == {"diagnostics_period": (True, "")}
+    stamps = io.diagnostics_stamps(3, time.time(), 15)  # the timer was retimed before the reply
+    assert all(1.5 < b - a < 4.0 for a, b in zip(stamps, stamps[1:])), stamps
+    assert set_parameters(io, diagnostics_period=0.2) == {"diagnostics_period": (True, "")}
+    changed = time.time()
+    stamps = io.diagnostics_stamps(6, changed, 10)
+    assert stamps[0] - changed < 1.0 and 0.1 < _median_gap(stamps) < 0.6, (changed, stamps)
+    assert io.diagnostics()["_message"] == "active"
+
+
+def test_a_live_value_set_while_the_model_loads_reaches_the_worker(lisa_node_process, ros_probe):
+    """It was accepted but lost: configure had read the parameters before the load, and there was no config
+    to apply it to until the load ended."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from lifecycle_msgs.srv import ChangeState
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    from conftest import NodeIO
+
+    node = lisa_node_process(params={"model.load_delay_s": 6.0, "auto_configure": False}, wait_active=False)
+    node.wait_for_state(ros_probe, "unconfigured")
+    client = ros_probe.client(node.topic("~/set_parameters"), SetParameters)  # found before the load starts
+    diagnostics = ros_probe.collect("/diagnostics", DiagnosticArray)
+    configure = ChangeState.Request()
+    configure.transition.label = "configure"
+    configured = ros_probe.client(node.topic("~/change_state"), ChangeState).call_async(configure)
+    wait_for(lambda: any(s.name == f"{node.namespace}/lisa_node: segmentation" and "loading the model" in s.message
+                         for a in list(diagnostics) for s in a.status), 10, "the load to start")
+    request = SetParameters.Request(parameters=[Parameter("max_masks", value=2).to_parameter_msg()])
+    assert ros_probe.call(client, request).results[0].successful
+    assert not configured.done(), "the load ended before the change: raise model.load_delay_s"
+    assert wait_for(configured.done, 30, "the configure reply") and configured.result().success
+    assert node.change_state(ros_probe, "activate")
+    io = NodeIO(ros_probe, node)
+    io.publish_frame(make_image_msg(width=8, height=30, stamp=(1, 0)))
+    result = io.call("a and b and c")  # the plumbing engine: one mask per part
+    assert len(result.masks) == 2 and result.status_message.startswith("2 of 3 masks kept"), result.status_message
 
 
 def test_an_answer_that_cannot_become_a_message_is_still_answered_once_as_an_engine_error(ros_context, ros_probe):
