@@ -8,6 +8,7 @@ answer uses the newest frame at the instruction's arrival (lag does not grow).
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -64,6 +65,25 @@ def node_answer_count(io) -> int:
     return sum(int(v) for k, v in values.items() if k.startswith("answers_"))
 
 
+RESULTS_SETTLE_S = 30.0
+_flood_ids = itertools.count()
+
+
+def flooded_node(lisa_io, ros_probe, **params):
+    """A node for a flood (engine 20 ms per answer, max_queue 4), its results read KEEP_ALL from a result
+    writer 1000 deep: the answers (BUSY most) go out as fast as they are made, and a reader that lags them
+    needs more than the default keep-last 10 (as the README says; the test's reader does on a loaded machine).
+    Settling waits up to RESULTS_SETTLE_S for the last of them (at once when all arrived)."""
+    import os
+
+    results_topic = f"/reliability_flood_results_{os.getpid()}_{next(_flood_ids)}"
+    io = lisa_io(params={"model.delay_s": 0.02, "max_queue": 4,
+                         f"qos_overrides.{results_topic}.publisher.depth": 1000, **params},
+                 remaps={"~/result": results_topic})
+    io.results = collect_all(ros_probe, results_topic, _Result())
+    return io
+
+
 @pytest.mark.parametrize("publisher_depth", [1000, 10], ids=["depth1000", "depth10"])
 def test_instruction_flood_is_bounded_answered_exactly_once_and_memory_flat(case, lisa_io, ros_probe,
                                                                          publisher_depth):
@@ -72,8 +92,8 @@ def test_instruction_flood_is_bounded_answered_exactly_once_and_memory_flat(case
     before the node: node-side answer count from /diagnostics) and answers that never arrived."""
     from std_msgs.msg import String
 
-    io = lisa_io(params={"model.delay_s": 0.02, "max_queue": 4})
-    io.results = collect_all(ros_probe, io.node.topic("~/result"), _Result())
+    # A round can outlast max_image_age on a loaded machine: the one frame per round must not go stale.
+    io = flooded_node(lisa_io, ros_probe, max_image_age=120.0)
     publisher = ros_probe.publisher(io.node.topic("instruction"), String, qos=publisher_depth)
     sampler = DiagnosticsSampler(io, period=0.2)
     sampler.start()
@@ -89,7 +109,7 @@ def test_instruction_flood_is_bounded_answered_exactly_once_and_memory_flat(case
                 publisher.publish(String(data=text))
                 time.sleep(max(0.0, started + (index + 1) / rate - time.monotonic()))
             rates.append(per_round / (time.monotonic() - started))
-            settle(lambda: len(io.results) >= len(sent), 8)
+            settle(lambda: len(io.results) >= len(sent), RESULTS_SETTLE_S)
             time.sleep(0.5)
             round_rss.append(rss_mb(io.node.popen.pid))
     finally:
@@ -122,24 +142,16 @@ def test_instruction_burst_beyond_the_subscription_depth_is_answered_exactly_onc
 
     Every one must be answered (most BUSY). With a KEEP_LAST depth-100 instruction
     subscription (before e260b4a), DDS overwrote the ones the executor had not taken yet.
-    The results go out as fast as the refusals are made: a reader that lags that burst needs a result history
-    deeper than the default 10 (as the README says; the test reader does on a loaded machine), so it is set.
     """
-    import os
-
     from std_msgs.msg import String
 
-    results_topic = f"/reliability_burst_results_{os.getpid()}"
-    io = lisa_io(params={"model.delay_s": 0.02, "max_queue": 4,
-                         f"qos_overrides.{results_topic}.publisher.depth": 1000},
-                 remaps={"~/result": results_topic})
-    io.results = collect_all(ros_probe, results_topic, _Result())
+    io = flooded_node(lisa_io, ros_probe)
     io.publish_frame(image_msg(np.full((48, 64, 3), 30, np.uint8), "rgb8", stamp=(1, 0)))
     publisher = ros_probe.publisher(io.node.topic("instruction"), String, qos=1000)
     sent = [f"burst #{index}" for index in range(300)]
     for text in sent:
         publisher.publish(String(data=text))
-    settle(lambda: len(io.results) >= len(sent), 8)
+    settle(lambda: len(io.results) >= len(sent), RESULTS_SETTLE_S)
     time.sleep(0.5)
     accounting = case.account(sent, io.results, expected_statuses={OK, BUSY})
     node_answers = node_answer_count(io)
