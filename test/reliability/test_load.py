@@ -69,17 +69,24 @@ RESULTS_SETTLE_S = 30.0
 _flood_ids = itertools.count()
 
 
-def flooded_node(lisa_io, ros_probe, **params):
-    """A node for a flood (engine 20 ms per answer, max_queue 4), its results read KEEP_ALL from a result
-    writer 1000 deep: the answers (BUSY most) go out as fast as they are made, and a reader that lags them
-    needs more than the default keep-last 10 (as the README says; the test's reader does on a loaded machine).
-    Settling waits up to RESULTS_SETTLE_S for the last of them (at once when all arrived)."""
+def flood_node_settings() -> tuple[str, dict, dict]:
+    """(results topic, params, remaps) of a node for a flood: engine 20 ms per answer, max_queue 4, one frame
+    fresh for 120 s (a flood can outlast the test config's max_image_age on a loaded machine), and its
+    ~/result on a topic of the test's own with a writer 1000 deep: the answers (BUSY most) go out as fast as
+    they are made, and a reader that lags them needs more than the default keep-last 10 (as the README says;
+    the test's KEEP_ALL reader does on a loaded machine). Settling waits up to RESULTS_SETTLE_S for the last
+    answer (at once when all arrived)."""
     import os
 
-    results_topic = f"/reliability_flood_results_{os.getpid()}_{next(_flood_ids)}"
-    io = lisa_io(params={"model.delay_s": 0.02, "max_queue": 4,
-                         f"qos_overrides.{results_topic}.publisher.depth": 1000, **params},
-                 remaps={"~/result": results_topic})
+    topic = f"/reliability_flood_results_{os.getpid()}_{next(_flood_ids)}"
+    params = {"model.delay_s": 0.02, "max_queue": 4, "max_image_age": 120.0,
+              f"qos_overrides.{topic}.publisher.depth": 1000}
+    return topic, params, {"~/result": topic}
+
+
+def flooded_node(lisa_io, ros_probe):
+    results_topic, params, remaps = flood_node_settings()
+    io = lisa_io(params=params, remaps=remaps)
     io.results = collect_all(ros_probe, results_topic, _Result())
     return io
 
@@ -92,8 +99,7 @@ def test_instruction_flood_is_bounded_answered_exactly_once_and_memory_flat(case
     before the node: node-side answer count from /diagnostics) and answers that never arrived."""
     from std_msgs.msg import String
 
-    # A round can outlast max_image_age on a loaded machine: the one frame per round must not go stale.
-    io = flooded_node(lisa_io, ros_probe, max_image_age=120.0)
+    io = flooded_node(lisa_io, ros_probe)
     publisher = ros_probe.publisher(io.node.topic("instruction"), String, qos=publisher_depth)
     sampler = DiagnosticsSampler(io, period=0.2)
     sampler.start()
@@ -169,13 +175,11 @@ def test_instruction_burst_with_keep_all_override_is_answered_exactly_once(case,
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from lisa_ros.msg import SegmentationResult
-
     topic = f"/reliability_instructions_{os.getpid()}"
-    node = lisa_node_process(params={"model.delay_s": 0.02, "max_queue": 4,
-                                     f"qos_overrides.{topic}.subscription.history": "keep_all"},
-                             remaps={"instruction": topic})
-    results = ros_probe.collect(node.topic("~/result"), SegmentationResult, qos=1000)
+    results_topic, params, remaps = flood_node_settings()
+    node = lisa_node_process(params={**params, f"qos_overrides.{topic}.subscription.history": "keep_all"},
+                             remaps={**remaps, "instruction": topic})
+    results = collect_all(ros_probe, results_topic, _Result())
     images = ros_probe.publisher(node.topic("image"), Image)
     publisher = ros_probe.publisher(topic, String, qos=1000)
     for index in range(10):  # best effort: send a few so that one surely arrives
@@ -185,7 +189,7 @@ def test_instruction_burst_with_keep_all_override_is_answered_exactly_once(case,
     sent = [f"keep_all burst #{index}" for index in range(300)]
     for text in sent:
         publisher.publish(String(data=text))
-    settle(lambda: len(results) >= len(sent), 8)
+    settle(lambda: len(results) >= len(sent), RESULTS_SETTLE_S)
     time.sleep(0.5)
     accounting = case.account(sent, results, expected_statuses={OK, BUSY})
     assert not accounting["lost"] and not accounting["duplicates"] and not accounting["unexpected"], accounting
