@@ -41,7 +41,9 @@ def node(lisa_io, ros_probe):
     return io
 
 
-def overlay_pixels(io, sec: int, timeout: float = 10.0) -> np.ndarray:
+def overlay_pixels(io, sec: int, timeout: float = 30.0) -> np.ndarray:
+    """The overlay of the frame stamped ``sec`` s (up to 30 s: once, with two CPU hogs beside the suite, one
+    had not arrived within 10 s though its result had)."""
     msg = wait_for(lambda: next((o for o in list(io.overlays) if o.header.stamp.sec == sec), None), timeout,
                    f"the overlay of frame {sec}")
     assert msg.encoding == "rgb8" and msg.step == msg.width * 3
