@@ -75,7 +75,7 @@ PARAMETER_PREFIX = "semantic."
 class SemanticConfig:
     """What configure read from the ``semantic.*`` parameters (``problems`` empty when all are usable)."""
 
-    options: SemanticOptions | None
+    options: SemanticOptions | None  # None only with problems
     descriptions: dict[str, str]  # the parsed descriptions_file ({category_key: text}); {} without one
     rate_hz: float
     problems: list[str]

@@ -82,7 +82,7 @@ def result_to_msg(answer: SemanticAnswer) -> SemanticSegmentation:
 def make_segmenter(engine_type: str, engine, config: SemanticConfig):
     """The LISA engine's SemanticSegmenter (with the descriptions parsed at configure), or the plumbing
     engine's band stand-in."""
-    options = config.options or SemanticOptions()
+    options = config.options
     if engine_type == "plumbing":
         from lisa_ros.core.plumbing_engine import PlumbingSemanticSegmenter
 
@@ -125,7 +125,7 @@ class SemanticGlue:
     def start(self, engine_type: str, engine, runner, frames: LatestFrame, config, image_topic: str, decode) -> None:
         """At activate: a worker on the node's engine thread, and the periodic timer when asked for."""
         semantic = self._config
-        options = semantic.options or SemanticOptions()
+        options = semantic.options
         self._frames, self._last_periodic_seq = frames, 0
         self._worker = SemanticWorker(
             make_segmenter(engine_type, engine, semantic), runner, frames, decode, self._publish,
