@@ -573,7 +573,6 @@ def check_camera(settings: Settings, wait_s: float) -> list[Finding]:
         import rclpy
         from rclpy.context import Context
         from rclpy.parameter import Parameter
-        from rclpy.qos import QoSCompatibility, qos_check_compatible
         from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverridingOptions, _declare_qos_parameters
         from rclpy.subscription import Subscription
     except ImportError as error:
@@ -608,8 +607,10 @@ def check_camera(settings: Settings, wait_s: float) -> list[Finding]:
             while not publishers and time.monotonic() < deadline:
                 time.sleep(0.1)
                 publishers = node.get_publishers_info_by_topic(topic)
-            findings += topic_findings(topic, expected_type, publishers, qos, qos_check_compatible,
-                                       QoSCompatibility, lambda: node.get_topic_names_and_types(), wait_s)
+            images = [] if publishers else sorted(
+                name for name, types in node.get_topic_names_and_types()
+                if IMAGE_TYPE in types or COMPRESSED_TYPE in types)
+            findings += topic_findings(topic, expected_type, publishers, qos, images, wait_s)
         if settings.compressed and any(f.level == OK for f in findings):
             # Either topic is enough: the node subscribes both.
             findings = [dataclasses.replace(f, level=WARN) if "no publisher" in f.message else f for f in findings]
@@ -623,10 +624,17 @@ def _describe_qos(qos) -> str:
     return f"{qos.reliability.name.lower()}, {qos.durability.name.lower()}, {qos.history.name.lower()} {qos.depth}"
 
 
-def topic_findings(topic, expected_type, publishers, subscription_qos, compatible, compatibility, topic_types,
-                   wait_s: float) -> list[Finding]:
+def topic_findings(topic: str, expected_type: str, publishers: Sequence, subscription_qos,
+                   visible_images: Sequence[str], wait_s: float) -> list[Finding]:
+    """Each publisher of ``topic`` (rclpy TopicEndpointInfo) against what the node subscribes there."""
+    from rclpy.qos import LivelinessPolicy, QoSCompatibility, qos_check_compatible
+
+    if subscription_qos.liveliness == LivelinessPolicy.SYSTEM_DEFAULT:
+        # Every DDS the RMWs use makes it automatic; left as it is, each check only warns that it is unknown.
+        subscription_qos = copy.copy(subscription_qos)
+        subscription_qos.liveliness = LivelinessPolicy.AUTOMATIC
     if not publishers:
-        images = sorted(name for name, types in topic_types() if IMAGE_TYPE in types or COMPRESSED_TYPE in types)
+        images = visible_images
         seen = f"image topics visible: {', '.join(images)}" if images else "no image topic is visible at all"
         return [Finding(FAIL, "camera", f"no publisher on {topic} within {wait_s:g} s ({seen})",
                         "start the camera driver, or remap the node's image (image:=<topic>); a driver on another "
@@ -640,14 +648,14 @@ def topic_findings(topic, expected_type, publishers, subscription_qos, compatibl
             findings.append(Finding(FAIL, "camera", f"{who} publishes {info.topic_type} on {topic}; lisa_node "
                                                     f"subscribes {expected_type} there", fix))
             continue
-        verdict, reason = compatible(info.qos_profile, subscription_qos)
+        verdict, reason = qos_check_compatible(info.qos_profile, subscription_qos)
         text = (f"{who} publishes {topic} ({_describe_qos(info.qos_profile)}); the node subscribes "
                 f"{_describe_qos(subscription_qos)}")
-        if verdict == compatibility.ERROR:
+        if verdict == QoSCompatibility.ERROR:
             findings.append(Finding(FAIL, "camera", f"{text}: incompatible QoS, no image will arrive ({reason})",
                                     f"remove the qos_overrides for {topic} from the params file (the node's default "
                                     f"is best effort), or make the camera publish reliable"))
-        elif verdict == compatibility.WARNING:
+        elif verdict == QoSCompatibility.WARNING:
             findings.append(Finding(WARN, "camera", f"{text}: {reason}"))
         else:
             findings.append(Finding(OK, "camera", text))
@@ -659,7 +667,7 @@ def topic_findings(topic, expected_type, publishers, subscription_qos, compatibl
 def run_checks(settings: Settings, wait_s: float = 3.0, env: Mapping[str, str] | None = None) -> list[Finding]:
     env = os.environ if env is None else env
     findings = [check_python(tuple(sys.version_info))]
-    findings += model_checks(settings, env)
+    findings += model_checks(settings)
     findings += ros_python_checks(env)
     findings += check_network(env)
     findings += check_camera(settings, wait_s)
@@ -678,7 +686,7 @@ def params_finding(settings: Settings) -> Finding:
     return Finding(OK, "params", "the parameters pass configure's checks")
 
 
-def model_checks(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
+def model_checks(settings: Settings) -> list[Finding]:
     findings = [params_finding(settings)]
     if settings.engine != "lisa":
         return findings + [Finding(SKIP, "model", f"engine {settings.engine!r}: no model to check")]
@@ -699,7 +707,8 @@ def model_checks(settings: Settings, env: Mapping[str, str]) -> list[Finding]:
     config, tiny = checkpoint_config(settings, checkpoint)
     estimate = estimate_memory(config, precision, device.partition(":")[0], tiny) if config else None
     if cuda.level == FAIL:
-        need = f": the model needs about {estimate.total_bytes / GB:.1f} GB ({estimate.explanation})" if estimate else ""
+        need = f": the model needs about {estimate.total_bytes / GB:.1f} GB ({estimate.explanation})" \
+            if estimate else ""
         findings.append(Finding(SKIP, "memory", f"no usable CUDA device (see cuda){need}"))
         findings.append(Finding(SKIP, "bitsandbytes", "no usable CUDA device (see cuda)"))
         return findings
