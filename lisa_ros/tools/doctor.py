@@ -173,8 +173,8 @@ def check_compute_capability(capability: tuple[int, int], arch_list: Sequence[st
     major, minor = capability
     sm = f"sm_{major}{minor}"
 
-    def number(arch: str) -> tuple[int, int]:
-        digits = arch.split("_")[1]
+    def number(arch: str) -> tuple[int, int]:  # sm_86 -> (8, 6), sm_90a -> (9, 0), sm_120 -> (12, 0)
+        digits = re.match(r"\D*_(\d+)", arch).group(1)
         return int(digits[:-1]), int(digits[-1])
 
     cubins = [number(a) for a in arch_list if a.startswith("sm_")]
@@ -230,16 +230,25 @@ def estimate_memory(config: Mapping[str, Any], precision: str, device_type: str,
     weights = linears * linear_bytes + (others + vision) * compute
     context = CUDA_CONTEXT_BYTES if device_type == "cuda" else 0
     total = weights * (1 + ACTIVATION_SHARE) + context
-    text = (f"{linears / 1e9:.2f} B decoder weights at {linear_bytes:.2f} B each + "
-            f"{(others + vision) / 1e9:.2f} B other weights{'' if tiny else ' (incl. CLIP ViT-L, SAM ViT-H)'} at "
-            f"{compute} B = {weights / GB:.2f} GB, +{ACTIVATION_SHARE:.0%} activations/KV cache"
-            f"{f' + {context / GB:.1f} GB CUDA context' if context else ''}")
+    text = (f"{_count(linears)} decoder weights x {linear_bytes:.2f} bytes + {_count(others + vision)} other "
+            f"weights{'' if tiny else ' (incl. CLIP ViT-L, SAM ViT-H)'} x {compute} bytes = {_size(weights)}, "
+            f"+{ACTIVATION_SHARE:.0%} activations/KV cache{f' + {_size(context)} CUDA context' if context else ''}")
     return MemoryEstimate(total, text)
+
+
+def _count(number: float) -> str:
+    if number < 1e6:
+        return f"{number:,.0f}"
+    return f"{number / 1e9:.2f} G" if number >= 1e9 else f"{number / 1e6:.1f} M"
+
+
+def _size(size: float) -> str:
+    return f"{size / GB:.1f} GB" if size >= 0.1 * GB else f"{size / 1e6:.1f} MB"
 
 
 def check_memory(free_bytes: float, total_bytes: float, estimate: MemoryEstimate, where: str,
                  precision: str) -> Finding:
-    need = f"needs about {estimate.total_bytes / GB:.1f} GB ({estimate.explanation})"
+    need = f"needs about {_size(estimate.total_bytes)} ({estimate.explanation})"
     have = f"{where}: {free_bytes / GB:.1f} GB free of {total_bytes / GB:.1f} GB"
     if free_bytes >= estimate.total_bytes:
         return Finding(OK, "memory", f"{have}; the model {need}")
@@ -337,12 +346,13 @@ def cached_snapshot(repo_id: str, cache_dir: Path, revision: str, files: Sequenc
     return None
 
 
-def _download_finding(what: str, name: str, size: float | None, cache_dir: Path, offline: bool) -> Finding:
+def _download_finding(what: str, option: str, name: str, size: float | None, cache_dir: Path,
+                      offline: bool) -> Finding:
     if offline:
         return Finding(FAIL, "weights", f"{what} {name!r} is not in the Hugging Face cache {cache_dir} and offline "
                                         f"mode is on (HF_HUB_OFFLINE or model.local_files_only): configure will fail",
-                       f"on a connected machine run `hf download {name}` and copy the cache here, or set the "
-                       f"option to a local folder")
+                       f"on a connected machine run `hf download {name}` and copy the cache here, or set "
+                       f"{option} to a local copy")
     size_text = f"about {size / GB:.1f} GB" if size else "an unknown size"
     existing = next(p for p in [cache_dir, *cache_dir.parents] if p.exists())
     free = shutil.disk_usage(existing).free
@@ -373,7 +383,7 @@ def check_checkpoint(settings: Settings, offline: bool) -> tuple[Finding, Path |
     if snapshot is not None and local_checkpoint_problem(str(snapshot)) is None:
         return Finding(OK, "weights", f"{path} is complete in the Hugging Face cache ({snapshot})"), snapshot
     size = KNOWN_CHECKPOINTS.get(path, (None, None))[1]
-    return _download_finding("LISA checkpoint", path, size, cache_dir, offline), snapshot
+    return _download_finding("LISA checkpoint", "model.path", path, size, cache_dir, offline), snapshot
 
 
 def check_vision_tower(settings: Settings, checkpoint: Path | None, offline: bool) -> Finding:
@@ -401,7 +411,8 @@ def check_vision_tower(settings: Settings, checkpoint: Path | None, offline: boo
         snapshot = cached_snapshot(name, cache_dir, "", ["config.json", weights])
         if snapshot is not None:
             return Finding(OK, "weights", f"CLIP vision tower {name} is in the Hugging Face cache ({snapshot})")
-    return _download_finding("CLIP vision tower", name, KNOWN_DOWNLOADS.get(name), cache_dir, offline)
+    return _download_finding("CLIP vision tower", "model.vision_tower", name, KNOWN_DOWNLOADS.get(name), cache_dir,
+                             offline)
 
 
 def checkpoint_config(settings: Settings, checkpoint: Path | None) -> tuple[dict[str, Any] | None, bool]:
@@ -707,8 +718,7 @@ def model_checks(settings: Settings) -> list[Finding]:
     config, tiny = checkpoint_config(settings, checkpoint)
     estimate = estimate_memory(config, precision, device.partition(":")[0], tiny) if config else None
     if cuda.level == FAIL:
-        need = f": the model needs about {estimate.total_bytes / GB:.1f} GB ({estimate.explanation})" \
-            if estimate else ""
+        need = f": the model needs about {_size(estimate.total_bytes)} ({estimate.explanation})" if estimate else ""
         findings.append(Finding(SKIP, "memory", f"no usable CUDA device (see cuda){need}"))
         findings.append(Finding(SKIP, "bitsandbytes", "no usable CUDA device (see cuda)"))
         return findings

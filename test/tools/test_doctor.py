@@ -56,7 +56,8 @@ def test_compute_capability_against_the_torch_build():
     assert _levels(doctor.check_compute_capability((8, 7), server, "fp16", "Orin"), "gpu") == [OK]  # sm_86 cubin runs
     missing = doctor.check_compute_capability((8, 7), ["sm_90"], "fp16", "Orin")
     assert missing[0].level == FAIL and "sm_87" in missing[0].message and "JetPack" in missing[0].fix
-    assert _levels(doctor.check_compute_capability((12, 0), ["sm_90", "compute_90"], "fp16", "next"), "gpu") == [OK]
+    assert _levels(doctor.check_compute_capability((12, 0), ["sm_90a", "compute_90"], "fp16", "next"), "gpu") == [OK]
+    assert doctor.check_compute_capability((12, 0), ["sm_90a", "sm_100"], "fp16", "next")[0].level == FAIL
     assert doctor.check_compute_capability((7, 0), ["sm_75", "sm_80"], "fp16", "V100")[0].level == FAIL
     old = doctor.check_compute_capability((7, 5), ["sm_75"], "bf16", "T4")
     assert [f.level for f in old] == [OK, WARN] and "fp16" in old[1].fix
