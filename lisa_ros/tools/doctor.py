@@ -41,6 +41,7 @@ GB = 1e9
 SYSTEM_DIST_PACKAGES = Path("/usr/lib/python3/dist-packages")
 MIN_PYTHON = (3, 10)  # Humble on JetPack 6 / Ubuntu 22.04; Jazzy is 3.12
 IMAGE_TYPE = "sensor_msgs/msg/Image"
+ENGINE_PROBLEMS = "model options: "  # how NodeConfig words the engine's own option problems
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 
 # LLaMA sizes of the released checkpoints' config.json (LLaMA-7B / LLaMA-2-13B plus LISA's added tokens), for
@@ -55,7 +56,8 @@ KNOWN_CHECKPOINTS: dict[str, tuple[dict[str, int], float]] = {  # id -> (LLaMA s
     "xinlai/LISA-13B-llama2-v1": (_LLAMA_13B, 29 * GB),
     "xinlai/LISA-13B-llama2-v1-explanatory": (_LLAMA_13B, 29 * GB),
 }
-KNOWN_DOWNLOADS = {"openai/clip-vit-large-patch14": 1.71 * GB}  # config.json + model.safetensors
+RELEASED_VISION_TOWER = "openai/clip-vit-large-patch14"  # what every released checkpoint's config names
+KNOWN_DOWNLOADS = {RELEASED_VISION_TOWER: 1.71 * GB}  # config.json + model.safetensors
 # Parameters outside the LLM of a released checkpoint: CLIP ViT-L/14's vision tower and SAM ViT-H.
 CLIP_VIT_L_PARAMETERS = 303e6
 SAM_VIT_H_PARAMETERS = 641e6
@@ -367,7 +369,7 @@ def _download_finding(what: str, option: str, name: str, size: float | None, cac
 
 def check_checkpoint(settings: Settings, offline: bool) -> tuple[Finding, Path | None]:
     """The checkpoint (model.path): a complete local folder, a complete Hugging Face cache entry, or the download
-    configure will make. Returns the folder found, for the other checks."""
+    configure will make. Returns the folder, when there is one, for the other checks."""
     from lisa_ros.model.checkpoint import CHECKPOINT_FILES, local_checkpoint_problem
 
     path = settings.model("path")
@@ -375,7 +377,7 @@ def check_checkpoint(settings: Settings, offline: bool) -> tuple[Finding, Path |
     problem = local_checkpoint_problem(path)  # configure's own check; None for a Hugging Face id
     if problem:
         message, _, fix = problem.partition(" Fix: ")
-        return Finding(FAIL, "weights", message, fix), None
+        return Finding(FAIL, "weights", message, fix), local if local.is_dir() else None
     if local.exists():
         return Finding(OK, "weights", f"checkpoint {local} is complete (config, tokenizer, weights)"), local
     cache_dir = hub_cache_dir(settings)
@@ -386,17 +388,40 @@ def check_checkpoint(settings: Settings, offline: bool) -> tuple[Finding, Path |
     return _download_finding("LISA checkpoint", "model.path", path, size, cache_dir, offline), snapshot
 
 
-def check_vision_tower(settings: Settings, checkpoint: Path | None, offline: bool) -> Finding:
-    """CLIP: model.vision_tower, else the one the checkpoint's config names (relative to the checkpoint)."""
-    name = settings.model("vision_tower")
-    if not name and checkpoint is not None and (checkpoint / "config.json").is_file():
-        config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
-        name = config.get("vision_tower") or config.get("mm_vision_tower") or ""
+@dataclasses.dataclass(frozen=True)
+class CheckpointSizes:
+    sizes: dict[str, Any]  # config.json's LLaMA and LISA sizes (llama_parameter_counts reads them)
+    tiny: bool  # one of the project's tiny checkpoints (its CLIP and SAM are a few MB)
+    vision_tower: str  # the CLIP its config names
+
+
+def checkpoint_sizes(settings: Settings, checkpoint: Path | None) -> tuple[CheckpointSizes | None, Finding | None]:
+    """The checkpoint's sizes from its config.json, read and checked as loading does (a bad one is a finding), else
+    the released checkpoint's known ones; (None, None) when neither is known."""
+    from lisa_ros.model.checkpoint_config import CONFIG_FILE, CheckpointError, load_lisa_config
+
+    if checkpoint is not None and (checkpoint / CONFIG_FILE).is_file():
+        try:
+            config = load_lisa_config(checkpoint)
+        except CheckpointError as error:
+            message, _, fix = str(error).partition(" Fix: ")
+            return None, Finding(FAIL, "weights", message, fix)
+        llama = config.llama
+        sizes = {key: getattr(llama, key) for key in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                                      "num_attention_heads", "num_key_value_heads", "vocab_size",
+                                                      "tie_word_embeddings")}
+        sizes.update(mm_hidden_size=config.mm_hidden_size, out_dim=config.out_dim)
+        return CheckpointSizes(sizes, config.is_tiny, config.vision_tower), None
+    known = KNOWN_CHECKPOINTS.get(settings.model("path"))
+    return (CheckpointSizes(dict(known[0]), False, RELEASED_VISION_TOWER) if known else None), None
+
+
+def check_vision_tower(settings: Settings, checkpoint: Path | None, named: str, offline: bool) -> Finding:
+    """CLIP: model.vision_tower, else the one the checkpoint's config names (``named``; relative to the
+    checkpoint's folder when it starts with ./ or ../)."""
+    name = settings.model("vision_tower") or named
     if not name:
-        if checkpoint is None and settings.model("path") in KNOWN_CHECKPOINTS:
-            name = "openai/clip-vit-large-patch14"  # what every released checkpoint's config names
-        else:
-            return Finding(SKIP, "weights", "CLIP vision tower: unknown until the checkpoint's config.json is here")
+        return Finding(SKIP, "weights", "CLIP vision tower: unknown until the checkpoint's config.json is here")
     folder = (checkpoint / name) if name.startswith(("./", "../")) and checkpoint is not None else Path(name)
     folder = folder.expanduser()
     if folder.is_dir():
@@ -408,23 +433,11 @@ def check_vision_tower(settings: Settings, checkpoint: Path | None, offline: boo
         return Finding(OK, "weights", f"CLIP vision tower {folder.resolve()} is complete")
     cache_dir = hub_cache_dir(settings)
     for weights in ("model.safetensors", "pytorch_model.bin"):
-        snapshot = cached_snapshot(name, cache_dir, "", ["config.json", weights])
+        snapshot = cached_snapshot(name, cache_dir, settings.model("revision"), ["config.json", weights])
         if snapshot is not None:
             return Finding(OK, "weights", f"CLIP vision tower {name} is in the Hugging Face cache ({snapshot})")
     return _download_finding("CLIP vision tower", "model.vision_tower", name, KNOWN_DOWNLOADS.get(name), cache_dir,
                              offline)
-
-
-def checkpoint_config(settings: Settings, checkpoint: Path | None) -> tuple[dict[str, Any] | None, bool]:
-    """The checkpoint's config.json sizes (from the folder, else the known released ones) and whether it is one of
-    the project's tiny checkpoints."""
-    from lisa_ros.model.checkpoint_config import TINY_SAM_FIELD
-
-    if checkpoint is not None and (checkpoint / "config.json").is_file():
-        config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
-        return config, TINY_SAM_FIELD in config
-    known = KNOWN_CHECKPOINTS.get(settings.model("path"))
-    return (dict(known[0]), False) if known else (None, False)
 
 
 # ----------------------------------------------------------------------------------- numpy, OpenCV and ROS
@@ -686,14 +699,25 @@ def run_checks(settings: Settings, wait_s: float = 3.0, env: Mapping[str, str] |
 
 
 def params_finding(settings: Settings) -> Finding:
-    """What configure would say of the parameters (the node's own validation)."""
+    """What configure would say of the parameters (the node's own validation), less model.path's local checkpoint
+    problem, which the weights check reports."""
     from lisa_ros.core.node_config import ConfigError, NodeConfig
+    from lisa_ros.model.checkpoint import local_checkpoint_problem
 
     try:
         NodeConfig.from_parameters(settings.parameters)
     except ConfigError as error:
-        return Finding(FAIL, "params", "configure would fail: " + "; ".join(error.problems),
-                       "fix these parameters in the params file (or the overrides)")
+        # The engine's problems come as one "model options: a; b" entry.
+        reported = f"option 'path': {local_checkpoint_problem(settings.model('path'))}"
+        problems = []
+        for problem in error.problems:
+            kept = [part for part in problem.removeprefix(ENGINE_PROBLEMS).split("; ") if part != reported]
+            if kept:
+                problems.append((ENGINE_PROBLEMS if problem.startswith(ENGINE_PROBLEMS) else "") + "; ".join(kept))
+        if problems:
+            return Finding(FAIL, "params", "configure would fail: " + "; ".join(problems),
+                           "fix these parameters in the params file (or the overrides)")
+        return Finding(OK, "params", "the parameters pass configure's checks but model.path's (see weights)")
     return Finding(OK, "params", "the parameters pass configure's checks")
 
 
@@ -708,15 +732,16 @@ def model_checks(settings: Settings) -> list[Finding]:
 
     offline = hub_offline(settings.model("local_files_only") is True)
     weights, checkpoint = check_checkpoint(settings, offline)
-    findings += [weights, check_vision_tower(settings, checkpoint, offline)]
+    sizes, config_problem = checkpoint_sizes(settings, checkpoint)
+    findings += [weights] + ([config_problem] if config_problem else [])
+    findings.append(check_vision_tower(settings, checkpoint, sizes.vision_tower if sizes else "", offline))
     if torch_finding.level == FAIL:
         return findings
     import torch
 
     cuda = check_cuda(device, torch.cuda.is_available(), torch.cuda.device_count(), torch.__version__)
     findings.append(cuda)
-    config, tiny = checkpoint_config(settings, checkpoint)
-    estimate = estimate_memory(config, precision, device.partition(":")[0], tiny) if config else None
+    estimate = estimate_memory(sizes.sizes, precision, device.partition(":")[0], sizes.tiny) if sizes else None
     if cuda.level == FAIL:
         need = f": the model needs about {_size(estimate.total_bytes)} ({estimate.explanation})" if estimate else ""
         findings.append(Finding(SKIP, "memory", f"no usable CUDA device (see cuda){need}"))
@@ -795,7 +820,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         if getattr(args, option) is not None:
             parameters[f"model.{option.removeprefix('model_')}"] = getattr(args, option)
     parameters.update(dict(args.param))
-    return Settings(parameters, args.image_topic)
+    # Resolved as the node resolves it without a namespace: qos_overrides are keyed by the resolved name.
+    return Settings(parameters, "/" + args.image_topic.lstrip("/"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,6 +32,27 @@ def _one(findings, check, level):
     return found[0]
 
 
+def test_params_file_sections_and_overrides_merge_as_the_node_gets_them(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    compressed: false\n    model:\n      device: cuda\n"
+                      "/robot/lisa_node:\n  ros__parameters:\n    model:\n      precision: bf16\n"
+                      "other_node:\n  ros__parameters:\n    compressed: true\n")
+    args = _parse(["doctor", str(params), "--device", "cpu", "-p", "compressed=true",
+                              "--image-topic", "camera/image_raw"])
+    settings = doctor.settings_from_args(args)
+    assert settings.parameters == {"compressed": True, "model.device": "cpu", "model.precision": "bf16"}
+    assert settings.compressed and settings.model("path") == "xinlai/LISA-7B-v1"  # the engine's default
+    assert settings.image_topic == "/camera/image_raw" and args.wait == 3.0
+
+
+def _parse(argv):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    doctor.add_arguments(parser.add_subparsers().add_parser("doctor"))
+    return parser.parse_args(argv)
+
+
 # ------------------------------------------------------------------------------------- torch, CUDA, GPU
 
 def test_device_cuda_without_cuda_fails_with_the_fix(tiny_lisa_checkpoint):
@@ -77,7 +98,8 @@ def test_parameter_counts_equal_the_checkpoints_tensors(tiny_lisa_checkpoint):
     """The counts from config.json against the tensors the loader reads from the (tiny) checkpoint."""
     from lisa_ros.model.checkpoint import find_weight_files, read_tensors
 
-    config = json.loads((tiny_lisa_checkpoint / "config.json").read_text())
+    sizes, problem = doctor.checkpoint_sizes(_settings(), tiny_lisa_checkpoint)
+    assert problem is None and sizes.tiny and sizes.vision_tower == "../clip-vit-tiny"
     linears = others = 0
     for path in find_weight_files(tiny_lisa_checkpoint).files:
         for key, tensor in read_tensors(path):
@@ -87,7 +109,7 @@ def test_parameter_counts_equal_the_checkpoints_tensors(tiny_lisa_checkpoint):
                 linears += tensor.numel()
             else:
                 others += tensor.numel()
-    assert doctor.llama_parameter_counts(config) == (linears, others)
+    assert doctor.llama_parameter_counts(sizes.sizes) == (linears, others)
 
 
 def test_memory_verdicts_and_their_fixes():
@@ -149,12 +171,28 @@ def test_incomplete_local_checkpoints_fail_naming_the_file(tiny_lisa_checkpoint,
     assert finding.level == FAIL and "does not exist" in finding.message
 
 
+def test_the_whole_model_check_reports_a_missing_file_once_and_a_bad_config(tiny_lisa_checkpoint, tmp_path):
+    checkpoint = _copy_checkpoint(tiny_lisa_checkpoint, tmp_path)
+    (checkpoint / "tokenizer.model").unlink()
+    settings = _settings(model__path=str(checkpoint), model__device="cpu", model__precision="fp32")
+    findings = doctor.model_checks(settings)
+    assert _levels(findings, "params") == [OK]  # configure's path problem is the weights check's line
+    assert "tokenizer.model" in _one(findings, "weights", FAIL).message
+    assert _levels(findings, "memory") == [OK]  # config.json is still read for the estimate
+    (checkpoint / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    bad = doctor.model_checks(settings)
+    assert any("not LISA" in f.message for f in bad if f.check == "weights" and f.level == FAIL)
+    assert "configure would fail" in _one(doctor.model_checks(_settings(
+        model__path=str(tiny_lisa_checkpoint), model__device="cpu", model__precision="fp16", max_queue=0)),
+        "params", FAIL).message
+
+
 def test_incomplete_clip_folder_fails(tiny_lisa_checkpoint, tmp_path):
     checkpoint = _copy_checkpoint(tiny_lisa_checkpoint, tmp_path)
-    assert doctor.check_vision_tower(_settings(), checkpoint, offline=True).level == OK  # ../clip-vit-tiny
+    assert doctor.check_vision_tower(_settings(), checkpoint, "../clip-vit-tiny", offline=True).level == OK
     for weights in (checkpoint.parent / "clip-vit-tiny").glob("*.safetensors"):
         weights.unlink()
-    finding = doctor.check_vision_tower(_settings(), checkpoint, offline=True)
+    finding = doctor.check_vision_tower(_settings(), checkpoint, "../clip-vit-tiny", offline=True)
     assert finding.level == FAIL and "clip-vit-tiny" in finding.message
 
 
