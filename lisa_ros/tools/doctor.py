@@ -775,6 +775,12 @@ def ros_python_checks(env: Mapping[str, str]) -> list[Finding]:
     try:
         import rclpy  # noqa: F401
     except ImportError as error:
+        if env.get("ROS_DISTRO"):
+            findings.append(Finding(FAIL, "ros", f"ROS {env['ROS_DISTRO']} is sourced but this Python "
+                                                 f"({sys.executable}, {platform.python_version()}) cannot import "
+                                                 f"rclpy ({error})",
+                                    "make the venv from ROS's own Python (python3 -m venv --system-site-packages) "
+                                    "and source the ROS setup before activating it"))
         findings.append(Finding(SKIP, "numpy", f"rclpy cannot be imported ({error}): message modules not checked"))
     else:
         problem = message_module_problem()

@@ -378,18 +378,24 @@ def test_clean_run_exits_0(ros_probe, tiny_lisa_checkpoint, tmp_path, capsys, mo
     assert status == 1 and "FAIL  cuda" in text and "fix: install a CUDA build of torch" in text
 
 
-def test_doctor_imports_and_checks_without_ros(tmp_path):
-    """No rclpy: the ROS checks skip themselves with a line saying so, the rest still runs."""
+@pytest.mark.parametrize("ros_distro", [None, "jazzy"])
+def test_doctor_imports_and_checks_without_rclpy(tmp_path, ros_distro):
+    """No rclpy: the ROS checks skip themselves with a line saying so, the rest still runs; with a ROS sourced
+    (ROS_DISTRO set) that this Python cannot import, that is an error."""
     import subprocess
     import sys
 
     blocker = tmp_path / "rclpy"
     blocker.mkdir()
     (blocker / "__init__.py").write_text("raise ImportError('rclpy hidden by the test')")
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}", HF_HUB_OFFLINE="1")
+    env = {key: value for key, value in os.environ.items() if key != "ROS_DISTRO"}
+    env.update(PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}", HF_HUB_OFFLINE="1", **(
+        {"ROS_DISTRO": ros_distro} if ros_distro else {}))
     done = subprocess.run([sys.executable, "-P", "-m", "lisa_ros.tools.cli", "doctor", "-p", "engine=plumbing",
                            "--json"], env=env, capture_output=True, text=True, timeout=120)
     report = json.loads(done.stdout)
     skipped = [f for f in report["findings"] if f["level"] == SKIP]
     assert any(f["check"] == "camera" and "rclpy cannot be imported" in f["message"] for f in skipped), report
-    assert done.returncode == (1 if report["errors"] else 0)
+    ros = [f for f in report["findings"] if f["check"] == "ros"]
+    assert [f["level"] for f in ros] == ([FAIL] if ros_distro else []), report
+    assert done.returncode == (1 if report["errors"] else 0) and report["errors"] >= len(ros)
