@@ -354,7 +354,7 @@ def test_compressed_camera_is_enough_when_compressed_is_on(ros_probe):
 
     topic = _topic()
     ros_probe.node.create_publisher(CompressedImage, topic + "/compressed", 1)
-    findings = doctor.check_camera(Settings({"compressed": True}, topic), wait_s=10.0)
+    findings = doctor.check_camera(Settings({"compressed": True}, topic), wait_s=6.0)
     assert sorted(_levels(findings, "camera")) == [OK, WARN]  # the raw topic is missing, the compressed one is there
 
 
