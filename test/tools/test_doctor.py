@@ -313,7 +313,7 @@ def test_camera_topic_absent_fails_and_lists_the_image_topics(ros_probe):
 
     other = _topic()
     ros_probe.node.create_publisher(Image, other, 1)
-    absent = _one(doctor.check_camera(Settings({}, _topic()), wait_s=3.0), "camera", FAIL)
+    absent = _one(doctor.check_camera(Settings({}, _topic()), wait_s=6.0), "camera", FAIL)
     assert "no publisher" in absent.message and "remap" in absent.fix
     assert other in absent.message  # the image topics it can see are named
 
