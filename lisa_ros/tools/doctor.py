@@ -598,6 +598,7 @@ def check_camera(settings: Settings, wait_s: float) -> list[Finding]:
         from rclpy.context import Context
         from rclpy.parameter import Parameter
         from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverridingOptions, _declare_qos_parameters
+        from rclpy.signals import SignalHandlerOptions
         from rclpy.subscription import Subscription
     except ImportError as error:
         return [Finding(SKIP, "camera", f"rclpy cannot be imported ({error}): camera topic not checked",
@@ -608,7 +609,7 @@ def check_camera(settings: Settings, wait_s: float) -> list[Finding]:
         return [Finding(FAIL, "camera", f"lisa_node cannot be imported ({error})",
                         "build the package (colcon build) and source its install/setup.bash")]
     context = Context()
-    rclpy.init(context=context, args=[], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    rclpy.init(context=context, args=[], signal_handler_options=SignalHandlerOptions.NO)
     overrides = [Parameter(name, value=value) for name, value in settings.parameters.items()
                  if name.startswith("qos_overrides.")]
     node = rclpy.create_node(f"lisa_doctor_{os.getpid()}", context=context, parameter_overrides=overrides,
@@ -617,7 +618,7 @@ def check_camera(settings: Settings, wait_s: float) -> list[Finding]:
         topics = [(settings.image_topic, IMAGE_TYPE)]
         if settings.compressed:
             topics.append((settings.image_topic + "/compressed", COMPRESSED_TYPE))
-        findings = []
+        findings, absent = [], []
         deadline = time.monotonic() + wait_s
         for topic, expected_type in topics:
             qos = copy.copy(IMAGE_QOS)
@@ -634,11 +635,12 @@ def check_camera(settings: Settings, wait_s: float) -> list[Finding]:
             images = [] if publishers else sorted(
                 name for name, types in node.get_topic_names_and_types()
                 if IMAGE_TYPE in types or COMPRESSED_TYPE in types)
-            findings += topic_findings(topic, expected_type, publishers, qos, images, wait_s)
-        if settings.compressed and any(f.level == OK for f in findings):
-            # Either topic is enough: the node subscribes both.
-            findings = [dataclasses.replace(f, level=WARN) if "no publisher" in f.message else f for f in findings]
-        return findings
+            found = topic_findings(topic, expected_type, publishers, qos, images, wait_s)
+            (findings if publishers else absent).extend(found)
+        if findings and all(f.level == OK for f in findings):
+            # With compressed on, the node subscribes both topics: either one is enough.
+            absent = [dataclasses.replace(f, level=WARN) for f in absent]
+        return findings + absent
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=context)
@@ -677,8 +679,9 @@ def topic_findings(topic: str, expected_type: str, publishers: Sequence, subscri
                 f"{_describe_qos(subscription_qos)}")
         if verdict == QoSCompatibility.ERROR:
             findings.append(Finding(FAIL, "camera", f"{text}: incompatible QoS, no image will arrive ({reason})",
-                                    f"remove the qos_overrides for {topic} from the params file (the node's default "
-                                    f"is best effort), or make the camera publish reliable"))
+                                    f"remove the qos_overrides for {topic} from the params file (the node's default, "
+                                    f"best effort and volatile, matches any publisher), or make the camera publish "
+                                    f"what the override asks for"))
         elif verdict == QoSCompatibility.WARNING:
             findings.append(Finding(WARN, "camera", f"{text}: {reason}"))
         else:
