@@ -35,7 +35,7 @@ try:
 
     # Only on loopback: a shell with the robot's networking would put the tests on the robot's network.
     ROS_AVAILABLE = os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") == str(LOOPBACK_PROFILE)
-    ROS_SKIP_REASON = "run through scripts/test.sh (or source scripts/ros_env.sh --isolated) for the loopback DDS profile"
+    ROS_SKIP_REASON = "run through scripts/test.sh (or source scripts/ros_env.sh --isolated): DDS on loopback"
 except ImportError as error:
     ROS_AVAILABLE = False
     ROS_SKIP_REASON = f"ROS 2 / lisa_ros interfaces not importable ({error}); run scripts/test.sh"
