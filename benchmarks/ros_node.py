@@ -21,7 +21,8 @@ LOOPBACK_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_loc
 
 def require_ros_env() -> None:
     """Exit unless DDS is on loopback with a domain of this run's own: a benchmark never meets the robot's nodes."""
-    if os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") != str(LOOPBACK_PROFILE) or "ROS_DOMAIN_ID" not in os.environ:
+    profile = Path(os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", "/")).resolve()
+    if profile != LOOPBACK_PROFILE or "ROS_DOMAIN_ID" not in os.environ:
         sys.exit("run `source scripts/ros_env.sh --isolated` first (keeps DDS on 127.0.0.1, in a domain of its own)")
 
 

@@ -34,7 +34,7 @@ try:
     from lisa_ros.msg import SegmentationResult  # noqa: F401  (colcon-built interfaces)
 
     # Only on loopback: a shell with the robot's networking would put the tests on the robot's network.
-    ROS_AVAILABLE = os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") == str(LOOPBACK_PROFILE)
+    ROS_AVAILABLE = Path(os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", "/")).resolve() == LOOPBACK_PROFILE
     ROS_SKIP_REASON = "run through scripts/test.sh (or source scripts/ros_env.sh --isolated): DDS on loopback"
 except ImportError as error:
     ROS_AVAILABLE = False
