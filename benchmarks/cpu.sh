@@ -7,10 +7,8 @@
 # then regenerates the README tables. STREAM_MINUTES (default 5) sets the soak length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -z "${FASTRTPS_DEFAULT_PROFILES_FILE:-}" ]; then
-  # shellcheck disable=SC1091
-  source scripts/ros_env.sh --own-domain
-fi
+# shellcheck disable=SC1091
+source scripts/ros_env.sh --isolated
 note=()
 if [ "${1:-}" = "--note" ]; then note=(--note "$2"); fi
 python -P benchmarks/plumbing.py "${note[@]}"

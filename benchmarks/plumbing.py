@@ -16,8 +16,8 @@ Reported per frame size: round trip (publish instruction -> result received,
 this process's clock) and the node's own ``total_ms`` (instruction received ->
 result published), median / p95.
 
-    source scripts/ros_env.sh && python -P benchmarks/plumbing.py [--requests 200]
-    source scripts/ros_env.sh && python -P benchmarks/plumbing.py --breakdown   # + stages inside the node
+    source scripts/ros_env.sh --isolated && python -P benchmarks/plumbing.py [--requests 200]
+    source scripts/ros_env.sh --isolated && python -P benchmarks/plumbing.py --breakdown   # + stages inside the node
 """
 from __future__ import annotations
 

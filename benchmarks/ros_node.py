@@ -1,6 +1,6 @@
 """``lisa_node`` as its own process (``lisa_ros.tools.node_process``) and a client talking to it over real DDS.
 
-Needs the environment of ``scripts/ros_env.sh`` (loopback-only Fast DDS profile,
+Needs the environment of ``source scripts/ros_env.sh --isolated`` (loopback-only Fast DDS profile,
 a ROS_DOMAIN_ID of its own, the colcon install that provides ``lisa_ros.msg``).
 """
 from __future__ import annotations
@@ -16,11 +16,14 @@ from typing import Any
 import common  # noqa: F401  (lisa_ros from the source tree when it is not installed)
 from lisa_ros.tools.node_process import NodeProcess
 
+LOOPBACK_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_localhost.xml"
+
 
 def require_ros_env() -> None:
-    missing = [v for v in ("FASTRTPS_DEFAULT_PROFILES_FILE", "ROS_DOMAIN_ID") if v not in os.environ]
-    if missing:
-        sys.exit(f"{', '.join(missing)} not set: run `source scripts/ros_env.sh` first (keeps DDS on 127.0.0.1)")
+    """Exit unless DDS is on loopback with a domain of this run's own: a benchmark never meets the robot's nodes."""
+    profile = Path(os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", "/")).resolve()
+    if profile != LOOPBACK_PROFILE or "ROS_DOMAIN_ID" not in os.environ:
+        sys.exit("run `source scripts/ros_env.sh --isolated` first (keeps DDS on 127.0.0.1, in a domain of its own)")
 
 
 def cpu_seconds(pid: int) -> float | None:

@@ -1,6 +1,6 @@
 """Soak benchmark: lisa_node as a process for N minutes, camera at 30 Hz, steady instructions, over real DDS.
 
-    source scripts/ros_env.sh && python -P benchmarks/soak.py --minutes 10
+    source scripts/ros_env.sh --isolated && python -P benchmarks/soak.py --minutes 10
 
 The node runs the deterministic plumbing engine with a delay (a slow model, no
 GPU needed), so what is measured is the node itself: its memory over time, its
@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.append(str(Path(__file__).resolve().parent))
 import common  # noqa: E402, F401  (lisa_ros from the source tree when it is not installed)
+import ros_node  # noqa: E402
 from lisa_ros.core.stats import percentiles  # noqa: E402
 from lisa_ros.core.types import Status  # noqa: E402
 from lisa_ros.tools.node_process import NodeProcess, rss_mb, thread_count  # noqa: E402
@@ -123,8 +124,7 @@ def run(args) -> dict:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    if "FASTRTPS_DEFAULT_PROFILES_FILE" not in os.environ:
-        sys.exit("source scripts/ros_env.sh first (it keeps DDS on 127.0.0.1 and sets a ROS_DOMAIN_ID)")
+    ros_node.require_ros_env()
     namespace = f"/lisa_soak_{os.getpid()}"
     process = start_node(args, namespace)
     probe = Probe(namespace)

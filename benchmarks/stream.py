@@ -7,7 +7,7 @@ seconds. Shows: the node's memory stays flat (RSS sampled from /proc every
 ``frames_received`` / ``frames_dropped`` diagnostics: frames replaced by a newer
 one before any request used them), and every instruction gets exactly one answer.
 
-    source scripts/ros_env.sh && python -P benchmarks/stream.py --minutes 3
+    source scripts/ros_env.sh --isolated && python -P benchmarks/stream.py --minutes 3
 
 (``benchmarks/soak.py``, if present, is the reliability engineer's separate soak.)
 """

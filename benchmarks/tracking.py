@@ -14,7 +14,7 @@
 3. **3D step per mask at 1280x720**: TargetLocator.measure per mask size (16UC1 depth with holes),
    pinhole and distorted camera, with and without the points for PointCloud2; depth decoding.
 
-    source scripts/ros_env.sh && python -P benchmarks/tracking.py [--seconds 10] [--wait-load 1.0]
+    source scripts/ros_env.sh --isolated && python -P benchmarks/tracking.py [--seconds 10] [--wait-load 1.0]
 
 Not counted: decoding the ROS image to RGB (the node does that anyway for the model).
 """

@@ -24,7 +24,7 @@ semantic_params=()
 
 bash scripts/setup.sh
 # shellcheck source=ros_env.sh
-source scripts/ros_env.sh --own-domain
+source scripts/ros_env.sh --isolated
 lisa_ros() { python -P -m lisa_ros.tools.cli "$@"; }
 
 if [ -z "$model" ]; then

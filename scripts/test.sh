@@ -7,7 +7,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 bash scripts/setup.sh
 # shellcheck source=ros_env.sh
-source scripts/ros_env.sh --own-domain
+source scripts/ros_env.sh --isolated
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 printf '\n==> ruff check (%s, ruff.toml)\n' "$(python -m ruff --version)"
 lint=0

@@ -1,8 +1,8 @@
 """Shared fixtures: a ROS probe node in the test process, and lisa_node started as a separate process.
 
-ROS tests need the environment of scripts/ros_env.sh (venv, colcon install, DDS on
-loopback, a ROS_DOMAIN_ID of the run's own); scripts/test.sh provides it. Without
-it, tests marked ``ros`` are skipped.
+ROS tests need the environment of ``source scripts/ros_env.sh --isolated`` (venv, colcon
+install, DDS on loopback, a ROS_DOMAIN_ID of the run's own); scripts/test.sh provides it.
+Without it (robot networking included), tests marked ``ros`` are skipped.
 
 Typical use::
 
@@ -26,14 +26,16 @@ from polling import resend_until_answered, wait_for  # noqa: F401  (tests import
 
 REPO = Path(__file__).resolve().parents[1]
 PLUMBING_CONFIG = REPO / "config" / "plumbing_test.yaml"
+LOOPBACK_PROFILE = REPO / "config" / "fastdds_localhost.xml"
 
 try:
     import rclpy  # noqa: F401
 
     from lisa_ros.msg import SegmentationResult  # noqa: F401  (colcon-built interfaces)
 
-    ROS_AVAILABLE = "FASTRTPS_DEFAULT_PROFILES_FILE" in os.environ
-    ROS_SKIP_REASON = "run through scripts/test.sh (or source scripts/ros_env.sh) for the loopback DDS profile"
+    # Only on loopback: a shell with the robot's networking would put the tests on the robot's network.
+    ROS_AVAILABLE = Path(os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", "/")).resolve() == LOOPBACK_PROFILE
+    ROS_SKIP_REASON = "run through scripts/test.sh (or source scripts/ros_env.sh --isolated): DDS on loopback"
 except ImportError as error:
     ROS_AVAILABLE = False
     ROS_SKIP_REASON = f"ROS 2 / lisa_ros interfaces not importable ({error}); run scripts/test.sh"

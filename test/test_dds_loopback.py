@@ -1,6 +1,6 @@
 """DDS stays on this machine: every UDP socket of the test process and of a node
 process is bound to 127.0.0.1 while they talk (the profile in config/ and
-scripts/ros_env.sh are what keeps it so)."""
+`source scripts/ros_env.sh --isolated` are what keeps it so)."""
 import os
 import subprocess
 

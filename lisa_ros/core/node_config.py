@@ -43,6 +43,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "auto_configure": (True, "configure (load the model) at start-up"),
     "auto_activate": (True, "activate after auto-configure"),
     "diagnostics_period": (1.0, "s between /diagnostics messages"),
+    "detections.enabled": (True, "publish ~/detections (vision_msgs/Detection2DArray) where vision_msgs is installed"),
     # 3D targets and tracking (lisa_ros.node.targets_glue; README "3D targets and tracking")
     "depth.enabled": (False, "subscribe to depth + depth_camera_info and publish ~/targets_3d, ~/target_point, "
                              "~/target_cloud, ~/markers"),
@@ -96,7 +97,7 @@ RECONFIGURE_PARAMETERS = ("engine", "compressed", "max_image_pixels")
 # Groups read when the model loads or the node activates (model.*, 3D targets, tracking, semantic mode): likewise.
 RECONFIGURE_GROUPS = ("model", "depth", "tracking", "semantic")
 # Read once, at start-up.
-START_UP_PARAMETERS = ("auto_configure", "auto_activate")
+START_UP_PARAMETERS = ("auto_configure", "auto_activate", "detections.enabled")
 
 
 class ConfigError(ValueError):

@@ -175,12 +175,15 @@ class LisaNode(LifecycleNode):
         self._overlay_pub = self.create_publisher(Image, "~/overlay", _qos(RESULT_QOS),
                                                   qos_overriding_options=overridable)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._detection_types = installed_detection_types()
+        self._detection_types = None
         self._detections_pub = None
-        if self._detection_types is None:
+        if self.get_parameter("detections.enabled").value is not True:
+            self.get_logger().info("detections.enabled is false: ~/detections is off")
+        elif (detection_types := installed_detection_types()) is None:
             self.get_logger().info("vision_msgs not installed: ~/detections is off")
         else:
-            self._detections_pub = self.create_publisher(self._detection_types.detection_array, "~/detections",
+            self._detection_types = detection_types
+            self._detections_pub = self.create_publisher(detection_types.detection_array, "~/detections",
                                                          _qos(RESULT_QOS), qos_overriding_options=overridable)
         # Keep all pending requests: with the default depth of 10, DDS drops the oldest requests
         # while the executor's threads wait on earlier ones, and those callers never get a reply.

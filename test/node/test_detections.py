@@ -109,3 +109,19 @@ def test_the_node_publishes_detections_only_where_vision_msgs_is_installed(ros_c
     finally:
         node.release("test over")
         node.destroy_node()
+
+
+def test_detections_enabled_false_turns_detections_off(ros_context, capfd):
+    """The mode launch's detections_enabled:=false switches: no ~/detections publisher, and the node says why."""
+    from lisa_ros.node.lisa_node import LisaNode
+
+    node = LisaNode("lisa_detections_off", namespace="/detections_off", context=ros_context,
+                    cli_args=["--ros-args", "-p", "engine:=plumbing", "-p", "detections.enabled:=false"])
+    try:
+        topics = dict(node.get_publisher_names_and_types_by_node("lisa_detections_off", "/detections_off"))
+        assert "/detections_off/lisa_detections_off/detections" not in topics
+        assert node.describe_parameter("detections.enabled").read_only
+        assert capfd.readouterr().err.count("detections.enabled is false: ~/detections is off") == 1
+    finally:
+        node.release("test over")
+        node.destroy_node()

@@ -5,6 +5,7 @@ record what it builds; the checks then hold that against the real package: the
 executable CMake installs, the parameters the node declares, the topics it uses.
 """
 import importlib.util
+import os
 import re
 import sys
 import types
@@ -13,11 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import wait_for
 from lisa_ros.core.node_config import MODEL_OPTION_KEYS, PARAMETERS, NodeConfig
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "lisa.launch.py"
-NODE_SOURCE = (REPO / "lisa_ros" / "node" / "lisa_node.py").read_text()
 
 
 class Recorded:
@@ -62,30 +63,98 @@ def run_launch(module, **arguments):
     return declared, node.kwargs
 
 
-def test_launch_starts_the_installed_executable_with_config_and_remaps(launch_module):
+def test_launch_starts_the_installed_executable_with_the_params_file_and_remaps(launch_module):
     declared, node = run_launch(launch_module)
-    assert {"config", "namespace", "node_name", "image", "instruction", "model_path", "device", "precision",
-            "use_sim_time", "log_level"} <= set(declared)
+    assert {"params_file", "config", "namespace", "node_name", "image", "instruction", "depth", "depth_camera_info",
+            "model_path", "device", "precision", "depth_enabled", "tracking_enabled", "semantic_categories",
+            "semantic_descriptions_file", "detections_enabled", "use_sim_time", "log_level"} <= set(declared)
     assert node["package"] == "lisa_ros" and node["executable"] == "lisa_node"
     cmake = (REPO / "CMakeLists.txt").read_text()
     assert re.search(r"install\(PROGRAMS[^)]*scripts/lisa_node", cmake) and (REPO / "scripts" / "lisa_node").exists()
     assert node["parameters"][0] == "/opt/share/lisa_ros/config/lisa.yaml"
     assert "install(DIRECTORY launch config DESTINATION share/${PROJECT_NAME})" in cmake
-    assert node["parameters"][1] == {"use_sim_time": False}  # empty overrides keep the config's values
-    assert node["ros_arguments"] == ["--log-level", "info"]
-    subscribed = set(re.findall(r'create_subscription\(\s*\w+, "(\w+)"', NODE_SOURCE))
-    assert {source for source, _ in node["remappings"]} == subscribed == {"image", "instruction"}
+    assert node["parameters"][1] == {}  # empty arguments keep the params file's values, use_sim_time included
+    assert node["ros_arguments"] == ["--log-level", "info"] and node["respawn"] is False
+    assert dict(node["remappings"]) == {"image": "image", "instruction": "instruction", "depth": "depth",
+                                        "depth_camera_info": "depth_camera_info"}
 
 
-def test_launch_overrides_map_to_declared_parameters(launch_module):
-    _, node = run_launch(launch_module, model_path="/tmp/tiny", device="cpu", precision="fp32", engine="plumbing",
-                         compressed="true", namespace="robot1", image="/camera/image_raw", use_sim_time="true")
-    overrides = node["parameters"][1]
-    assert overrides == {"model.path": "/tmp/tiny", "model.device": "cpu", "model.precision": "fp32",
-                         "engine": "plumbing", "compressed": True, "use_sim_time": True}
-    known = set(PARAMETERS) | {f"model.{k}" for k in MODEL_OPTION_KEYS} | {"use_sim_time"}
-    assert set(overrides) <= known
-    assert node["namespace"] == "robot1" and ("image", "/camera/image_raw") in node["remappings"]
+def test_params_file_is_the_ros_name_and_config_its_alias(launch_module):
+    both = {"params_file": "/p.yaml", "config": "/p.yaml"}
+    for arguments in ({"params_file": "/p.yaml"}, {"config": "/p.yaml"}, both):
+        assert run_launch(launch_module, **arguments)[1]["parameters"][0] == "/p.yaml"
+    with pytest.raises(ValueError, match="disagree"):
+        run_launch(launch_module, params_file="/p.yaml", config="/q.yaml")
+
+
+EVERY_OVERRIDE = dict(engine="plumbing", model_path="/tmp/tiny", device="cpu", precision="fp32", compressed="true",
+                      depth_enabled="True", tracking_enabled="false", semantic_categories="cup, table,floor",
+                      semantic_descriptions_file="/d.yaml", semantic_rate_hz="0.5", detections_enabled="false",
+                      use_sim_time="true")
+
+
+def test_every_mode_is_switched_from_launch_arguments(launch_module):
+    _, node = run_launch(launch_module, namespace="robot1", image="/camera/camera/color/image_raw",
+                         depth="/camera/camera/aligned_depth_to_color/image_raw",
+                         depth_camera_info="/camera/camera/aligned_depth_to_color/camera_info", **EVERY_OVERRIDE)
+    assert node["parameters"][1] == {
+        "engine": "plumbing", "model.path": "/tmp/tiny", "model.device": "cpu", "model.precision": "fp32",
+        "compressed": True, "depth.enabled": True, "tracking.enabled": False,
+        "semantic.categories": ["cup", "table", "floor"], "semantic.descriptions_file": "/d.yaml",
+        "semantic.rate_hz": 0.5, "detections.enabled": False, "use_sim_time": True}
+    assert node["namespace"] == "robot1"
+    assert dict(node["remappings"]) == {"image": "/camera/camera/color/image_raw", "instruction": "instruction",
+                                        "depth": "/camera/camera/aligned_depth_to_color/image_raw",
+                                        "depth_camera_info": "/camera/camera/aligned_depth_to_color/camera_info"}
+    assert run_launch(launch_module, semantic_categories="['cup', 'table']")[1]["parameters"][1] == {
+        "semantic.categories": ["cup", "table"]}  # the YAML list form too
+
+
+@pytest.mark.parametrize(("argument", "text"), [("depth_enabled", "yes"), ("semantic_rate_hz", "fast"),
+                                                ("respawn", "1")])
+def test_a_mistyped_launch_argument_is_named(launch_module, argument, text):
+    with pytest.raises(ValueError, match=f"{argument}:={text}: expected"):
+        run_launch(launch_module, **{argument: text})
+
+
+@pytest.mark.ros
+def test_every_launch_override_sets_a_parameter_the_node_declares_with_its_type(launch_module, ros_context):
+    """Against the node itself (rclpy): a parameter renamed or retyped in the node breaks this test."""
+    from lisa_ros.node.lisa_node import LisaNode
+
+    _, launched = run_launch(launch_module, **EVERY_OVERRIDE)
+    overrides = launched["parameters"][1]
+    assert set(overrides) == {parameter for parameter, _, _ in launch_module.OVERRIDES.values()}
+    node = LisaNode("lisa_launch_probe", namespace="/launch_probe", context=ros_context)  # engine lisa: its model.*
+    try:
+        declared = {name: node.get_parameter(name).value for name in node.list_parameters([], 0).names}
+    finally:
+        node.release("test over")
+        node.destroy_node()
+    assert set(overrides) <= set(declared), set(overrides) - set(declared)
+    for name, value in overrides.items():
+        if declared[name] is not None:  # model.* options are declared unset
+            assert type(value) is type(declared[name]), (name, value, declared[name])
+
+
+@pytest.mark.ros
+def test_every_topic_the_node_reads_follows_a_launch_remap(launch_module, monkeypatch, lisa_node_process, ros_probe):
+    """The node's subscriptions, as the ROS graph shows them with every read mode on, all follow the launch file's
+    remappings: a topic the node starts reading without a launch argument breaks this test."""
+    elsewhere = f"/remapped_{os.getpid()}"
+    _, launched = run_launch(launch_module, **{topic: f"{elsewhere}/{topic}" for topic in launch_module.REMAPS})
+    monkeypatch.undo()  # the real ament_index again, to find the executable
+    node = lisa_node_process(remaps=dict(launched["remappings"]),
+                             params={"depth.enabled": True, "compressed": True, "tracking.enabled": True})
+    expected = {f"{elsewhere}/{name}" for name in ("image", "image/compressed", "instruction",
+                                                   "instruction/structured", "depth", "depth_camera_info")}
+
+    def subscriptions():
+        found = {topic for topic, _ in ros_probe.node.get_subscriber_names_and_types_by_node(
+            "lisa_node", node.namespace)}
+        return found if found >= expected else None
+
+    assert wait_for(subscriptions, 20, "the node's subscriptions in the graph") == expected
 
 
 def flatten(tree, prefix=""):
