@@ -325,12 +325,12 @@ def measure_mask(mask: np.ndarray, depth_m: np.ndarray, camera: CameraModel,
     centroid = points.mean(axis=0, dtype=np.float64).astype(np.float32)
     sample = points[::max(1, -(-len(points) // options.stat_points))]  # the order statistics cost ~N
     low, high = np.percentile(sample, [options.box_percentile, 100.0 - options.box_percentile], axis=0)
-    note = "" if count == 1 else (
-        f"the mask spans {count} surfaces; the point is on the one with the most valid pixels "
-        f"({fraction:.0%}, median depth {float(np.median(sample[:, 2])):.3f} m)")
+    median_depth = float(np.median(sample[:, 2]))
+    note = "" if count == 1 else (f"the mask spans {count} surfaces; the point is on the one with the most valid "
+                                  f"pixels ({fraction:.0%}, median depth {median_depth:.3f} m)")
     return Target3D(DepthStatus.OK, note, centroid=centroid, box_min=low.astype(np.float32),
                     box_max=high.astype(np.float32), distance=float(np.linalg.norm(centroid)),
-                    median_depth=float(np.median(sample[:, 2])), surfaces=count, surface_fraction=fraction,
+                    median_depth=median_depth, surfaces=count, surface_fraction=fraction,
                     points=points if keep_points else None, **counts)
 
 
@@ -449,10 +449,10 @@ def _select_pixels(mask_u8: np.ndarray, depth_m: np.ndarray, options: DepthOptio
         return Target3D(DepthStatus.TOO_FEW_VALID_PIXELS, f"only {valid_pixels} valid depth pixels under the mask "
                         f"(of {mask_pixels}); need min_valid_pixels = {options.min_valid_pixels}",
                         valid_pixels=valid_pixels, mask_pixels=mask_pixels)
-    vs, us = np.nonzero(valid)
-    if len(vs) > options.max_points:  # evenly spread over the valid pixels: never empty, whatever their pattern
-        keep = np.linspace(0, len(vs) - 1, options.max_points).round().astype(np.intp)
-        vs, us = vs[keep], us[keep]
+    flat = np.flatnonzero(valid)  # 1-D: several times faster than np.nonzero's (rows, columns)
+    if flat.size > options.max_points:  # evenly spread over the valid pixels: never empty, whatever their pattern
+        flat = flat[np.linspace(0, flat.size - 1, options.max_points).round().astype(np.intp)]
+    vs, us = np.divmod(flat, valid.shape[1])
     vs, us = vs * grid + top, us * grid + left
     return (us, vs, depth_m[vs, us]), mask_pixels, valid_pixels, eroded
 
