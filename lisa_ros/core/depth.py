@@ -26,18 +26,33 @@ Decisions (the README's "3D targets and tracking" section says the same to users
   same as scaling the colour intrinsics; otherwise ``DEPTH_SIZE_MISMATCH``: the two images then
   do not cover the same field of view and no pixel correspondence is known.
 - **Robust statistics.** Each mask is eroded by ``erosion_px`` (object edges hold mixed
-  foreground/background "flying" pixels and SAM masks bleed a pixel or two); if fewer than
-  ``min_valid_pixels`` valid pixels survive the erosion, the un-eroded mask is used (tiny or thin
-  masks). The centroid is the (eroded) mask's centre, as the mean ray of its pixels, deprojected
-  at the median depth of its valid pixels: holes in the depth do not move it sideways and the
-  median ignores up to half the depths being wrong (for a surface facing the camera it is the
-  surface's centre; for a deep object, the centre of what the camera sees at its median depth).
-  The box spans the ``box_percentile`` .. 100 -
-  ``box_percentile`` percentiles of each axis (stray points do not stretch it; it sits slightly
-  inside the visible surface: by the erosion margin and the trimmed tails). Large masks are
-  subsampled on a regular pixel grid to about ``max_points`` points (the point cloud), and the
-  median and percentiles come from every k-th of those, about ``stat_points`` (their cost grows
-  with the number of points; 5000 leave 50 points in each 1% tail).
+  foreground/background "flying" pixels and SAM masks bleed a pixel or two; the image border
+  counts as outside the mask, so a mask cut by the border is eroded there too and stays
+  centred); if fewer than ``min_valid_pixels`` valid pixels survive the erosion, the
+  un-eroded mask is used (tiny or thin masks).
+- **One surface.** A mask may cover several surfaces (a cup and the wall behind it). Its
+  valid depths are split into surfaces by a 1-D clustering (:func:`split_surfaces`): depths
+  binned on a logarithmic scale, bins ``surface_bin`` (5 %) of the depth wide; a bin holding
+  at least ``dense_fraction`` (0.5 %) of the points is dense; each run of adjacent dense
+  bins is one surface, so two surfaces are told apart when a bin between them is (nearly)
+  empty (about 5-10 % apart in depth: 5-10 cm at 1 m). The surface with the most points is
+  chosen (the nearer on a tie); points in sparse bins (flying pixels between surfaces,
+  stray returns) belong to none. The point, box and cloud are the chosen surface's, never a
+  depth between two surfaces; ``surfaces`` counts the surfaces holding at least
+  ``min_surface_fraction`` (5 %) of the points and ``surface_fraction`` is the chosen one's
+  share, so a consumer sees when a mask spans several (a 50/50 split may go either way).
+- **The point** (defined once, :func:`surface_centroid`, which the sample bag's ground truth
+  uses too) is the centroid of the chosen surface's 3D points: the mean of its valid pixels
+  deprojected at their own depths. Holes in the depth remove their pixels from the mean (it
+  is the centroid of what the camera measured). The box spans the ``box_percentile`` .. 100 -
+  ``box_percentile`` percentiles of each axis of those points (stray points do not stretch
+  it; it sits slightly inside the visible surface: by the erosion margin and the trimmed
+  tails). Large masks are measured on a regular pixel grid (about ``4 * max_points`` cells;
+  every phase of the grid is tried before giving up, so a regular pattern of invalid depth
+  such as NaN in every other column cannot hide the valid pixels) and at most about
+  ``max_points`` evenly spread valid pixels are deprojected (the point cloud); the
+  percentiles come from every k-th of those, about ``stat_points`` (their cost grows with
+  the number of points; 5000 leave 50 points in each 1% tail).
 """
 from __future__ import annotations
 
@@ -71,7 +86,7 @@ class DepthStatus(enum.IntEnum):
     DEPTH_SIZE_MISMATCH = 6     # depth and colour (mask) sizes have different aspect ratios
     EMPTY_MASK = 7              # the mask has no pixel
     NO_VALID_DEPTH = 8          # every depth pixel under the mask is invalid (0, NaN, inf, out of range)
-    TOO_FEW_VALID_PIXELS = 9    # fewer than min_valid_pixels valid depth pixels under the mask
+    TOO_FEW_VALID_PIXELS = 9    # fewer than min_valid_pixels valid depth pixels under the mask (or on one surface)
 
 
 class DepthError(ValueError):
@@ -100,6 +115,9 @@ class DepthOptions:
     max_depth_m: float = math.inf
     max_points: int = 20000
     stat_points: int = 5000
+    surface_bin: float = 0.05
+    dense_fraction: float = 0.005
+    min_surface_fraction: float = 0.05
 
     def __post_init__(self) -> None:
         problems = [problem for name, bound in DEPTH_BOUNDS.items()
@@ -108,6 +126,11 @@ class DepthOptions:
             problems.append(f"box_percentile must be in [0, 50), got {self.box_percentile}")
         if not 0.0 <= self.min_depth_m < self.max_depth_m:
             problems.append(f"need 0 <= min_depth_m < max_depth_m, got {self.min_depth_m}, {self.max_depth_m}")
+        if not 0.0 < self.surface_bin <= 1.0:
+            problems.append(f"surface_bin must be in (0, 1], got {self.surface_bin}")
+        if not (0.0 < self.dense_fraction < 1.0 and 0.0 < self.min_surface_fraction <= 1.0):
+            problems.append(f"dense_fraction must be in (0, 1) and min_surface_fraction in (0, 1], got "
+                            f"{self.dense_fraction}, {self.min_surface_fraction}")
         if min(self.max_points, self.stat_points) < self.min_valid_pixels:
             problems.append(f"max_points ({self.max_points}) and stat_points ({self.stat_points}) must be >= "
                             f"min_valid_pixels ({self.min_valid_pixels})")
@@ -139,12 +162,12 @@ class CameraModel:
 
         values = np.asarray(k, dtype=np.float64).ravel()
         if values.size != 9 or not np.isfinite(values).all():
-            raise refuse(f"K must be 9 finite numbers, got {list(values)}")
+            raise refuse(f"K must be 9 finite numbers, got {values.tolist()}")
         if width <= 0 or height <= 0:
             raise refuse(f"size {width}x{height} (an uncalibrated camera?); publish a calibrated camera info")
         fx, skew, cx, _, fy, cy = values[:6]
         if fx <= 0 or fy <= 0 or values[3] != 0 or tuple(values[6:]) != (0.0, 0.0, 1.0):
-            raise refuse(f"K {list(values)} is not a camera matrix [fx s cx; 0 fy cy; 0 0 1] with fx, fy > 0")
+            raise refuse(f"K {values.tolist()} is not a camera matrix [fx s cx; 0 fy cy; 0 0 1] with fx, fy > 0")
         if binning_x > 1 or binning_y > 1 or any(roi):
             raise refuse(f"binning {binning_x}x{binning_y} / roi {tuple(roi)} are not supported; "
                          "publish the camera info of the full-resolution depth image")
@@ -174,21 +197,6 @@ class CameraModel:
         y = (vs.astype(np.float32) - np.float32(self.cy)) / np.float32(self.fy)
         x = (us.astype(np.float32) - np.float32(self.cx) - np.float32(self.skew) * y) / np.float32(self.fx)
         return x, y
-
-    def mean_ray(self, region: np.ndarray, x0: int, y0: int, grid: int = 1) -> tuple[float, float]:
-        """Mean (x/z, y/z) over the non-zero pixels of ``region`` (uint8), whose pixel (i, j) is image
-        pixel (x0 + grid * j, y0 + grid * i)."""
-        if self.is_pinhole:  # the rays are affine in (u, v): the ray of the mean pixel
-            moments = cv2.moments(region, binaryImage=True)
-            u = grid * moments["m10"] / moments["m00"] + x0
-            v = grid * moments["m01"] / moments["m00"] + y0
-            y = (v - self.cy) / self.fy
-            return (u - self.cx - self.skew * y) / self.fx, y
-        table_x, table_y = self._ray_table
-        height, width = region.shape
-        rows, cols = slice(y0, y0 + grid * height, grid), slice(x0, x0 + grid * width, grid)
-        return (cv2.mean(np.ascontiguousarray(table_x[rows, cols]), mask=region)[0],
-                cv2.mean(np.ascontiguousarray(table_y[rows, cols]), mask=region)[0])
 
     @functools.cached_property
     def _ray_table(self) -> tuple[np.ndarray, np.ndarray]:
@@ -239,11 +247,14 @@ def decode_depth(encoding: str, width: int, height: int, step: int, is_bigendian
 class Target3D:
     """One mask in 3D (metres, depth optical frame). Fields other than status/message are None unless OK.
 
-    centroid: the mask's centre ray at the median depth of its valid pixels; distance: its norm
-    (from the optical centre); box_min / box_max: the robust axis-aligned box; median_depth: = centroid z;
-    valid_pixels: valid depth pixels used (before subsampling); mask_pixels: the mask's pixels on
-    the depth grid; eroded: whether the erosion was kept (False: fell back to the whole mask);
-    points: the (N, 3) float32 points, only when asked for (PointCloud2).
+    centroid: the centroid of the chosen surface's 3D points (:func:`surface_centroid`); distance:
+    its norm (from the optical centre); box_min / box_max: the robust axis-aligned box of those
+    points; median_depth: their median z; valid_pixels: valid depth pixels under the (eroded) mask;
+    surfaces: how many surfaces they lie on (> 1: the mask spans several and the point is on the
+    one with the most pixels); surface_fraction: the chosen surface's share of valid_pixels;
+    mask_pixels: the mask's pixels on the depth grid; eroded: whether the erosion was kept (False:
+    fell back to the whole mask); points: the chosen surface's (N, 3) float32 points, only when
+    asked for (PointCloud2). ``message`` says, for an OK target, when the mask spans several surfaces.
     """
 
     status: DepthStatus
@@ -255,6 +266,8 @@ class Target3D:
     median_depth: float | None = None
     valid_pixels: int = 0
     mask_pixels: int = 0
+    surfaces: int = 0
+    surface_fraction: float = 0.0
     eroded: bool = False
     points: np.ndarray | None = None
 
@@ -295,18 +308,61 @@ def measure_mask(mask: np.ndarray, depth_m: np.ndarray, camera: CameraModel,
     selection = _select_pixels(_as_uint8(mask), depth_m, options)
     if isinstance(selection, Target3D):
         return selection
-    (region, x0, y0, grid), (us, vs, z), mask_pixels, valid_pixels, eroded = selection
-    points = _deproject(us, vs, z, camera)
+    (us, vs, z), mask_pixels, valid_pixels, eroded = selection
+    counts = dict(valid_pixels=valid_pixels, mask_pixels=mask_pixels, eroded=eroded)
+    surfaces = split_surfaces(z, options)
+    if surfaces is None:
+        return Target3D(DepthStatus.TOO_FEW_VALID_PIXELS, f"the {valid_pixels} valid depths under the mask "
+                        f"({float(z.min()):.3f}..{float(z.max()):.3f} m) are scattered: no surface holds "
+                        f"{options.dense_fraction:.1%} of them in one {options.surface_bin:.0%} depth bin", **counts)
+    on_surface, count, fraction = surfaces
+    surface_pixels = round(fraction * valid_pixels)
+    if surface_pixels < options.min_valid_pixels:
+        return Target3D(DepthStatus.TOO_FEW_VALID_PIXELS, f"only {surface_pixels} of the {valid_pixels} valid depth "
+                        f"pixels under the mask lie on one surface; need min_valid_pixels = "
+                        f"{options.min_valid_pixels}", **counts)
+    points = _deproject(us[on_surface], vs[on_surface], z[on_surface], camera)
+    centroid = points.mean(axis=0, dtype=np.float64).astype(np.float32)
     sample = points[::max(1, -(-len(points) // options.stat_points))]  # the order statistics cost ~N
-    low, middle, high = np.percentile(sample, [options.box_percentile, 50.0, 100.0 - options.box_percentile],
-                                      axis=0)
-    median_depth = np.float32(middle[2])
-    ray_x, ray_y = camera.mean_ray(region, x0, y0, grid)
-    centroid = np.array([ray_x * median_depth, ray_y * median_depth, median_depth], np.float32)
-    return Target3D(DepthStatus.OK, "", centroid=centroid, box_min=low.astype(np.float32),
+    low, high = np.percentile(sample, [options.box_percentile, 100.0 - options.box_percentile], axis=0)
+    median_depth = float(np.median(sample[:, 2]))
+    note = "" if count == 1 else (f"the mask spans {count} surfaces; the point is on the one with the most valid "
+                                  f"pixels ({fraction:.0%}, median depth {median_depth:.3f} m)")
+    return Target3D(DepthStatus.OK, note, centroid=centroid, box_min=low.astype(np.float32),
                     box_max=high.astype(np.float32), distance=float(np.linalg.norm(centroid)),
-                    median_depth=float(median_depth), valid_pixels=valid_pixels, mask_pixels=mask_pixels,
-                    eroded=eroded, points=points if keep_points else None)
+                    median_depth=median_depth, surfaces=count, surface_fraction=fraction,
+                    points=points if keep_points else None, **counts)
+
+
+def surface_centroid(mask: np.ndarray, depth_m: np.ndarray, camera: CameraModel,
+                     options: DepthOptions = DepthOptions()) -> np.ndarray | None:
+    """The published point of a mask on the depth grid: the centroid of its chosen surface's 3D points
+    (see the module docstring); None when it has none. What ground-truth positions should be (make_sample_bag)."""
+    target = measure_mask(mask, depth_m, camera, options)
+    return target.centroid if target.ok else None
+
+
+def split_surfaces(z: np.ndarray, options: DepthOptions = DepthOptions()) -> tuple[np.ndarray, int, float] | None:
+    """Depths (metres, > 0, finite) -> (which lie on the chosen surface, how many surfaces, its share of them).
+
+    The rule (module docstring, "One surface"): log-depth bins ``surface_bin`` wide; bins with at least
+    ``dense_fraction`` of the depths are dense; a run of adjacent dense bins is a surface; the one with
+    the most depths is chosen (the nearer on a tie). None when no bin is dense (scattered depths).
+    """
+    bins = np.floor(np.log(z.astype(np.float64)) / math.log1p(options.surface_bin)).astype(np.int64)
+    bins -= bins.min()
+    counts = np.bincount(bins)
+    dense = counts >= max(1.0, options.dense_fraction * z.size)
+    edges = np.diff(np.concatenate(([0], dense.astype(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # runs [start, end)
+    if starts.size == 0:
+        return None
+    cumulative = np.concatenate(([0], np.cumsum(counts)))
+    sizes = cumulative[ends] - cumulative[starts]
+    chosen = int(np.argmax(sizes))  # the first (nearest) on a tie
+    on_surface = (bins >= starts[chosen]) & (bins < ends[chosen])
+    surfaces = max(1, int(np.count_nonzero(sizes >= options.min_surface_fraction * z.size)))
+    return on_surface, surfaces, float(sizes[chosen] / z.size)
 
 
 def masked_points(mask: np.ndarray, depth_m: np.ndarray, camera: CameraModel,
@@ -360,35 +416,32 @@ def _select_pixels(mask_u8: np.ndarray, depth_m: np.ndarray, options: DepthOptio
 
     Masks of more than 4 x max_points pixels are processed on a regular grid of every ``grid``-th
     pixel (rows and columns), so the cost stays bounded at any mask size; counts are then scaled
-    by grid**2, the erosion radius is rounded up to whole grid cells and the centre may move by up
-    to half a grid cell (the grid starts at the crop's corner).
+    by grid**2 and the erosion radius is rounded up to whole grid cells. When a phase of the grid
+    finds too few valid pixels the other phases are tried (depth with NaN in every other column
+    or a checkerboard would otherwise look empty). At most about max_points valid pixels,
+    evenly spread over them, are returned.
     """
     x, y, w, h = cv2.boundingRect(mask_u8)
     if w == 0 or h == 0:
         return Target3D(DepthStatus.EMPTY_MASK, "the mask is empty")
     grid = max(1, int(math.sqrt(cv2.countNonZero(mask_u8[y:y + h, x:x + w]) / (4 * options.max_points))))
     radius = -(-options.erosion_px // grid)
-    # Crop with a margin so the erosion sees the mask's own edges (the image border is left uneroded).
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2) if radius else None
+    # Crop with a margin so the erosion sees the mask's own edges; beyond the image border counts as outside.
     pad = (radius + 1) * grid
     x0, y0 = max(0, x - pad), max(0, y - pad)
     x1, y1 = min(mask_u8.shape[1], x + w + pad), min(mask_u8.shape[0], y + h + pad)
-    crop = mask_u8[y0:y1:grid, x0:x1:grid]
-    depth = depth_m[y0:y1:grid, x0:x1:grid]
-    if grid > 1:
-        crop = np.ascontiguousarray(crop)
-    with np.errstate(invalid="ignore"):
-        in_range = (depth > options.min_depth_m) & (depth < options.max_depth_m)  # NaN compares False
     cell = grid * grid
-    mask_pixels = cv2.countNonZero(crop) * cell
-    region, valid = crop, (crop != 0) & in_range
-    eroded = False
-    if radius:
-        inner = cv2.erode(crop, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
-        inner_valid = (inner != 0) & in_range
-        if np.count_nonzero(inner_valid) * cell >= options.min_valid_pixels:
-            region, valid, eroded = inner, inner_valid, True
-    valid_cells = int(np.count_nonzero(valid))
-    valid_pixels = valid_cells * cell
+    best = None
+    for phase_y, phase_x in ((py, px) for py in range(grid) for px in range(grid)):
+        found = _valid_cells(mask_u8[y0 + phase_y:y1:grid, x0 + phase_x:x1:grid],
+                             depth_m[y0 + phase_y:y1:grid, x0 + phase_x:x1:grid], kernel, cell, options)
+        if best is None or np.count_nonzero(found[0]) > np.count_nonzero(best[0][0]):
+            best = (found, y0 + phase_y, x0 + phase_x)
+        if np.count_nonzero(found[0]) * cell >= options.min_valid_pixels:
+            break
+    (valid, mask_cells, eroded), top, left = best
+    mask_pixels, valid_pixels = mask_cells * cell, int(np.count_nonzero(valid)) * cell
     if valid_pixels == 0:
         return Target3D(DepthStatus.NO_VALID_DEPTH, f"all {mask_pixels} depth pixels under the mask are invalid "
                         "(0, NaN, inf or out of range)", mask_pixels=mask_pixels)
@@ -396,11 +449,26 @@ def _select_pixels(mask_u8: np.ndarray, depth_m: np.ndarray, options: DepthOptio
         return Target3D(DepthStatus.TOO_FEW_VALID_PIXELS, f"only {valid_pixels} valid depth pixels under the mask "
                         f"(of {mask_pixels}); need min_valid_pixels = {options.min_valid_pixels}",
                         valid_pixels=valid_pixels, mask_pixels=mask_pixels)
-    # About max_points points: a further regular stride within the grid.
-    stride = max(1, math.ceil(math.sqrt(valid_cells / options.max_points)))
-    vs, us = np.nonzero(valid[::stride, ::stride])
-    vs, us = vs * (stride * grid) + y0, us * (stride * grid) + x0
-    return (region, x0, y0, grid), (us, vs, depth_m[vs, us]), mask_pixels, valid_pixels, eroded
+    flat = np.flatnonzero(valid)  # 1-D: several times faster than np.nonzero's (rows, columns)
+    if flat.size > options.max_points:  # evenly spread over the valid pixels: never empty, whatever their pattern
+        flat = flat[np.linspace(0, flat.size - 1, options.max_points).round().astype(np.intp)]
+    vs, us = np.divmod(flat, valid.shape[1])
+    vs, us = vs * grid + top, us * grid + left
+    return (us, vs, depth_m[vs, us]), mask_pixels, valid_pixels, eroded
+
+
+def _valid_cells(crop: np.ndarray, depth: np.ndarray, kernel: np.ndarray | None, cell: int, options: DepthOptions):
+    """(valid cells of the eroded crop, or of the whole crop when the erosion leaves too few; the crop's
+    mask cells; whether eroded) for one phase of the grid."""
+    crop = np.ascontiguousarray(crop)
+    with np.errstate(invalid="ignore"):
+        in_range = (depth > options.min_depth_m) & (depth < options.max_depth_m)  # NaN compares False
+    if kernel is not None:
+        inner = cv2.erode(crop, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        inner_valid = (inner != 0) & in_range
+        if np.count_nonzero(inner_valid) * cell >= options.min_valid_pixels:
+            return inner_valid, cv2.countNonZero(crop), True
+    return (crop != 0) & in_range, cv2.countNonZero(crop), False
 
 
 def _deproject(us: np.ndarray, vs: np.ndarray, z: np.ndarray, camera: CameraModel) -> np.ndarray:

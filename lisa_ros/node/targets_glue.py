@@ -99,6 +99,7 @@ class TargetsGlue:
 
         self._live: TargetLocator | None = None
         self._depth_received = self._camera_infos_received = 0
+        self._depth_frame_id = self._camera_info_frame_id = ""  # the last received (Targets3D's frame_id rule)
         if config.depth_enabled:
             tolerance = config.depth_tolerance
             self._tolerance_ns = int(round(tolerance * 1e9))
@@ -192,10 +193,12 @@ class TargetsGlue:
         for locator in (self._live, self._answers):
             locator.on_camera_info(k=msg.k, width=msg.width, height=msg.height, distortion_model=msg.distortion_model,
                                    d=msg.d, binning_x=msg.binning_x, binning_y=msg.binning_y, roi=roi)
+        self._camera_info_frame_id = msg.header.frame_id
         self._camera_infos_received += 1
 
     def _on_depth(self, msg: Image) -> None:
         depth = depth_message(msg)
+        self._depth_frame_id = depth.frame_id
         self._live.on_depth(depth)
         self._recent.put(depth.stamp_ns, depth)
         with self._pending_lock:
@@ -205,6 +208,10 @@ class TargetsGlue:
             with self._depth_kept:
                 self._depth_kept.notify_all()
         self._depth_received += 1
+
+    def _depth_frame(self) -> str:
+        """The depth camera's frame when no depth image is paired: the last depth image's, else camera info's."""
+        return self._depth_frame_id or self._camera_info_frame_id
 
     def _pin(self, colour_stamp_ns: int) -> None:
         with self._pending_lock:
@@ -230,7 +237,8 @@ class TargetsGlue:
                 self._depth_kept.wait(max(0.0, deadline - time.monotonic()))
             measurement = self._answers.measure(output.masks, stamp_ns(header), keep_points=want_cloud)
         measurement = self._explained(measurement, stamp_ns(header))
-        targets = targets3d_msg(measurement, header, request.request_id, request.conversation_id, output.scores)
+        targets = targets3d_msg(measurement, header, request.request_id, request.conversation_id, output.scores,
+                                self._depth_frame())
         if self._closed:
             return
         self._targets_pub.publish(targets)
@@ -276,6 +284,6 @@ class TargetsGlue:
         if self._live is not None:
             measurement = self._live.measure([t.mask for t in state.targets], state.stamp_ns)
             targets_3d = targets3d_msg(measurement, state.header, state.request_id, state.conversation_id,
-                                       [t.confidence for t in state.targets])
+                                       [t.confidence for t in state.targets], self._depth_frame())
         self._tracked_pub.publish(tracked_msg(state, state.header, source, targets_3d))
 

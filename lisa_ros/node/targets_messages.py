@@ -36,13 +36,16 @@ def target_msg(target: CoreTarget3D) -> Target3D:
     return Target3D(status=int(target.status), status_message=target.message, centroid=_point(target.centroid),
                     box_min=_point(target.box_min), box_max=_point(target.box_max),
                     distance=float(target.distance or 0.0), median_depth=float(target.median_depth or 0.0),
-                    valid_pixels=target.valid_pixels, mask_pixels=target.mask_pixels)
+                    valid_pixels=target.valid_pixels, mask_pixels=target.mask_pixels, surfaces=target.surfaces,
+                    surface_fraction=float(target.surface_fraction))
 
 
 def targets3d_msg(measurement: Measurement, colour_header: Header, request_id: str, conversation_id: str,
-                  scores: Sequence[float]) -> Targets3D:
-    """The colour frame's stamp, the depth frame's frame_id (the colour frame's when no depth matched)."""
-    header = Header(stamp=colour_header.stamp, frame_id=measurement.frame_id or colour_header.frame_id)
+                  scores: Sequence[float], depth_frame_id: str = "") -> Targets3D:
+    """The colour frame's stamp; the depth camera's frame_id whatever the statuses (msg/Targets3D.msg): the paired
+    depth image's, else ``depth_frame_id`` (the last one received), else the colour frame's (none received yet)."""
+    frame_id = measurement.frame_id or depth_frame_id or colour_header.frame_id
+    header = Header(stamp=colour_header.stamp, frame_id=frame_id)
     best = best_target(measurement.targets, scores)
     return Targets3D(header=header, request_id=request_id, conversation_id=conversation_id,
                      depth_stamp=stamp_msg(measurement.depth_stamp_ns), status_message=measurement.message,

@@ -127,7 +127,8 @@ def targets_record(msg) -> dict:
         if target.status == DepthStatus.OK:
             entry |= {"centroid": _xyz(target.centroid), "box_min": _xyz(target.box_min),
                       "box_max": _xyz(target.box_max), "distance": round(float(target.distance), 5),
-                      "valid_pixels": int(target.valid_pixels)}
+                      "valid_pixels": int(target.valid_pixels), "surfaces": int(target.surfaces),
+                      "surface_fraction": round(float(target.surface_fraction), 4)}
         targets.append(entry)
     return {"frame_id": msg.header.frame_id, "depth_stamp_ns": msg.depth_stamp.sec * 10**9 + msg.depth_stamp.nanosec,
             "status_message": msg.status_message, "best_index": int(msg.best_index), "targets": targets}

@@ -17,7 +17,9 @@ sources: ``position(key, occurrence)`` -> Position or None, and ``position_descr
 (None: the source has none). In a bag, a ``geometry_msgs/PointStamped`` topic (default
 ``/ground_truth/position``) carrying the frame's stamp and the frame the point is in; in a
 ReasonSeg JSON, ``position_m`` [x, y, z] with ``position_frame_id``. Metres, like the node's
-points; what the point means (data/sample_bag: its visible surface's centroid) is the data's to say.
+points. To score the node's point and nothing else, a position should follow its one definition
+(``lisa_ros.core.depth.surface_centroid`` of the ground-truth mask at the true depth, as
+data/sample_bag's do: a perfect mask then scores ~0); other definitions measure their difference too.
 """
 from __future__ import annotations
 

@@ -76,26 +76,43 @@ def test_centroid_and_box_of_a_face_on_a_far_wall_match_the_analytic_values():
     assert target.eroded and 0 < target.valid_pixels < target.mask_pixels == mask.sum()
 
 
-def test_holes_nans_and_zeros_do_not_move_the_point():
+def measured_centroid(mask, depth, f=F, erosion_px=2):
+    """The published point's definition, written out here: the mean 3D point of the mask's valid pixels after an
+    erosion by ``erosion_px`` in which the image border counts as outside (one surface: no split to make)."""
+    size = 2 * erosion_px + 1
+    padded = np.pad(mask.astype(np.uint8), erosion_px)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    inner = cv2.erode(padded, kernel)[erosion_px:-erosion_px or None, erosion_px:-erosion_px or None] > 0
+    height, width = mask.shape
+    vs, us = np.nonzero(inner & np.isfinite(depth) & (depth > 0))
+    z = depth[vs, us].astype(np.float64)
+    return np.array([np.mean((us - (width - 1) / 2) / f * z), np.mean((vs - (height - 1) / 2) / f * z), np.mean(z)])
+
+
+def test_holes_nans_and_zeros_remove_their_pixels_from_the_centroid():
     depth, mask = scene()
     rng = np.random.default_rng(3)
     holes = mask & (rng.random(mask.shape) < 0.4)
     holed = depth.copy()
     holed[holes] = np.nan
-    holed[80:400, 300:330] = np.nan  # a vertical stripe without returns across the face
+    (random_holes,) = measure_targets([mask], holed, camera())
+    assert_matches_face(random_holes)  # holes spread evenly leave the centroid where it was
+    holed[80:400, 300:330] = np.nan  # a vertical stripe without returns, left of the face's centre
     (target,) = measure_targets([mask], holed, camera())
-    assert_matches_face(target)
+    # The centroid of what the camera measured: the stripe moves it right (by 1.7 px = 2.8 mm here).
+    np.testing.assert_allclose(target.centroid, measured_centroid(mask, holed), atol=1e-5)
+    assert target.centroid[0] > CENTROID[0] + 0.002 and target.surfaces == 1 and target.surface_fraction == 1.0
     (full,) = measure_targets([mask], depth, camera())
     assert target.valid_pixels < 0.65 * full.valid_pixels
     # The same holes as 16UC1 zeros, through the decoder.
     millimetres = np.where(np.isnan(holed), 0, np.rint(holed * 1000)).astype("<u2")
     decoded = decode_depth("16UC1", W, H, W * 2, False, millimetres.tobytes())
     (from_16bit,) = measure_targets([mask], decoded, camera())
-    assert_matches_face(from_16bit)
+    np.testing.assert_allclose(from_16bit.centroid, target.centroid, atol=1e-6)
     assert from_16bit.valid_pixels == target.valid_pixels
 
 
-def test_mixed_edge_pixels_and_a_bleeding_mask_do_not_move_the_point_but_would_without_erosion():
+def test_mixed_edge_pixels_and_a_bleeding_mask_do_not_move_the_point():
     depth, mask = scene()
     mask_u8 = mask.astype(np.uint8)
     ring = mask & ~cv2.erode(mask_u8, np.ones((3, 3), np.uint8)).astype(bool)
@@ -104,8 +121,12 @@ def test_mixed_edge_pixels_and_a_bleeding_mask_do_not_move_the_point_but_would_w
     bleeding = cv2.dilate(mask_u8, np.ones((5, 5), np.uint8)).astype(bool)  # SAM bleeds 2 px onto the wall
     (target,) = measure_targets([bleeding], mixed, camera(), DepthOptions(erosion_px=3))
     assert_matches_face(target, box_tol=BOX_TOL + 0.002)  # 3 px erosion: 1.7 mm more than the default
+    assert target.surfaces == 1 and target.message == ""
+    # Without the erosion the wall pixels are another surface (the flying pixels too few to count as one):
+    # the point and box stay on the face, and the split is reported.
     (raw,) = measure_targets([bleeding], mixed, camera(), DepthOptions(erosion_px=0))
-    assert raw.box_max[2] > 2.5  # the wall pixels would have stretched the box by 2 m
+    assert raw.ok and raw.surfaces == 2 and 0.8 < raw.surface_fraction < 0.95 and "spans 2 surfaces" in raw.message
+    assert raw.box_min[2] == raw.box_max[2] == 1.0
 
 
 def test_half_resolution_depth_with_the_same_aspect_gets_the_mask_resampled():
@@ -359,3 +380,126 @@ def test_locator_reports_bad_camera_info_and_bad_depth_and_recovers():
     result = locator.measure([mask], 6)
     assert result.targets[0].status == DepthStatus.INVALID_DEPTH and "truncated" in result.message
     assert result.frame_id == "f"
+
+
+def two_surfaces(near_fraction: float):
+    """A 200x100 px mask whose left ``near_fraction`` of columns lies on a face at 0.5 m, the rest on a wall at
+    2.0 m (a cup and the wall behind it): (depth, mask, near pixels, far pixels)."""
+    depth = np.full((H, W), 2.0, np.float32)
+    mask = np.zeros((H, W), bool)
+    mask[190:290, 220:420] = True
+    split = 220 + round(200 * near_fraction)
+    depth[:, :split] = 0.5
+    near = mask.copy()
+    near[:, split:] = False
+    return depth, mask, near, mask & ~near
+
+
+@pytest.mark.parametrize("near_fraction", [0.3, 0.4, 0.46, 0.48, 0.5, 0.52, 0.54, 0.6, 0.7])
+def test_a_mask_over_two_surfaces_gives_a_point_on_one_of_them_never_between(near_fraction):
+    """A 2% change of the split near 50/50 may change the surface, never put the point between the two."""
+    depth, mask, near, far = two_surfaces(near_fraction)
+    (target,) = measure_targets([mask], depth, camera())
+    assert target.ok and target.surfaces == 2 and "spans 2 surfaces" in target.message
+    z = 0.5 if target.centroid[2] < 1.0 else 2.0
+    assert target.centroid[2] == pytest.approx(z, abs=1e-6) and target.box_min[2] == target.box_max[2] == z
+    assert target.median_depth == pytest.approx(z)
+    chosen = near if z == 0.5 else far
+    # The chosen surface's own centroid, and its share of the valid pixels (the eroded mask's: 196 x 96 px).
+    np.testing.assert_allclose(target.centroid, measured_centroid(chosen & mask, np.where(chosen, depth, np.nan)),
+                               atol=0.004)  # the split column is eroded too in the reference: 2 px at most
+    u, v = target.centroid[0] / z * F + CX, target.centroid[1] / z * F + CY
+    assert chosen[round(v), round(u)]  # the point's ray hits the surface it is on, not the other
+    near_share = max(0.0, min(1.0, (200 * near_fraction - 2) / 196))
+    assert target.surface_fraction == pytest.approx(near_share if z == 0.5 else 1 - near_share, abs=0.01)
+    assert target.surface_fraction >= 0.5  # the surface with the most pixels
+    if abs(near_fraction - 0.5) >= 0.04:
+        assert z == (0.5 if near_fraction > 0.5 else 2.0)
+    (cloud,) = measure_targets([mask], depth, camera(), keep_points=True)
+    np.testing.assert_array_equal(cloud.points[:, 2], z)  # the cloud is the chosen surface's too
+
+
+def test_one_tilted_surface_is_one_surface_and_its_centroid_is_the_mean_of_its_points():
+    """A floor-like plane from 0.5 m (bottom row) to 2.0 m (top row): the mean ray at the median depth was tens of
+    millimetres off the mean of the points; the centroid is now that mean, and it is one surface."""
+    rows = np.arange(H, dtype=np.float64)[:, None] / (H - 1)
+    depth = np.repeat((1 / (1 / 2.0 + (1 / 0.5 - 1 / 2.0) * rows)).astype(np.float32), W, axis=1)
+    mask = np.zeros((H, W), bool)
+    mask[20:460, 100:540] = True
+    (target,) = measure_targets([mask], depth, camera())
+    assert target.ok and target.surfaces == 1 and target.surface_fraction == 1.0 and target.message == ""
+    np.testing.assert_allclose(target.centroid, measured_centroid(mask, depth), atol=1e-4)
+
+
+def test_a_mask_cut_by_the_image_border_is_eroded_there_too():
+    """A band along the top border: eroded on both sides, its centroid is the band's centre row (was 1 px low)."""
+    depth = np.full((H, W), 0.8, np.float32)
+    band = np.zeros((H, W), bool)
+    band[:40, 100:540] = True
+    (target,) = measure_targets([band], depth, camera())
+    assert target.eroded
+    np.testing.assert_allclose(target.centroid, [0.0, (19.5 - CY) / F * 0.8, 0.8], atol=1e-4)
+
+
+INVALID_PATTERNS = {
+    "nan every second column": lambda d: d.__setitem__((slice(None), slice(0, None, 2)), np.nan),
+    "nan every second column, odd": lambda d: d.__setitem__((slice(None), slice(1, None, 2)), np.nan),
+    "nan every second row": lambda d: d.__setitem__((slice(0, None, 2), slice(None)), np.nan),
+    "checkerboard": lambda d: d.__setitem__((np.indices(d.shape).sum(0) % 2) == 0, np.nan),
+    "checkerboard, odd": lambda d: d.__setitem__((np.indices(d.shape).sum(0) % 2) == 1, np.nan),
+    "only odd rows and columns": lambda d: d.__setitem__((np.indices(d.shape) % 2 == 0).any(0), np.nan),
+}
+
+
+@pytest.mark.parametrize("options", [DepthOptions(), DepthOptions(max_points=500, stat_points=500)],
+                         ids=["default", "grid of 2"])
+@pytest.mark.parametrize("pattern", INVALID_PATTERNS)
+def test_regular_patterns_of_invalid_depth_still_give_the_point(pattern, options):
+    """Some stereo cameras leave every other column or a checkerboard without depth: the sub-sampling (every k-th
+    pixel, or every 2nd on the grid of a large mask) must not see only the invalid half (np.percentile raised
+    IndexError on an empty sample)."""
+    depth = np.full((H, W), 1.0, np.float32)
+    INVALID_PATTERNS[pattern](depth)
+    for rows, cols in ((slice(90, 390), slice(170, 470)), (slice(91, 390), slice(171, 470)),
+                       (slice(0, H), slice(0, W))):
+        mask = np.zeros((H, W), bool)
+        mask[rows, cols] = True
+        (target,) = measure_targets([mask], depth, camera(), options)
+        assert target.ok, (pattern, rows, target.message)
+        assert target.centroid[2] == pytest.approx(1.0) and target.surfaces == 1
+        assert np.isfinite(target.centroid).all() and abs(target.centroid[0]) < 0.01
+
+
+@pytest.mark.parametrize("value", [np.nan, 0.0, np.inf, -np.inf, -1.0])
+@pytest.mark.parametrize("options", [DepthOptions(), DepthOptions(max_points=500, stat_points=500)],
+                         ids=["default", "grid of 2"])
+def test_depth_that_is_invalid_everywhere_gets_a_status_never_an_exception(value, options):
+    depth = np.full((H, W), value, np.float32)
+    whole = np.ones((H, W), bool)
+    for mask in (whole, whole[:, :] & (np.indices((H, W))[0] < 30)):
+        (target,) = measure_targets([mask], depth, camera(), options)
+        assert target.status == DepthStatus.NO_VALID_DEPTH and target.centroid is None
+    locator = TargetLocator(tolerance_s=0.0)
+    locator.on_camera_info(k=[F, 0, CX, 0, F, CY, 0, 0, 1], width=W, height=H)
+    locator.on_depth(DepthMessage(7, "d", "32FC1", W, H, W * 4, False, depth.astype("<f4").tobytes()))
+    assert locator.measure([whole], 7).targets[0].status == DepthStatus.NO_VALID_DEPTH
+
+
+def test_scattered_depths_with_no_surface_are_said():
+    """Depths spread evenly from 0.3 m to 30 m (noise, not a surface): no point, and the reason."""
+    rng = np.random.default_rng(5)
+    depth = np.exp(rng.uniform(np.log(0.3), np.log(30.0), (H, W))).astype(np.float32)
+    mask = np.zeros((H, W), bool)
+    mask[100:300, 100:300] = True
+    (target,) = measure_targets([mask], depth, camera(), DepthOptions(dense_fraction=0.02))
+    assert target.status == DepthStatus.TOO_FEW_VALID_PIXELS and "scattered" in target.message
+    assert target.centroid is None and target.valid_pixels > 30_000
+
+
+def test_camera_info_refusals_print_plain_numbers():
+    with pytest.raises(DepthError) as error:
+        CameraModel.from_camera_info(k=[600, 0, 320, 0, 0, 240, 0, 0, 1], width=W, height=H)
+    assert "K [600.0, 0.0, 320.0, 0.0, 0.0, 240.0, 0.0, 0.0, 1.0] is not" in str(error.value)
+    with pytest.raises(DepthError) as error:
+        CameraModel.from_camera_info(k=[600, 0, 320, 0, math.nan, 240, 0, 0], width=W, height=H)
+    assert "np." not in str(error.value) and "[600.0, 0.0, 320.0, 0.0, nan, 240.0, 0.0, 0.0]" in str(error.value)

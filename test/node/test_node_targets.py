@@ -18,11 +18,10 @@ WIDTH, HEIGHT, F, CX, CY = 160, 120, 500.0, 70.0, 50.0
 DEPTH_FRAME = "camera_depth_optical_frame"
 
 
-def camera_info(stamp):
+def camera_info(stamp, k=(F, 0.0, CX, 0.0, F, CY, 0.0, 0.0, 1.0)):
     from sensor_msgs.msg import CameraInfo
 
-    info = CameraInfo(width=WIDTH, height=HEIGHT, distortion_model="plumb_bob", d=[0.0] * 5,
-                      k=[F, 0.0, CX, 0.0, F, CY, 0.0, 0.0, 1.0])
+    info = CameraInfo(width=WIDTH, height=HEIGHT, distortion_model="plumb_bob", d=[0.0] * 5, k=list(k))
     info.header.stamp.sec, info.header.stamp.nanosec = stamp
     info.header.frame_id = DEPTH_FRAME
     return info
@@ -60,10 +59,14 @@ def textured(height, width, seed=0):
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def band_centroid(rows: range, z: float) -> np.ndarray:
-    """The centre ray of a full-width band of rows, at depth z (pinhole)."""
-    u, v = (WIDTH - 1) / 2, (rows.start + rows.stop - 1) / 2
-    return np.array([(u - CX) / F * z, (v - CY) / F * z, z])
+def surface_centroid(metres: np.ndarray, rows: range, cols: range = range(WIDTH)) -> np.ndarray:
+    """The published point's definition: the mean 3D point of the valid pixels (rows x cols of the already eroded
+    mask, all on one surface), each deprojected at its own depth (pinhole)."""
+    vs, us = np.mgrid[rows.start:rows.stop, cols.start:cols.stop]
+    z = metres[vs, us].astype(np.float64)
+    valid = np.isfinite(z)
+    vs, us, z = vs[valid], us[valid], z[valid]
+    return np.array([np.mean((us - CX) / F * z), np.mean((vs - CY) / F * z), np.mean(z)])
 
 
 class DepthIO:
@@ -102,8 +105,9 @@ class DepthIO:
     def send_depth(self, metres, stamp):
         self.depth_sent = self._send(self.depth, depth_msg(metres, stamp), "depth_frames_received", self.depth_sent)
 
-    def send_info(self, stamp=(0, 0)):
-        self.infos_sent = self._send(self.info, camera_info(stamp), "depth_camera_infos_received", self.infos_sent)
+    def send_info(self, stamp=(0, 0), **fields):
+        self.infos_sent = self._send(self.info, camera_info(stamp, **fields), "depth_camera_infos_received",
+                                     self.infos_sent)
 
     def targets_for(self, request_id):
         return wait_for(lambda: next((t for t in list(self.targets) if t.request_id == request_id), None), 10,
@@ -135,7 +139,8 @@ def test_targets_3d_point_cloud_markers_and_tracked_3d_match_the_scene(lisa_io, 
     for target, rows, z in zip(targets.targets, (range(0, 60), range(60, 120)), (1.0, 2.0)):
         assert target.status == Target3D.STATUS_OK, target.status_message
         centroid = np.array([target.centroid.x, target.centroid.y, target.centroid.z])
-        np.testing.assert_allclose(centroid, band_centroid(rows, z), atol=0.002)  # the core's stated 2 mm
+        np.testing.assert_allclose(centroid, surface_centroid(metres, rows), atol=1e-5)
+        assert target.surfaces == 1 and target.surface_fraction == 1.0
         assert target.box_min.z == pytest.approx(z, abs=0.001) and target.box_max.z == pytest.approx(z, abs=0.001)
         assert target.box_min.x == pytest.approx((0 - CX) / F * z, abs=0.008)  # box faces within 8 mm
         assert target.box_max.x == pytest.approx((WIDTH - 1 - CX) / F * z, abs=0.008)
@@ -167,41 +172,83 @@ def test_targets_3d_point_cloud_markers_and_tracked_3d_match_the_scene(lisa_io, 
     assert tracked.targets_3d.targets[1].centroid.z == pytest.approx(2.0, abs=0.001)
 
 
-def test_no_camera_info_and_no_matching_depth_are_said_and_give_no_point(lisa_io, ros_probe):
+def test_each_status_is_said_with_no_point_and_the_depth_frame_as_frame_id(lisa_io, ros_probe):
+    """NO_CAMERA_INFO / INVALID_CAMERA_INFO / NO_DEPTH / OK all carry the depth camera's frame once any depth
+    input has arrived (it was the colour frame for the first three), the colour frame only before."""
     from lisa_ros.msg import Target3D
 
     io = lisa_io(params={"depth.enabled": True, "tracking.enabled": False})
     depth_io = DepthIO(io, ros_probe)
     metres = np.full((HEIGHT, WIDTH), 1.5, np.float32)
     rgb = textured(HEIGHT, WIDTH)
+
+    def answer(stamp, text):
+        io.publish_frame(colour_msg(rgb, stamp))
+        io.ask(text)
+        result, = io.results_for(text)
+        return depth_io.targets_for(result.request_id)
+
+    nothing_yet = answer((4, 0), "the plate")
+    assert [t.status for t in nothing_yet.targets] == [Target3D.STATUS_NO_CAMERA_INFO]
+    assert nothing_yet.header.frame_id == "camera_color_optical_frame"  # no depth input has named its frame yet
+
     depth_io.send_depth(metres, (5, 0))
-    io.publish_frame(colour_msg(rgb, (5, 0)))
-    io.ask("the cup")
-    result, = io.results_for("the cup")
-    first = depth_io.targets_for(result.request_id)
+    first = answer((5, 0), "the cup")
     assert [t.status for t in first.targets] == [Target3D.STATUS_NO_CAMERA_INFO]
     assert first.best_index == -1 and first.status_message == "NO_CAMERA_INFO: " + first.targets[0].status_message
     # Says which topic lacks it, and that the depth grace wait was skipped (no depth frame could help).
     assert f"no camera info received on {io.node.topic('depth_camera_info')}" in first.status_message
     assert "none was waited for" in first.status_message
+    assert first.header.frame_id == DEPTH_FRAME
+
+    depth_io.send_info(k=(F, 0.0, CX, 0.0, 0.0, CY, 0.0, 0.0, 1.0))  # fy = 0
+    refused = answer((5, 0), "the bowl")
+    assert [t.status for t in refused.targets] == [Target3D.STATUS_INVALID_CAMERA_INFO]
+    assert f"K [{F}, 0.0, {CX}, 0.0, 0.0, {CY}, 0.0, 0.0, 1.0] is not a camera matrix" in refused.status_message
+    assert refused.header.frame_id == DEPTH_FRAME
 
     depth_io.send_info()
-    io.publish_frame(colour_msg(rgb, (6, 0)))  # the only depth frame is 1 s older
-    io.ask("the mug")
-    result, = io.results_for("the mug")
-    second = depth_io.targets_for(result.request_id)
+    second = answer((6, 0), "the mug")  # the only depth frame is 1 s older
     assert [t.status for t in second.targets] == [Target3D.STATUS_NO_DEPTH]
     assert "no depth frame within 50.0 ms" in second.status_message and "1000.0 ms" in second.status_message
+    assert second.header.frame_id == DEPTH_FRAME
 
     depth_io.send_depth(metres, (7, 0))
-    io.publish_frame(colour_msg(rgb, (7, 0)))
-    io.ask("the glass")
-    result, = io.results_for("the glass")
-    third = depth_io.targets_for(result.request_id)
+    third = answer((7, 0), "the glass")
     assert third.targets[0].status == Target3D.STATUS_OK and third.targets[0].centroid.z == pytest.approx(1.5)
+    assert third.header.frame_id == DEPTH_FRAME
     point = wait_for(lambda: depth_io.points and depth_io.points[-1], 5, "~/target_point")
-    assert [p.header.stamp.sec for p in depth_io.points] == [7]  # none for the two answers without a point
+    assert [p.header.stamp.sec for p in depth_io.points] == [7]  # none for the answers without a point
     assert point.point.z == pytest.approx(1.5)
+
+
+def test_a_mask_over_two_surfaces_gets_a_point_on_one_of_them_and_says_so(lisa_io, ros_probe):
+    """The plumbing engine's one mask is the whole frame: over a box face at 1 m (top half) and a wall at 2 m
+    (bottom half) the point is one half's centroid (never a depth between), and the split travels in the message."""
+    from lisa_ros.msg import Target3D
+
+    io = lisa_io(params={"depth.enabled": True, "tracking.enabled": False})
+    depth_io = DepthIO(io, ros_probe)
+    metres = np.full((HEIGHT, WIDTH), 2.0, np.float32)
+    metres[:HEIGHT // 2] = 1.0
+    metres[np.random.default_rng(4).random(metres.shape) < 0.3] = np.nan
+    depth_io.send_info()
+    depth_io.send_depth(metres, (9, 0))
+    io.publish_frame(colour_msg(textured(HEIGHT, WIDTH), (9, 0)))
+    io.ask("the box")
+    result, = io.results_for("the box")
+    targets = depth_io.targets_for(result.request_id)
+    target, = targets.targets
+    assert target.status == Target3D.STATUS_OK and targets.best_index == 0 and targets.status_message == ""
+    assert target.surfaces == 2 and 0.45 < target.surface_fraction < 0.55
+    assert "spans 2 surfaces" in target.status_message
+    centroid = np.array([target.centroid.x, target.centroid.y, target.centroid.z])
+    # The whole-frame mask eroded by 2 px (the image border counts as outside), then the chosen half's pixels.
+    rows = range(2, HEIGHT // 2) if centroid[2] < 1.5 else range(HEIGHT // 2, HEIGHT - 2)
+    np.testing.assert_allclose(centroid, surface_centroid(metres, rows, range(2, WIDTH - 2)), atol=1e-5)
+    assert target.box_min.z == target.box_max.z == target.median_depth == centroid[2]
+    point = wait_for(lambda: depth_io.points and depth_io.points[-1], 5, "~/target_point")
+    assert point.point == target.centroid
 
 
 def test_tracked_follows_a_moving_textured_band_and_reports_when_it_leaves(lisa_io, ros_probe):
@@ -284,8 +331,9 @@ def test_lisa_engine_answers_with_masks_get_targets_3d_inside_the_depth_scene(li
                 continue
             centroid = np.array([target.centroid.x, target.centroid.y, target.centroid.z])
             assert np.isfinite(centroid).all() and 0 < target.valid_pixels <= target.mask_pixels
-            # The median of depths that are all 1 m or 2 m: one of them, or halfway on a tie.
-            assert min(abs(centroid[2] - z) for z in (1.0, 1.5, 2.0)) < 1e-6, centroid
+            # On one of the two planes, never between them; a mask over both says so.
+            assert min(abs(centroid[2] - z) for z in (1.0, 2.0)) < 1e-6, centroid
+            assert (target.surfaces > 1) == ("spans" in target.status_message) and 0.5 <= target.surface_fraction
             rays = centroid[:2] / centroid[2]  # inside the image's field of view
             assert (0 - CX) / F <= rays[0] <= (WIDTH - 1 - CX) / F and (0 - CY) / F <= rays[1] <= (HEIGHT - 1 - CY) / F
             for corner in (target.box_min, target.box_max):

@@ -56,6 +56,7 @@ def test_targets3d_point_and_cloud_from_a_measured_scene(ros):
     assert "EMPTY_MASK" in msg.status_message
     best = msg.targets[1]
     assert best.status == best.STATUS_OK and best.valid_pixels == measurement.targets[1].valid_pixels
+    assert (best.surfaces, best.surface_fraction) == (1, 1.0) and best.status_message == ""
     np.testing.assert_allclose([best.centroid.x, best.centroid.y, best.centroid.z], test_depth.CENTROID, atol=0.002)
     point = point_stamped(msg)
     assert point.header.frame_id == "cam_depth_optical" and point.point.z == pytest.approx(1.0)
@@ -66,15 +67,36 @@ def test_targets3d_point_and_cloud_from_a_measured_scene(ros):
     np.testing.assert_array_equal(xyz, measurement.targets[1].points)
 
 
-def test_no_depth_keeps_the_colour_frame_and_no_point(ros):
+def test_frame_id_is_the_depth_cameras_whatever_the_status(ros):
+    """No point (NO_CAMERA_INFO here): the depth camera's frame when one was received, the colour frame before."""
     from lisa_ros.core.depth import TargetLocator
     from lisa_ros.node.targets_messages import point_stamped, targets3d_msg
 
     locator = TargetLocator()
     measurement = locator.measure([np.ones((4, 4), bool)], 0)
-    msg = targets3d_msg(measurement, ros[2](frame_id="cam_colour_optical"), "r", "c", [0.5])
+    colour = ros[2](frame_id="cam_colour_optical")
+    msg = targets3d_msg(measurement, colour, "r", "c", [0.5])
     assert msg.header.frame_id == "cam_colour_optical" and msg.best_index == -1
     assert msg.targets[0].status == msg.targets[0].STATUS_NO_CAMERA_INFO and point_stamped(msg) is None
+    assert targets3d_msg(measurement, colour, "r", "c", [0.5], "cam_depth_optical").header.frame_id == \
+        "cam_depth_optical"
+
+
+def test_a_mask_over_two_surfaces_travels_with_its_split(ros):
+    import test_depth
+    from builtin_interfaces.msg import Time
+
+    from lisa_ros.core.depth import Measurement, measure_targets
+    from lisa_ros.node.targets_messages import targets3d_msg
+
+    depth, mask, _, _ = test_depth.two_surfaces(0.6)
+    measurement = Measurement(measure_targets([mask], depth, test_depth.camera()), "cam_depth_optical", 1)
+    msg = round_trip(ros, targets3d_msg(measurement, ros[2](stamp=Time(sec=1)), "r", "c", [0.9]))
+    target = msg.targets[0]
+    assert target.status == target.STATUS_OK and target.surfaces == 2 and msg.best_index == 0
+    assert target.surface_fraction == pytest.approx(measurement.targets[0].surface_fraction) and \
+        0.55 < target.surface_fraction < 0.65
+    assert target.centroid.z == pytest.approx(0.5) and "spans 2 surfaces" in target.status_message
 
 
 def test_tracked_message_carries_masks_and_losses(ros):
