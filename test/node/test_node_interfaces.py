@@ -257,6 +257,14 @@ def test_action_feedback_streams_the_answer_and_decoding_only_before_masks(lisa_
         status, result = goal.result()
         assert status == GoalStatus.STATUS_SUCCEEDED and len(result.masks) == (2 if decoding else 0)
         assert_feedback_streams(goal, result, decoding=decoding)
+    # The feedback and status topics take the standard qos_overrides (rclpy's ActionServer declares none).
+    topics = io.node.topic("~/segment") + "/_action/"
+    assert get_parameters(io, f"qos_overrides.{topics}feedback.publisher.depth",
+                          f"qos_overrides.{topics}feedback.publisher.reliability",
+                          f"qos_overrides.{topics}status.publisher.depth") == {
+        f"qos_overrides.{topics}feedback.publisher.depth": 100,
+        f"qos_overrides.{topics}feedback.publisher.reliability": "reliable",
+        f"qos_overrides.{topics}status.publisher.depth": 1}
 
 
 def test_action_feedback_order_and_cancel_while_queued(lisa_io):
