@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import threading
 
 import pytest
 
@@ -55,14 +56,43 @@ class Goal:
         return done.result()
 
 
+def _race_free_action_client_class():
+    from rclpy.action import ActionClient
+
+    class RaceFreeActionClient(ActionClient):
+        """rclpy's ActionClient with the lock of ros2/rclpy#1308, which this Jazzy lacks: a reply that the spinning
+        thread takes between send_*_request and the registering of its future (sent from the test's thread) was
+        ignored ("Ignoring unexpected goal response"), its future never done (ros2/rclpy#1123)."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            self._pairing_lock = threading.RLock()
+            super().__init__(*args, **kwargs)
+
+        def send_goal_async(self, *args, **kwargs):
+            with self._pairing_lock:
+                return super().send_goal_async(*args, **kwargs)
+
+        def _cancel_goal_async(self, goal_handle):
+            with self._pairing_lock:
+                return super()._cancel_goal_async(goal_handle)
+
+        def _get_result_async(self, goal_handle):
+            with self._pairing_lock:
+                return super()._get_result_async(goal_handle)
+
+        async def execute(self, taken_data):
+            with self._pairing_lock:  # its body never suspends: the feedback callbacks here are plain functions
+                await super().execute(taken_data)
+
+    return RaceFreeActionClient
+
+
 def action_client(probe, action_name: str):
     """An ActionClient on ``action_name`` whose services keep every reply, once goal responses arrive, with
     ``feedback_by_goal`` (goal id bytes -> the feedback received, in order)."""
-    from rclpy.action import ActionClient
-
     from lisa_ros.action import Segment
 
-    client = ActionClient(probe.node, Segment, action_name, goal_service_qos_profile=keep_all(),
+    client = _race_free_action_client_class()(probe.node, Segment, action_name, goal_service_qos_profile=keep_all(),
                           result_service_qos_profile=keep_all(), cancel_service_qos_profile=keep_all())
     assert client.wait_for_server(timeout_sec=15), f"no {action_name} action server"
     client.feedback_by_goal = collections.defaultdict(list)

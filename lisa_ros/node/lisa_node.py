@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -620,12 +621,16 @@ class LisaNode(LifecycleNode):
         return Request(instruction=instruction, conversation_id=conversation_id or "default",
                        reset_conversation=reset, frame=frame, context=answered, pairing_policy=pairing_policy)
 
-    async def await_answer(self, request: Request, answered: Future) -> SegmentationResult:
-        """Submits and awaits the one answer (counted, so an exit waits for its reply to go out)."""
+    async def await_answer(self, request: Request, answered: Future,
+                           submitted: Callable[[], None] | None = None) -> SegmentationResult:
+        """Submits (then calls ``submitted``) and awaits the one answer (counted, so an exit waits for its reply
+        to go out)."""
         with self._waiting_lock:
             self._waiting_service_calls += 1
         try:
             self._submit(request)
+            if submitted is not None:
+                submitted()
             return await answered
         finally:
             with self._waiting_lock:

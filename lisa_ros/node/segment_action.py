@@ -123,6 +123,10 @@ class SegmentActionServer:
         result services (keep all: no goal response or result dropped)."""
         self._node = node
         self._requests: dict[bytes, Request] = {}  # goal id -> its request, for cancel
+        # Goals accepted and not yet in the worker's queue (rclpy runs each as a task of its own, later): counted
+        # against max_queue, or a burst was accepted beyond it and answered BUSY.
+        self._starting = 0
+        self._starting_lock = threading.Lock()
         topics = node.resolve_topic_name("~/segment") + "/_action/"
         self._server = _ResultCountingActionServer(
             node, Segment, "~/segment", execute_callback=self._execute, goal_callback=self._on_goal,
@@ -144,10 +148,12 @@ class SegmentActionServer:
             reason = f"lisa_node is {state.value}, not active"
         elif goal.pairing_policy not in ("", *PairingPolicy):
             reason = f"pairing_policy must be '', 'newest' or 'next', got {goal.pairing_policy!r}"
-        elif worker.waiting >= worker.settings.max_queue:
-            reason = f"request queue full ({worker.settings.max_queue} waiting); slow down or raise max_queue"
         else:
-            return GoalResponse.ACCEPT
+            with self._starting_lock:
+                if worker.waiting + self._starting < worker.settings.max_queue:
+                    self._starting += 1
+                    return GoalResponse.ACCEPT
+            reason = f"request queue full ({worker.settings.max_queue} waiting); slow down or raise max_queue"
         self._node.get_logger().warning(f"~/segment goal {goal.instruction[:60]!r} rejected: {reason}")
         return GoalResponse.REJECT
 
@@ -162,6 +168,21 @@ class SegmentActionServer:
         return CancelResponse.ACCEPT
 
     async def _execute(self, goal_handle) -> Segment.Result:
+        started = threading.Event()
+
+        def submitted() -> None:
+            """Once: the goal is in the worker's queue (or answered), no longer counted as starting."""
+            if not started.is_set():
+                started.set()
+                with self._starting_lock:
+                    self._starting -= 1
+
+        try:
+            return await self._run(goal_handle, submitted)
+        finally:
+            submitted()
+
+    async def _run(self, goal_handle, submitted: Callable[[], None]) -> Segment.Result:
         goal = goal_handle.request
         answered = Future()
         request = self._node.service_request(goal.instruction, goal.image, goal.conversation_id,
@@ -177,7 +198,7 @@ class SegmentActionServer:
         key = bytes(goal_handle.goal_id.uuid)
         self._requests[key] = request
         try:
-            result = await self._node.await_answer(request, answered)
+            result = await self._node.await_answer(request, answered, submitted)
         finally:
             self._requests.pop(key, None)
             feedback.close()

@@ -41,7 +41,8 @@ def _request_results(sent: dict, results: dict) -> None:
 
 def test_a_burst_of_200_goals_gets_every_goal_response_and_one_result_per_accepted_goal(case, lisa_io, ros_probe):
     """200 goals 15 ms apart, engine 50 ms, max_queue 64: each accepted or rejected, each accepted one answered
-    once (its action result, and one ~/result with its instruction)."""
+    once (its action result, and one ~/result with its instruction), and answered OK: the queue limit is applied at
+    goal time (rclpy runs an accepted goal later, as a task: 14 of 180 accepted were answered BUSY)."""
     results_topic = f"/reliability_action_burst_results_{os.getpid()}"
     io = lisa_io(params={"model.delay_s": 0.05, "max_queue": 64, "max_image_age": 600.0, "inference_timeout": 60.0,
                          f"qos_overrides.{results_topic}.publisher.depth": 1000},
@@ -72,7 +73,8 @@ def test_a_burst_of_200_goals_gets_every_goal_response_and_one_result_per_accept
     for text in sent:
         case.check(text not in no_response and text not in no_result and text not in dict(wrong), text,
                    error=text in rejected)
-    accounting = case.account(list(results), on_topic, expected_statuses={int(Status.OK), int(Status.BUSY)})
+    # Goals accepted but not yet queued count against max_queue: an accepted goal is not answered BUSY.
+    accounting = case.account(list(results), on_topic, expected_statuses={int(Status.OK)})
     answered_rejected = [r.instruction for r in on_topic if r.instruction in rejected]
     statuses = [Status.name_of(f.result().result.result.status) for f in results.values() if f.done()]
     case.note(f"200 goals: {len(results)} accepted ({statuses.count('OK')} OK, {statuses.count('BUSY')} BUSY), "
