@@ -17,7 +17,9 @@ import re
 import sys
 import threading
 import time
+import uuid
 import weakref
+from collections.abc import Callable
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -78,6 +80,7 @@ SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=Reliability
 SERVICE_DEADLINE_MARGIN_S = 5.0
 LOAD_POLL_S = 0.05  # how often configure looks for an exit request while the model loads
 EXIT_WAIT_S = 1.0  # at exit, how long an in-flight transition may take to see the exit request and end
+EXIT_ANSWERS_WAIT_S = 3.0  # at exit, how long the answers owed (service responses, action results) may take to go out
 # Callbacks that may hold a thread at once: one per mutually exclusive group (images, instructions,
 # transitions, ~/reset, the default group: get_state, parameters, diagnostics) plus ~/segment's coroutine
 # steps, which never wait on a thread: a call waiting for its answer holds none, whatever max_queue is.
@@ -143,6 +146,9 @@ class LisaNode(LifecycleNode):
         self._problem = ""  # why the last transition failed ("" after a success): shown until fixed
         self._frames = LatestFrame()
         self._stats = RequestStats()
+        # Node-assigned request_ids: "lisa-<8 hex drawn at start>-<n>", never a client's "1", "2", ... nor an id
+        # of this node's earlier runs.
+        self._request_id_prefix = f"lisa-{uuid.uuid4().hex[:8]}-"
         self._request_ids = itertools.count(1)
         self._unstamped_ids = itertools.count(1)
         self._image_subscriptions: list = []  # created on activate, destroyed on deactivate
@@ -191,7 +197,7 @@ class LisaNode(LifecycleNode):
                             qos_profile=SERVICE_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._reset_group)
         self._semantic = SemanticGlue(self, self._service_group)  # ~/segment_semantic, ~/semantic(_overlay)
-        self._segment_action = SegmentActionServer(self)  # the ~/segment action (under ~/segment/_action/)
+        self._segment_action = SegmentActionServer(self, SERVICE_QOS)  # the ~/segment action (~/segment/_action/)
         # Instructions are subscribed for the node's whole life (images only while active):
         # an instruction that arrives while inactive is answered NOT_READY instead of being
         # dropped by a destroyed subscription, so every instruction gets its one answer.
@@ -512,8 +518,9 @@ class LisaNode(LifecycleNode):
             self._unload_engine()
 
     def exit(self, executor: NodeExecutor, signal_name: str) -> None:
-        """Process exit (SIGINT/SIGTERM, or the context shut down): answer what is pending, let an in-flight
-        transition see the exit request and end, then destroy the node.
+        """Process exit (SIGINT/SIGTERM, or the context shut down): answer what is pending, spin until those
+        answers have gone out (the ~/segment service responses and action results, each an executor task of
+        its own), let an in-flight transition see the exit request and end, then destroy the node.
 
         The model is left to the process's end: freeing it (garbage collection over torch's objects)
         took seconds of the 2 s an exit may take, for memory the OS reclaims anyway.
@@ -524,12 +531,18 @@ class LisaNode(LifecycleNode):
         with self._state_lock:
             self._state = NodeState.EXITING  # first: what arrives meanwhile is refused with this state's advice
             self._stop_processing("node shutting down")  # its running engine call is cancelled
-        deadline = time.monotonic() + EXIT_WAIT_S
-        while time.monotonic() < deadline and (self._waiting_service_calls or self._semantic.waiting_calls
-                                               or not self._transition_group.can_execute(self._service_change_state)):
+        started = time.monotonic()
+        answers_deadline, transition_deadline = started + EXIT_ANSWERS_WAIT_S, started + EXIT_WAIT_S
+        while True:
+            now = time.monotonic()
+            answers_owed = (self._waiting_service_calls or self._semantic.waiting_calls
+                            or self._segment_action.results_owed)
+            transition_running = not self._transition_group.can_execute(self._service_change_state)
+            if not (answers_owed and now < answers_deadline or transition_running and now < transition_deadline):
+                break
             executor.spin_once(timeout_sec=LOAD_POLL_S)
         # Destroying the node under a running callback would make that callback fail.
-        executor.wait_for_callbacks(max(0.0, deadline - time.monotonic()))
+        executor.wait_for_callbacks(max(0.0, transition_deadline - time.monotonic()))
         self.destroy_node()
 
     def _stop_processing(self, reason: str) -> None:
@@ -577,7 +590,7 @@ class LisaNode(LifecycleNode):
                              reset_conversation=msg.reset_conversation))
 
     def _submit(self, request: Request) -> None:
-        request.request_id = request.request_id or str(next(self._request_ids))
+        request.request_id = request.request_id or self.new_request_id()
         request.stamp = self.get_clock().now().to_msg()
         worker, config = self._worker, self._config
         if worker is None or self._state is not NodeState.ACTIVE:
@@ -589,6 +602,9 @@ class LisaNode(LifecycleNode):
         except InstructionError as error:
             request.error = (Status.INVALID_INSTRUCTION, str(error))
         worker.submit(request)
+
+    def new_request_id(self) -> str:
+        return f"{self._request_id_prefix}{next(self._request_ids)}"
 
     async def _on_segment(self, request: Segment.Request, response: Segment.Response) -> Segment.Response:
         """Awaits the worker's answer without holding an executor thread; never runs inference."""
@@ -608,12 +624,16 @@ class LisaNode(LifecycleNode):
         return Request(instruction=instruction, conversation_id=conversation_id or "default",
                        reset_conversation=reset, frame=frame, context=answered, pairing_policy=pairing_policy)
 
-    async def await_answer(self, request: Request, answered: Future) -> SegmentationResult:
-        """Submits and awaits the one answer (counted, so an exit waits for its reply to go out)."""
+    async def await_answer(self, request: Request, answered: Future,
+                           submitted: Callable[[], None] | None = None) -> SegmentationResult:
+        """Submits (then calls ``submitted``) and awaits the one answer (counted, so an exit waits for its reply
+        to go out)."""
         with self._waiting_lock:
             self._waiting_service_calls += 1
         try:
             self._submit(request)
+            if submitted is not None:
+                submitted()
             return await answered
         finally:
             with self._waiting_lock:

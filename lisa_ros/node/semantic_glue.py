@@ -183,7 +183,7 @@ class SemanticGlue:
         return response
 
     def _job(self, job: SemanticJob) -> SemanticJob:
-        job.request_id = f"semantic-{next(self._node._request_ids)}"
+        job.request_id = self._node.new_request_id()
         return job
 
     # -- outputs ----------------------------------------------------------------------
@@ -194,7 +194,7 @@ class SemanticGlue:
         if answer.frame is None:
             msg.header.stamp = self._node.get_clock().now().to_msg()  # refused before reaching a frame
         logger = self._node.get_logger()
-        label = f"{job.request_id} ({len(result.label_names)} categories)"
+        label = f"semantic request {job.request_id} ({len(result.label_names)} categories)"
         try:
             if answer.image is not None and result.status.answered and self._overlay_pub.get_subscription_count():
                 drawn = label_overlay(answer.image, result.label, self._overlay_alpha)

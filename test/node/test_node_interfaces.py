@@ -1,11 +1,12 @@
 """Robot-stack interfaces of lisa_node over real DDS: the correlated instruction topic."""
-import collections
 import itertools
+import re
 import time
 
 import pytest
 
-from conftest import get_parameters, make_image_msg, resend_until_answered, set_parameters, wait_for
+import action_goals as goals
+from conftest import get_parameters, make_image_msg, set_parameters, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -60,9 +61,16 @@ def test_structured_refusals_keep_the_id_and_the_string_topic_keeps_node_ids(lis
     assert refused.status == refused.STATUS_INVALID_INSTRUCTION and refused.instruction == too_long
     publish(Instruction(request_id="", text="the mug"))  # no id: the node assigns one
     io.ask("  the plate  ")  # the uncorrelated convenience path, as before
-    for text in ("the mug", "the plate"):
-        result, = io.results_for(text)
-        assert result.status == result.STATUS_OK and result.request_id.isdigit()
+    publish(Instruction(request_id="1", text="the fork"))  # a client numbering its own requests
+    publish(Instruction(request_id="2", text="the knife"))
+    assigned = [io.results_for(text)[0] for text in ("the mug", "the plate")]
+    io.results_for("the fork"), io.results_for("the knife")
+    # The node's ids were "1", "2", ...: a client's "1" and "2" each got a second result with its id.
+    assert [r.instruction for r in results_with_id(io, "1")] == ["the fork"]
+    assert [r.instruction for r in results_with_id(io, "2")] == ["the knife"]
+    for result in assigned:
+        assert result.status == result.STATUS_OK and re.fullmatch(r"lisa-[0-9a-f]{8}-\d+", result.request_id)
+    assert assigned[0].request_id != assigned[1].request_id
 
 
 # -- live parameters ----------------------------------------------------------------------------------------------
@@ -167,71 +175,8 @@ def test_model_parameters_are_the_running_engine_s_options_only(lisa_io):
 
 # -- the ~/segment action -----------------------------------------------------------------------------------------
 
-class Goal:
-    """One goal sent through a real rclpy ActionClient: its feedback, handle and result.
-
-    The feedback is read off the action's feedback topic, by goal id: rclpy's ActionClient stops calling a
-    goal's feedback callback once its result has arrived, and the last feedback and the result travel apart.
-    """
-
-    def __init__(self, client, instruction):
-        import uuid
-
-        from unique_identifier_msgs.msg import UUID
-
-        from lisa_ros.action import Segment
-
-        goal_id = uuid.uuid4().bytes
-        self.feedback = client.feedback_by_goal[goal_id]
-        self._sent = client.send_goal_async(Segment.Goal(instruction=instruction), goal_uuid=UUID(uuid=list(goal_id)))
-        self.handle = wait_for(lambda: self._sent.done() and self._sent.result(), 15, "the goal response")
-        self._result = self.handle.get_result_async() if self.handle.accepted else None
-
-    def stages(self):
-        return [(f.stage, f.queue_position) for f in list(self.feedback)]
-
-    def result(self, timeout=15.0):
-        """(GoalStatus, SegmentationResult)."""
-        wait_for(self._result.done, timeout, "the goal result")
-        response = self._result.result()
-        return response.status, response.result.result
-
-    def cancel(self):
-        done = self.handle.cancel_goal_async()
-        wait_for(done.done, 10, "the cancel response")
-        return done.result()
-
-
 def action_client(io):
-    from rclpy.action import ActionClient
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-    from lisa_ros.action import Segment
-
-    client = ActionClient(io.probe.node, Segment, io.node.topic("~/segment"))
-    assert client.wait_for_server(timeout_sec=15), "no ~/segment action server"
-    client.feedback_by_goal = collections.defaultdict(list)
-    feedback = io.probe.node.create_subscription(
-        Segment.Impl.FeedbackMessage, io.node.topic("~/segment") + "/_action/feedback",
-        lambda msg: client.feedback_by_goal[bytes(msg.goal_id.uuid)].append(msg.feedback),
-        QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE))
-    wait_for(lambda: feedback.get_publisher_count() >= 1, 10, "the action's feedback publisher")
-    _until_goal_responses_arrive(client)
-    return client
-
-
-def _until_goal_responses_arrive(client, timeout: float = 30.0) -> None:
-    """wait_for_server sees the server, but a goal sent before the server's reply writer has matched this
-    client goes unanswered (seen with a CPU hog beside the suite): send goals the node rejects at goal time
-    (no side effect but a log line) until one is answered."""
-    from lisa_ros.action import Segment
-
-    sent = resend_until_answered(
-        lambda: client.send_goal_async(Segment.Goal(instruction="reply path check", pairing_policy="not-a-policy")),
-        timeout, 2.0)
-    if sent is None:
-        pytest.fail(f"no goal response from the ~/segment action server within {timeout} s")
-    assert not sent.result().accepted
+    return goals.action_client(io.probe, io.node.topic("~/segment"))
 
 
 def running_goal(lisa_io, instruction, **params):
@@ -242,14 +187,14 @@ def running_goal(lisa_io, instruction, **params):
     io = lisa_io(params={"inference_timeout": 30.0, "model.hang_s": 20.0, "max_queue": 2} | params)
     io.publish_frame(make_image_msg(stamp=(3, 0)))
     client = action_client(io)
-    running = Goal(client, instruction)
+    running = goals.Goal(client, instruction)
     wait_for(lambda: (Segment.Feedback.STAGE_ENCODING, 0) in running.stages(), 10, "the first goal running")
     return io, client, running
 
 
 def assert_feedback_streams(goal, result, *, decoding):
     """QUEUED* -> ENCODING -> GENERATING+ (tokens strictly increasing, from the first; the text a prefix of the
-    explanation, the last all of it) -> DECODING when masks were decoded."""
+    explanation, the last all of it) -> DECODING when masks were decoded, with the whole text and its tokens."""
     from lisa_ros.action import Segment
 
     stage = Segment.Feedback
@@ -266,6 +211,9 @@ def assert_feedback_streams(goal, result, *, decoding):
     assert all(a.tokens < b.tokens for a, b in itertools.pairwise(generating)), [f.tokens for f in generating]
     assert all(result.explanation.startswith(f.partial_text) for f in generating)
     assert generating[-1].partial_text == result.explanation
+    # partial_text never shrinks: DECODING (after the last token) carries the whole text (it carried "" and 0)
+    after = feedback[max(i for i, f in enumerate(feedback) if f.stage == stage.STAGE_GENERATING) + 1:]
+    assert all((f.partial_text, f.tokens) == (result.explanation, generating[-1].tokens) for f in after), after
 
 
 def test_feedback_throttle_sends_stages_at_once_and_generating_at_most_every_interval():
@@ -294,7 +242,8 @@ def test_feedback_throttle_sends_stages_at_once_and_generating_at_most_every_int
     throttle(generating(7))  # a cancelled call still generating after the answer: dropped
     assert [(p.stage, p.tokens) for p in sent] == [
         (Stage.ENCODING, 0), (Stage.GENERATING, 1), (Stage.GENERATING, 4), (Stage.GENERATING, 5),
-        (Stage.DECODING, 0), (Stage.GENERATING, 6)]
+        (Stage.DECODING, 5), (Stage.GENERATING, 6)]
+    assert sent[4].partial_text == "w" * 5  # a later stage keeps the text generated so far
 
 
 def test_action_feedback_streams_the_answer_and_decoding_only_before_masks(lisa_io):
@@ -304,10 +253,18 @@ def test_action_feedback_streams_the_answer_and_decoding_only_before_masks(lisa_
     io.publish_frame(make_image_msg(stamp=(3, 0)))
     client = action_client(io)
     for instruction, decoding in (("the cup and the plate", True), ("nothing at all", False)):
-        goal = Goal(client, instruction)
+        goal = goals.Goal(client, instruction)
         status, result = goal.result()
         assert status == GoalStatus.STATUS_SUCCEEDED and len(result.masks) == (2 if decoding else 0)
         assert_feedback_streams(goal, result, decoding=decoding)
+    # The feedback and status topics take the standard qos_overrides (rclpy's ActionServer declares none).
+    topics = io.node.topic("~/segment") + "/_action/"
+    assert get_parameters(io, f"qos_overrides.{topics}feedback.publisher.depth",
+                          f"qos_overrides.{topics}feedback.publisher.reliability",
+                          f"qos_overrides.{topics}status.publisher.depth") == {
+        f"qos_overrides.{topics}feedback.publisher.depth": 100,
+        f"qos_overrides.{topics}feedback.publisher.reliability": "reliable",
+        f"qos_overrides.{topics}status.publisher.depth": 1}
 
 
 def test_action_feedback_order_and_cancel_while_queued(lisa_io):
@@ -316,7 +273,7 @@ def test_action_feedback_order_and_cancel_while_queued(lisa_io):
     from lisa_ros.action import Segment
 
     io, client, running = running_goal(lisa_io, "#hang the cup")
-    second, third = Goal(client, "the cup"), Goal(client, "the mug")
+    second, third = goals.Goal(client, "the cup"), goals.Goal(client, "the mug")
     wait_for(lambda: (Segment.Feedback.STAGE_QUEUED, 2) in third.stages(), 10, "the third goal queued second")
     second.cancel()
     status, result = second.result()
@@ -341,7 +298,7 @@ def test_action_cancel_while_running_stops_the_engine_and_the_next_goal_succeeds
     running.cancel()
     status, result = running.result()
     assert status == GoalStatus.STATUS_CANCELED and result.status == result.STATUS_CANCELLED
-    after = Goal(client, "the plate")
+    after = goals.Goal(client, "the plate")
     status, answer = after.result(timeout=10)
     assert status == GoalStatus.STATUS_SUCCEEDED and answer.status == answer.STATUS_OK, answer.status_message
     assert time.monotonic() - started < 5  # the hang (20 s) was stopped, not waited out
@@ -351,8 +308,8 @@ def test_action_goals_beyond_the_queue_are_rejected_at_goal_time(lisa_io):
     from lisa_ros.action import Segment
 
     io, client, running = running_goal(lisa_io, "#hang the cup", max_queue=1)
-    queued = Goal(client, "the cup")
-    rejected = Goal(client, "one too many")
+    queued = goals.Goal(client, "the cup")
+    rejected = goals.Goal(client, "one too many")
     assert queued.handle.accepted and not rejected.handle.accepted
     wait_for(lambda: "rejected: request queue full (1 waiting)" in io.node.log, 5, "the rejection logged")
     queued.cancel()  # first: once the running goal is cancelled, the queued one runs (and may finish) at once

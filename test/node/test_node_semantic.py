@@ -6,6 +6,8 @@ the LISA test runs the real method, filter included, on the tiny random checkpoi
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -55,7 +57,7 @@ def test_service_answers_a_label_map_of_the_source_size_and_an_overlay_while_sub
     label = _label(result)
     assert (label[:24] == 1).all() and (label[24:] == 2).all()  # the stand-in's two bands
     assert list(result.pixel_fractions) == pytest.approx([0.5, 0.5, 0.0])
-    assert result.request_id.startswith("semantic-") and result.model_id == "plumbing"
+    assert re.fullmatch(r"lisa-[0-9a-f]{8}-\d+", result.request_id) and result.model_id == "plumbing"
     overlay = wait_for(lambda: overlays and overlays[-1], 10, "an overlay")
     assert (overlay.width, overlay.height, overlay.encoding, overlay.header.frame_id) == (64, 48, "rgb8", "cam")
     # Without an image: the newest camera frame; without categories: semantic.categories (empty here).
