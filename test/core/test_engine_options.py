@@ -1,5 +1,6 @@
 """Engine options are declared once (lisa_ros.core.engine_options): the node's list, the plumbing
-engine, config/lisa.yaml and the README's parameter table all agree with that declaration."""
+engine, config/lisa.yaml, docs/model.md's options table and the README's first parameters all agree with that
+declaration."""
 from __future__ import annotations
 
 import re
@@ -63,10 +64,10 @@ def test_default_config_lists_every_lisa_option_with_its_default():
     assert options == {name: default for name, (default, _) in LISA_OPTIONS.items()}
 
 
-def _readme_model_rows() -> dict[str, object]:
-    """``model.*`` rows of the README's parameter table: name -> default, parsed as YAML would."""
+def _model_rows(page: str) -> dict[str, object]:
+    """``model.*`` rows of a page's parameter table: name -> default, parsed as YAML would."""
     rows = {}
-    for line in (REPO / "README.md").read_text().splitlines():
+    for line in (REPO / page).read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) < 3 or not cells[0].startswith("`model."):
             continue
@@ -76,8 +77,13 @@ def _readme_model_rows() -> dict[str, object]:
     return rows
 
 
-def test_readme_table_lists_every_lisa_option_with_its_default():
-    assert _readme_model_rows() == {name: default for name, (default, _) in LISA_OPTIONS.items()}
+def test_model_page_table_lists_every_lisa_option_with_its_default():
+    assert _model_rows("docs/model.md") == {name: default for name, (default, _) in LISA_OPTIONS.items()}
+
+
+def test_readme_first_parameters_give_the_lisa_defaults():
+    rows = _model_rows("README.md")
+    assert rows and rows == {name: LISA_OPTIONS[name][0] for name in rows}
 
 
 def test_engines_are_the_ones_config_accepts():

@@ -37,8 +37,8 @@ def test_message_and_service_fields():
 
 
 def _documented_mask_snippets() -> list[str]:
-    """The per-category mask example, as the README and the message's comments give it."""
-    readme = (REPO / "README.md").read_text().split("**Per-category masks and scores.**", 1)[1]
+    """The per-category mask example, as docs/semantic.md and the message's comments give it."""
+    readme = (REPO / "docs" / "semantic.md").read_text().split("**Per-category masks and scores.**", 1)[1]
     comments = (REPO / "msg" / "SemanticSegmentation.msg").read_text().split("one category's boolean mask:", 1)[1]
     return [readme.split("```python\n", 1)[1].split("```", 1)[0],
             "\n".join(line.removeprefix("#").strip() for line in comments.splitlines()[1:3])]

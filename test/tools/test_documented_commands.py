@@ -47,17 +47,20 @@ def test_config_and_launch_comments_name_the_checkpoint_folder(path):
 
 
 @pytest.mark.ros
-def test_readme_action_example_and_feedback_stages_match_the_action_definition():
-    """The copy-paste goal names real goal fields; the feedback bullet names every stage and field, in order."""
+@pytest.mark.parametrize("page", ["README.md", "docs/node.md"])
+def test_action_example_and_feedback_stages_match_the_action_definition(page):
+    """The copy-paste goal (README and docs/node.md) names real goal fields; docs/node.md's feedback bullet
+    names every stage and field, in order."""
     import yaml
 
     from lisa_ros.action import Segment
 
-    readme = (REPO / "README.md").read_text()
-    action, type_name, goal = re.search(r'ros2 action send_goal (\S+) (\S+) "(\{.*?\})" --feedback', readme).groups()
+    text = (REPO / page).read_text()
+    action, type_name, goal = re.search(r'ros2 action send_goal (\S+) (\S+) "(\{.*?\})" --feedback', text).groups()
     assert (action, type_name) == ("/lisa_node/segment", "lisa_ros/action/Segment")
     assert set(yaml.safe_load(goal)) <= set(Segment.Goal.get_fields_and_field_types())
-    bullet = readme.split("- feedback, in this order:", 1)[1].split("\n- ", 1)[0]
+    guide = (REPO / "docs" / "node.md").read_text()
+    bullet = guide.split("- feedback, in this order:", 1)[1].split("\n- ", 1)[0]
     feedback = Segment.Feedback
     names = sorted((n for n in dir(feedback) if n.startswith("STAGE_")), key=lambda n: getattr(feedback, n))
     positions = [bullet.find(f"`{name}`") for name in names]
@@ -66,15 +69,15 @@ def test_readme_action_example_and_feedback_stages_match_the_action_definition()
 
 
 @pytest.mark.ros
-def test_readme_python_service_call_runs_as_written(lisa_node_process, tmp_path):
-    """The README's rclpy stand-in for `ros2 service call`, run as its own process against a node (moved into
-    a namespace of the test's own: only the service name is changed)."""
+def test_documented_python_service_call_runs_as_written(lisa_node_process, tmp_path):
+    """docs/node.md's rclpy stand-in for `ros2 service call`, run as its own process against a node (moved
+    into a namespace of the test's own: only the service name is changed)."""
     import os
     import subprocess
     import sys
 
-    readme = (REPO / "README.md").read_text()
-    snippet = re.search(r"The `ros2` commands need.*?```python\n(.*?)```", readme, re.S).group(1)
+    guide = (REPO / "docs" / "node.md").read_text()
+    snippet = re.search(r"The `ros2` commands need.*?```python\n(.*?)```", guide, re.S).group(1)
     node = lisa_node_process()
     script = tmp_path / "ask.py"
     script.write_text(snippet.replace('"/lisa_node/segment"', repr(node.topic("~/segment"))))
