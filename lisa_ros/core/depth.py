@@ -5,7 +5,7 @@ No ROS here: the node feeds :class:`TargetLocator` the fields of ``sensor_msgs/C
 tracked frame). Every point comes with a :class:`DepthStatus`; a mask that cannot be measured
 gets a status and a reason, never a point.
 
-Decisions (the README's "3D targets and tracking" section says the same to users):
+Decisions (docs/3d-and-tracking.md says the same to users):
 
 - **Frame.** Points are in the optical frame of the depth image's header (x right, y down,
   z forward, REP 103); transforming them elsewhere is the consumer's TF job.

@@ -2,7 +2,7 @@
 
 The node declares ``model.<name>`` for each option of the engine it runs, ``LisaOptions`` and ``PlumbingEngine`` take
 their fields and defaults from here, and a test holds ``config/lisa.yaml`` and the
-README's parameter table to them: a new option is added here and nowhere else.
+docs/model.md's options table to them: a new option is added here and nowhere else.
 """
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "auto_activate": (True, "activate after auto-configure"),
     "diagnostics_period": (1.0, "s between /diagnostics messages"),
     "detections.enabled": (True, "publish ~/detections (vision_msgs/Detection2DArray) where vision_msgs is installed"),
-    # 3D targets and tracking (lisa_ros.node.targets_glue; README "3D targets and tracking")
+    # 3D targets and tracking (lisa_ros.node.targets_glue; docs/3d-and-tracking.md)
     "depth.enabled": (False, "subscribe to depth + depth_camera_info and publish ~/targets_3d, ~/target_point, "
                              "~/target_cloud, ~/markers"),
     "depth.tolerance": (0.05, "s; largest colour/depth stamp difference for a pair"),

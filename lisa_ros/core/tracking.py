@@ -6,7 +6,7 @@ masks is carried from frame to frame until the next answer for that conversation
 once per camera frame and :meth:`TrackingRunner.track` once per result, and publishes what the
 callback gets.
 
-Method (chosen by measurement, ``benchmarks/tracking.py``, figures in the README): on grey frames
+Method (chosen by measurement, ``benchmarks/tracking.py``, figures in docs/benchmarks.md): on grey frames
 downscaled to ``work_width`` pixels, corners inside the (eroded) mask are followed by pyramidal
 Lucas-Kanade flow forwards and backwards (OpenCV); the points that come back to where they
 started give a similarity transform (RANSAC), and the model's mask is warped by the product of
