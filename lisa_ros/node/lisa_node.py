@@ -61,6 +61,7 @@ from lisa_ros.msg import Instruction, SegmentationResult
 from lisa_ros.node.detections import installed_detection_types, result_to_detections
 from lisa_ros.node.exit_signals import ExitSignals
 from lisa_ros.node.messages import answer_to_result, array_to_image_msg, frame_key, union_mask_msg
+from lisa_ros.node.qos_overrides import QosOverrideError, qos_override_problems
 from lisa_ros.node.segment_action import SegmentActionServer
 from lisa_ros.node.semantic_glue import SemanticGlue
 from lisa_ros.node.targets_glue import TargetsGlue
@@ -167,6 +168,13 @@ class LisaNode(LifecycleNode):
         self._transition_group.add_entity(change_state)
         change_state.callback = self._refusing_unavailable_transitions(change_state.callback)
         self._auto_start_timer = None
+        self._detection_types = installed_detection_types()
+        outputs = ["~/result", "~/mask", "~/explanation", "~/overlay"] + ["~/detections"] * (
+            self._detection_types is not None)
+        instructions = [self.resolve_topic_name("instruction") + suffix for suffix in ("", "/structured")]
+        if problems := qos_override_problems(self, [(self.resolve_topic_name(t), "publisher") for t in outputs]
+                                             + [(t, "subscription") for t in instructions]):
+            raise QosOverrideError("; ".join(problems))  # main prints it: lisa_node cannot start without them
         self._result_pub = self.create_publisher(SegmentationResult, "~/result", _qos(RESULT_QOS),
                                                  qos_overriding_options=overridable)
         self._mask_pub = self.create_publisher(Image, "~/mask", _qos(RESULT_QOS), qos_overriding_options=overridable)
@@ -175,7 +183,6 @@ class LisaNode(LifecycleNode):
         self._overlay_pub = self.create_publisher(Image, "~/overlay", _qos(RESULT_QOS),
                                                   qos_overriding_options=overridable)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._detection_types = installed_detection_types()
         self._detections_pub = None
         if self._detection_types is None:
             self.get_logger().info("vision_msgs not installed: ~/detections is off")
@@ -320,21 +327,24 @@ class LisaNode(LifecycleNode):
             image_topic=self.resolve_topic_name("image"),
         )
 
-    def _image_qos_problems(self, compressed: bool) -> list[str]:
-        """The camera subscriptions' qos_overrides, checked at configure rather than at activate.
-
-        Declares their (read-only) parameters as rclpy would when subscribing, so a typo is named
-        with the other problems before the model loads.
-        """
+    def _activate_qos_problems(self, values: dict) -> list[str]:
+        """The qos_overrides of what activate creates (camera, depth, 3D targets, tracking), checked at configure
+        with the other problems, before the model loads. The camera's parameters are declared now as rclpy would
+        when subscribing."""
         image_topic = self.resolve_topic_name("image")
-        problems = []
-        for topic in [image_topic] + ([f"{image_topic}/compressed"] if compressed else []):
-            try:
+        cameras = [image_topic] + ([f"{image_topic}/compressed"] if values["compressed"] is True else [])
+        entities = [(topic, "subscription") for topic in cameras]
+        if values["depth.enabled"] is True:
+            entities += [(self.resolve_topic_name(t), "subscription") for t in ("depth", "depth_camera_info")]
+            entities += [(self.resolve_topic_name(t), "publisher")
+                         for t in ("~/targets_3d", "~/target_point", "~/target_cloud", "~/markers")]
+        if values["tracking.enabled"] is True:
+            entities.append((self.resolve_topic_name("~/tracked"), "publisher"))
+        problems = qos_override_problems(self, entities)
+        if not problems:
+            for topic in cameras:
                 _declare_qos_parameters(Subscription, self, topic, _qos(IMAGE_QOS),
                                         QoSOverridingOptions.with_default_policies())
-            except Exception as error:  # RuntimeError (bad policy name), InvalidParameterTypeException, ...
-                problems.append(f"qos_overrides.{topic}.subscription: {error} (QoS overrides are read-only: fix the "
-                                "params file and restart lisa_node)")
         return problems
 
     # -- lifecycle ------------------------------------------------------------------
@@ -363,7 +373,7 @@ class LisaNode(LifecycleNode):
         if self._exit_requested.is_set():
             return TransitionCallbackReturn.FAILURE
         values = self._parameter_values()
-        problems = self._image_qos_problems(compressed=values["compressed"] is True)
+        problems = self._activate_qos_problems(values)
         try:
             config = NodeConfig.from_parameters(values)
         except ConfigError as error:
