@@ -37,12 +37,12 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from lisa_ros.core.engine import Engine, create_engine
-from lisa_ros.core.engine_options import option_description, option_keys
+from lisa_ros.core.engine_options import option_description, option_keys, undeclared_parameter_reason
 from lisa_ros.core.engine_runner import CallTimeout, EngineRunner
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import image_message_to_rgb
 from lisa_ros.core.instruction import InstructionError, validate_instruction
-from lisa_ros.core.lifecycle import NodeState, not_ready_message
+from lisa_ros.core.lifecycle import NodeState, frozen_parameter_advice, not_ready_message
 from lisa_ros.core.masks import overlay_masks
 from lisa_ros.core.node_config import (
     BOUNDS,
@@ -260,10 +260,8 @@ class LisaNode(LifecycleNode):
         frozen = [p.name for p in mine
                   if p.name in RECONFIGURE_PARAMETERS or p.name.split(".")[0] in RECONFIGURE_GROUPS]
         if frozen and self._state is not NodeState.UNCONFIGURED:
-            return self._refused(
-                f"{', '.join(frozen)} take effect when the model loads; lisa_node is {self._state.value}. Deactivate, "
-                "clean up, set the parameter, configure and activate (ros2 lifecycle set <node> deactivate, "
-                "cleanup, then ros2 param set, then configure, activate)")
+            return self._refused(f"{', '.join(frozen)} take effect when the model loads; lisa_node is "
+                                 f"{self._state.value}. To change it: {frozen_parameter_advice(self._state)}")
         live = {p.name: p.value for p in mine if p.name in LIVE_PARAMETERS}
         if live:
             try:
@@ -272,6 +270,17 @@ class LisaNode(LifecycleNode):
                 if problems := error.about(live):
                     return self._refused("; ".join(problems))
         return SetParametersResult(successful=True)
+
+    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
+        """What the set_parameters services call (`ros2 param set`, `ros2 param load`): a name the node does not
+        declare is refused with what can be set instead (rclpy's reason was "Invalid access to undeclared
+        parameter(s): []")."""
+        undeclared = [p.name for p in parameter_list if not self.has_parameter(p.name)]
+        if undeclared:
+            engine = self.get_parameter("engine").value
+            names = self.list_parameters([], 0).names
+            return self._refused("; ".join(undeclared_parameter_reason(name, engine, names) for name in undeclared))
+        return super().set_parameters_atomically(parameter_list)
 
     def _refused(self, reason: str) -> SetParametersResult:
         self.get_logger().warning(f"parameter change refused: {reason}")
