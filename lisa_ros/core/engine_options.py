@@ -48,10 +48,16 @@ def option_keys(engine_type: str) -> tuple[str, ...]:
     return tuple(ENGINE_OPTIONS.get(engine_type, dict.fromkeys(MODEL_OPTION_KEYS)))
 
 
+def option_default(key: str, engine_type: str) -> Any:
+    """``engine_type``'s default for option ``key`` (the first owner's for an unknown engine type)."""
+    owner = ENGINE_OPTIONS.get(engine_type) or next(o for o in ENGINE_OPTIONS.values() if key in o)
+    return owner[key][0]
+
+
 def option_description(key: str) -> str:
     """The description of ``model.<key>`` (the engines it belongs to, then what it does)."""
     owners = [engine for engine, options in ENGINE_OPTIONS.items() if key in options]
-    return f"{'/'.join(owners)} engine option: {ENGINE_OPTIONS[owners[0]][key][1]} (unset = engine default)"
+    return f"{'/'.join(owners)} engine option: {ENGINE_OPTIONS[owners[0]][key][1]}"
 
 
 def undeclared_parameter_reason(name: str, engine_type: str, declared: Iterable[str]) -> str:

@@ -37,7 +37,12 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from lisa_ros.core.engine import Engine, create_engine
-from lisa_ros.core.engine_options import option_description, option_keys, undeclared_parameter_reason
+from lisa_ros.core.engine_options import (
+    option_default,
+    option_description,
+    option_keys,
+    undeclared_parameter_reason,
+)
 from lisa_ros.core.engine_runner import CallTimeout, EngineRunner
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import image_message_to_rgb
@@ -127,7 +132,8 @@ class LisaNode(LifecycleNode):
         dynamic = dict(dynamic_typing=True)  # types are checked at configure, with clear errors
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(
-                description=description + _when_applied(name), read_only=name in START_UP_PARAMETERS, **dynamic))
+                description=description + _when_applied(name), read_only=name in START_UP_PARAMETERS, **dynamic),
+                ignore_override=self._override_means_unset(name, default))
             if name in BOUNDS:
                 self._declare_range(name)
         self._engine_option_names: list[str] = []  # the model.* parameters declared now
@@ -229,17 +235,36 @@ class LisaNode(LifecycleNode):
 
     def _declare_engine_options(self, engine: str) -> None:
         """``model.<key>`` for the options of ``engine`` only (a production node has no fault-injection keys);
-        another engine's are undeclared. An unknown engine gets every engine's, for configure to name it."""
+        another engine's are undeclared. An unknown engine gets every engine's, for configure to name it.
+
+        Each is declared with the engine's default, never unset: `ros2 param dump` writes an unset parameter as
+        ``null``, which a params file gives back as the string 'null' (ros2cli#965), so a dump could not be
+        relaunched."""
         wanted = [f"model.{key}" for key in option_keys(engine)]
         for name in self._engine_option_names:
             if name not in wanted:
                 self.undeclare_parameter(name)
         for name in wanted:
-            if not self.has_parameter(name):  # an unset option takes the engine's default
-                self.declare_parameter(name, None, ParameterDescriptor(
-                    description=option_description(name.removeprefix("model.")) + _when_applied("model."),
-                    dynamic_typing=True))
+            if self.has_parameter(name):
+                continue
+            key, default = name.removeprefix("model."), option_default(name.removeprefix("model."), engine)
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=option_description(key) + _when_applied("model."), dynamic_typing=True),
+                ignore_override=self._override_means_unset(name, default))
         self._engine_option_names = wanted
+
+    def _override_means_unset(self, name: str, default) -> bool:
+        """A params-file value that stands for "no value", so the default is declared instead: the string 'null'
+        (`ros2 param dump` writes an unset parameter as null, read back as a string: ros2cli#965), or an empty list
+        (rcl reads `[]` as no value, which a later dump would write as null)."""
+        override = self._parameter_overrides.get(name)  # rclpy has no public view of an override before declaring
+        if override is None:
+            return False
+        if override.value == "null":
+            self.get_logger().warning(f"{name}: 'null' (how ros2 param dump writes an unset parameter) taken as "
+                                      f"unset: the default {default!r} applies")
+            return True
+        return override.type_ is Parameter.Type.NOT_SET
 
     def _follow_engine(self, parameters: list[Parameter]) -> None:
         """A new ``engine`` (set while unconfigured) brings its own ``model.*`` options."""
