@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from lisa_ros.core.bounds import Bound, range_problem
+from lisa_ros.core.bounds import Bound, range_problem, shown
 from lisa_ros.core.depth import DEPTH_BOUNDS, DepthOptions
 from lisa_ros.core.engine import ENGINE_TYPES, create_engine
 from lisa_ros.core.engine_options import MODEL_OPTION_KEYS
@@ -152,7 +152,7 @@ class NodeConfig:
             value = get[name]
             wrong_kind = kind is int and not isinstance(value, int)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or wrong_kind:
-                problem(name, f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}")
+                problem(name, f"{name} must be a{'n integer' if kind is int else ' number'}, got {shown(value)}")
                 return kind(PARAMETERS[name][0])
             if (text := range_problem(name, value, BOUNDS[name])) is not None:
                 problem(name, text)
@@ -160,17 +160,17 @@ class NodeConfig:
 
         def flag(name: str) -> bool:
             if not isinstance(get[name], bool):
-                problem(name, f"{name} must be true or false, got {get[name]!r}")
+                problem(name, f"{name} must be true or false, got {shown(get[name])}")
                 return bool(PARAMETERS[name][0])
             return get[name]
 
         engine = get["engine"]
         if engine not in ENGINE_TYPES:
-            problem("engine", f"engine must be one of {list(ENGINE_TYPES)}, got {engine!r}")
+            problem("engine", f"engine must be one of {list(ENGINE_TYPES)}, got {shown(engine)}")
         try:
             policy = PairingPolicy(get["pairing_policy"])
         except ValueError:
-            problem("pairing_policy", f"pairing_policy must be 'newest' or 'next', got {get['pairing_policy']!r}")
+            problem("pairing_policy", f"pairing_policy must be 'newest' or 'next', got {shown(get['pairing_policy'])}")
             policy = PairingPolicy.NEWEST
         model_options = {key: values[f"model.{key}"] for key in MODEL_OPTION_KEYS
                          if values.get(f"model.{key}") is not None}
