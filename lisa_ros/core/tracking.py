@@ -29,7 +29,10 @@ Loss (reported once, with the reason, instead of a stale mask; a lost target sta
 - ``area_collapsed`` / ``area_exploded``: the transform's scale made the area leave
   [min_area_ratio, max_area_ratio] times the model's mask;
 - ``max_age``: the answer is older than ``max_age_s`` (by stamps), which ends the tracking;
-- ``time_jumped_back``: a frame older than the last one (a bag looping, a simulator reset) ends it too.
+- ``time_jumped_back``: a frame older than the last one (a bag looping, a simulator reset) ends it too;
+- ``stamp_not_advancing``: a different picture with the stamp of the frame the masks are on (a driver
+  that leaves ``header.stamp`` zero or frozen): without stamps that advance, neither the order of
+  frames nor the answer's age is known, so tracking ends (the same frame again is skipped).
 
 The mask is the whole object where the transform puts it (a partly covered object keeps its full
 mask until ``occluded``). Confidence = the model's score x that similarity (0..1); age = current
@@ -182,11 +185,16 @@ class MaskTracker:
         self._stamp_ns = stamp_ns
         self._targets = [self._target(mask, score) for mask, score in zip(masks, scores)]
         self.finished = all(t.lost for t in self._targets)
+        self.finished_reason = "lost" if self.finished else ""  # kept: a finished tracker's states repeat it
 
     @property
     def stamp_ns(self) -> int:
         """Stamp of the frame the masks are on now."""
         return self._stamp_ns
+
+    def is_on(self, frame: FlowFrame, stamp_ns: int) -> bool:
+        """True when ``frame`` is the one the masks are on now (the same frame handed in again)."""
+        return stamp_ns == self._stamp_ns and np.array_equal(frame.grey, self._frame.grey)
 
     def update(self, image: np.ndarray | FlowFrame, stamp_ns: int, header: Any = None) -> TrackedState:
         """Carry the masks to ``image`` and say where they are (a frame older than the last ends tracking)."""
@@ -199,6 +207,8 @@ class MaskTracker:
         if (frame.width, frame.height, frame.grey.shape) != (self._frame.width, self._frame.height,
                                                              self._frame.grey.shape):
             return self._finish(stamp_ns, header, age_s, "frame_size_changed")
+        if stamp_ns == self._stamp_ns and not np.array_equal(frame.grey, self._frame.grey):
+            return self._finish(stamp_ns, header, age_s, "stamp_not_advancing")
         if age_s > self.options.max_age_s:
             return self._finish(stamp_ns, header, age_s, "max_age")
         for target in self._targets:
@@ -206,8 +216,7 @@ class MaskTracker:
                 self._step(target, frame)
         self._frame, self._stamp_ns = frame, stamp_ns
         if all(t.lost for t in self._targets):
-            self.finished = True
-            return self._state(stamp_ns, header, age_s, "lost")
+            self.finished, self.finished_reason = True, "lost"
         return self._state(stamp_ns, header, age_s)
 
     def _target(self, mask: np.ndarray, score: float) -> _Target:
@@ -313,15 +322,15 @@ class MaskTracker:
         for target in self._targets:
             if not target.lost:
                 target.lose(reason)
-        self.finished = True
-        return self._state(stamp_ns, header, age_s, reason)
+        self.finished, self.finished_reason = True, reason
+        return self._state(stamp_ns, header, age_s)
 
-    def _state(self, stamp_ns: int, header: Any, age_s: float, finished_reason: str = "") -> TrackedState:
+    def _state(self, stamp_ns: int, header: Any, age_s: float) -> TrackedState:
         targets = [TrackedTarget(None if t.lost else t.mask, tuple(t.box), t.score,
                                  0.0 if t.lost else t.confidence, t.area_ratio, t.lost, t.lost_reason)
                    for t in self._targets]
         return TrackedState(self.request_id, self.conversation_id, stamp_ns, header, age_s, targets,
-                            self.finished, finished_reason or ("lost" if self.finished else ""))
+                            self.finished, self.finished_reason)
 
 
 @dataclasses.dataclass
@@ -490,13 +499,17 @@ class TrackingRunner:
                 return
         tracker = MaskTracker(command.request_id, command.conversation_id, command.masks, command.scores, source,
                               command.stamp_ns, self.options)
-        newer = [kept for kept in self._history if kept[0] > command.stamp_ns]
+        # Kept frames with the answer's own stamp but another picture (frozen stamps) end it at once.
+        newer = [kept for kept in self._history
+                 if kept[0] >= command.stamp_ns and not tracker.is_on(kept[1], kept[0])]
         if len(newer) > self._catch_up_steps:  # stride through, always ending on the newest
             stride = len(newer) / self._catch_up_steps
             newer = [newer[len(newer) - 1 - int(i * stride)] for i in reversed(range(self._catch_up_steps))]
         state = None
         for stamp, frame, header in newer:
             state = tracker.update(frame, stamp, header)
+            if tracker.finished:
+                break
         with self._condition:
             self._trackers[command.conversation_id] = tracker
         if state is not None:
@@ -514,7 +527,7 @@ class TrackingRunner:
         with self._condition:
             trackers = list(self._trackers.values())
         for tracker in trackers:
-            if stamp_ns == tracker.stamp_ns:
+            if tracker.is_on(frame, stamp_ns):
                 continue  # the same frame again
             try:
                 state = tracker.update(frame, stamp_ns, header)

@@ -285,3 +285,26 @@ def test_runner_decodes_lazily_and_never_a_dropped_frame(runner_and_states):
     assert runner.wait_idle(10)
     assert decoded == [1, 4, 5] and [s.header for s in collector.states] == ["h1", "h4"]
     assert runner.tracked_conversations == ["c"]
+
+
+@pytest.mark.parametrize("frozen_stamp", [0, 5 * 10**9], ids=["zero stamps", "frozen stamps"])
+def test_runner_ends_tracking_with_a_reason_when_stamps_do_not_advance(runner_and_states, frozen_stamp):
+    """A driver that leaves header.stamp zero (or frozen): each new picture carries the answer's stamp. Tracking
+    cannot order the frames nor age the answer: it ends at once, saying why (it used to wait silently forever);
+    the same frame handed in again is still skipped."""
+    runner, collector = runner_and_states
+    sequence = scenes.moving_square(frames=4)
+    runner.track("r1", "c", [sequence.masks[0]], [0.9], frozen_stamp, sequence.frames[0])
+    runner.put_frame(sequence.frames[0], frozen_stamp, "again")  # the answer's own frame: nothing to say
+    assert runner.wait_idle(10)
+    assert collector.states == [] and runner.tracked_conversations == ["c"]
+    runner.put_frame(sequence.frames[1], frozen_stamp, "h1")
+    assert runner.wait_idle(10)
+    (state,) = collector.states
+    assert state.finished and state.finished_reason == "stamp_not_advancing" and state.header == "h1"
+    assert [t.lost_reason for t in state.targets] == ["stamp_not_advancing"] and runner.tracked_conversations == []
+    # An answer on a frame already followed by another picture with its stamp cannot start: said at once.
+    runner.track("r2", "c", [sequence.masks[0]], [0.9], frozen_stamp, sequence.frames[0])
+    assert runner.wait_idle(10)
+    assert collector.states[-1].request_id == "r2" and collector.states[-1].finished_reason == "stamp_not_advancing"
+    assert runner.tracked_conversations == []
