@@ -267,7 +267,8 @@ class TargetsGlue:
 
     # -- tracking ---------------------------------------------------------------------
     def _on_tracked(self, state: TrackedState) -> None:
-        """On the tracking thread: one ~/tracked per tracker and frame, with the 3D targets when depth is on."""
+        """On the tracking thread: one ~/tracked per tracker and frame, with the 3D targets when depth is on; built
+        only while someone reads ~/tracked (full-resolution masks and a 3D step for every camera frame)."""
         if self._closed:
             return
         if state.finished_reason == "stamp_not_advancing" and not self._stamps_warned:
@@ -279,6 +280,8 @@ class TargetsGlue:
                                             if state.stamp_ns == 0 else "") + "; tracking needs frame stamps that "
                 "advance, so every answer's tracking ends this way (~/tracked: finished_reason "
                 "'stamp_not_advancing') until they do. Said once.")
+        if self._tracked_pub.get_subscription_count() == 0:
+            return
         request_id, source = self._sources.get(state.conversation_id, ("", 0))
         if request_id != state.request_id:
             source = state.stamp_ns - round(state.age_s * 1e9)
