@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from lisa_ros.core.masks import (best_mask_indices, bounding_box, mask_to_png, overlay_masks, png_to_mask,
-                                 union_mono8)
+from lisa_ros.core.masks import best_mask_indices, bounding_box, mask_to_png, overlay_masks, png_to_mask, union_mono8
 
 
 def test_union_boxes_and_overlay():
