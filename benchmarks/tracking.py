@@ -396,6 +396,19 @@ def wait_for_load(threshold: float, max_wait_s: float) -> float:
     return os.getloadavg()[0]
 
 
+def occlusion_markdown(occlusion: dict) -> str:
+    summary = occlusion["summary"]
+    return "\n".join([
+        f"Occluder sliding over the object ({summary['scenes']} scenes; covered = share of the whole object hidden):\n",
+        common.markdown_table(
+            ["texture seed", "occluder px/frame", "from", "object", "lost at frame (reason)", "covered at loss",
+             "IoU last tracked frame", "IoU min before loss"],
+            [[r["seed"], r["occluder_px_per_frame"], r["occluder_direction"], r["object_motion"],
+              f"{r['lost']['frame']} ({r['lost']['reason']})" if r["lost"] else "-", r["covered_at_loss"],
+              r["iou_last_tracked"], r["iou_min_tracked"]] for r in occlusion["scenes"]]),
+        "\n" + ", ".join(f"{k}: {v}" for k, v in summary.items())])
+
+
 def markdown(result: dict) -> str:
     parts = ["Method choice (synthetic sequences, ms per frame incl. RGB -> small grey):\n",
              common.markdown_table(
@@ -422,6 +435,8 @@ def markdown(result: dict) -> str:
              common.markdown_table(["step", "ms median", "ms p95", "ms min", "CPU ms median"],
                                    [[r["step"], r["ms"]["median"], r["ms"].get("p95"), r["ms"].get("min"),
                                      r.get("cpu_ms", {}).get("median")] for r in result["depth"]])]
+    if result.get("occlusion"):
+        parts += ["\n" + occlusion_markdown(result["occlusion"])]
     return "\n".join(parts)
 
 
@@ -433,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-load", type=float, default=None, help="wait until the 1-min load is below this")
     parser.add_argument("--max-wait", type=float, default=600.0)
     parser.add_argument("--quick", action="store_true", help="a few frames of each part (harness check)")
+    parser.add_argument("--occlusion", action="store_true",
+                        help="only the occlusion sweep (90 scenes, 1 min of CPU): results/tracking_occlusion.json")
     parser.add_argument("--note", default="")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -440,13 +457,22 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_load(args.wait_load, args.max_wait)
     result: dict = {"machine_start": common.machine(), "note": args.note, "opencv": cv2.__version__,
                     "opencv_threads": cv2.getNumThreads()}
+    if args.occlusion:
+        result["occlusion"] = occlusion_sweep()
+        result["machine_end"] = common.machine()
+        path = common.write_result("tracking_occlusion", result, args.out)
+        print(occlusion_markdown(result["occlusion"]))
+        print(f"\nwritten: {path}")
+        return 0
     if args.quick:
         result["methods"] = []
+        result["occlusion"] = occlusion_sweep(quick=True)
         result["runner"] = [runner_rate(320, 240, 1, 0.5, args.hz), runner_rate(320, 240, 1, 0.5, args.hz, True)]
         result["max_rate"] = [max_rate(320, 240, 5)]
         result["depth"] = depth_step(2)
     else:
         result["methods"] = compare_methods(args.repeats)
+        result["occlusion"] = occlusion_sweep()
         result["runner"] = [runner_rate(w, h, n, args.seconds, args.hz, d)
                             for (w, h) in ((640, 480), (1280, 720)) for n, d in ((1, False), (3, False), (1, True))]
         result["max_rate"] = [max_rate(640, 480, 120), max_rate(1280, 720, 120)]
