@@ -703,11 +703,13 @@ class LisaNode(LifecycleNode):
         engine = self._engine
         model_id = engine.model_id if engine is not None else ""
         request = answer.request
+        config = self._config
+        mask_encoding = config.result_mask_encoding if config is not None else "raw"  # no masks before configure
         try:
-            result = answer_to_result(answer, model_id)
+            result = answer_to_result(answer, model_id, mask_encoding)
         except Exception as error:  # the one answer still goes out, as an explained failure
             answer = self._failed_answer(answer, "made into a result message", error)
-            result = answer_to_result(answer, model_id)
+            result = answer_to_result(answer, model_id, mask_encoding)
         if answer.frame is None and request.stamp is not None:  # refused before reaching a frame
             result.header.stamp = request.stamp  # frame_id stays empty: no frame was used
         label = f"request {request.request_id} ({request.instruction[:60]!r})"
@@ -727,7 +729,7 @@ class LisaNode(LifecycleNode):
                 self._result_pub.publish(result)
             except Exception as error:  # e.g. text that cannot be serialized: the answer goes out without it
                 answer = self._failed_answer(answer, "published", error)
-                fallback = answer_to_result(answer, model_id)
+                fallback = answer_to_result(answer, model_id, mask_encoding)
                 fallback.header, fallback.total_ms = result.header, result.total_ms
                 result = fallback
                 self._result_pub.publish(result)
