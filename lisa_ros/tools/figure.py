@@ -4,9 +4,12 @@ Three panels from a replay's results folder (``lisa-ros replay --output``, e.g. 
 the colour frame with its instruction; the answer's mask (filled and outlined) with its ~/targets_3d
 centroid projected back into the image and written in metres; the answer's ~/tracked mask on a later
 frame. A footer names the model that made the masks (and says when it is not trained LISA), so the
-picture cannot pass for real LISA output. The README's docs/output.png is made by::
+picture cannot pass for real LISA output. The README's docs/output.png is made by (after
+``source scripts/ros_env.sh``; the demo replays data/sample_bag in lock-step, so each answer is
+tracked until the next frame's answer)::
 
-    scripts/demo.sh && lisa-ros figure results/demo -o docs/output.png
+    scripts/demo.sh && lisa-ros figure results/demo -o docs/output.png \
+        --note "tiny random checkpoint (make-tiny-checkpoint), CPU fp32"
 
 Everything comes from the folder: results.jsonl, frames/, masks/, and the output bag (the node's
 ~/tracked, the camera info, the frames the replay sent). The label is also in the PNG's
@@ -33,6 +36,8 @@ HEIGHT = TITLE_H + PANEL_H + FOOTER_H
 ANSWER_RGB = visual.PREDICTION_RGB
 TRACKED_RGB = (255, 140, 0)
 POINT_RGB = (255, 30, 30)
+TEXT_RGB = (20, 20, 20)
+MARK_COLOURS = (ANSWER_RGB, TRACKED_RGB, POINT_RGB, TEXT_RGB, (0, 0, 0), (255, 255, 255))
 TRACKED_TYPE = "lisa_ros/msg/TrackedTargets"
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -193,7 +198,7 @@ def wrap(text: str, width: int, size: float) -> list[str]:
 def put_lines(canvas: np.ndarray, lines: list[str], x: int, y: int, width: int, size: float = 0.45) -> int:
     """Draws the lines wrapped to ``width``; returns the next baseline."""
     for line in (part for text in lines for part in wrap(text, width, size)):
-        cv2.putText(canvas, line, (x, y), FONT, size, (20, 20, 20), 1, cv2.LINE_AA)
+        cv2.putText(canvas, line, (x, y), FONT, size, TEXT_RGB, 1, cv2.LINE_AA)
         y += LINE_H
     return y
 
@@ -257,13 +262,18 @@ def record_stamp(record: dict) -> int:
 
 
 def write_figure(path: Path, image: np.ndarray, label: str) -> None:
-    """A small PNG (256-colour palette: the README's picture stays under a few hundred KB) with the label
-    as its Description."""
+    """A small PNG with the label as its Description: a 256-colour palette (the README's picture stays
+    under 300 KB), in which the marks' own colours are kept exact (a small red dot would otherwise be
+    merged into the photo's colours)."""
+    rgb = Image.fromarray(image)
+    photo = rgb.quantize(256 - len(MARK_COLOURS), method=Image.Quantize.FASTOCTREE).getpalette()
+    palette = Image.new("P", (1, 1))
+    palette.putpalette([*photo[:3 * (256 - len(MARK_COLOURS))], *(c for colour in MARK_COLOURS for c in colour)])
     info = PngImagePlugin.PngInfo()
     info.add_text("Description", label)
     info.add_text("Software", "lisa-ros figure")
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).quantize(256, dither=Image.Dither.FLOYDSTEINBERG).save(path, pnginfo=info, optimize=True)
+    rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(path, pnginfo=info, optimize=True)
 
 
 def run(args: argparse.Namespace) -> int:
