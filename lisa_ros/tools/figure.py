@@ -195,12 +195,11 @@ def wrap(text: str, width: int, size: float) -> list[str]:
     return lines
 
 
-def put_lines(canvas: np.ndarray, lines: list[str], x: int, y: int, width: int, size: float = 0.45) -> int:
-    """Draws the lines wrapped to ``width``; returns the next baseline."""
+def put_lines(canvas: np.ndarray, lines: list[str], x: int, y: int, width: int, size: float = 0.45) -> None:
+    """Draws the lines wrapped to ``width``, LINE_H apart."""
     for line in (part for text in lines for part in wrap(text, width, size)):
         cv2.putText(canvas, line, (x, y), FONT, size, TEXT_RGB, 1, cv2.LINE_AA)
         y += LINE_H
-    return y
 
 
 def make_figure(root: Path, request: int | None = None, note: str = "") -> tuple[np.ndarray, str]:
@@ -227,7 +226,7 @@ def make_figure(root: Path, request: int | None = None, note: str = "") -> tuple
         later = image_message_to_rgb(bag.frames[stamp])
         masks = [bag_io.mask_to_array(m) for m, lost in zip(tracked.masks, tracked.lost) if not lost]
         tracked_image = panel(draw_mask(later, np.logical_or.reduce(masks), TRACKED_RGB))
-        ahead = [s for s in bag.frame_stamps if record_stamp(record) < s <= stamp]
+        ahead = [s for s in bag.frame_stamps if int(record["frame_name"]) < s <= stamp]
         targets = depth_replay.targets_record(tracked.targets_3d) if tracked.targets_3d.targets else None
         tracked_point = best_point({"targets_3d": targets})
         tracked_pixel, _ = point_pixel(targets, tracked_point, record["frame_id"], bag, later.shape[:2])
@@ -243,8 +242,9 @@ def make_figure(root: Path, request: int | None = None, note: str = "") -> tuple
         tracked_title = ["~/tracked: no later frame with a mask", ""]
 
     canvas = np.full((HEIGHT, WIDTH, 3), 255, np.uint8)
-    titles = [
-        [f"frame {record['frame_index']}: \"{record['instruction']}\"", f"{record['frame_id']}, {size[1]}x{size[0]}"],
+    instruction = record["instruction"] if len(record["instruction"]) <= 80 else record["instruction"][:77] + "..."
+    titles = [  # three lines at most: TITLE_H
+        [f"frame {record['frame_index']}: \"{instruction}\"", f"{record['frame_id']}, {size[1]}x{size[0]}"],
         ["~/result mask (blue), ~/targets_3d centroid (red)", why or "xyz in metres, depth optical frame"],
         tracked_title,
     ]
@@ -255,10 +255,6 @@ def make_figure(root: Path, request: int | None = None, note: str = "") -> tuple
     footer = [label, f"lisa-ros figure {root}  (request {record['request']}, {record['status']})"]
     put_lines(canvas, footer, GAP, TITLE_H + PANEL_H + 20, WIDTH - 2 * GAP, 0.42)
     return canvas, label
-
-
-def record_stamp(record: dict) -> int:
-    return int(record["frame_name"])
 
 
 def write_figure(path: Path, image: np.ndarray, label: str) -> None:
