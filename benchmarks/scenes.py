@@ -36,18 +36,28 @@ class Sequence:
 def moving_square(width: int = 640, height: int = 480, frames: int = 60, size: int | None = None,
                   start: tuple[float, float] | None = None, velocity: tuple[float, float] = (4.0, 2.0),
                   pan: tuple[float, float] = (0.0, 0.0), occluder_velocity: float | None = None,
+                  occluder_direction: str = "right", occluder_lead: float | None = None,
                   scale_rate: float = 1.0, rotation_deg: float = 0.0, hz: float = 30.0, seed: int = 0) -> Sequence:
     """A square (side ``size``) moving ``velocity`` px/frame from ``start`` over a background panning
     ``pan`` px/frame, growing by ``scale_rate`` and turning by ``rotation_deg`` per frame about its
-    centre; with ``occluder_velocity`` a tall bar enters from the left at that speed and slides
-    over the object (the ground truth excludes the covered pixels)."""
+    centre; with ``occluder_velocity`` a textured bar (twice the square's side thick, across the
+    frame) slides over the object at that speed (the ground truth excludes the covered pixels):
+    ``occluder_direction`` "right" (entering from the left edge), "left" (from the right) or
+    "down" (from the top); ``occluder_lead``: where its leading edge is on frame 0 (x, or y for
+    "down"; default: the edge of the frame it enters from)."""
+    if occluder_direction not in ("right", "left", "down"):
+        raise ValueError(f"occluder_direction must be right, left or down, got {occluder_direction!r}")
     size = size or height // 4
     start = start or (width * 0.2, height * 0.3)
     margin = int(abs(pan[0]) * frames + abs(pan[1]) * frames) + 8
     background = texture(height + 2 * margin, width + 2 * margin, seed)
     square = texture(size, size, seed + 1)
-    bar_w = size * 2
-    bar = texture(height, bar_w, seed + 2)
+    thickness = size * 2
+    vertical_bar = occluder_direction != "down"  # a bar across the frame, moving along x (else along y)
+    bar_shape = (height, thickness) if vertical_bar else (thickness, width)
+    bar = texture(*bar_shape, seed + 2)
+    lead = occluder_lead if occluder_lead is not None else {"right": 0.0, "left": float(width), "down": 0.0}[
+        occluder_direction]
     out = Sequence([], [], [], [])
     for i in range(frames):
         bx, by = margin + pan[0] * i, margin + pan[1] * i
@@ -64,10 +74,11 @@ def moving_square(width: int = 640, height: int = 480, frames: int = 60, size: i
         frame[mask] = obj[mask]
         out.full_masks.append(mask.copy())
         if occluder_velocity is not None:
-            ox = -bar_w + occluder_velocity * i
-            place_bar = np.float32([[1, 0, ox], [0, 1, 0]])
+            edge = lead + occluder_velocity * i * (-1 if occluder_direction == "left" else 1)
+            offset = edge if occluder_direction == "left" else edge - thickness  # the bar's top-left corner
+            place_bar = np.float32([[1, 0, offset], [0, 1, 0]] if vertical_bar else [[1, 0, 0], [0, 1, offset]])
             bar_img = cv2.warpAffine(bar, place_bar, (width, height), flags=cv2.INTER_LINEAR)
-            bar_mask = cv2.warpAffine(np.full((height, bar_w), 255, np.uint8), place_bar, (width, height),
+            bar_mask = cv2.warpAffine(np.full(bar_shape, 255, np.uint8), place_bar, (width, height),
                                       flags=cv2.INTER_LINEAR) >= 128
             frame[bar_mask] = bar_img[bar_mask]
             mask &= ~bar_mask

@@ -180,6 +180,70 @@ def compare_methods(repeats: int) -> list[dict]:
     return rows
 
 
+OBJECT_SIDE, OBJECT_AT = 120, (260.0, 180.0)  # the occlusion scenes' square at 640x480: x 260-380, y 180-300
+
+
+def occlusion_scenes(quick: bool = False) -> list[dict]:
+    """A textured bar sliding over a textured square, over a textured background: 5 textures x 3 occluder
+    speeds x 3 directions x 2 object motions (a slow drift, or moving against the occluder), the bar's
+    leading edge starting 20 px before the object. ``quick``: two of them."""
+    against = {"right": (-1.5, 0.5), "left": (1.5, 0.5), "down": (0.5, -1.5)}
+    lead = {"right": OBJECT_AT[0] - 20, "left": OBJECT_AT[0] + OBJECT_SIDE + 20, "down": OBJECT_AT[1] - 20}
+    rows = []
+    for seed in (0, 1) if quick else range(5):
+        for speed in (8.0,) if quick else (2.0, 4.0, 8.0):
+            for direction in ("right", "left", "down")[:1 if quick else 3]:
+                for motion, velocity in (("drift", (0.5, 0.25)), ("against", against[direction]))[:2 - quick]:
+                    closing = speed + abs(velocity[0 if direction != "down" else 1])
+                    rows.append({"seed": seed, "occluder_px_per_frame": speed, "occluder_direction": direction,
+                                 "object_motion": motion, "velocity": velocity, "lead": lead[direction],
+                                 "frames": int(np.ceil((20 + OBJECT_SIDE + 10) / closing)) + 2})
+    return rows
+
+
+def occlusion_sweep(quick: bool = False) -> dict:
+    """The node's tracker on each occlusion scene: when it reports the loss, how much of the object was covered
+    then, and how good its (whole-object) mask was on every frame before."""
+    rows = []
+    for scene in occlusion_scenes(quick):
+        sequence = scenes.moving_square(frames=scene["frames"], size=OBJECT_SIDE, start=OBJECT_AT,
+                                        velocity=scene["velocity"], occluder_velocity=scene["occluder_px_per_frame"],
+                                        occluder_direction=scene["occluder_direction"], occluder_lead=scene["lead"],
+                                        seed=scene["seed"])
+        tracker = LkSimilarity(sequence.masks[0], sequence.frames[0])
+        ious, covered, lost = [], [], None
+        for i in range(1, len(sequence.frames)):
+            mask, reason = tracker.update(sequence.frames[i])
+            covered.append(1.0 - sequence.masks[i].sum() / sequence.full_masks[i].sum())
+            if mask is None:
+                lost = {"frame": i, "reason": reason}
+                break
+            ious.append(scenes.iou(mask, sequence.full_masks[i]))
+        rows.append({**{k: v for k, v in scene.items() if k not in ("lead", "frames")},
+                     "lost": lost,
+                     "covered_at_loss": round(covered[-1], 3) if lost else None,
+                     "covered_last_tracked": round(covered[-2], 3) if lost and len(covered) > 1 else None,
+                     "covered_max_tracked": round(max(covered[:len(ious)], default=0.0), 3),
+                     "iou_last_tracked": round(ious[-1], 3) if ious else None,
+                     "iou_min_tracked": round(min(ious), 3) if ious else None})
+    lost = [r for r in rows if r["lost"]]
+    covered = [r["covered_at_loss"] for r in lost]
+    return {"scenes": rows, "summary": {
+        "scenes": len(rows), "lost": len(lost),
+        "never_lost_while_fully_covered": all(r["covered_max_tracked"] < 1.0 for r in rows),
+        "covered_at_loss_min": min(covered, default=None),
+        "covered_at_loss_median": round(float(np.median(covered)), 3) if covered else None,
+        "covered_at_loss_max": max(covered, default=None),
+        "covered_max_tracked_max": max(r["covered_max_tracked"] for r in rows),
+        "iou_last_tracked_min": min(r["iou_last_tracked"] for r in rows if r["iou_last_tracked"] is not None),
+        "iou_last_tracked_median": round(float(np.median([r["iou_last_tracked"] for r in rows
+                                                           if r["iou_last_tracked"] is not None])), 3),
+        "iou_min_tracked_min": min(r["iou_min_tracked"] for r in rows if r["iou_min_tracked"] is not None),
+        "lost_reasons": {reason: sum(r["lost"]["reason"] == reason for r in lost)
+                         for reason in sorted({r["lost"]["reason"] for r in lost})},
+    }}
+
+
 def ping_pong(sequence: scenes.Sequence) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Frames forwards then backwards: endless continuous motion that stays in the frame."""
     order = list(range(len(sequence.frames))) + list(range(len(sequence.frames) - 2, 0, -1))
@@ -332,6 +396,19 @@ def wait_for_load(threshold: float, max_wait_s: float) -> float:
     return os.getloadavg()[0]
 
 
+def occlusion_markdown(occlusion: dict) -> str:
+    summary = occlusion["summary"]
+    return "\n".join([
+        f"Occluder sliding over the object ({summary['scenes']} scenes; covered = share of the whole object hidden):\n",
+        common.markdown_table(
+            ["texture seed", "occluder px/frame", "from", "object", "lost at frame (reason)", "covered at loss",
+             "IoU last tracked frame", "IoU min before loss"],
+            [[r["seed"], r["occluder_px_per_frame"], r["occluder_direction"], r["object_motion"],
+              f"{r['lost']['frame']} ({r['lost']['reason']})" if r["lost"] else "-", r["covered_at_loss"],
+              r["iou_last_tracked"], r["iou_min_tracked"]] for r in occlusion["scenes"]]),
+        "\n" + ", ".join(f"{k}: {v}" for k, v in summary.items())])
+
+
 def markdown(result: dict) -> str:
     parts = ["Method choice (synthetic sequences, ms per frame incl. RGB -> small grey):\n",
              common.markdown_table(
@@ -358,6 +435,8 @@ def markdown(result: dict) -> str:
              common.markdown_table(["step", "ms median", "ms p95", "ms min", "CPU ms median"],
                                    [[r["step"], r["ms"]["median"], r["ms"].get("p95"), r["ms"].get("min"),
                                      r.get("cpu_ms", {}).get("median")] for r in result["depth"]])]
+    if result.get("occlusion"):
+        parts += ["\n" + occlusion_markdown(result["occlusion"])]
     return "\n".join(parts)
 
 
@@ -369,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-load", type=float, default=None, help="wait until the 1-min load is below this")
     parser.add_argument("--max-wait", type=float, default=600.0)
     parser.add_argument("--quick", action="store_true", help="a few frames of each part (harness check)")
+    parser.add_argument("--occlusion", action="store_true",
+                        help="only the occlusion sweep (90 scenes, 1 min of CPU): results/tracking_occlusion.json")
     parser.add_argument("--note", default="")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -376,13 +457,22 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_load(args.wait_load, args.max_wait)
     result: dict = {"machine_start": common.machine(), "note": args.note, "opencv": cv2.__version__,
                     "opencv_threads": cv2.getNumThreads()}
+    if args.occlusion:
+        result["occlusion"] = occlusion_sweep()
+        result["machine_end"] = common.machine()
+        path = common.write_result("tracking_occlusion", result, args.out)
+        print(occlusion_markdown(result["occlusion"]))
+        print(f"\nwritten: {path}")
+        return 0
     if args.quick:
         result["methods"] = []
+        result["occlusion"] = occlusion_sweep(quick=True)
         result["runner"] = [runner_rate(320, 240, 1, 0.5, args.hz), runner_rate(320, 240, 1, 0.5, args.hz, True)]
         result["max_rate"] = [max_rate(320, 240, 5)]
         result["depth"] = depth_step(2)
     else:
         result["methods"] = compare_methods(args.repeats)
+        result["occlusion"] = occlusion_sweep()
         result["runner"] = [runner_rate(w, h, n, args.seconds, args.hz, d)
                             for (w, h) in ((640, 480), (1280, 720)) for n, d in ((1, False), (3, False), (1, True))]
         result["max_rate"] = [max_rate(640, 480, 120), max_rate(1280, 720, 120)]

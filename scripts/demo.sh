@@ -35,7 +35,9 @@ if [ -z "$model" ]; then
     rm -rf "$repo/.cache/lisa-tiny"
     lisa_ros make-tiny-checkpoint "$repo/.cache/lisa-tiny"
   fi
-  # The tiny model's category filter says "absent" to everything: off, so the label images show the masks.
+  # The tiny model was never taught the filter's question: its P(yes) is about the same for every category and
+  # frame, and which side of 0.5 it lands on depends on the seed (benchmarks/results/tiny_filter_p_yes.json:
+  # all kept, none, or a random few). Off, so the label images show the masks whatever the seed.
   semantic_params=(--node-param "semantic.filter_threshold:=0.0")
   note="Demo run: a tiny random LISA checkpoint (make-tiny-checkpoint) on the CPU, fp32: its masks and label images, so every number in this report, are MEANINGLESS. For real LISA weights on a GPU: LISA_MODEL=xinlai/LISA-7B-v1 LISA_CONFIG=config/lisa.yaml scripts/demo.sh"
 else

@@ -7,7 +7,26 @@ option classes agree.
 """
 from __future__ import annotations
 
+import array
+from typing import Any
+
+import numpy as np
+
 Bound = tuple[type, float, float | None, bool]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.ndarray, np.generic, array.array)):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def shown(value: Any) -> str:
+    """``value`` as a params file would write it: numpy scalars and arrays, and the ``array('q', ...)`` rclpy
+    gives for a list set through ``ros2 param set``, as plain numbers and lists (not ``np.float64(0.5)``)."""
+    return repr(_plain(value))
 
 
 def range_problem(name: str, value: float, bound: Bound) -> str | None:
@@ -16,5 +35,5 @@ def range_problem(name: str, value: float, bound: Bound) -> str | None:
     if value < minimum or (strict and value == minimum) or (maximum is not None and value > maximum):
         lower = f"> {minimum}" if strict else f">= {minimum}"
         upper = "" if maximum is None else f" and <= {maximum}"
-        return f"{name} must be {lower}{upper}, got {value!r}"
+        return f"{name} must be {lower}{upper}, got {shown(value)}"
     return None

@@ -4,9 +4,9 @@ A small JSON file keyed by model id (the engine's ``checkpoint_id``: name@hash o
 checkpoint's files), prompt version and category (compared as ``category_key``).
 Writes go to a temporary file in the same folder and replace the store atomically,
 after merging what another process may have added meanwhile. A store that cannot be
-read (truncated, edited by hand) is moved aside as ``<name>.corrupt-<time>`` with a
-warning and a fresh one started: a cache never stops a request. User descriptions
-never go in here; they always win over it.
+read (not UTF-8, not JSON, truncated, edited by hand, not readable by this user) is moved
+aside as ``<name>.corrupt-<time>`` with a warning and a fresh one started: a cache never
+stops a request. User descriptions never go in here; they always win over it.
 """
 from __future__ import annotations
 
@@ -74,25 +74,28 @@ class DescriptionCache:
 
     def _read(self) -> dict[str, str]:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
-        except OSError as error:
-            logger.warning("description cache %s unreadable (%s); descriptions will be generated", self.path, error)
-            return {}
+        except OSError as error:  # permission denied, a folder or a link loop in its place...
+            return self._move_aside(error)
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))
             entries = data["entries"] if isinstance(data, dict) and data.get("format") == FORMAT else None
             if not isinstance(entries, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                         for k, v in entries.items()):
                 raise ValueError("not a lisa_ros description store")
-        except (ValueError, KeyError) as error:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            try:
-                os.replace(self.path, aside)
-                logger.warning("description cache %s is corrupted (%s); moved to %s and started afresh",
-                               self.path, error, aside)
-            except OSError:
-                logger.warning("description cache %s is corrupted (%s); ignored", self.path, error)
-            return {}
+        except (ValueError, KeyError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+            return self._move_aside(error)
         return entries
+
+    def _move_aside(self, error: BaseException) -> dict[str, str]:
+        """Keeps an unreadable store for inspection and starts afresh: a cache never stops a request."""
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            os.replace(self.path, aside)
+            logger.warning("description cache %s is unreadable or corrupted (%s); moved to %s and started afresh",
+                           self.path, error, aside)
+        except OSError:
+            logger.warning("description cache %s is unreadable or corrupted (%s); ignored", self.path, error)
+        return {}

@@ -6,6 +6,8 @@ docs/model.md's options table to them: a new option is added here and nowhere el
 """
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 LISA_OPTIONS: dict[str, tuple[Any, str]] = {
@@ -46,7 +48,29 @@ def option_keys(engine_type: str) -> tuple[str, ...]:
     return tuple(ENGINE_OPTIONS.get(engine_type, dict.fromkeys(MODEL_OPTION_KEYS)))
 
 
+def option_default(key: str, engine_type: str) -> Any:
+    """``engine_type``'s default for option ``key`` (the first owner's for an unknown engine type)."""
+    owner = ENGINE_OPTIONS.get(engine_type) or next(o for o in ENGINE_OPTIONS.values() if key in o)
+    return owner[key][0]
+
+
 def option_description(key: str) -> str:
     """The description of ``model.<key>`` (the engines it belongs to, then what it does)."""
     owners = [engine for engine, options in ENGINE_OPTIONS.items() if key in options]
-    return f"{'/'.join(owners)} engine option: {ENGINE_OPTIONS[owners[0]][key][1]} (unset = engine default)"
+    return f"{'/'.join(owners)} engine option: {ENGINE_OPTIONS[owners[0]][key][1]}"
+
+
+def undeclared_parameter_reason(name: str, engine_type: str, declared: Iterable[str]) -> str:
+    """Why ``name`` cannot be set on a node running ``engine_type``, and what can be set instead."""
+    declared = sorted(declared)
+    if name.startswith("model."):
+        own = ", ".join(f"model.{key}" for key in option_keys(engine_type))
+        owners = [engine for engine, options in ENGINE_OPTIONS.items() if name.removeprefix("model.") in options]
+        if owners:
+            return (f"{name} is an option of engine {' / '.join(owners)}, not of engine {engine_type!r}: set engine "
+                    f"first (while unconfigured), or set one of {engine_type!r}'s options: {own}")
+        return f"{name} is not an option of engine {engine_type!r}; its options are {own}"
+    close = difflib.get_close_matches(name, declared, n=3)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return (f"{name} is not a lisa_node parameter; {hint}`ros2 param list <node>` lists them (docs/"
+            "parameters.md)")

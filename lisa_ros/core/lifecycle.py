@@ -36,3 +36,18 @@ def not_ready_message(state: NodeState, problem: str = "") -> str:
         NodeState.EXITING: "node is exiting; restart lisa_node",
     }
     return advice[state]
+
+
+def frozen_parameter_advice(state: NodeState) -> str:
+    """How to change a parameter that is read when the model loads, from ``state`` (not unconfigured)."""
+    then = "set the parameter (ros2 param set), configure and activate"
+    advice = {
+        NodeState.LOADING: "wait for the load to end (the node becomes inactive, or unconfigured if the load fails: "
+                           f"then set it at once); once inactive, clean up (ros2 lifecycle set <node> cleanup), {then}",
+        NodeState.INACTIVE: f"clean up (ros2 lifecycle set <node> cleanup), {then}",
+        NodeState.ACTIVE: "Deactivate, clean up, set the parameter, configure and activate (ros2 lifecycle set "
+                          "<node> deactivate, cleanup, then ros2 param set, then configure, activate)",
+        NodeState.FINALIZED: "restart lisa_node with the new value (params file or -p)",
+        NodeState.EXITING: "restart lisa_node with the new value (params file or -p)",
+    }
+    return advice[state]

@@ -13,12 +13,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from lisa_ros.core.bounds import Bound, range_problem
+from lisa_ros.core.bounds import Bound, range_problem, shown
 from lisa_ros.core.depth import DEPTH_BOUNDS, DepthOptions
 from lisa_ros.core.engine import ENGINE_TYPES, create_engine
 from lisa_ros.core.engine_options import MODEL_OPTION_KEYS
 from lisa_ros.core.image import DEFAULT_MAX_PIXELS
 from lisa_ros.core.instruction import DEFAULT_MAX_CHARS
+from lisa_ros.core.masks import MASK_ENCODINGS
 from lisa_ros.core.tracking import TRACKING_BOUNDS, TrackingOptions
 from lisa_ros.core.types import PairingPolicy
 
@@ -38,6 +39,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "max_masks": (16, "most masks in one answer; beyond it the highest-scoring are kept and the message says "
                       "how many were dropped"),
     "compressed": (False, "also subscribe to sensor_msgs/CompressedImage on <image>/compressed"),
+    "result_mask_encoding": ("raw", "masks in SegmentationResult (topic, service, action): 'raw' = masks[] "
+                                    "(mono8 Image), 'png' = compressed_masks[] (lossless 1-bit PNG, ~0.3% of the "
+                                    "size); mask_encoding says which"),
     "publish_overlay": (False, "always publish ~/overlay (otherwise only while someone subscribes)"),
     "overlay_alpha": (0.5, "mask opacity in ~/overlay, 0..1"),
     "auto_configure": (True, "configure (load the model) at start-up"),
@@ -91,7 +95,8 @@ BOUNDS: dict[str, Bound] = {
 }
 # Applied to the running node at once (`ros2 param set`), validated like at configure.
 LIVE_PARAMETERS = ("max_queue", "max_image_age", "next_frame_timeout", "inference_timeout", "publish_overlay",
-                   "overlay_alpha", "pairing_policy", "max_instruction_chars", "max_masks", "diagnostics_period")
+                   "overlay_alpha", "pairing_policy", "max_instruction_chars", "max_masks", "diagnostics_period",
+                   "result_mask_encoding")
 # Used when the model loads or the camera is subscribed: settable only while unconfigured (with model.*).
 RECONFIGURE_PARAMETERS = ("engine", "compressed", "max_image_pixels")
 # Groups read when the model loads or the node activates (model.*, 3D targets, tracking, semantic mode): likewise.
@@ -127,6 +132,7 @@ class NodeConfig:
     max_image_pixels: int
     max_masks: int
     compressed: bool
+    result_mask_encoding: str
     publish_overlay: bool
     overlay_alpha: float
     auto_configure: bool
@@ -152,7 +158,7 @@ class NodeConfig:
             value = get[name]
             wrong_kind = kind is int and not isinstance(value, int)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or wrong_kind:
-                problem(name, f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}")
+                problem(name, f"{name} must be a{'n integer' if kind is int else ' number'}, got {shown(value)}")
                 return kind(PARAMETERS[name][0])
             if (text := range_problem(name, value, BOUNDS[name])) is not None:
                 problem(name, text)
@@ -160,18 +166,22 @@ class NodeConfig:
 
         def flag(name: str) -> bool:
             if not isinstance(get[name], bool):
-                problem(name, f"{name} must be true or false, got {get[name]!r}")
+                problem(name, f"{name} must be true or false, got {shown(get[name])}")
                 return bool(PARAMETERS[name][0])
             return get[name]
 
         engine = get["engine"]
         if engine not in ENGINE_TYPES:
-            problem("engine", f"engine must be one of {list(ENGINE_TYPES)}, got {engine!r}")
+            problem("engine", f"engine must be one of {list(ENGINE_TYPES)}, got {shown(engine)}")
         try:
             policy = PairingPolicy(get["pairing_policy"])
         except ValueError:
-            problem("pairing_policy", f"pairing_policy must be 'newest' or 'next', got {get['pairing_policy']!r}")
+            problem("pairing_policy", f"pairing_policy must be 'newest' or 'next', got {shown(get['pairing_policy'])}")
             policy = PairingPolicy.NEWEST
+        mask_encoding = get["result_mask_encoding"]
+        if mask_encoding not in MASK_ENCODINGS:
+            problem("result_mask_encoding", f"result_mask_encoding must be 'raw' or 'png', got {mask_encoding!r}")
+            mask_encoding = PARAMETERS["result_mask_encoding"][0]
         model_options = {key: values[f"model.{key}"] for key in MODEL_OPTION_KEYS
                          if values.get(f"model.{key}") is not None}
         if engine in ENGINE_TYPES:
@@ -189,6 +199,7 @@ class NodeConfig:
             max_image_pixels=number("max_image_pixels"),
             max_masks=number("max_masks"),
             compressed=flag("compressed"),
+            result_mask_encoding=mask_encoding,
             publish_overlay=flag("publish_overlay"),
             overlay_alpha=number("overlay_alpha"),
             auto_configure=flag("auto_configure"),

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from lisa_ros.core import semantic as core
+from lisa_ros.core.bounds import shown
 from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory
 from lisa_ros.core.engine_options import LISA_OPTIONS, PLUMBING_OPTIONS
 from lisa_ros.core.masks import best_mask_indices
@@ -59,7 +60,7 @@ class PlumbingEngine(Engine):
             try:
                 kwargs[key] = kind(value)
             except (TypeError, ValueError):
-                problems.append(f"plumbing engine option {key!r} must be {kind.__name__}, got {value!r}")
+                problems.append(f"plumbing engine option {key!r} must be {kind.__name__}, got {shown(value)}")
         if problems:
             raise ValueError("; ".join(problems))
         return cls(**kwargs)

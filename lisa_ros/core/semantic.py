@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from lisa_ros.core.bounds import shown
 from lisa_ros.core.types import Status
 
 UNLABELLED = 0
@@ -225,7 +226,7 @@ class SemanticOptions:
         for name, value in values.items():
             expected = type(fields[name].default)
             if type(value) is not expected:
-                problems.append(f"{name} must be {expected.__name__}, got {value!r}")
+                problems.append(f"{name} must be {expected.__name__}, got {shown(value)}")
         if problems:
             raise CategoryError("; ".join(problems))
         result = cls(**values)

@@ -9,8 +9,12 @@ callback gets.
 Method (chosen by measurement, ``benchmarks/tracking.py``, figures in docs/benchmarks.md): on grey frames
 downscaled to ``work_width`` pixels, corners inside the (eroded) mask are followed by pyramidal
 Lucas-Kanade flow forwards and backwards (OpenCV); the points that come back to where they
-started give a similarity transform (RANSAC), and the model's mask is warped by the product of
+started give a similarity transform (RANSAC, 0.5 px), and the model's mask is warped by the product of
 these transforms since the answer (never re-sampled frame after frame, so it does not erode).
+Corners are taken only where the object still looks like the model's view warped there, a flow
+window away from where it does not: points on an occluder sliding over the object (or whose
+window straddles its edge) would drag the mask along (measured, ``benchmarks/tracking.py
+--occlusion``: with a slow occluder the mask's IoU fell to 0.46 before the loss was reported).
 The alternatives measured: OpenCV DIS dense flow warping the mask (as cheap at 320 px, but its
 flow underestimates motion, so the mask lags behind and its IoU decays within two seconds), and
 OpenCV's box trackers (in opencv-python-headless 5 only MIL runs without model files: 60-70 ms a
@@ -29,7 +33,10 @@ Loss (reported once, with the reason, instead of a stale mask; a lost target sta
 - ``area_collapsed`` / ``area_exploded``: the transform's scale made the area leave
   [min_area_ratio, max_area_ratio] times the model's mask;
 - ``max_age``: the answer is older than ``max_age_s`` (by stamps), which ends the tracking;
-- ``time_jumped_back``: a frame older than the last one (a bag looping, a simulator reset) ends it too.
+- ``time_jumped_back``: a frame older than the last one (a bag looping, a simulator reset) ends it too;
+- ``stamp_not_advancing``: a different picture with the stamp of the frame the masks are on (a driver
+  that leaves ``header.stamp`` zero or frozen): without stamps that advance, neither the order of
+  frames nor the answer's age is known, so tracking ends (the same frame again is skipped).
 
 The mask is the whole object where the transform puts it (a partly covered object keeps its full
 mask until ``occluded``). Confidence = the model's score x that similarity (0..1); age = current
@@ -52,6 +59,9 @@ from lisa_ros.core.bounds import Bound, range_problem
 _log = logging.getLogger(__name__)
 
 _LK_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01)
+# Grey levels (5x5 mean) a pixel of the object may differ from the model's view warped onto it and still count
+# as the object (not an occluder) when choosing points; more where the whole view differs more (light, blur).
+VISIBLE_DIFFERENCE = 12.0
 
 # The ranges of the TrackingOptions a user sets (the node's tracking.work_width, tracking.max_age).
 TRACKING_BOUNDS: dict[str, Bound] = {
@@ -182,11 +192,16 @@ class MaskTracker:
         self._stamp_ns = stamp_ns
         self._targets = [self._target(mask, score) for mask, score in zip(masks, scores)]
         self.finished = all(t.lost for t in self._targets)
+        self.finished_reason = "lost" if self.finished else ""  # kept: a finished tracker's states repeat it
 
     @property
     def stamp_ns(self) -> int:
         """Stamp of the frame the masks are on now."""
         return self._stamp_ns
+
+    def is_on(self, frame: FlowFrame, stamp_ns: int) -> bool:
+        """True when ``frame`` is the one the masks are on now (the same frame handed in again)."""
+        return stamp_ns == self._stamp_ns and np.array_equal(frame.grey, self._frame.grey)
 
     def update(self, image: np.ndarray | FlowFrame, stamp_ns: int, header: Any = None) -> TrackedState:
         """Carry the masks to ``image`` and say where they are (a frame older than the last ends tracking)."""
@@ -199,6 +214,8 @@ class MaskTracker:
         if (frame.width, frame.height, frame.grey.shape) != (self._frame.width, self._frame.height,
                                                              self._frame.grey.shape):
             return self._finish(stamp_ns, header, age_s, "frame_size_changed")
+        if stamp_ns == self._stamp_ns and not np.array_equal(frame.grey, self._frame.grey):
+            return self._finish(stamp_ns, header, age_s, "stamp_not_advancing")
         if age_s > self.options.max_age_s:
             return self._finish(stamp_ns, header, age_s, "max_age")
         for target in self._targets:
@@ -206,8 +223,7 @@ class MaskTracker:
                 self._step(target, frame)
         self._frame, self._stamp_ns = frame, stamp_ns
         if all(t.lost for t in self._targets):
-            self.finished = True
-            return self._state(stamp_ns, header, age_s, "lost")
+            self.finished, self.finished_reason = True, "lost"
         return self._state(stamp_ns, header, age_s)
 
     def _target(self, mask: np.ndarray, score: float) -> _Target:
@@ -242,6 +258,7 @@ class MaskTracker:
             target.lose("left_frame")
             return
         inner = _warp(target.inner, target.transform, (x0, y0, x1, y1))
+        inner = self._still_visible(inner, target.transform, (x0, y0, x1, y1))
         points = cv2.goodFeaturesToTrack(self._frame.grey[y0:y1, x0:x1], options.max_features, 0.01, 3,
                                          mask=inner, blockSize=5)
         if points is None or len(points) < options.min_features:
@@ -259,7 +276,7 @@ class MaskTracker:
             target.lose("flow_inconsistent")
             return
         step, inliers = cv2.estimateAffinePartial2D(points[good], moved[good], method=cv2.RANSAC,
-                                                    ransacReprojThreshold=1.0)
+                                                    ransacReprojThreshold=0.5)
         if step is None or inliers.sum() < options.min_inlier_fraction * len(points):
             target.lose("flow_inconsistent")
             return
@@ -309,19 +326,36 @@ class MaskTracker:
         norm = float(np.sqrt((expected * expected).sum() * (seen * seen).sum()))
         return float((expected * seen).sum() / norm) if norm > 0 else -1.0
 
+    def _still_visible(self, inner: np.ndarray, transform: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
+        """``inner`` (the object's pixels on the previous frame, 0/255) less those that no longer look like the
+        model's view warped there: points on something covering the object would drag the mask with it."""
+        x0, y0, x1, y1 = region
+        expected = _warp(self._source.grey, transform, region, binary=False)
+        difference = cv2.blur(cv2.absdiff(expected, self._frame.grey[y0:y1, x0:x1]), (5, 5))
+        inside = inner > 0
+        if not inside.any():
+            return inner
+        typical = float(np.median(difference[inside]))
+        visible = np.where(difference <= max(3.0 * typical, VISIBLE_DIFFERENCE), np.uint8(255), np.uint8(0))
+        # A flow window straddling the occluder's edge follows the occluder: keep points a window away from it.
+        radius = self.options.window_px // 2
+        visible = cv2.erode(visible, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2),
+                            borderValue=255)
+        return cv2.bitwise_and(inner, visible)
+
     def _finish(self, stamp_ns: int, header: Any, age_s: float, reason: str) -> TrackedState:
         for target in self._targets:
             if not target.lost:
                 target.lose(reason)
-        self.finished = True
-        return self._state(stamp_ns, header, age_s, reason)
+        self.finished, self.finished_reason = True, reason
+        return self._state(stamp_ns, header, age_s)
 
-    def _state(self, stamp_ns: int, header: Any, age_s: float, finished_reason: str = "") -> TrackedState:
+    def _state(self, stamp_ns: int, header: Any, age_s: float) -> TrackedState:
         targets = [TrackedTarget(None if t.lost else t.mask, tuple(t.box), t.score,
                                  0.0 if t.lost else t.confidence, t.area_ratio, t.lost, t.lost_reason)
                    for t in self._targets]
         return TrackedState(self.request_id, self.conversation_id, stamp_ns, header, age_s, targets,
-                            self.finished, finished_reason or ("lost" if self.finished else ""))
+                            self.finished, self.finished_reason)
 
 
 @dataclasses.dataclass
@@ -490,13 +524,17 @@ class TrackingRunner:
                 return
         tracker = MaskTracker(command.request_id, command.conversation_id, command.masks, command.scores, source,
                               command.stamp_ns, self.options)
-        newer = [kept for kept in self._history if kept[0] > command.stamp_ns]
+        # Kept frames with the answer's own stamp but another picture (frozen stamps) end it at once.
+        newer = [kept for kept in self._history
+                 if kept[0] >= command.stamp_ns and not tracker.is_on(kept[1], kept[0])]
         if len(newer) > self._catch_up_steps:  # stride through, always ending on the newest
             stride = len(newer) / self._catch_up_steps
             newer = [newer[len(newer) - 1 - int(i * stride)] for i in reversed(range(self._catch_up_steps))]
         state = None
         for stamp, frame, header in newer:
             state = tracker.update(frame, stamp, header)
+            if tracker.finished:
+                break
         with self._condition:
             self._trackers[command.conversation_id] = tracker
         if state is not None:
@@ -514,7 +552,7 @@ class TrackingRunner:
         with self._condition:
             trackers = list(self._trackers.values())
         for tracker in trackers:
-            if stamp_ns == tracker.stamp_ns:
+            if tracker.is_on(frame, stamp_ns):
                 continue  # the same frame again
             try:
                 state = tracker.update(frame, stamp_ns, header)

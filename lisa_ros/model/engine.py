@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lisa_ros.core.bounds import shown
 from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, InstructionTooLong
 from lisa_ros.core.engine_options import LISA_OPTIONS
 from lisa_ros.core.masks import best_mask_indices
@@ -74,7 +75,7 @@ class _OptionChecks:
                 continue
             expected = type(fields[name].default)
             if type(value) is not expected:  # bool is not an int here, nor an int a bool
-                problems.append(f"option {name!r} must be {expected.__name__}, got {value!r}")
+                problems.append(f"option {name!r} must be {expected.__name__}, got {shown(value)}")
             else:
                 values[name] = value
         result = cls(**values)

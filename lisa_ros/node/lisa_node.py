@@ -39,12 +39,17 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from lisa_ros.core.engine import Engine, create_engine
-from lisa_ros.core.engine_options import option_description, option_keys
+from lisa_ros.core.engine_options import (
+    option_default,
+    option_description,
+    option_keys,
+    undeclared_parameter_reason,
+)
 from lisa_ros.core.engine_runner import CallTimeout, EngineRunner
 from lisa_ros.core.frames import Frame, LatestFrame
 from lisa_ros.core.image import image_message_to_rgb
 from lisa_ros.core.instruction import InstructionError, validate_instruction
-from lisa_ros.core.lifecycle import NodeState, not_ready_message
+from lisa_ros.core.lifecycle import NodeState, frozen_parameter_advice, not_ready_message
 from lisa_ros.core.masks import overlay_masks
 from lisa_ros.core.node_config import (
     BOUNDS,
@@ -63,6 +68,7 @@ from lisa_ros.msg import Instruction, SegmentationResult
 from lisa_ros.node.detections import installed_detection_types, result_to_detections
 from lisa_ros.node.exit_signals import ExitSignals
 from lisa_ros.node.messages import answer_to_result, array_to_image_msg, frame_key, union_mask_msg
+from lisa_ros.node.qos_overrides import QosOverrideError, qos_override_problems
 from lisa_ros.node.segment_action import SegmentActionServer
 from lisa_ros.node.semantic_glue import SemanticGlue
 from lisa_ros.node.targets_glue import TargetsGlue
@@ -129,7 +135,8 @@ class LisaNode(LifecycleNode):
         dynamic = dict(dynamic_typing=True)  # types are checked at configure, with clear errors
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(
-                description=description + _when_applied(name), read_only=name in START_UP_PARAMETERS, **dynamic))
+                description=description + _when_applied(name), read_only=name in START_UP_PARAMETERS, **dynamic),
+                ignore_override=self._override_means_unset(name, default))
             if name in BOUNDS:
                 self._declare_range(name)
         self._engine_option_names: list[str] = []  # the model.* parameters declared now
@@ -173,6 +180,14 @@ class LisaNode(LifecycleNode):
         self._transition_group.add_entity(change_state)
         change_state.callback = self._refusing_unavailable_transitions(change_state.callback)
         self._auto_start_timer = None
+        detections_on = self.get_parameter("detections.enabled").value is True
+        self._detection_types = installed_detection_types() if detections_on else None
+        outputs = ["~/result", "~/mask", "~/explanation", "~/overlay"] + ["~/detections"] * (
+            self._detection_types is not None)
+        instructions = [self.resolve_topic_name("instruction") + suffix for suffix in ("", "/structured")]
+        if problems := qos_override_problems(self, [(self.resolve_topic_name(t), "publisher") for t in outputs]
+                                             + [(t, "subscription") for t in instructions]):
+            raise QosOverrideError("; ".join(problems))  # main prints it: lisa_node cannot start without them
         self._result_pub = self.create_publisher(SegmentationResult, "~/result", _qos(RESULT_QOS),
                                                  qos_overriding_options=overridable)
         self._mask_pub = self.create_publisher(Image, "~/mask", _qos(RESULT_QOS), qos_overriding_options=overridable)
@@ -181,15 +196,13 @@ class LisaNode(LifecycleNode):
         self._overlay_pub = self.create_publisher(Image, "~/overlay", _qos(RESULT_QOS),
                                                   qos_overriding_options=overridable)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._detection_types = None
         self._detections_pub = None
-        if self.get_parameter("detections.enabled").value is not True:
+        if not detections_on:
             self.get_logger().info("detections.enabled is false: ~/detections is off")
-        elif (detection_types := installed_detection_types()) is None:
+        elif self._detection_types is None:
             self.get_logger().info("vision_msgs not installed: ~/detections is off")
         else:
-            self._detection_types = detection_types
-            self._detections_pub = self.create_publisher(detection_types.detection_array, "~/detections",
+            self._detections_pub = self.create_publisher(self._detection_types.detection_array, "~/detections",
                                                          _qos(RESULT_QOS), qos_overriding_options=overridable)
         # Keep all pending requests: with the default depth of 10, DDS drops the oldest requests
         # while the executor's threads wait on earlier ones, and those callers never get a reply.
@@ -231,17 +244,36 @@ class LisaNode(LifecycleNode):
 
     def _declare_engine_options(self, engine: str) -> None:
         """``model.<key>`` for the options of ``engine`` only (a production node has no fault-injection keys);
-        another engine's are undeclared. An unknown engine gets every engine's, for configure to name it."""
+        another engine's are undeclared. An unknown engine gets every engine's, for configure to name it.
+
+        Each is declared with the engine's default, never unset: `ros2 param dump` writes an unset parameter as
+        ``null``, which a params file gives back as the string 'null' (ros2cli#965), so a dump could not be
+        relaunched."""
         wanted = [f"model.{key}" for key in option_keys(engine)]
         for name in self._engine_option_names:
             if name not in wanted:
                 self.undeclare_parameter(name)
         for name in wanted:
-            if not self.has_parameter(name):  # an unset option takes the engine's default
-                self.declare_parameter(name, None, ParameterDescriptor(
-                    description=option_description(name.removeprefix("model.")) + _when_applied("model."),
-                    dynamic_typing=True))
+            if self.has_parameter(name):
+                continue
+            key, default = name.removeprefix("model."), option_default(name.removeprefix("model."), engine)
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=option_description(key) + _when_applied("model."), dynamic_typing=True),
+                ignore_override=self._override_means_unset(name, default))
         self._engine_option_names = wanted
+
+    def _override_means_unset(self, name: str, default) -> bool:
+        """A params-file value that stands for "no value", so the default is declared instead: the string 'null'
+        (`ros2 param dump` writes an unset parameter as null, read back as a string: ros2cli#965), or an empty list
+        (rcl reads `[]` as no value, which a later dump would write as null)."""
+        override = self._parameter_overrides.get(name)  # rclpy has no public view of an override before declaring
+        if override is None:
+            return False
+        if override.value == "null":
+            self.get_logger().warning(f"{name}: 'null' (how ros2 param dump writes an unset parameter) taken as "
+                                      f"unset: the default {default!r} applies")
+            return True
+        return override.type_ is Parameter.Type.NOT_SET
 
     def _follow_engine(self, parameters: list[Parameter]) -> None:
         """A new ``engine`` (set while unconfigured) brings its own ``model.*`` options."""
@@ -262,10 +294,8 @@ class LisaNode(LifecycleNode):
         frozen = [p.name for p in mine
                   if p.name in RECONFIGURE_PARAMETERS or p.name.split(".")[0] in RECONFIGURE_GROUPS]
         if frozen and self._state is not NodeState.UNCONFIGURED:
-            return self._refused(
-                f"{', '.join(frozen)} take effect when the model loads; lisa_node is {self._state.value}. Deactivate, "
-                "clean up, set the parameter, configure and activate (ros2 lifecycle set <node> deactivate, "
-                "cleanup, then ros2 param set, then configure, activate)")
+            return self._refused(f"{', '.join(frozen)} take effect when the model loads; lisa_node is "
+                                 f"{self._state.value}. To change it: {frozen_parameter_advice(self._state)}")
         live = {p.name: p.value for p in mine if p.name in LIVE_PARAMETERS}
         if live:
             try:
@@ -274,6 +304,17 @@ class LisaNode(LifecycleNode):
                 if problems := error.about(live):
                     return self._refused("; ".join(problems))
         return SetParametersResult(successful=True)
+
+    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
+        """What the set_parameters services call (`ros2 param set`, `ros2 param load`): a name the node does not
+        declare is refused with what can be set instead (rclpy's reason was "Invalid access to undeclared
+        parameter(s): []")."""
+        undeclared = [p.name for p in parameter_list if not self.has_parameter(p.name)]
+        if undeclared:
+            engine = self.get_parameter("engine").value
+            names = self.list_parameters([], 0).names
+            return self._refused("; ".join(undeclared_parameter_reason(name, engine, names) for name in undeclared))
+        return super().set_parameters_atomically(parameter_list)
 
     def _refused(self, reason: str) -> SetParametersResult:
         self.get_logger().warning(f"parameter change refused: {reason}")
@@ -329,21 +370,24 @@ class LisaNode(LifecycleNode):
             image_topic=self.resolve_topic_name("image"),
         )
 
-    def _image_qos_problems(self, compressed: bool) -> list[str]:
-        """The camera subscriptions' qos_overrides, checked at configure rather than at activate.
-
-        Declares their (read-only) parameters as rclpy would when subscribing, so a typo is named
-        with the other problems before the model loads.
-        """
+    def _activate_qos_problems(self, values: dict) -> list[str]:
+        """The qos_overrides of what activate creates (camera, depth, 3D targets, tracking), checked at configure
+        with the other problems, before the model loads. The camera's parameters are declared now as rclpy would
+        when subscribing."""
         image_topic = self.resolve_topic_name("image")
-        problems = []
-        for topic in [image_topic] + ([f"{image_topic}/compressed"] if compressed else []):
-            try:
+        cameras = [image_topic] + ([f"{image_topic}/compressed"] if values["compressed"] is True else [])
+        entities = [(topic, "subscription") for topic in cameras]
+        if values["depth.enabled"] is True:
+            entities += [(self.resolve_topic_name(t), "subscription") for t in ("depth", "depth_camera_info")]
+            entities += [(self.resolve_topic_name(t), "publisher")
+                         for t in ("~/targets_3d", "~/target_point", "~/target_cloud", "~/markers")]
+        if values["tracking.enabled"] is True:
+            entities.append((self.resolve_topic_name("~/tracked"), "publisher"))
+        problems = qos_override_problems(self, entities)
+        if not problems:
+            for topic in cameras:
                 _declare_qos_parameters(Subscription, self, topic, _qos(IMAGE_QOS),
                                         QoSOverridingOptions.with_default_policies())
-            except Exception as error:  # RuntimeError (bad policy name), InvalidParameterTypeException, ...
-                problems.append(f"qos_overrides.{topic}.subscription: {error} (QoS overrides are read-only: fix the "
-                                "params file and restart lisa_node)")
         return problems
 
     # -- lifecycle ------------------------------------------------------------------
@@ -372,7 +416,7 @@ class LisaNode(LifecycleNode):
         if self._exit_requested.is_set():
             return TransitionCallbackReturn.FAILURE
         values = self._parameter_values()
-        problems = self._image_qos_problems(compressed=values["compressed"] is True)
+        problems = self._activate_qos_problems(values)
         try:
             config = NodeConfig.from_parameters(values)
         except ConfigError as error:
@@ -659,11 +703,13 @@ class LisaNode(LifecycleNode):
         engine = self._engine
         model_id = engine.model_id if engine is not None else ""
         request = answer.request
+        config = self._config
+        mask_encoding = config.result_mask_encoding if config is not None else "raw"  # no masks before configure
         try:
-            result = answer_to_result(answer, model_id)
+            result = answer_to_result(answer, model_id, mask_encoding)
         except Exception as error:  # the one answer still goes out, as an explained failure
             answer = self._failed_answer(answer, "made into a result message", error)
-            result = answer_to_result(answer, model_id)
+            result = answer_to_result(answer, model_id, mask_encoding)
         if answer.frame is None and request.stamp is not None:  # refused before reaching a frame
             result.header.stamp = request.stamp  # frame_id stays empty: no frame was used
         label = f"request {request.request_id} ({request.instruction[:60]!r})"
@@ -683,7 +729,7 @@ class LisaNode(LifecycleNode):
                 self._result_pub.publish(result)
             except Exception as error:  # e.g. text that cannot be serialized: the answer goes out without it
                 answer = self._failed_answer(answer, "published", error)
-                fallback = answer_to_result(answer, model_id)
+                fallback = answer_to_result(answer, model_id, mask_encoding)
                 fallback.header, fallback.total_ms = result.header, result.total_ms
                 result = fallback
                 self._result_pub.publish(result)

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-from sensor_msgs.msg import Image, RegionOfInterest
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 
-from lisa_ros.core.masks import bounding_box, mask_to_mono8, union_mono8
+from lisa_ros.core.masks import PNG_MASK_FORMAT, bounding_box, mask_to_mono8, mask_to_png, union_mono8
 from lisa_ros.core.types import Answer
 from lisa_ros.msg import SegmentationResult
 
@@ -31,11 +31,12 @@ def frame_key(header, fallback) -> tuple:
     return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
 
 
-def answer_to_result(answer: Answer, model_id: str) -> SegmentationResult:
+def answer_to_result(answer: Answer, model_id: str, mask_encoding: str = "raw") -> SegmentationResult:
     """The SegmentationResult message for one answer (masks at source resolution, source header; total_ms is set
-    by the publisher, once everything else is out)."""
+    by the publisher, once everything else is out). ``mask_encoding``: "raw" (masks[]) or "png"
+    (compressed_masks[])."""
     request = answer.request
-    result = SegmentationResult()
+    result = SegmentationResult(mask_encoding=mask_encoding)
     if answer.frame is not None:
         result.header = answer.frame.header
     result.request_id = request.request_id
@@ -58,7 +59,14 @@ def answer_to_result(answer: Answer, model_id: str) -> SegmentationResult:
         result.explanation = answer.output.text
         result.timing_names = list(answer.output.timings_ms)
         result.timing_ms = [float(v) for v in answer.output.timings_ms.values()]
-        result.masks = [array_to_image_msg(mask_to_mono8(m), "mono8", result.header) for m in answer.output.masks]
+        if mask_encoding == "png":
+            result.compressed_masks = [CompressedImage(header=result.header, format=PNG_MASK_FORMAT,
+                                                       data=mask_to_png(m).tobytes()) for m in answer.output.masks]
+        elif mask_encoding == "raw":
+            result.masks = [array_to_image_msg(mask_to_mono8(m), "mono8", result.header)
+                            for m in answer.output.masks]
+        else:
+            raise ValueError(f"mask_encoding must be 'raw' or 'png', got {mask_encoding!r}")
         result.scores = [float(s) for s in answer.output.scores]
         result.boxes = [_roi(bounding_box(m)) for m in answer.output.masks]
     return result

@@ -123,6 +123,7 @@ class TargetsGlue:
             self._answer_thread = threading.Thread(target=self._measure_answers, name="lisa-targets", daemon=True)
             self._answer_thread.start()
         self._runner: TrackingRunner | None = None
+        self._stamps_warned = False  # the frozen-stamp warning is logged once per activation
         self._sources: dict[str, tuple[str, int]] = {}  # conversation -> (tracked request_id, its frame's stamp)
         if config.tracking_enabled:
             self._tracked_pub = publisher(TrackedTargets, "~/tracked")
@@ -274,8 +275,20 @@ class TargetsGlue:
 
     # -- tracking ---------------------------------------------------------------------
     def _on_tracked(self, state: TrackedState) -> None:
-        """On the tracking thread: one ~/tracked per tracker and frame, with the 3D targets when depth is on."""
+        """On the tracking thread: one ~/tracked per tracker and frame, with the 3D targets when depth is on; built
+        only while someone reads ~/tracked (full-resolution masks and a 3D step for every camera frame)."""
         if self._closed:
+            return
+        if state.finished_reason == "stamp_not_advancing" and not self._stamps_warned:
+            self._stamps_warned = True
+            stamp = f"{state.stamp_ns // 1_000_000_000}.{state.stamp_ns % 1_000_000_000:09d} s"
+            self._logger.warning(
+                f"tracking of request {state.request_id} ended: a new camera frame carries the stamp {stamp} of the "
+                "frame its masks are on" + (" (zero: the camera driver leaves header.stamp unset)"
+                                            if state.stamp_ns == 0 else "") + "; tracking needs frame stamps that "
+                "advance, so every answer's tracking ends this way (~/tracked: finished_reason "
+                "'stamp_not_advancing') until they do. Said once.")
+        if self._tracked_pub.get_subscription_count() == 0:
             return
         request_id, source = self._sources.get(state.conversation_id, ("", 0))
         if request_id != state.request_id:

@@ -21,6 +21,7 @@ from rosbags.rosbag2 import CompressionFormat, CompressionMode, ReaderError, Sto
 from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 
 from lisa_ros.core.image import image_message_to_rgb
+from lisa_ros.core.masks import png_to_mask
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -76,6 +77,16 @@ def storage_of(name: str) -> StoragePlugin:
 def mask_to_array(msg) -> np.ndarray:
     """A mask image (mono8 0/255, raw or PNG) as a bool (H, W) array."""
     return image_message_to_rgb(msg)[:, :, 0] > 0
+
+
+def result_masks(result) -> list[np.ndarray]:
+    """A SegmentationResult's masks as bool (H, W) arrays, whichever its mask_encoding: "raw" (masks[], mono8
+    Image) or "png" (compressed_masks[], PNG CompressedImage)."""
+    if result.mask_encoding == "png":
+        return [png_to_mask(m.data) for m in result.compressed_masks]
+    if result.mask_encoding not in ("raw", ""):
+        raise ValueError(f"unknown SegmentationResult.mask_encoding {result.mask_encoding!r}")
+    return [mask_to_array(m) for m in result.masks]
 
 
 def header(stamp_ns: int, frame_id: str):

@@ -17,6 +17,7 @@ COMMANDS = {
     "make-sample-bag": ("lisa_ros.tools.make_sample_bag", "write the sample rosbag2 used by the demo"),
     "replay": ("lisa_ros.tools.replay", "replay a rosbag2 through a lisa_node and record its answers"),
     "eval": ("lisa_ros.tools.evaluate", "score predicted masks against ground truth (gIoU, cIoU, report)"),
+    "figure": ("lisa_ros.tools.figure", "draw a replay's frame, mask, 3D point and tracked mask into one PNG"),
     "doctor": ("lisa_ros.tools.doctor", "preflight on the robot: GPU, weights, numpy/OpenCV vs ROS, DDS, camera topic"),
 }
 

@@ -296,7 +296,7 @@ class Session:
         if Status.is_answered(status) and (answered_stamp, result.header.frame_id) != (bag_io.stamp_ns(source_header),
                                                                                 source_header.frame_id):
             status = HEADER_MISMATCH
-        masks = [bag_io.mask_to_array(m) for m in result.masks]
+        masks = bag_io.result_masks(result)
         answer = ReplayAnswer(request, frame_index, {
             "request_id": result.request_id,
             "status": status,

@@ -101,3 +101,26 @@ def test_a_bad_local_checkpoint_is_named_with_the_node_parameter_problems(tmp_pa
         NodeConfig.from_parameters({"engine": "lisa", "max_queue": 0, "model.path": str(path)})
     assert error.value.about(["max_queue"]) and len(error.value.problems) == 2
     assert [p for p in error.value.about(["model.*"]) if str(path) in p and fragment in p], error.value.problems
+
+
+def test_values_in_messages_are_plain_numbers_and_lists():
+    """`ros2 param set /lisa_node max_queue "[1, 2]"` reaches the node as array('q', [1, 2]), and numpy values
+    printed as np.float64(0.5): messages show them as a params file writes them."""
+    import array
+
+    import numpy as np
+
+    from lisa_ros.core.bounds import range_problem
+    from lisa_ros.core.plumbing_engine import PlumbingEngine
+    from lisa_ros.core.semantic import CategoryError, SemanticOptions
+
+    with pytest.raises(ConfigError) as raised:
+        NodeConfig.from_parameters({"max_queue": array.array("q", [1, 2]), "engine": ["lisa", np.str_("plumbing")]})
+    text = str(raised.value)
+    assert "max_queue must be an integer, got [1, 2]" in text
+    assert "got ['lisa', 'plumbing']" in text and "array(" not in text and "np." not in text, text
+    assert range_problem("depth.tolerance", np.float64(-0.5), (float, 0, None, False)).endswith("got -0.5")
+    with pytest.raises(ValueError, match=r"'delay_s' must be float, got \[0\.5, 1\.0\]$"):
+        PlumbingEngine.from_options({"delay_s": [np.float64(0.5), np.float64(1.0)]})
+    with pytest.raises(CategoryError, match=r"max_categories must be int, got \[3\]$"):
+        SemanticOptions.from_mapping({"max_categories": array.array("q", [3])})

@@ -232,6 +232,34 @@ def test_corrupted_cache_is_moved_aside_and_restarted(tmp_path, caplog, content)
     assert json.loads(path.read_text())["format"] == "lisa_ros-descriptions-1"
 
 
+@pytest.mark.parametrize("content", [b'{"format": "lisa_ros-descriptions-1", "entries": {"k": "\xff\xfe"}}',
+                                     b"\x89PNG\r\n\x1a\n\x00\x00", b"[" * 100_000])
+def test_unreadable_bytes_are_moved_aside_like_a_corrupted_cache(tmp_path, caplog, content):
+    """Not UTF-8 (latin-1 edit, a binary file in its place) or nested past the parser: never an exception."""
+    path = tmp_path / "d.json"
+    path.write_bytes(content)
+    cache = DescriptionCache(path)
+    with caplog.at_level(logging.WARNING):
+        assert cache.get("m", "v", "floor") is None
+    assert "unreadable or corrupted" in caplog.text
+    aside = list(tmp_path.glob("d.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == content  # nothing lost
+    cache.put_many("m", "v", {"floor": "tiles"})
+    assert DescriptionCache(path).get("m", "v", "floor") == "tiles"
+
+
+def test_a_cache_the_os_refuses_to_read_is_moved_aside_and_restarted(tmp_path, caplog):
+    """An OSError on read (here a link loop: EACCES cannot be made as root) is handled like corruption."""
+    path = tmp_path / "d.json"
+    path.symlink_to(path)
+    cache = DescriptionCache(path)
+    with caplog.at_level(logging.WARNING):
+        assert cache.get("m", "v", "floor") is None
+    assert "unreadable or corrupted" in caplog.text and len(list(tmp_path.glob("d.json.corrupt-*"))) == 1
+    cache.put_many("m", "v", {"floor": "tiles"})
+    assert DescriptionCache(path).get("m", "v", "floor") == "tiles"
+
+
 def test_unwritable_cache_logs_and_keeps_the_run_going(tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("")

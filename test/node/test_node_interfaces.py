@@ -2,6 +2,7 @@
 import itertools
 import re
 import time
+import types
 
 import pytest
 
@@ -117,7 +118,8 @@ def test_model_and_camera_parameters_are_refused_while_configured_and_accepted_w
         successful, reason = set_parameters(io, **{name: value})[name]
         assert not successful and name in reason and "Deactivate, clean up" in reason and "configure" in reason, reason
     assert io.node.change_state(io.probe, "deactivate")
-    assert not set_parameters(io, **{"model.delay_s": 0.2})["model.delay_s"][0]  # still configured (inactive)
+    successful, reason = set_parameters(io, **{"model.delay_s": 0.2})["model.delay_s"]  # still configured (inactive)
+    assert not successful and "clean up (ros2 lifecycle set <node> cleanup)" in reason and "Deactivate" not in reason
     assert io.node.change_state(io.probe, "cleanup")
     assert all(ok for ok, _ in set_parameters(io, **frozen).values())
     assert io.node.change_state(io.probe, "configure") and io.node.change_state(io.probe, "activate")
@@ -125,6 +127,25 @@ def test_model_and_camera_parameters_are_refused_while_configured_and_accepted_w
     result = io.call("the cup")
     assert result.status == result.STATUS_OK and result.inference_ms >= 200  # model.delay_s took effect
     assert "max_image_pixels" in io.call("the cup", image=make_image_msg(width=64, height=48)).status_message
+
+
+def test_an_undeclared_parameter_is_refused_naming_it_and_what_can_be_set(lisa_node_process, ros_probe):
+    """rclpy's reason was "Invalid access to undeclared parameter(s): []", naming nothing."""
+    node = lisa_node_process(params={"auto_configure": False}, wait_active=False)  # engine plumbing, unconfigured
+    node.wait_for_state(ros_probe, "unconfigured")
+    io = types.SimpleNamespace(probe=ros_probe, node=node)  # what set_parameters talks to
+    reasons = {name: set_parameters(io, **{name: value})[name]
+               for name, value in {"model.precision": "fp16", "model.bogus": 1, "max_qeue": 3}.items()}
+    assert not any(successful for successful, _ in reasons.values())
+    successful, reason = reasons["model.precision"]  # a LISA option on the plumbing engine
+    assert "model.precision is an option of engine lisa, not of engine 'plumbing'" in reason
+    assert "set engine first" in reason and "model.delay_s, model.raise_on" in reason, reason
+    assert "model.bogus is not an option of engine 'plumbing'; its options are model.delay_s" in reasons[
+        "model.bogus"][1]
+    assert "max_qeue is not a lisa_node parameter; did you mean max_queue?" in reasons["max_qeue"][1]
+    assert "Invalid access" not in " ".join(reason for _, reason in reasons.values())
+    assert set_parameters(io, **{"engine": "lisa"})["engine"][0]  # the LISA options come with the engine
+    assert set_parameters(io, **{"model.precision": "fp16"})["model.precision"] == (True, "")
 
 
 def test_descriptors_carry_ranges_and_read_only_flags(lisa_io):

@@ -66,6 +66,22 @@ def test_get_state_answers_while_a_configure_request_loads(lisa_node_process, ro
     assert observer.state() == "inactive"
 
 
+def test_a_model_parameter_set_during_the_load_is_refused_saying_to_wait_for_it(lisa_node_process, ros_probe):
+    """The refusal used to say "Deactivate, clean up..." to a node that was neither active nor done loading."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    node = lisa_node_process(params={"model.load_delay_s": 20.0}, wait_active=False)
+    observer = Observer(ros_probe, node)
+    wait_for(lambda: "loading the model" in observer.diagnostics_message(), 5, "diagnostics saying 'loading'")
+    client = ros_probe.client(node.topic("~/set_parameters"), SetParameters)
+    request = SetParameters.Request(parameters=[Parameter("model.delay_s", value=0.5).to_parameter_msg()])
+    result, = ros_probe.call(client, request).results
+    assert observer.state() == "configuring", "the load ended before the change: raise model.load_delay_s"
+    assert not result.successful and "model.delay_s" in result.reason and "loading the model" in result.reason
+    assert "wait for the load to end" in result.reason and "Deactivate" not in result.reason, result.reason
+
+
 def _exit_cleanly(node, *signals, gap: float = 0.0) -> float:
     """Send the signals (``gap`` s apart) and wait for the exit: returns how long it took."""
     import subprocess

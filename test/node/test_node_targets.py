@@ -294,6 +294,29 @@ def test_tracked_follows_a_moving_textured_band_and_reports_when_it_leaves(lisa_
     assert state.masks[0].width == 0 and state.confidences[0] == 0.0
 
 
+def test_tracking_with_zero_stamps_ends_on_tracked_and_says_why_once_in_the_log(lisa_io, ros_probe):
+    """A camera driver that leaves header.stamp zero: each answer's tracking ends on the next picture with a
+    finished ~/tracked saying stamp_not_advancing, and the log says why once (it used to stop silently)."""
+    from lisa_ros.msg import SegmentationResult, TrackedTargets
+
+    io = lisa_io()
+    tracked = ros_probe.collect(io.node.topic("~/tracked"), TrackedTargets)
+    wait_for(lambda: ros_probe.node.count_publishers(io.node.topic("~/tracked")) >= 1, 10, "~/tracked publisher")
+    for round_ in range(2):
+        io.publish_frame(colour_msg(textured(HEIGHT, WIDTH, seed=2 * round_), (0, 0)))
+        io.ask(f"a and b, round {round_}")
+        result, = io.results_for(f"a and b, round {round_}")
+        assert result.status == SegmentationResult.STATUS_OK and len(result.masks) == 2
+        io.publish_frame(colour_msg(textured(HEIGHT, WIDTH, seed=2 * round_ + 1), (0, 0)))  # same stamp, new picture
+        state = wait_for(lambda rid=result.request_id: next((t for t in list(tracked) if t.request_id == rid), None),
+                         10, f"~/tracked for {result.request_id}")
+        assert state.finished and state.finished_reason == "stamp_not_advancing"
+        assert list(state.lost) == [True, True] and list(state.lost_reasons) == ["stamp_not_advancing"] * 2
+    assert len([t for t in list(tracked)]) == 2
+    log = wait_for(lambda: "stamp_not_advancing" in io.node.log and io.node.log, 5, "the log line")
+    assert log.count("frame stamps that advance") == 1 and "camera driver leaves header.stamp unset" in log, log
+
+
 def test_lisa_engine_answers_with_masks_get_targets_3d_inside_the_depth_scene(lisa_io, ros_probe,
                                                                               answering_tiny_lisa_checkpoint):
     """LISA's real [SEG] -> SAM path on the CPU (tiny checkpoint), depth on: each answer with masks gets a Targets3D

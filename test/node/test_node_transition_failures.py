@@ -37,17 +37,23 @@ def test_deleting_a_parameter_is_refused_and_configure_keeps_working(lisa_node_p
 
 
 def test_a_typo_in_the_camera_qos_overrides_fails_configure_with_an_error_line(lisa_node_process, ros_probe):
-    """It used to pass configure, fail activate inside rclpy and leave the node unconfigured without a word."""
+    """It used to pass configure, fail activate inside rclpy and leave the node unconfigured without a word; the
+    depth camera's overrides failed activate with rclpy's line that named neither parameter nor valid values."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
     camera = f"/qos_typo_{id(ros_probe)}/image_raw"
+    depth = f"/qos_typo_{id(ros_probe)}/depth"  # subscribed at activate, like the camera
     node = lisa_node_process(params={f"qos_overrides.{camera}.subscription.reliability": "reliabel",
-                                     "max_queue": 0}, remaps={"image": camera}, wait_active=False)
+                                     "depth.enabled": True, f"qos_overrides.{depth}.subscription.depth": "ten",
+                                     "max_queue": 0}, remaps={"image": camera, "depth": depth}, wait_active=False)
     observed = ros_probe.collect("/diagnostics", DiagnosticArray)
     node.wait_for_state(ros_probe, "unconfigured")
     line = wait_for(lambda: [x for x in node.log.splitlines() if "[ERROR]" in x and "configure failed" in x], 10,
                     "the error line")[0]
-    assert f"qos_overrides.{camera}.subscription" in line and "reliabel" in line and "restart lisa_node" in line
+    assert f"qos_overrides.{camera}.subscription.reliability is 'reliabel'" in line and "restart lisa_node" in line
+    assert "one of system_default, reliable, best_effort, best_available" in line  # what to write instead
+    assert f"qos_overrides.{depth}.subscription.depth is 'ten'" in line  # the depth side, checked the same way
+    assert "an integer from 0 to" in line
     assert "max_queue must be >= 1" in line  # named together with the other problems
 
     def reported():

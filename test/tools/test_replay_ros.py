@@ -89,6 +89,27 @@ def test_lock_step_gives_one_result_per_instruction_with_source_header(tmp_path)
     assert overlay.shape == (120, 160, 3) and not np.array_equal(overlay, frame(0))
 
 
+def test_replay_reads_png_masks_like_raw_ones(tmp_path):
+    """A node with result_mask_encoding png: the replay decodes compressed_masks[] into the same mask files (and
+    so eval scores them) and the recorded results carry the PNGs, which bag_io.result_masks reads back."""
+    write_bag(tmp_path / "bag", frames=2, instructions={0: "the cup and the saucer", 1: "segment the cup"})
+    code, output = run_replay(tmp_path / "bag", tmp_path / "out", "replay_png", "--fail-on-error",
+                              "--node-param", "result_mask_encoding:=png")
+    assert code == 0, output
+    answers = {r["request"]: r for r in records(tmp_path / "out")}
+    assert [answers[i]["status"] for i in (0, 1)] == ["OK", "OK"]
+    assert answers[0]["mask_sizes"] == [[120, 160], [120, 160]]
+    two = [visual.read_mask(tmp_path / "out" / name) for name in answers[0]["masks"]]
+    assert len(two) == 2 and two[0][:60].all() and not two[0][60:].any() and two[1][60:].all()
+    results = [r for r in read_output(tmp_path / "out")["/replay_png/result"] if r.status == r.STATUS_OK]
+    assert results and all(r.mask_encoding == "png" and r.compressed_masks and not r.masks for r in results)
+    for result in results:
+        masks = bag_io.result_masks(result)
+        assert len(masks) == len(result.compressed_masks) and all(m.shape == (120, 160) for m in masks)
+        assert all(np.array_equal(m, visual.read_mask(tmp_path / "out" / name))
+                   for m, name in zip(masks, answers[0 if len(masks) == 2 else 1]["masks"], strict=True))
+
+
 def test_answers_are_matched_by_request_id_whitespace_and_long_instructions_included(tmp_path):
     """The node echoes a stripped instruction cut at 500 characters on the String topic: matched by text, these
     waited for --result-timeout and were reported NO_RESULT. The replay sends lisa_ros/Instruction and matches by id."""
