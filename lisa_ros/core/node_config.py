@@ -22,7 +22,7 @@ from lisa_ros.core.instruction import DEFAULT_MAX_CHARS
 from lisa_ros.core.tracking import TRACKING_BOUNDS, TrackingOptions
 from lisa_ros.core.types import PairingPolicy
 
-__all__ = ["MODEL_OPTION_KEYS", "PARAMETERS", "ConfigError", "NodeConfig"]
+__all__ = ["MODEL_OPTION_KEYS", "PARAMETERS", "ConfigError", "NodeConfig", "when_applied"]
 
 # name -> (default, description)
 PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -98,6 +98,20 @@ RECONFIGURE_PARAMETERS = ("engine", "compressed", "max_image_pixels")
 RECONFIGURE_GROUPS = ("model", "depth", "tracking", "semantic")
 # Read once, at start-up.
 START_UP_PARAMETERS = ("auto_configure", "auto_activate", "detections.enabled")
+# String parameters with a fixed set of values: name -> the values configure accepts.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "engine": tuple(ENGINE_TYPES),
+    "pairing_policy": tuple(policy.value for policy in PairingPolicy),
+}
+
+
+def when_applied(name: str) -> str:
+    """When a change of parameter ``name`` takes effect (``ros2 param describe`` and docs/parameters.md say it)."""
+    if name in LIVE_PARAMETERS:
+        return "applied at once"
+    if name in START_UP_PARAMETERS:
+        return "read at start-up"
+    return "settable while unconfigured; read at configure"
 
 
 class ConfigError(ValueError):
@@ -165,8 +179,8 @@ class NodeConfig:
             return get[name]
 
         engine = get["engine"]
-        if engine not in ENGINE_TYPES:
-            problem("engine", f"engine must be one of {list(ENGINE_TYPES)}, got {engine!r}")
+        if engine not in CHOICES["engine"]:
+            problem("engine", f"engine must be one of {list(CHOICES['engine'])}, got {engine!r}")
         try:
             policy = PairingPolicy(get["pairing_policy"])
         except ValueError:

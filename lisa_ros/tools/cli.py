@@ -17,6 +17,8 @@ COMMANDS = {
     "make-sample-bag": ("lisa_ros.tools.make_sample_bag", "write the sample rosbag2 used by the demo"),
     "replay": ("lisa_ros.tools.replay", "replay a rosbag2 through a lisa_node and record its answers"),
     "eval": ("lisa_ros.tools.evaluate", "score predicted masks against ground truth (gIoU, cIoU, report)"),
+    "params": ("lisa_ros.tools.reference",
+               "the node's parameters; --markdown writes the parameter, launch and interface reference pages"),
     "doctor": ("lisa_ros.tools.doctor", "preflight on the robot: GPU, weights, numpy/OpenCV vs ROS, DDS, camera topic"),
 }
 
