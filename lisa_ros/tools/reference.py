@@ -148,9 +148,9 @@ def parameters_markdown() -> str:
         "- **read-only, at start-up**: set in the params file or on the command line.",
         "",
         "`model.*` are the options of the engine the node runs (`engine`): only that engine's are declared, "
-        "and an unset one takes the engine's default shown here. Each publisher and subscription also takes "
-        "the standard `qos_overrides.<topic>.<publisher|subscription>.<policy>` parameters (read-only, "
-        "at start-up).",
+        "and an unset one takes the engine's default shown here. The topics' QoS take ROS 2's standard "
+        "`qos_overrides.<topic>.<publisher|subscription>.<policy>` parameters (read-only: set them in the "
+        "params file).",
         "",
         "| parameter | type | default | range / values | applies | description |",
         "| --- | --- | --- | --- | --- | --- |",
