@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lisa_ros.core.engine_options import ENGINE_OPTIONS, MODEL_OPTION_KEYS, option_description
-from lisa_ros.core.node_config import BOUNDS, CHOICES, PARAMETERS, when_applied
+from lisa_ros.core.node_config import BOUNDS, CHOICES, LIVE_PARAMETERS, PARAMETERS, START_UP_PARAMETERS, when_applied
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the source checkout (launch/, msg/, docs/ beside lisa_ros/)
 REGENERATE = "lisa-ros params --markdown"
@@ -142,10 +142,11 @@ def parameters_markdown() -> str:
         "Configure checks every value and names every problem at once; `ros2 param describe /lisa_node NAME` "
         "shows the same description and range. When a change applies:",
         "",
-        "- **at once**: `ros2 param set` on the running node, checked like at configure;",
-        "- **at configure**: settable while the node is unconfigured (deactivate, cleanup, set, configure, "
-        "activate), read when the model loads or the node activates;",
-        "- **read-only, at start-up**: set in the params file or on the command line.",
+        f"- **{when_applied(LIVE_PARAMETERS[0])}**: `ros2 param set` on the running node, checked like at configure;",
+        f"- **{when_applied('model.path')}**: on a configured node refused with the way to change it "
+        "(deactivate, cleanup, set, configure, activate); read when the model loads or the node activates;",
+        f"- **{when_applied(START_UP_PARAMETERS[0])}**: read-only; set it in the params file or on the command "
+        "line.",
         "",
         "`model.*` are the options of the engine the node runs (`engine`): only that engine's are declared, "
         "and an unset one takes the engine's default shown here. The topics' QoS take ROS 2's standard "
