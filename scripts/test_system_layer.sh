@@ -6,12 +6,12 @@
 # machine that brings its own torch. Checks: numpy, cv2 and torch are the same files and versions
 # after setup as before, pip put none of them (nor any CUDA package) into the venv, and the tests
 # that need no rclpy pass on them. Prints the time and disk of each step.
-#   scripts/test_system_layer.sh [DIR]   (DIR: where the venv and user site go; default a temp folder)
+#   scripts/test_system_layer.sh [DIR]   (DIR: where the venv and user site go, kept; default a temp folder, removed)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-work="${1:-$(mktemp -d /tmp/lisa_system_layer.XXXXXX)}"
-mkdir -p "$work"
+if [ $# -gt 0 ]; then work="$1"; mkdir -p "$work"
+else work="$(mktemp -d /tmp/lisa_system_layer.XXXXXX)"; trap 'rm -rf "$work"' EXIT; fi
 system_python=/usr/bin/python3
 export PYTHONUSERBASE="$work/userbase"
 venv="$work/venv"
