@@ -45,22 +45,28 @@ if unshare -n true 2>/dev/null; then
 else
   echo "unshare -n not allowed here: the network stays, pip has no index (PIP_NO_INDEX) and no other source"
 fi
+run_offline() { "${clean_env[@]}" LISA_WHEELS="$work/wheels" "${offline[@]}" 'cd "$1" && shift && "$@"' _ "$work/clone" "$@"; }
 start=$(date +%s)
-"${clean_env[@]}" LISA_WHEELS="$work/wheels" HF_HUB_OFFLINE=1 "${offline[@]}" \
-  'cd "$1" && bash scripts/demo.sh "$2"' _ "$work/clone" "$work/demo"
+run_offline bash scripts/setup.sh
+setup_s=$(elapsed "$start")
+start=$(date +%s)
+run_offline bash scripts/demo.sh "$work/demo"
 demo_s=$(elapsed "$start")
 venv_python="$work/clone/.venv/bin/python"
 "$venv_python" -c 'import torch; print("installed torch", torch.__version__)'
-# Every distribution in the venv came from the folder (pip and setuptools come with the venv itself).
+# Everything pip installed in the venv is one of the folder's wheels (pip and setuptools come with
+# the venv; the ROS wheels also carry their packages' own egg-info, which pip did not install).
 "$venv_python" -P - "$work/wheels" <<'PY'
 import importlib.metadata as md, pathlib, re, sys
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
 folder = {(norm(p.name.split("-")[0]), p.name.split("-")[1]) for p in pathlib.Path(sys.argv[1]).glob("*.whl")}
-foreign = sorted(f"{d.metadata['Name']}=={d.version}" for d in md.distributions()
-                 if (norm(d.metadata["Name"]), d.version) not in folder and norm(d.metadata["Name"]) not in ("pip", "setuptools"))
-if foreign:
-    sys.exit(f"installed but not from the wheel folder: {', '.join(foreign)}")
-print("every installed distribution is one of the folder's wheels")
+installed = [d for d in md.distributions() if (d.read_text("INSTALLER") or "").strip() == "pip"
+             and norm(d.metadata["Name"]) not in ("pip", "setuptools")]
+foreign = sorted(f"{d.metadata['Name']}=={d.version}" for d in installed
+                 if (norm(d.metadata["Name"]), d.version) not in folder)
+if foreign or not installed:
+    sys.exit(f"installed but not from the wheel folder: {', '.join(foreign) or 'nothing installed'}")
+print(f"all {len(installed)} distributions pip installed are the folder's wheels")
 PY
 
 printf '\n==> cross-target folder: Python 3.12, manylinux_2_39_aarch64, --no-torch --no-ros\n'
@@ -78,5 +84,6 @@ echo "every file is a cp312/abi3/py3 wheel for aarch64 or any platform, and none
 
 printf '\n==> offline install: ok\n'
 echo "build (this machine): ${build_s} s, $(find "$work/wheels" -type f | wc -l) wheels, $(size "$work/wheels")"
-echo "setup + demo from the folder (fresh clone, no index): ${demo_s} s; venv $(size "$work/clone/.venv")"
+echo "setup from the folder (fresh clone, no index: venv + colcon build): ${setup_s} s; venv $(size "$work/clone/.venv")"
+echo "demo after it: ${demo_s} s"
 echo "cross-target build (cp312 aarch64, no torch, no ROS): ${cross_s} s, $(find "$work/aarch64" -type f | wc -l) wheels, $(size "$work/aarch64")"
