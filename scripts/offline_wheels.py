@@ -28,17 +28,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIREMENTS = REPO / "requirements"
-# What scripts/setup.sh installs (runtime, the replay/eval tools, the tests and the linter) ...
-BASE_SETS = ("runtime", "tools", "test", "lint")
-# ... ROS 2's PyPI wheels when the target has no apt ROS, bitsandbytes when asked for.
-ROS_SET, INT4_SET = "ros", "int4"
+# What scripts/setup.sh installs, in its order: runtime (with core.txt), 4-bit, the replay/eval
+# tools, the tests and the linter (not with --runtime), ROS 2's PyPI wheels (not with an apt ROS).
+SETS = ("runtime", "int4", "tools", "test", "lint", "ros")
 LOCK = "lock"
 # A target that brings its own torch gets a stand-in of this local version while resolving, so
 # nothing pulls PyPI's torch (and its CUDA wheels) into the folder; the stand-in is removed after.
 PROVIDED_LABEL = "provided.by.target"
-# Pure-Python packages that PyPI serves as source only (empy: rosidl's code generator, for
-# ros.txt): built here into a py3-none-any wheel, which fits every target.
-SOURCE_ONLY = ("empy",)
+# Pure-Python packages that PyPI serves as source only, by the set that needs them (empy: rosidl's
+# code generator): built here at the lock's version into a py3-none-any wheel, which fits every target.
+SOURCE_ONLY = {"empy": "ros"}
 
 
 def this_platform() -> str:
@@ -50,9 +49,9 @@ def this_platform() -> str:
     return f"manylinux_{major}_{minor}_{platform.machine()}"
 
 
-def requirement_files(ros: bool, int4: bool, requirements: Path | None = None) -> list[Path]:
+def requirement_files(leave_out: set[str], requirements: Path | None = None) -> list[Path]:
     """The requirement files the target installs, in setup's order; a missing one is an error."""
-    names = list(BASE_SETS) + ([ROS_SET] if ros else []) + ([INT4_SET] if int4 else [])
+    names = [name for name in SETS if name not in leave_out]
     files = [(requirements or REQUIREMENTS) / f"{name}.txt" for name in names]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
@@ -68,6 +67,40 @@ def locked_version(lock: Path, name: str) -> str:
         if match and _normalise(match.group(1)) == wanted:
             return match.group(2)
     raise SystemExit(f"{lock} has no exact pin for {name}")
+
+
+def pinned_names(lines: list[str]) -> dict[str, str]:
+    """name -> the whole line, for each requirement line of a constraints file."""
+    names = {}
+    for line in lines:
+        requirement = line.split("#", 1)[0].strip()
+        match = re.match(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", requirement)
+        if match:
+            names[_normalise(match.group(0))] = requirement
+    return names
+
+
+def write_constraints(scratch: Path, lock: Path | None, target: list[Path],
+                      no_torch: bool) -> tuple[list[Path], str | None]:
+    """pip's constraint files: the lock less what the target pins, and the target's pins (torch left
+    out of both with --no-torch); and the torch version the target names, if it does."""
+    pins: dict[str, str] = {}
+    for path in target:
+        pins.update(pinned_names(path.read_text(encoding="utf-8").splitlines()))
+    torch_pin = re.search(r"===?\s*([^\s;,]+)", pins.get("torch", ""))
+    torch_version = torch_pin.group(1).split("+")[0] if torch_pin else None
+    if no_torch:
+        pins.pop("torch", None)
+    files = []
+    if lock is not None:
+        kept = [line for name, line in pinned_names(lock.read_text(encoding="utf-8").splitlines()).items()
+                if name not in pins and not (no_torch and name == "torch")]
+        files.append(scratch / "lock.txt")
+        files[-1].write_text("\n".join(kept) + "\n", encoding="utf-8")
+    if pins:
+        files.append(scratch / "target.txt")
+        files[-1].write_text("\n".join(pins.values()) + "\n", encoding="utf-8")
+    return files, torch_version
 
 
 def write_stand_in_wheel(folder: Path, name: str, version: str) -> Path:
@@ -179,9 +212,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "torch is the CUDA build with about 3 GB of nvidia-* wheels)")
     parser.add_argument("--no-ros", action="store_true",
                         help="the target has ROS 2 from apt: leave out requirements/ros.txt")
-    parser.add_argument("--int4", action="store_true",
-                        help="add requirements/int4.txt (bitsandbytes; not for Jetson, whose GPU its "
-                             "PyPI wheels do not drive)")
+    parser.add_argument("--no-int4", action="store_true",
+                        help="leave out requirements/int4.txt (bitsandbytes): on a Jetson its PyPI wheels "
+                             "import but fail at the first 4-bit kernel; build it there from source")
+    parser.add_argument("--runtime", action="store_true",
+                        help="the node's and tools' packages only, as `setup.sh --runtime` (no test / lint)")
+    parser.add_argument("--no-lock", action="store_true",
+                        help="resolve the ranges in requirements/ instead of the CI lock's versions, as "
+                             "setup does for a venv layered on a system ROS / torch; with --constraint")
+    parser.add_argument("--constraint", "-c", action="append", type=Path, default=[], metavar="FILE",
+                        help="the target's own versions (e.g. numpy==1.26.4 of apt's python3-numpy, "
+                             "torch==VERSION of a Jetson) for pip, repeatable; their torch line names the "
+                             "version --no-torch stands in for")
     args = parser.parse_args(argv)
     if not re.fullmatch(r"3\.\d+", args.python_version):
         parser.error(f"--python-version wants MAJOR.MINOR such as 3.12, not {args.python_version!r}")
@@ -212,26 +254,31 @@ def pip_download_command(args: argparse.Namespace, files: list[Path], constraint
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    files = requirement_files(ros=not args.no_ros, int4=args.int4)
+    leave_out = {name for name, flag in (("ros", args.no_ros), ("int4", args.no_int4),
+                                         ("test", args.runtime), ("lint", args.runtime)) if flag}
+    files = requirement_files(leave_out)
     lock = REQUIREMENTS / f"{LOCK}.txt"
-    if not lock.is_file():
-        raise SystemExit(f"missing {lock}")
+    for path in [lock, *args.constraint]:
+        if not path.is_file():
+            raise SystemExit(f"missing {path}")
     args.output.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(scratch) / "wheels"  # built and stand-in wheels, offered to pip beside the index
-        constraints, find_links = [lock], [str(local)]
+        local.mkdir()
+        find_links = [str(local)]
+        constraints, torch_version = write_constraints(Path(scratch), None if args.no_lock else lock,
+                                                       args.constraint, args.no_torch)
         stand_in = None
         if args.no_torch:
-            version = f"{locked_version(lock, 'torch')}+{PROVIDED_LABEL}"
-            local.mkdir()
+            version = f"{torch_version or locked_version(lock, 'torch')}+{PROVIDED_LABEL}"
             stand_in = write_stand_in_wheel(local, "torch", version)
             pin = Path(scratch) / "torch-provided.txt"
             pin.write_text(f"torch=={version}\n", encoding="utf-8")
             constraints.append(pin)
         elif args.torch_from and "://" not in args.torch_from:
             find_links.append(args.torch_from)
-        for name in SOURCE_ONLY:
+        for name in (name for name, needed_by in SOURCE_ONLY.items() if needed_by not in leave_out):
             build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(local),
                      f"{name}=={locked_version(lock, name)}"]
             print("$", " ".join(build), flush=True)

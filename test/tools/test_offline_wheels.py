@@ -60,7 +60,7 @@ def test_arguments_default_to_this_python_and_refuse_contradictions():
     assert args.python_version == f"{sys.version_info.major}.{sys.version_info.minor}"
     assert args.platforms == [offline_wheels.this_platform()]
     assert args.platforms[0].startswith("manylinux_2_")
-    assert not (args.no_torch or args.no_ros or args.int4)
+    assert not (args.no_torch or args.no_ros or args.no_int4 or args.runtime or args.no_lock)
     for bad in (["out", "--python-version", "3"], ["out", "--no-torch", "--torch-from", "https://x"]):
         with pytest.raises(SystemExit):
             offline_wheels.parse_args(bad)
@@ -69,12 +69,25 @@ def test_arguments_default_to_this_python_and_refuse_contradictions():
 def test_requirement_sets_follow_the_target(tmp_path):
     for name in ("runtime", "tools", "test", "lint", "ros", "int4"):
         (tmp_path / f"{name}.txt").write_text("")
-    names = lambda **kw: [p.stem for p in offline_wheels.requirement_files(requirements=tmp_path, **kw)]  # noqa: E731
-    assert names(ros=True, int4=False) == ["runtime", "tools", "test", "lint", "ros"]
-    assert names(ros=False, int4=True) == ["runtime", "tools", "test", "lint", "int4"]
+    def names(leave_out):
+        return [p.stem for p in offline_wheels.requirement_files(leave_out, requirements=tmp_path)]
+    assert names(set()) == ["runtime", "int4", "tools", "test", "lint", "ros"]
+    assert names({"ros", "int4"}) == ["runtime", "tools", "test", "lint"]
     (tmp_path / "lint.txt").unlink()
     with pytest.raises(SystemExit, match="lint.txt"):
-        offline_wheels.requirement_files(ros=False, int4=False, requirements=tmp_path)
+        offline_wheels.requirement_files({"ros"}, requirements=tmp_path)
+
+
+def test_the_targets_pins_replace_the_locks_and_name_the_provided_torch(tmp_path):
+    lock, target = tmp_path / "lock-in.txt", tmp_path / "robot.txt"
+    lock.write_text("# the lock\nnumpy==2.4.6\ntorch==2.13.0\nscipy==1.17.1\n")
+    target.write_text("numpy==1.26.4  # apt's python3-numpy\ntorch==2.5.0a0+872d972e41.nv24.08\n")
+    (scratch := tmp_path / "scratch").mkdir()
+    files, torch_version = offline_wheels.write_constraints(scratch, lock, [target], no_torch=True)
+    assert torch_version == "2.5.0a0"
+    assert [f.read_text().split() for f in files] == [["scipy==1.17.1"], ["numpy==1.26.4"]]
+    files, _ = offline_wheels.write_constraints(scratch, None, [target], no_torch=False)
+    assert [f.read_text().splitlines() for f in files] == [["numpy==1.26.4", "torch==2.5.0a0+872d972e41.nv24.08"]]
 
 
 def test_pip_download_takes_an_older_manylinux_wheel_for_a_newer_target(tmp_path):
@@ -101,15 +114,18 @@ def local_project(tmp_path, monkeypatch):
     make_wheel(index, "torch-only-dep", "1.0")
     make_wheel(index, "needs-torch", "1.0", requires=["torch>=2", "shared-dep"])
     make_wheel(index, "shared-dep", "1.0")
+    make_wheel(index, "shared-dep", "2.0")
+    make_wheel(index, "bnb", "1.0", requires=["torch"])
     make_wheel(index, "ros-thing", "1.0")
     make_wheel(index, "native", "1.0", tag="cp312-cp312-manylinux_2_28_aarch64")
     (requirements / "runtime.txt").write_text("needs-torch\n")
-    for name in ("tools", "test", "lint", "int4"):
+    (requirements / "int4.txt").write_text("bnb\n")
+    for name in ("tools", "test", "lint"):
         (requirements / f"{name}.txt").write_text("")
     (requirements / "ros.txt").write_text("ros-thing\n")
-    (requirements / "lock.txt").write_text("torch==2.13.0\nneeds-torch==1.0\n")
+    (requirements / "lock.txt").write_text("torch==2.13.0\nneeds-torch==1.0\nshared-dep==1.0\n")
     monkeypatch.setattr(offline_wheels, "REQUIREMENTS", requirements)
-    monkeypatch.setattr(offline_wheels, "SOURCE_ONLY", ())
+    monkeypatch.setattr(offline_wheels, "SOURCE_ONLY", {})
     monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(index))
@@ -123,15 +139,27 @@ def folder(path: Path) -> set[str]:
 def test_a_folder_with_torch_and_ros(local_project, capsys):
     out = local_project / "wheels"
     assert offline_wheels.main([str(out), "--python-version", "3.12", "--platform", "manylinux_2_39_aarch64"]) == 0
-    assert folder(out) == {"needs_torch", "shared_dep", "torch", "torch_only_dep", "ros_thing"}
-    assert "5 wheels" in capsys.readouterr().out
+    assert folder(out) == {"needs_torch", "shared_dep", "torch", "torch_only_dep", "ros_thing", "bnb"}
+    assert "shared_dep-1.0-py3-none-any.whl" in {p.name for p in out.iterdir()}  # the lock's, not the newest
+    assert "6 wheels" in capsys.readouterr().out
 
 
 def test_no_torch_leaves_out_torch_and_what_only_torch_needs(local_project):
     out = local_project / "wheels"
     offline_wheels.main([str(out), "--python-version", "3.12", "--platform", "manylinux_2_39_aarch64",
-                         "--no-torch", "--no-ros"])
+                         "--no-torch", "--no-ros", "--no-int4"])
     assert folder(out) == {"needs_torch", "shared_dep"}
+
+
+def test_a_layered_target_gets_the_ranges_under_its_own_pins(local_project):
+    """--no-lock -c: a Jetson's torch (a local NVIDIA build) stands in; the newest of the rest."""
+    robot = local_project / "robot.txt"
+    robot.write_text("torch==2.5.0a0+872d972e41.nv24.08\n")
+    out = local_project / "wheels"
+    offline_wheels.main([str(out), "--python-version", "3.10", "--platform", "manylinux_2_35_aarch64",
+                         "--no-torch", "--no-ros", "--no-lock", "-c", str(robot)])
+    assert {p.name for p in out.iterdir()} == {"needs_torch-1.0-py3-none-any.whl", "shared_dep-2.0-py3-none-any.whl",
+                                               "bnb-1.0-py3-none-any.whl"}
 
 
 def test_a_wheel_for_another_platform_in_the_folder_fails_the_build(local_project):
