@@ -243,5 +243,5 @@ def _engine_option_problems(engine: str, options: dict[str, Any]) -> list[str]:
     except ValueError as error:
         return [f"model options: {error}"]
     except ImportError as error:
-        return [f"engine {engine!r} cannot be imported ({error}); install requirements/ml.txt"]
+        return [f"engine {engine!r} cannot be imported ({error}); install requirements/runtime.txt"]
     return []
