@@ -5,6 +5,7 @@ The full path (public index, fresh clone, install with --no-index, the demo) is 
 a CI step: it downloads hundreds of MB.
 """
 import importlib.util
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -169,3 +170,16 @@ def test_a_wheel_for_another_platform_in_the_folder_fails_the_build(local_projec
     (out / "stray-1.0-cp312-cp312-manylinux_2_28_x86_64.whl").write_bytes(b"")
     with pytest.raises(SystemExit, match="stray-1.0-cp312-cp312-manylinux_2_28_x86_64.whl"):
         offline_wheels.main([str(out), "--python-version", "3.12", "--platform", "manylinux_2_39_aarch64"])
+
+
+def test_the_readme_commands_are_valid_arguments():
+    """Each `scripts/offline_wheels.py ...` line of the README's Offline robots section parses."""
+    section = (REPO / "README.md").read_text().split("## Offline robots", 1)[1].split("\n## ", 1)[0]
+    text = section.replace("\\\n", " ")
+    commands = [line.split("scripts/offline_wheels.py", 1)[1].split("#", 1)[0]
+                for line in text.splitlines() if line.startswith("scripts/offline_wheels.py")]
+    assert len(commands) >= 4
+    for command in commands:
+        args = offline_wheels.parse_args(shlex.split(command))
+        assert args.output == Path("wheels")
+    assert "LISA_WHEELS=/path/to/wheels scripts/setup.sh" in section
