@@ -247,7 +247,7 @@ def pip_download_command(args: argparse.Namespace, files: list[Path], constraint
         command += ["--constraint", str(path)]
     for link in find_links:
         command += ["--find-links", link]
-    if args.torch_from and "://" in args.torch_from and not args.torch_from.startswith("file:"):
+    if args.torch_from and args.torch_from.startswith(("http://", "https://")):
         command += ["--extra-index-url", args.torch_from]
     return command
 
@@ -276,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             pin = Path(scratch) / "torch-provided.txt"
             pin.write_text(f"torch=={version}\n", encoding="utf-8")
             constraints.append(pin)
-        elif args.torch_from and "://" not in args.torch_from:
-            find_links.append(args.torch_from)
+        elif args.torch_from and not args.torch_from.startswith(("http://", "https://")):
+            find_links.append(args.torch_from)  # a folder of wheels
         for name in (name for name, needed_by in SOURCE_ONLY.items() if needed_by not in leave_out):
             build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(local),
                      f"{name}=={locked_version(lock, name)}"]

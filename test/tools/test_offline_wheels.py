@@ -145,6 +145,18 @@ def test_a_folder_with_torch_and_ros(local_project, capsys):
     assert "6 wheels" in capsys.readouterr().out
 
 
+def test_torch_from_a_folder_wins_over_the_index_at_the_locks_version(local_project):
+    """2.13.0+cpu satisfies the lock's torch==2.13.0 and sorts above the index's 2.13.0."""
+    cpu = local_project / "cpu"
+    cpu.mkdir()
+    make_wheel(cpu, "torch", "2.13.0+cpu", tag="cp312-cp312-manylinux_2_28_aarch64")
+    out = local_project / "wheels"
+    offline_wheels.main([str(out), "--python-version", "3.12", "--platform", "manylinux_2_39_aarch64",
+                         "--no-ros", "--torch-from", str(cpu)])
+    assert "torch-2.13.0+cpu-cp312-cp312-manylinux_2_28_aarch64.whl" in {p.name for p in out.iterdir()}
+    assert folder(out) == {"needs_torch", "shared_dep", "torch", "bnb"}  # the CUDA build's dependency is not
+
+
 def test_no_torch_leaves_out_torch_and_what_only_torch_needs(local_project):
     out = local_project / "wheels"
     offline_wheels.main([str(out), "--python-version", "3.12", "--platform", "manylinux_2_39_aarch64",
