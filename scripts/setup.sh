@@ -17,6 +17,8 @@
 #   --python PY              the base Python of a new venv (default python3)
 #   --system-site-packages   layer a new venv on PY's packages (automatic with a sourced ROS 2)
 #   --runtime                the node's and tools' packages only (no test / lint packages)
+#   LISA_WHEELS=DIR          (environment) install from a folder of wheels made by
+#                            scripts/offline_wheels.py, with no index (README: Offline robots)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -35,6 +37,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 step() { printf '\n==> %s\n' "$*"; }
+
+if [ -n "${LISA_WHEELS:-}" ]; then  # an offline machine: the folder only
+  export PIP_NO_INDEX=1 PIP_FIND_LINKS="$(cd "$LISA_WHEELS" && pwd)"
+fi
 
 system_ros=0
 if [ -n "${ROS_DISTRO:-}" ] && "$base_python" -c 'import rclpy' 2>/dev/null; then
