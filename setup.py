@@ -3,6 +3,10 @@
     pip install -e .            # core + tools command line
     pip install -e .[model]     # + the LISA model stack (torch, transformers, ...)
 
+Dependencies come from requirements/*.txt (one source of truth with scripts/setup.sh):
+core.txt -> install_requires; runtime.txt (less its ``-r core.txt``) -> [model]; int4, tools,
+test, lint -> the extras of those names. requirements/lock.txt pins them for CI.
+
 The ROS 2 package (interfaces, node, launch) is built by colcon from package.xml
 and CMakeLists.txt, which ignore this file. ``lisa_ros.node`` needs rclpy and the
 colcon-generated ``lisa_ros.msg``; everything else imports without ROS.
@@ -13,6 +17,14 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+
+
+def requirements(name):
+    """The requirement lines of requirements/<name>.txt, without comments and ``-r`` includes."""
+    lines = (line.split("#")[0].strip() for line in (HERE / "requirements" / f"{name}.txt").read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("-")]
+
+
 VERSION = re.search(r"<version>([^<]+)</version>", (HERE / "package.xml").read_text()).group(1)
 
 setup(
@@ -22,13 +34,13 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["lisa_ros", "lisa_ros.*"]),
-    install_requires=["numpy", "opencv-python-headless", "pillow"],
+    install_requires=requirements("core"),
     extras_require={
-        "model": ["torch", "transformers", "tokenizers", "huggingface_hub", "safetensors", "accelerate",
-                  "sentencepiece", "segment-anything"],
-        "int4": ["bitsandbytes"],
-        "tools": ["rosbags", "tqdm", "matplotlib", "scikit-image", "pyyaml"],
-        "test": ["pytest", "pytest-timeout"],
+        "model": requirements("runtime"),
+        "int4": requirements("int4"),
+        "tools": requirements("tools"),
+        "test": requirements("test"),
+        "lint": requirements("lint"),
     },
     entry_points={"console_scripts": ["lisa-ros = lisa_ros.tools.cli:main"]},
 )

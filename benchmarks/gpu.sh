@@ -2,7 +2,7 @@
 # The GPU figures, one command, on any CUDA machine (no weights, no network needed). With a GPU
 # for a short time only, run benchmarks/gpu_quick.sh first (the targets' figures within 7 minutes).
 #
-#   pip install -r requirements/ml.txt          # torch 2.13.0 from PyPI is a CUDA build on Linux
+#   pip install -r requirements/runtime.txt -r requirements/int4.txt -c requirements/lock.txt  # PyPI torch: CUDA build
 #   bash benchmarks/gpu.sh                      # ~15-20 min on an H100; writes benchmarks/results/*_cuda.json
 #
 # 1. engine vs reference path, LISA-7B-shaped, 4-bit (the issue's targets) and fp16, same run;

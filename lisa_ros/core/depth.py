@@ -208,8 +208,11 @@ class CameraModel:
         if self.distortion_model == "equidistant":
             rays = cv2.fisheye.undistortPoints(pixels, k, d)
         else:
-            rays = cv2.undistortPoints(pixels, k, d, None, None, None,
-                                       (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-9))
+            criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-9)
+            if hasattr(cv2, "undistortPointsIter"):  # OpenCV 4.x: the variant with criteria has its own name
+                rays = cv2.undistortPointsIter(pixels, k, d, None, None, criteria)
+            else:  # OpenCV 5 folded it into undistortPoints
+                rays = cv2.undistortPoints(pixels, k, d, None, None, None, criteria)
         rays = rays.reshape(self.height, self.width, 2)
         return np.ascontiguousarray(rays[..., 0], np.float32), np.ascontiguousarray(rays[..., 1], np.float32)
 

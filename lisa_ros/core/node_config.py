@@ -23,7 +23,7 @@ from lisa_ros.core.masks import MASK_ENCODINGS
 from lisa_ros.core.tracking import TRACKING_BOUNDS, TrackingOptions
 from lisa_ros.core.types import PairingPolicy
 
-__all__ = ["MODEL_OPTION_KEYS", "PARAMETERS", "ConfigError", "NodeConfig"]
+__all__ = ["MODEL_OPTION_KEYS", "PARAMETERS", "ConfigError", "NodeConfig", "when_applied"]
 
 # name -> (default, description)
 PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -103,6 +103,20 @@ RECONFIGURE_PARAMETERS = ("engine", "compressed", "max_image_pixels")
 RECONFIGURE_GROUPS = ("model", "depth", "tracking", "semantic")
 # Read once, at start-up.
 START_UP_PARAMETERS = ("auto_configure", "auto_activate", "detections.enabled")
+# String parameters with a fixed set of values: name -> the values configure accepts.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "engine": tuple(ENGINE_TYPES),
+    "pairing_policy": tuple(policy.value for policy in PairingPolicy),
+}
+
+
+def when_applied(name: str) -> str:
+    """When a change of parameter ``name`` takes effect (``ros2 param describe`` and docs/parameters.md say it)."""
+    if name in LIVE_PARAMETERS:
+        return "applied at once"
+    if name in START_UP_PARAMETERS:
+        return "read at start-up"
+    return "settable while unconfigured; read at configure"
 
 
 class ConfigError(ValueError):
@@ -171,8 +185,8 @@ class NodeConfig:
             return get[name]
 
         engine = get["engine"]
-        if engine not in ENGINE_TYPES:
-            problem("engine", f"engine must be one of {list(ENGINE_TYPES)}, got {shown(engine)}")
+        if engine not in CHOICES["engine"]:
+            problem("engine", f"engine must be one of {list(CHOICES['engine'])}, got {shown(engine)}")
         try:
             policy = PairingPolicy(get["pairing_policy"])
         except ValueError:
@@ -255,5 +269,5 @@ def _engine_option_problems(engine: str, options: dict[str, Any]) -> list[str]:
     except ValueError as error:
         return [f"model options: {error}"]
     except ImportError as error:
-        return [f"engine {engine!r} cannot be imported ({error}); install requirements/ml.txt"]
+        return [f"engine {engine!r} cannot be imported ({error}); install requirements/runtime.txt"]
     return []

@@ -102,6 +102,9 @@ def load_lisa_model(checkpoint_dir: Path, clip_dir: Path, config: LisaConfig, pl
     (dtype per module, fp32 for the [SEG] -> mask path, quantized decoder linears).
     """
     clip_config = read_clip_config(clip_dir, config)
+    # Parameters on the meta device, buffers real. Not ``with torch.device("meta")``: that also makes meta the
+    # non-persistent buffers computed in __init__ (LLaMA's rotary inv_freq, CLIP's position_ids), which no
+    # checkpoint holds, so they could never be filled.
     with init_empty_weights(include_buffers=False):
         model = LisaModel(config, clip_config)
     state = model.state_dict(keep_vars=True)

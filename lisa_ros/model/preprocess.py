@@ -1,21 +1,32 @@
 """Image preprocessing for CLIP and SAM, as the reference does it (PIL, no torchvision).
 
-CLIP (``CLIPImageProcessor`` of openai/clip-vit-large-patch14): shortest side to
-224 (bicubic), centre crop 224, scale to [0, 1], normalize. Option ``pad``
-(LLaVA's ``expand2square``) pads the frame to a square with the mean colour
-first, so the LLM also sees the frame's left/right edges.
+CLIP: transformers' ``CLIPImageProcessorPil`` with openai/clip-vit-large-patch14's settings
+(shortest side to 224 bicubic, centre crop 224, scale to [0, 1], normalize). Option ``pad``
+(LLaVA's ``expand2square``) pads the frame to a square with the mean colour first, so the
+LLM also sees the frame's left/right edges.
 SAM (``ResizeLongestSide(1024)``): longest side to 1024 (bilinear); normalization
 and zero padding to 1024x1024 are ``Sam.preprocess``.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from PIL import Image
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN = tuple(OPENAI_CLIP_MEAN)
+CLIP_STD = tuple(OPENAI_CLIP_STD)
 CLIP_MODES = ("center_crop", "pad")
+
+
+@functools.lru_cache(maxsize=4)
+def _clip_processor(size: int) -> CLIPImageProcessorPil:
+    """The processor LISA's vision tower ships with, for a ``size`` x ``size`` input (224 for CLIP ViT-L/14)."""
+    return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                                 image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
 
 
 def clip_pixels(image: np.ndarray, size: int = 224, mode: str = "center_crop") -> torch.Tensor:
@@ -29,17 +40,7 @@ def clip_pixels(image: np.ndarray, size: int = 224, mode: str = "center_crop") -
         picture = square
     elif mode != "center_crop":
         raise ValueError(f"clip_preprocess must be one of {CLIP_MODES}, got {mode!r}")
-    width, height = picture.size
-    short, long = sorted((width, height))
-    new_long = int(size * long / short)
-    new_size = (size, new_long) if width <= height else (new_long, size)  # PIL (w, h)
-    picture = picture.resize(new_size, Image.Resampling.BICUBIC)
-    top = (picture.height - size) // 2
-    left = (picture.width - size) // 2
-    array = np.asarray(picture)[top:top + size, left:left + size]
-    array = (array.astype(np.float64) / 255.0).astype(np.float32)
-    array = (array - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
+    return _clip_processor(size)(picture, return_tensors="pt")["pixel_values"]
 
 
 def sam_resized_shape(height: int, width: int, long_side: int = 1024) -> tuple[int, int]:

@@ -60,6 +60,7 @@ from lisa_ros.core.node_config import (
     START_UP_PARAMETERS,
     ConfigError,
     NodeConfig,
+    when_applied,
 )
 from lisa_ros.core.stats import RequestStats
 from lisa_ros.core.types import Answer, PairingPolicy, Request, Status
@@ -100,11 +101,7 @@ def _qos(profile: QoSProfile) -> QoSProfile:
 
 def _when_applied(name: str) -> str:
     """Tells `ros2 param describe` readers when a change takes effect."""
-    if name in LIVE_PARAMETERS:
-        return " [applied at once]"
-    if name in START_UP_PARAMETERS:
-        return " [read at start-up]"
-    return " [settable while unconfigured; read at configure]"
+    return f" [{when_applied(name)}]"
 
 
 def _reported(transition: str):

@@ -18,6 +18,8 @@ COMMANDS = {
     "replay": ("lisa_ros.tools.replay", "replay a rosbag2 through a lisa_node and record its answers"),
     "eval": ("lisa_ros.tools.evaluate", "score predicted masks against ground truth (gIoU, cIoU, report)"),
     "figure": ("lisa_ros.tools.figure", "draw a replay's frame, mask, 3D point and tracked mask into one PNG"),
+    "params": ("lisa_ros.tools.reference",
+               "the node's parameters; --markdown writes the parameter, launch and interface reference pages"),
     "doctor": ("lisa_ros.tools.doctor", "preflight on the robot: GPU, weights, numpy/OpenCV vs ROS, DDS, camera topic"),
 }
 

@@ -26,14 +26,20 @@ from lisa_ros.core.stats import median_p95
 from lisa_ros.core.types import Status
 from lisa_ros.tools import bag_io, depth_replay, schedule, semantic_replay
 from lisa_ros.tools.bag_io import BagError
+from lisa_ros.tools.replay_common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURES,
+    EXIT_INTERRUPTED,
+    EXIT_NO_NODE,
+    NO_RESULT,
+    node_image_topic,
+    resolve_image_topic,
+)
 from lisa_ros.tools.results_folder import ResultsFolder, frame_name
 
-GROUND_TRUTH_PREFIX = "/ground_truth/"
-NO_RESULT = "NO_RESULT"
 HEADER_MISMATCH = "HEADER_MISMATCH"
 # Lock-step asks again when the node did not get (or no longer had) the frame just sent.
 RETRIED = {Status.NO_IMAGE.name, Status.STALE_IMAGE.name, HEADER_MISMATCH}
-EXIT_FAILURES, EXIT_BAD_INPUT, EXIT_NO_NODE, EXIT_INTERRUPTED = 1, 2, 3, 130
 KEPT_FRAMES = 256  # frames kept for the overlays of answers still to come (timed replay)
 TARGETS_WAIT_S = 5.0  # for an answer's ~/targets_3d after its result (the node's 3D step: ms, 0.25 s at most waiting)
 
@@ -116,20 +122,6 @@ class Plan:
     requests: list[schedule.ScheduledInstruction]
 
 
-def resolve_image_topic(bag: bag_io.InputBag, wanted: str | None) -> tuple[str, str]:
-    if wanted:
-        return wanted, bag.require_topic(wanted, bag_io.IMAGE_TYPES)
-    candidates = [t for t, kind in bag.topics.items()
-                  if kind in bag_io.IMAGE_TYPES and not t.startswith(GROUND_TRUTH_PREFIX)]
-    # A depth stream beside the colour one goes to the node's depth input (depth_replay), not its image.
-    candidates = [t for t in candidates if not depth_replay.is_depth_image(t, bag.topics[t])] or candidates
-    if len(candidates) != 1:
-        listing = ", ".join(f"{t} [{k}]" for t, k in sorted(bag.topics.items())) or "none"
-        raise BagError(f"bag {bag.path}: {'several' if candidates else 'no'} image topics; pass --image-topic "
-                       f"(topics: {listing})")
-    return candidates[0], bag.require_topic(candidates[0], bag_io.IMAGE_TYPES)
-
-
 def make_plan(bag: bag_io.InputBag, args: argparse.Namespace) -> Plan:
     """Check every frame and bind the instructions to frames; BagError/ValueError name the problem."""
     image_topic, image_type = resolve_image_topic(bag, args.image_topic)
@@ -158,13 +150,6 @@ def make_plan(bag: bag_io.InputBag, args: argparse.Namespace) -> Plan:
     if not requests:
         raise BagError(f"bag {bag.path}: no instructions to send")
     return Plan(image_topic, image_type, frame_times, requests)
-
-
-def node_image_topic(bag_topic: str, image_type: str) -> str:
-    """The topic the node's ``image`` is remapped to: the bag's, without image_transport's /compressed."""
-    if image_type == bag_io.COMPRESSED_IMAGE and bag_topic.endswith("/compressed"):
-        return bag_topic[: -len("/compressed")]
-    return bag_topic
 
 
 @dataclasses.dataclass

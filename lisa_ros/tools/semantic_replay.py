@@ -24,10 +24,18 @@ from lisa_ros.core.stats import median_p95
 from lisa_ros.core.types import Status
 from lisa_ros.tools import bag_io
 from lisa_ros.tools.bag_io import BagError
+from lisa_ros.tools.replay_common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURES,
+    EXIT_INTERRUPTED,
+    EXIT_NO_NODE,
+    NO_RESULT,
+    node_image_topic,
+    resolve_image_topic,
+)
 from lisa_ros.tools.results_folder import ResultsFolder, frame_name
 
 SEMANTIC_RESULT = "lisa_ros/msg/SemanticSegmentation"
-EXIT_FAILURES, EXIT_BAD_INPUT, EXIT_NO_NODE, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -162,8 +170,6 @@ def check_frames(bag: bag_io.InputBag, image_topic: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lisa_ros.tools import replay
-
     results_root = Path(args.output)
     if results_root.exists() and any(results_root.iterdir()):
         print(f"error: {results_root} exists and is not empty; choose another --output", file=sys.stderr)
@@ -175,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         categories = read_categories(args)
         with bag_io.InputBag(args.bag) as bag:
-            image_topic, image_type = replay.resolve_image_topic(bag, args.image_topic)
+            image_topic, image_type = resolve_image_topic(bag, args.image_topic)
             check_frames(bag, image_topic)
             return semantic_replay(bag, image_topic, image_type, categories, args, results_root)
     except (BagError, ValueError, OSError) as err:
@@ -187,9 +193,9 @@ def semantic_replay(bag, image_topic: str, image_type: str, categories: list[str
                     results_root: Path) -> int:
     from rclpy.serialization import serialize_message
 
-    from lisa_ros.tools import replay, ros_link
+    from lisa_ros.tools import ros_link
 
-    image_in = args.publish_image or replay.node_image_topic(image_topic, image_type)  # frames go raw: no /compressed
+    image_in = args.publish_image or node_image_topic(image_topic, image_type)  # frames go raw: no /compressed
     process = link = output = results = None
     records, code, interrupted = [], 0, False
     try:
@@ -221,7 +227,7 @@ def semantic_replay(bag, image_topic: str, image_type: str, categories: list[str
                      "image_size": list(image.shape[:2]), "frame": results.save_frame(index, stamp, image)}
             seen_stamps[stamp] += 1
             if result is None:
-                record = {"mode": "semantic", "status": replay.NO_RESULT, "label": None,
+                record = {"mode": "semantic", "status": NO_RESULT, "label": None,
                           "status_message": "no answer within --result-timeout"}
             else:
                 output.write_raw(link.service + "/response", time.time_ns(), serialize_message(result))

@@ -18,7 +18,7 @@ ROSDEP_KEYS = {
     "skimage": "python3-skimage",
     "torch": None, "transformers": None, "tokenizers": None, "huggingface_hub": None, "safetensors": None,
     "accelerate": None, "bitsandbytes": None, "segment_anything": None, "sentencepiece": None, "rosbags": None,
-    "apsw": None,  # rosbags' sqlite3 reader, installed with it
+    "apsw": None,  # bag_io reads rosbag2's sqlite3 files with it (as rosbags does): requirements/tools.txt
 }
 
 

@@ -14,6 +14,7 @@ def test_wheel_has_the_ros_free_packages_and_the_command(tmp_path):
     source.mkdir()
     for name in ("setup.py", "package.xml"):
         shutil.copy(REPO / name, source)
+    shutil.copytree(REPO / "requirements", source / "requirements")
     shutil.copytree(REPO / "lisa_ros", source / "lisa_ros", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                     "-w", str(tmp_path), str(source)], check=True, capture_output=True)

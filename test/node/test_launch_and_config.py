@@ -79,6 +79,16 @@ def test_launch_starts_the_installed_executable_with_the_params_file_and_remaps(
                                         "depth_camera_info": "depth_camera_info"}
 
 
+def test_the_launch_reference_reads_the_tables_the_launch_file_runs_with(launch_module):
+    """docs/launch.md reads the launch file with ast (no `launch` here): it must see what the file executes."""
+    from lisa_ros.tools.reference import launch_tables
+
+    tables = launch_tables(LAUNCH_FILE)
+    for name in ("REMAPS", "OVERRIDES", "ARGUMENTS"):
+        assert tables[name] == getattr(launch_module, name), name
+    assert tables["docstring"].splitlines()[0] == launch_module.__doc__.splitlines()[0]
+
+
 def test_params_file_is_the_ros_name_and_config_its_alias(launch_module):
     both = {"params_file": "/p.yaml", "config": "/p.yaml"}
     for arguments in ({"params_file": "/p.yaml"}, {"config": "/p.yaml"}, both):

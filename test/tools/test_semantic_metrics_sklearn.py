@@ -1,6 +1,6 @@
 """Label-image metrics against scikit-learn's confusion_matrix, jaccard_score and accuracy_score.
 
-Needs scikit-learn (requirements/ml.txt); the same figures are also checked against a
+Needs scikit-learn (requirements/test.txt); the same figures are also checked against a
 per-pixel loop and scikit-image in test_semantic_metrics.py.
 """
 from __future__ import annotations
