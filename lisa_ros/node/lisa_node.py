@@ -30,7 +30,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.qos_overriding_options import QoSOverridingOptions, _declare_qos_parameters
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 from rclpy.task import Future
@@ -69,6 +69,7 @@ from lisa_ros.node.detections import installed_detection_types, result_to_detect
 from lisa_ros.node.exit_signals import ExitSignals
 from lisa_ros.node.messages import answer_to_result, array_to_image_msg, frame_key, union_mask_msg
 from lisa_ros.node.qos_overrides import QosOverrideError, qos_override_problems
+from lisa_ros.node.rclpy_internals import declare_qos_overrides, parameter_overrides
 from lisa_ros.node.segment_action import SegmentActionServer
 from lisa_ros.node.semantic_glue import SemanticGlue
 from lisa_ros.node.targets_glue import TargetsGlue
@@ -174,7 +175,7 @@ class LisaNode(LifecycleNode):
         # the model for minutes must not hold the default group, where get_state, the parameter services
         # and the diagnostics timer run.
         self._transition_group = MutuallyExclusiveCallbackGroup()
-        change_state = self._service_change_state
+        change_state = self._change_state_service = self._lifecycle_service("change_state")
         self.default_callback_group.entities.discard(weakref.ref(change_state))
         change_state.callback_group = self._transition_group
         self._transition_group.add_entity(change_state)
@@ -266,7 +267,7 @@ class LisaNode(LifecycleNode):
         """A params-file value that stands for "no value", so the default is declared instead: the string 'null'
         (`ros2 param dump` writes an unset parameter as null, read back as a string: ros2cli#965), or an empty list
         (rcl reads `[]` as no value, which a later dump would write as null)."""
-        override = self._parameter_overrides.get(name)  # rclpy has no public view of an override before declaring
+        override = parameter_overrides(self).get(name)
         if override is None:
             return False
         if override.value == "null":
@@ -386,11 +387,15 @@ class LisaNode(LifecycleNode):
         problems = qos_override_problems(self, entities)
         if not problems:
             for topic in cameras:
-                _declare_qos_parameters(Subscription, self, topic, _qos(IMAGE_QOS),
-                                        QoSOverridingOptions.with_default_policies())
+                declare_qos_overrides(self, Subscription, topic, _qos(IMAGE_QOS))
         return problems
 
     # -- lifecycle ------------------------------------------------------------------
+    def _lifecycle_service(self, name: str):
+        """The ``~/<name>`` service rclpy's LifecycleNode created, found by its name among the node's services."""
+        full_name = f"{self.get_fully_qualified_name()}/{name}"
+        return next(service for service in self.services if service.service_name == full_name)
+
     def _refusing_unavailable_transitions(self, change_state):
         """change_state by the id of a transition the current state lacks raised rcl's error out of rclpy's
         service callback, which ended the process with a traceback; it is refused like a bad label.
@@ -581,7 +586,7 @@ class LisaNode(LifecycleNode):
             now = time.monotonic()
             answers_owed = (self._waiting_service_calls or self._semantic.waiting_calls
                             or self._segment_action.results_owed)
-            transition_running = not self._transition_group.can_execute(self._service_change_state)
+            transition_running = not self._transition_group.can_execute(self._change_state_service)
             if not (answers_owed and now < answers_deadline or transition_running and now < transition_deadline):
                 break
             executor.spin_once(timeout_sec=LOAD_POLL_S)
@@ -830,6 +835,19 @@ class LisaNode(LifecycleNode):
 
 
 class NodeExecutor(MultiThreadedExecutor):
+    """Keeps the callbacks it hands to its threads, so an exit can wait for the running ones."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._handed_out: list = []  # the tasks wait_for_ready_callbacks returned (spin_once runs each)
+        self._handed_out_lock = threading.Lock()
+
+    def wait_for_ready_callbacks(self, *args, **kwargs):
+        handler, entity, node = super().wait_for_ready_callbacks(*args, **kwargs)
+        with self._handed_out_lock:
+            self._handed_out = [task for task in self._handed_out if not task.done()] + [handler]
+        return handler, entity, node
+
     def wait_for_callbacks(self, timeout_s: float) -> bool:
         """Wait until every callback handed to the thread pool has run; True if they all did in time.
 
@@ -837,11 +855,14 @@ class NodeExecutor(MultiThreadedExecutor):
         condition that a callback just starting still triggers.
         """
         deadline = time.monotonic() + timeout_s
-        while any(not handler.done() for handler in list(self._futures)):
+        while True:
+            with self._handed_out_lock:
+                running = [task for task in self._handed_out if not task.done()]
+            if not running:
+                return True
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.005)
-        return True
 
 
 def _rcl_reason(error: Exception, argv: list[str]) -> str:
