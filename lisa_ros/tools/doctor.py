@@ -606,7 +606,7 @@ def check_camera(settings: Settings, wait_s: float) -> list[Finding]:
         return [Finding(SKIP, "camera", f"rclpy cannot be imported ({error}): camera topic not checked",
                         "source the ROS 2 setup (and this venv) to check the camera topic")]
     try:
-        from lisa_ros.node.lisa_node import IMAGE_QOS
+        from lisa_ros.node.requests import IMAGE_QOS
     except ImportError as error:
         return [Finding(FAIL, "camera", f"lisa_node cannot be imported ({error})",
                         "build the package (colcon build) and source its install/setup.bash")]
