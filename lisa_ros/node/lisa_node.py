@@ -19,6 +19,7 @@ import time
 import weakref
 
 import rclpy
+from lifecycle_msgs.srv import ChangeState
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -104,7 +105,7 @@ class LisaNode(NodeParameters, RequestEntryPoints, ResultPublishing, NodeDiagnos
         # the model for minutes must not hold the default group, where get_state, the parameter services
         # and the diagnostics timer run.
         self._transition_group = MutuallyExclusiveCallbackGroup()
-        change_state = self._change_state_service = self._lifecycle_service("change_state")
+        change_state = self._change_state_service = self._change_state()
         self.default_callback_group.entities.discard(weakref.ref(change_state))
         change_state.callback_group = self._transition_group
         self._transition_group.add_entity(change_state)
@@ -119,10 +120,10 @@ class LisaNode(NodeParameters, RequestEntryPoints, ResultPublishing, NodeDiagnos
         self._start_diagnostics()
 
     # -- lifecycle ------------------------------------------------------------------
-    def _lifecycle_service(self, name: str):
-        """The ``~/<name>`` service rclpy's LifecycleNode created, found by its name among the node's services."""
-        full_name = f"{self.get_fully_qualified_name()}/{name}"
-        return next(service for service in self.services if service.service_name == full_name)
+    def _change_state(self):
+        """The ~/change_state service rclpy's LifecycleNode created: the node's one ChangeState service (found by
+        type, so a remapped name does not matter)."""
+        return next(service for service in self.services if service.srv_type is ChangeState)
 
     def _refusing_unavailable_transitions(self, change_state):
         """change_state by the id of a transition the current state lacks raised rcl's error out of rclpy's
