@@ -24,7 +24,7 @@ import rclpy.impl.rcutils_logger as rcutils_logger
 import rclpy.publisher
 
 from lisa_ros.core import worker
-from lisa_ros.node import lisa_node
+from lisa_ros.node import lisa_node, publishing
 
 STAGES = ("callback", "worker_start", "engine_answered", "result_built", "published")
 _marks: dict[str, dict[str, float]] = {}
@@ -57,7 +57,7 @@ def _wrap(owner, name, before=None, after=None, cost=None):
 _wrap(lisa_node.LisaNode, "_on_instruction", before=lambda self, msg: _mark(msg.data, "callback"))
 _wrap(worker.RequestWorker, "_process", before=lambda self, request: _mark(request.instruction, "worker_start"))
 _wrap(worker.RequestWorker, "_finish", before=lambda self, request, *a: _mark(request.instruction, "engine_answered"))
-_wrap(lisa_node, "answer_to_result", after=lambda answer, *a: _mark(answer.request.instruction, "result_built"))
+_wrap(publishing, "answer_to_result", after=lambda answer, *a: _mark(answer.request.instruction, "result_built"))
 _wrap(lisa_node.LisaNode, "_publish_answer", after=lambda self, answer: _mark(answer.request.instruction, "published"))
 _wrap(rclpy.publisher.Publisher, "publish", cost=lambda self, msg: f"publish {self.topic_name.rsplit('/', 1)[-1]}")
 _wrap(rcutils_logger.RcutilsLogger, "info", cost=lambda *a: "log line (info)")

@@ -27,3 +27,12 @@ def test_every_dds_socket_is_on_loopback(lisa_io):
         assert addresses, f"no UDP sockets found for pid {pid}: is `ss` reporting processes?"
         outside = [a for a in addresses if not a.startswith("127.0.0.1:")]
         assert not outside, f"pid {pid} has DDS sockets outside loopback: {outside}"
+
+
+def test_the_loopback_profile_is_well_formed_xml():
+    """Fast DDS' own parser forgives a `--` inside a comment; a strict one (doctor's) does not."""
+    import xml.etree.ElementTree as ElementTree
+
+    from conftest import LOOPBACK_PROFILE
+
+    assert ElementTree.parse(LOOPBACK_PROFILE).getroot().tag.endswith("dds")

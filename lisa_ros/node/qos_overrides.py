@@ -6,11 +6,20 @@ source location. Every entity of lisa_node is checked here the same way, outputs
 """
 from __future__ import annotations
 
-from rclpy.qos import HistoryPolicy, ReliabilityPolicy
+import copy
+
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from lisa_ros.node.rclpy_internals import parameter_overrides
 
 # The policies of QoSOverridingOptions.with_default_policies(), the ones lisa_node makes overridable.
 _ENUM_POLICIES = {"history": HistoryPolicy, "reliability": ReliabilityPolicy}
 MAX_DEPTH = 2**31 - 1  # rclpy refuses a deeper history with a TypeError
+
+
+def entity_qos(profile: QoSProfile) -> QoSProfile:
+    """A copy for one entity: rclpy applies qos_overrides to the profile it is given, in place."""
+    return copy.copy(profile)
 
 
 class QosOverrideError(ValueError):
@@ -38,7 +47,7 @@ def qos_override_problems(node, entities: list[tuple[str, str]]) -> list[str]:
     entities: (resolved topic name, 'publisher' or 'subscription'). QoS overrides are read-only, so the value
     the node started with is the one rclpy will apply.
     """
-    overrides = node._parameter_overrides  # rclpy keeps no public view of the overrides before declaration
+    overrides = parameter_overrides(node)
     problems = []
     for topic, kind in entities:
         for policy in ("history", "depth", "reliability"):

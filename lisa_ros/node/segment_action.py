@@ -16,16 +16,16 @@ import threading
 import time
 from collections.abc import Callable
 
-from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action import CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.publisher import Publisher
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_action_status_default
-from rclpy.qos_overriding_options import QoSOverridingOptions, _declare_qos_parameters
 from rclpy.task import Future
 
 from lisa_ros.action import Segment
 from lisa_ros.core.lifecycle import NodeState
 from lisa_ros.core.types import PairingPolicy, Progress, Request, Stage, Status
+from lisa_ros.node.rclpy_internals import ResultCountingActionServer, declare_qos_overrides
 
 CANCEL_STATE_WAIT_S = 1.0  # rclpy marks a goal CANCELING only after the cancel callback has returned
 GENERATING_FEEDBACK_INTERVAL_S = 0.05  # per-token feedback at most this often (20 Hz)
@@ -85,35 +85,11 @@ class FeedbackThrottle:
             self._publish(pending)
 
 
-class _ResultCountingActionServer(ActionServer):
-    """rclpy's ActionServer, counting the result requests of known goals not answered yet: a process exit
-    waits for them (rclpy sends each result as its own executor task, after the goal has finished)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self._owed_lock = threading.Lock()
-        self.results_owed = 0
-        super().__init__(*args, **kwargs)
-
-    async def _execute_get_result_request(self, request_header_and_message):
-        _, request = request_header_and_message
-        if bytes(request.goal_id.uuid) in self._result_futures:  # else rclpy answers UNKNOWN at once
-            with self._owed_lock:
-                self.results_owed += 1
-        await super()._execute_get_result_request(request_header_and_message)
-
-    def _send_result_response(self, request_header, future) -> None:
-        try:
-            super()._send_result_response(request_header, future)
-        finally:
-            with self._owed_lock:
-                self.results_owed -= 1
-
-
 def _overridable(node, topic: str, profile: QoSProfile) -> QoSProfile:
     """A copy of ``profile`` with the standard ``qos_overrides.<topic>.publisher.*`` parameters applied (rclpy's
     ActionServer takes no QoSOverridingOptions)."""
     profile = copy.copy(profile)
-    _declare_qos_parameters(Publisher, node, topic, profile, QoSOverridingOptions.with_default_policies())
+    declare_qos_overrides(node, Publisher, topic, profile)
     return profile
 
 
@@ -128,7 +104,7 @@ class SegmentActionServer:
         self._starting = 0
         self._starting_lock = threading.Lock()
         topics = node.resolve_topic_name("~/segment") + "/_action/"
-        self._server = _ResultCountingActionServer(
+        self._server = ResultCountingActionServer(
             node, Segment, "~/segment", execute_callback=self._execute, goal_callback=self._on_goal,
             cancel_callback=self._on_cancel, callback_group=ReentrantCallbackGroup(),
             goal_service_qos_profile=copy.copy(service_qos), result_service_qos_profile=copy.copy(service_qos),

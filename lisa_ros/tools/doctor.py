@@ -597,14 +597,16 @@ def check_camera(settings: Settings, wait_s: float) -> list[Finding]:
         import rclpy
         from rclpy.context import Context
         from rclpy.parameter import Parameter
-        from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverridingOptions, _declare_qos_parameters
+        from rclpy.qos_overriding_options import InvalidQosOverridesError
         from rclpy.signals import SignalHandlerOptions
         from rclpy.subscription import Subscription
+
+        from lisa_ros.node.rclpy_internals import declare_qos_overrides
     except ImportError as error:
         return [Finding(SKIP, "camera", f"rclpy cannot be imported ({error}): camera topic not checked",
                         "source the ROS 2 setup (and this venv) to check the camera topic")]
     try:
-        from lisa_ros.node.lisa_node import IMAGE_QOS
+        from lisa_ros.node.requests import IMAGE_QOS
     except ImportError as error:
         return [Finding(FAIL, "camera", f"lisa_node cannot be imported ({error})",
                         "build the package (colcon build) and source its install/setup.bash")]
@@ -623,7 +625,7 @@ def check_camera(settings: Settings, wait_s: float) -> list[Finding]:
         for topic, expected_type in topics:
             qos = copy.copy(IMAGE_QOS)
             try:
-                _declare_qos_parameters(Subscription, node, topic, qos, QoSOverridingOptions.with_default_policies())
+                declare_qos_overrides(node, Subscription, topic, qos)
             except (InvalidQosOverridesError, ValueError, TypeError) as error:
                 findings.append(Finding(FAIL, "camera", f"qos_overrides.{topic}.subscription: {error}",
                                         "fix the qos_overrides entry in the params file"))

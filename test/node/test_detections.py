@@ -76,7 +76,7 @@ def test_from_a_segmentation_result(store):
     result = types[RESULT](
         header=_header(store, "wrist"), request_id="42", conversation_id="default",
         instruction="  the cup on the left  ", status=0, status_message="", explanation="Sure, [SEG].",
-        masks=[], scores=np.array([0.75], dtype=np.float32),
+        mask_encoding="raw", masks=[], compressed_masks=[], scores=np.array([0.75], dtype=np.float32),
         boxes=[roi(x_offset=10, y_offset=20, width=4, height=6, do_rectify=False)],
         timing_names=["total"], timing_ms=np.array([1.0], dtype=np.float32), queue_wait_ms=0.0, inference_ms=0.0,
         total_ms=0.0, model_id="tiny")

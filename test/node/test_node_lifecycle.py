@@ -61,6 +61,22 @@ def test_invalid_parameters_fail_configure_naming_each(lisa_node_process, ros_pr
     assert "max_queue must be >= 1, got 0" in node.log and "pairing_policy must be 'newest' or 'next'" in node.log
 
 
+def test_transitions_run_in_their_own_group_whatever_change_state_is_remapped_to(ros_context):
+    """change_state leaves the default group (get_state and /diagnostics answer while configure loads the model),
+    found among the node's services by its type: a remapped service name does not stop the node."""
+    from lisa_ros.node.lisa_node import LisaNode
+
+    node = LisaNode("lisa_remapped_change_state", context=ros_context, cli_args=[
+        "--ros-args", "-r", "~/change_state:=/elsewhere/change_state", "-p", "engine:=plumbing"])
+    try:
+        change_state = node._change_state_service
+        assert change_state.service_name == "/elsewhere/change_state"
+        assert change_state.callback_group is node._transition_group
+        assert not any(ref() is change_state for ref in node.default_callback_group.entities)
+    finally:
+        node.destroy_node()
+
+
 def test_cleanup_frees_the_engine(ros_context, tmp_path):
     """In-process: after cleanup nothing holds the engine (what frees GPU memory for LISA)."""
     from rclpy.lifecycle import TransitionCallbackReturn

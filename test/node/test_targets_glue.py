@@ -23,7 +23,7 @@ def test_tracked_is_built_and_published_only_while_someone_reads_it(ros_context,
     from lisa_ros.core.types import Answer, EngineOutput, Request, Status
     from lisa_ros.msg import TrackedTargets
     from lisa_ros.node import targets_glue
-    from lisa_ros.node.lisa_node import IMAGE_QOS
+    from lisa_ros.node.requests import IMAGE_QOS
 
     built = []
     build = targets_glue.tracked_msg
