@@ -81,11 +81,12 @@ def test_occluded_object_is_reported_lost_before_it_is_covered():
     assert all(scenes.iou(s.targets[0].mask, m) >= IOU_BOUND for s, m in zip(states[:-1], sequence.full_masks[1:]))
 
 
-@pytest.mark.parametrize("seed, direction, lead", [(0, "right", 240.0), (1, "left", 400.0)])
-def test_a_slow_occluder_does_not_drag_the_mask_with_it(seed, direction, lead):
+@pytest.mark.parametrize("seed, direction, lead, bound", [(0, "right", 240.0, IOU_BOUND), (1, "left", 400.0, 0.85)])
+def test_a_slow_occluder_does_not_drag_the_mask_with_it(seed, direction, lead, bound):
     """A textured bar sliding slowly (2 px/frame) over a drifting object: points on the bar, or whose flow window
     straddles its edge, used to pull the mask along (IoU 0.83 / 0.46 with the whole object just before the loss);
-    points now come only from where the object still looks like the model's view."""
+    points now come only from where the object still looks like the model's view. The second scene's lowest IoU
+    depends on OpenCV's RANSAC sampling: 0.923 with OpenCV 5.0, 0.854 with 4.6 (both supported)."""
     sequence = scenes.moving_square(frames=75, size=120, start=(260.0, 180.0), velocity=(0.5, 0.25),
                                     occluder_velocity=2.0, occluder_direction=direction, occluder_lead=lead,
                                     seed=seed)
@@ -93,7 +94,7 @@ def test_a_slow_occluder_does_not_drag_the_mask_with_it(seed, direction, lead):
     assert states[-1].targets[0].lost and states[-1].targets[0].lost_reason in ("occluded", "flow_inconsistent")
     lost_at = len(states)
     assert 0.2 < 1 - sequence.masks[lost_at].sum() / sequence.full_masks[lost_at].sum() < 0.75
-    assert all(scenes.iou(s.targets[0].mask, m) >= IOU_BOUND for s, m in zip(states[:-1], sequence.full_masks[1:]))
+    assert all(scenes.iou(s.targets[0].mask, m) >= bound for s, m in zip(states[:-1], sequence.full_masks[1:]))
 
 
 def test_a_cut_to_another_scene_is_a_loss_not_a_stale_mask():
