@@ -24,13 +24,14 @@ CATEGORY = "Faults (DDS)"
 pytestmark = pytest.mark.ros
 
 OK, NOT_FOUND, NO_IMAGE, BUSY, TIMEOUT, ENGINE_ERROR, OUT_OF_MEMORY, NOT_READY = 0, 1, 4, 6, 7, 8, 9, 10
-EXPECTED = {"#raise": {ENGINE_ERROR}, "#oom": {OUT_OF_MEMORY}, "": {OK, BUSY}}
+EXPECTED = {"#raise": {ENGINE_ERROR}, "#oom": {OUT_OF_MEMORY}, "": {OK}}
 
 
 def test_fault_mix_from_topic_and_service_is_answered_once_each_with_its_status(case, lisa_io):
     """90 instructions (a third faulty) at 30/s on the topic while 3 service clients call in a loop."""
-    # A queue that absorbs a loaded machine's stalls (BUSY is the load suite's subject, not this one's).
-    io = lisa_io(params={"model.delay_s": 0.01, "max_queue": 24})
+    # A queue longer than all 108 requests: every one reaches the engine, so each gets exactly its fault's status
+    # however slow the machine (with two CPU hogs, a 24-deep queue overflowed: BUSY, the load tests' subject).
+    io = lisa_io(params={"model.delay_s": 0.01, "max_queue": 128})
     io.publish_frame(image_msg(np.full((24, 32, 3), 50, np.uint8), "rgb8", stamp=(1, 0)))
     rng = random.Random(4)
     kinds = {}
