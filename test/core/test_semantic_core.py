@@ -218,24 +218,12 @@ def test_cache_writers_merge_instead_of_overwriting(tmp_path):
     assert DescriptionCache(path).get("m", "v", "floor") == "tiles"
 
 
-@pytest.mark.parametrize("content", ['{"format": "lisa_ros-descriptions-1", "entries": {"k": 3}}', "{trunc", "[]"])
-def test_corrupted_cache_is_moved_aside_and_restarted(tmp_path, caplog, content):
-    path = tmp_path / "d.json"
-    path.write_text(content)
-    cache = DescriptionCache(path)
-    with caplog.at_level(logging.WARNING):
-        assert cache.get("m", "v", "floor") is None
-    assert "corrupted" in caplog.text
-    aside = list(tmp_path.glob("d.json.corrupt-*"))
-    assert len(aside) == 1 and aside[0].read_text() == content  # nothing lost
-    cache.put_many("m", "v", {"floor": "tiles"})
-    assert json.loads(path.read_text())["format"] == "lisa_ros-descriptions-1"
-
-
-@pytest.mark.parametrize("content", [b'{"format": "lisa_ros-descriptions-1", "entries": {"k": "\xff\xfe"}}',
+@pytest.mark.parametrize("content", [b'{"format": "lisa_ros-descriptions-1", "entries": {"k": 3}}', b"{trunc", b"[]",
+                                     b'{"format": "lisa_ros-descriptions-1", "entries": {"k": "\xff\xfe"}}',
                                      b"\x89PNG\r\n\x1a\n\x00\x00", b"[" * 100_000])
-def test_unreadable_bytes_are_moved_aside_like_a_corrupted_cache(tmp_path, caplog, content):
-    """Not UTF-8 (latin-1 edit, a binary file in its place) or nested past the parser: never an exception."""
+def test_an_unreadable_or_corrupted_cache_is_moved_aside_and_restarted(tmp_path, caplog, content):
+    """Wrong shape, bad JSON, not UTF-8 (latin-1 edit, a binary file in its place) or nested past the parser:
+    never an exception, nothing lost."""
     path = tmp_path / "d.json"
     path.write_bytes(content)
     cache = DescriptionCache(path)
@@ -243,8 +231,9 @@ def test_unreadable_bytes_are_moved_aside_like_a_corrupted_cache(tmp_path, caplo
         assert cache.get("m", "v", "floor") is None
     assert "unreadable or corrupted" in caplog.text
     aside = list(tmp_path.glob("d.json.corrupt-*"))
-    assert len(aside) == 1 and aside[0].read_bytes() == content  # nothing lost
+    assert len(aside) == 1 and aside[0].read_bytes() == content
     cache.put_many("m", "v", {"floor": "tiles"})
+    assert json.loads(path.read_text())["format"] == "lisa_ros-descriptions-1"
     assert DescriptionCache(path).get("m", "v", "floor") == "tiles"
 
 
