@@ -39,6 +39,7 @@ setup(
         "model": requirements("runtime"),
         "int4": requirements("int4"),
         "tools": requirements("tools"),
+        "finetune": requirements("finetune"),
         "test": requirements("test"),
         "lint": requirements("lint"),
     },

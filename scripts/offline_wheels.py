@@ -29,8 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 REQUIREMENTS = REPO / "requirements"
 # What scripts/setup.sh installs, in its order: runtime (with core.txt), 4-bit, the replay/eval
-# tools, the tests and the linter (not with --runtime), ROS 2's PyPI wheels (not with an apt ROS).
-SETS = ("runtime", "int4", "tools", "test", "lint", "ros")
+# tools, fine-tuning, the tests and the linter (not with --runtime), ROS 2's PyPI wheels (not with an apt ROS).
+SETS = ("runtime", "int4", "tools", "finetune", "test", "lint", "ros")
 LOCK = "lock"
 # A target that brings its own torch gets a stand-in of this local version while resolving, so
 # nothing pulls PyPI's torch (and its CUDA wheels) into the folder; the stand-in is removed after.
@@ -216,7 +216,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="leave out requirements/int4.txt (bitsandbytes): on a Jetson its PyPI wheels "
                              "import but fail at the first 4-bit kernel; build it there from source")
     parser.add_argument("--runtime", action="store_true",
-                        help="the node's and tools' packages only, as `setup.sh --runtime` (no test / lint)")
+                        help="the node's and tools' packages only, as `setup.sh --runtime` (no finetune / test / lint)")
     parser.add_argument("--no-lock", action="store_true",
                         help="resolve the ranges in requirements/ instead of the CI lock's versions, as "
                              "setup does for a venv layered on a system ROS / torch; with --constraint")
@@ -254,8 +254,9 @@ def pip_download_command(args: argparse.Namespace, files: list[Path], constraint
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    leave_out = {name for name, flag in (("ros", args.no_ros), ("int4", args.no_int4),
-                                         ("test", args.runtime), ("lint", args.runtime)) if flag}
+    leave_out = {name for name, flag in (("ros", args.no_ros), ("int4", args.no_int4)) if flag}
+    if args.runtime:
+        leave_out |= {"finetune", "test", "lint"}
     files = requirement_files(leave_out)
     lock = REQUIREMENTS / f"{LOCK}.txt"
     for path in [lock, *args.constraint]:

@@ -16,7 +16,7 @@
 #                            environment is made (a robot workspace builds lisa_ros with colcon)
 #   --python PY              the base Python of a new venv (default python3)
 #   --system-site-packages   layer a new venv on PY's packages (automatic with a sourced ROS 2)
-#   --runtime                the node's and tools' packages only (no test / lint packages)
+#   --runtime                the node's and tools' packages only (no finetune / test / lint packages)
 #   LISA_WHEELS=DIR          (environment) install from a folder of wheels made by
 #                            scripts/offline_wheels.py, with no index (docs/robot-setup.md: Offline robots)
 set -euo pipefail
@@ -25,7 +25,7 @@ cd "$repo"
 venv="$repo/.venv"
 base_python=python3
 layered=0
-groups=(runtime int4 tools test lint)
+groups=(runtime int4 tools finetune test lint)
 while [ $# -gt 0 ]; do
   case $1 in
     --venv) venv="$(realpath -m "$2")"; shift ;;

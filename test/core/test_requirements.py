@@ -25,14 +25,16 @@ DISTRIBUTIONS = {
     "accelerate": "accelerate", "sentencepiece": "sentencepiece", "segment_anything": "segment-anything",
     "tqdm": "tqdm", "bitsandbytes": "bitsandbytes", "rosbags": "rosbags", "apsw": "apsw",
     "matplotlib": "matplotlib", "skimage": "scikit-image", "pytest": "pytest", "sklearn": "scikit-learn",
+    "peft": "peft", "pycocotools": "pycocotools", "tensorboard": "tensorboard",
 }
 FROM_ROS = {"rclpy", "rcl_interfaces", "std_msgs", "sensor_msgs", "geometry_msgs", "visualization_msgs",
             "vision_msgs", "std_srvs", "lifecycle_msgs", "diagnostic_msgs", "builtin_interfaces", "action_msgs",
             "unique_identifier_msgs", "ament_index_python", "launch", "launch_ros"}
 # the requirement files a subpackage's imports may come from (core.txt is `pip install .`)
 ALLOWED = {"core": {"core"}, "model": {"core", "runtime", "int4"},
-           "tools": {"core", "runtime", "int4", "tools"}, "node": {"core", "runtime", "int4", "tools"}}
-RANGES = ("core", "runtime", "int4", "tools", "test", "lint")
+           "tools": {"core", "runtime", "int4", "tools"}, "node": {"core", "runtime", "int4", "tools"},
+           "training": {"core", "runtime", "int4", "tools", "finetune"}}
+RANGES = ("core", "runtime", "int4", "tools", "finetune", "test", "lint")
 PYPI_FILES = "https://files.pythonhosted.org/"
 
 
@@ -113,7 +115,7 @@ def test_setup_py_extras_are_the_requirement_files():
     assert normal(install_requires) == as_strings["core"]
     assert {extra: normal(reqs) for extra, reqs in extras.items()} == {
         "model": as_strings["runtime"], "int4": as_strings["int4"], "tools": as_strings["tools"],
-        "test": as_strings["test"], "lint": as_strings["lint"]}
+        "finetune": as_strings["finetune"], "test": as_strings["test"], "lint": as_strings["lint"]}
 
 
 def resolve_from_pypi(tmp_path, *args):
@@ -137,8 +139,9 @@ def resolve_from_pypi(tmp_path, *args):
 
 
 def test_ranges_resolve_from_the_public_index_alone(tmp_path):
-    versions = resolve_from_pypi(tmp_path, *(f"-rrequirements/{name}.txt" for name in ("runtime", "int4", "tools")))
-    assert {"torch", "transformers", "segment-anything", "numpy", "opencv-python-headless", "bitsandbytes",
+    versions = resolve_from_pypi(tmp_path, *(f"-rrequirements/{name}.txt"
+                                             for name in ("runtime", "int4", "tools", "finetune")))
+    assert {"peft", "torch", "transformers", "segment-anything", "numpy", "opencv-python-headless", "bitsandbytes",
             "rosbags"} <= set(versions)
 
 
