@@ -34,6 +34,7 @@ PLUMBING_OPTIONS: dict[str, tuple[Any, str]] = {
     "hang_s": (30.0, "s a hang lasts (cancel() and unload() end it early)"),
     "load_error": ("", "if set, load() fails with this message"),
     "load_delay_s": (0.0, "s load() takes (cancel() ends it early with an EngineError)"),
+    "mask_score": (1.0, "every mask's score (LISA's: SAM's IoU prediction); below min_mask_score to test refusals"),
 }
 
 ENGINE_OPTIONS: dict[str, dict[str, tuple[Any, str]]] = {"lisa": LISA_OPTIONS, "plumbing": PLUMBING_OPTIONS}

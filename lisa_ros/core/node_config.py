@@ -38,6 +38,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "max_image_pixels": (DEFAULT_MAX_PIXELS, "larger images are refused before decoding (INVALID_IMAGE)"),
     "max_masks": (16, "most masks in one answer; beyond it the highest-scoring are kept and the message says "
                       "how many were dropped"),
+    "min_mask_score": (0.0, "masks whose score (SAM's IoU prediction) is below it are dropped; an answer left with "
+                            "none is NOT_FOUND, its message giving the best score; 0 = off (`lisa-ros eval` with "
+                            "labelled negatives recommends a value)"),
     "compressed": (False, "also subscribe to sensor_msgs/CompressedImage on <image>/compressed"),
     "result_mask_encoding": ("raw", "masks in SegmentationResult (topic, service, action): 'raw' = masks[] "
                                     "(mono8 Image), 'png' = compressed_masks[] (lossless 1-bit PNG, ~0.3% of the "
@@ -84,6 +87,7 @@ BOUNDS: dict[str, Bound] = {
     "max_instruction_chars": (int, 1, None, False),
     "max_image_pixels": (int, 1, None, False),
     "max_masks": (int, 1, None, False),
+    "min_mask_score": (float, 0, 1, False),
     "overlay_alpha": (float, 0, 1, False),
     "diagnostics_period": (float, 0, None, True),
     "depth.tolerance": (float, 0, None, False),
@@ -95,8 +99,8 @@ BOUNDS: dict[str, Bound] = {
 }
 # Applied to the running node at once (`ros2 param set`), validated like at configure.
 LIVE_PARAMETERS = ("max_queue", "max_image_age", "next_frame_timeout", "inference_timeout", "publish_overlay",
-                   "overlay_alpha", "pairing_policy", "max_instruction_chars", "max_masks", "diagnostics_period",
-                   "result_mask_encoding")
+                   "overlay_alpha", "pairing_policy", "max_instruction_chars", "max_masks", "min_mask_score",
+                   "diagnostics_period", "result_mask_encoding")
 # Used when the model loads or the camera is subscribed: settable only while unconfigured (with model.*).
 RECONFIGURE_PARAMETERS = ("engine", "compressed", "max_image_pixels")
 # Groups read when the model loads or the node activates (model.*, 3D targets, tracking, semantic mode): likewise.
@@ -145,6 +149,7 @@ class NodeConfig:
     max_instruction_chars: int
     max_image_pixels: int
     max_masks: int
+    min_mask_score: float
     compressed: bool
     result_mask_encoding: str
     publish_overlay: bool
@@ -212,6 +217,7 @@ class NodeConfig:
             max_instruction_chars=number("max_instruction_chars"),
             max_image_pixels=number("max_image_pixels"),
             max_masks=number("max_masks"),
+            min_mask_score=number("min_mask_score"),
             compressed=flag("compressed"),
             result_mask_encoding=mask_encoding,
             publish_overlay=flag("publish_overlay"),

@@ -26,7 +26,7 @@ from lisa_ros.core.types import EngineOutput, Progress, ProgressCallback, Stage,
 
 class PlumbingEngine(Engine):
     """Options (all optional; ``PLUMBING_OPTIONS`` in ``lisa_ros.core.engine_options`` says what each does):
-    a delay, fault injection by words in the instruction, a failing or slow load.
+    a delay, fault injection by words in the instruction, a failing or slow load, the masks' score.
     LISA's options are accepted and ignored, so one config can switch engines.
     Its phases (``timings_ms``): delay (the injected delay or hang), generate (the text, word by word for
     ``progress``), masks (the bands), total.
@@ -37,7 +37,7 @@ class PlumbingEngine(Engine):
         values = {name: default for name, (default, _) in PLUMBING_OPTIONS.items()} | options
         self.delay_s, self.hang_s, self.load_delay_s = values["delay_s"], values["hang_s"], values["load_delay_s"]
         self.raise_on, self.hang_on, self.oom_on = values["raise_on"], values["hang_on"], values["oom_on"]
-        self.load_error = values["load_error"]
+        self.load_error, self.mask_score = values["load_error"], values["mask_score"]
         self.model_id = "plumbing"
         self.loaded = False
         self.cache_clears = 0
@@ -107,14 +107,14 @@ class PlumbingEngine(Engine):
         self._turns[conversation_id] = turn  # a cancelled answer is no turn
         generated = time.perf_counter()
         masks = []
-        for index in best_mask_indices([1.0] * len(parts), max_masks):  # equal scores: the first parts
+        for index in best_mask_indices([self.mask_score] * len(parts), max_masks):  # equal scores: the first parts
             mask = np.zeros((height, width), dtype=bool)
             mask[index * height // len(parts):(index + 1) * height // len(parts), :] = True
             masks.append(mask)
         done = time.perf_counter()
         timings = {"delay": (waited - start) * 1000, "generate": (generated - waited) * 1000,
                    "masks": (done - generated) * 1000, "total": (done - start) * 1000}
-        return EngineOutput(masks=masks, scores=[1.0] * len(masks), text=text, timings_ms=timings,
+        return EngineOutput(masks=masks, scores=[self.mask_score] * len(masks), text=text, timings_ms=timings,
                             masks_dropped=len(parts) - len(masks))
 
     def reset(self, conversation_id: str | None = None) -> None:

@@ -33,6 +33,7 @@ class WorkerSettings:
     next_frame_timeout: float = 2.0  # s, for PairingPolicy.NEXT
     inference_timeout: float = 0.0  # s; 0 = no limit
     max_masks: int = 16  # the highest-scoring are kept
+    min_mask_score: float = 0.0  # masks scoring below it are dropped; 0 = off
     image_topic: str = "image"  # for messages only
 
 
@@ -156,12 +157,25 @@ class RequestWorker(BoundedQueueWorker[Request]):
         if problem is not None:
             finish(Status.ENGINE_ERROR, f"engine returned an unusable result: {problem}")
             return
-        status = Status.OK if output.found else Status.NOT_FOUND
-        message = f"{len(output.masks)} mask(s)" if output.found else "the model found nothing to segment"
+        output, below = drop_low_scores(output, self.settings.min_mask_score)
+        finish(Status.OK if output.found else Status.NOT_FOUND, self._message(output, below), output=output)
+
+    def _message(self, output: EngineOutput, below: list[float]) -> str:
+        """What the answer's status_message says about its masks: how many, and which rules dropped some."""
+        threshold = self.settings.min_mask_score
+        if not output.found:
+            if below:
+                best = _shown_below(max(below), threshold)
+                return f"best mask score {best} is below min_mask_score {threshold:g}: refused"
+            return "the model found nothing to segment"
+        message = f"{len(output.masks)} mask(s)"
         if output.masks_dropped:
             message = (f"{len(output.masks)} of {len(output.masks) + output.masks_dropped} masks kept: max_masks = "
                        f"{self.settings.max_masks} keeps the highest-scoring; raise it for more")
-        finish(status, message, output=output)
+        if below:
+            message += (f"; {len(below)} more scoring below min_mask_score {threshold:g} dropped (best "
+                        f"{_shown_below(max(below), threshold)})")
+        return message
 
     def _cancelled(self, request: Request, frame: Frame | None, image: np.ndarray | None = None) -> None:
         if not self._stopping.is_set():  # stop() answers NOT_READY
@@ -203,6 +217,32 @@ def answer_of(
     started = started if started is not None else time.monotonic()
     return Answer(request=request, status=status, message=message, frame=frame, image=image, output=output,
                   queue_wait_ms=1000.0 * (started - request.received), inference_ms=engine_ms or 0.0)
+
+
+def drop_low_scores(output: EngineOutput, min_mask_score: float) -> tuple[EngineOutput, list[float]]:
+    """``output`` without its masks scoring below ``min_mask_score`` (0 = off), and the dropped masks' scores.
+
+    LISA answers [SEG] even when the target is absent; SAM's IoU prediction (the score) is then usually low, and a
+    grasping node must not act on such a mask. ``lisa-ros eval`` recommends a threshold from labelled negatives.
+    A NaN score passes no threshold. The text stays the model's: only what is published as masks changes.
+    """
+    if min_mask_score <= 0:
+        return output, []
+    passes = [score >= min_mask_score for score in output.scores]
+    if all(passes):
+        return output, []
+    kept = [index for index, passed in enumerate(passes) if passed]
+    below = [score for score, passed in zip(output.scores, passes, strict=True) if not passed]
+    return dataclasses.replace(output, masks=[output.masks[i] for i in kept],
+                               scores=[output.scores[i] for i in kept]), below
+
+
+def _shown_below(score: float, threshold: float) -> str:
+    """``score`` with the fewest decimals (2 or more) that still read as below ``threshold`` (0.4996 is not "0.50")."""
+    for decimals in range(2, 7):
+        if float(text := f"{score:.{decimals}f}") < threshold:
+            return text
+    return repr(score)
 
 
 def _report(request: Request, progress: Progress) -> None:

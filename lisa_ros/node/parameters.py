@@ -194,6 +194,7 @@ class NodeParameters:
             next_frame_timeout=config.next_frame_timeout,
             inference_timeout=config.inference_timeout,
             max_masks=config.max_masks,
+            min_mask_score=config.min_mask_score,
             image_topic=self.resolve_topic_name("image"),
         )
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from worker_harness import WorkerHarness, harnesses
 
-from lisa_ros.core.types import PairingPolicy, Request, Stage, Status
-from lisa_ros.core.worker import RequestWorker, WorkerSettings
+from lisa_ros.core.types import EngineOutput, PairingPolicy, Request, Stage, Status
+from lisa_ros.core.worker import RequestWorker, WorkerSettings, drop_low_scores
 
 
 class Harness(WorkerHarness):
@@ -200,10 +200,48 @@ def test_masks_beyond_max_masks_are_dropped_and_the_message_says_so(harness):
     assert few.message == "2 mask(s)"
 
 
+def test_min_mask_score_is_off_by_default_and_at_zero():
+    """0 = off: even a negative score (SAM's IoU prediction is not clipped) keeps its mask."""
+    output = EngineOutput(masks=[np.ones((2, 2), bool)] * 2, scores=[-0.1, 0.05], text="it is [SEG] and [SEG]")
+    assert WorkerSettings().min_mask_score == 0.0
+    kept, below = drop_low_scores(output, 0.0)
+    assert kept is output and below == []
+
+
+def test_masks_below_min_mask_score_are_dropped_in_the_answers_order():
+    first, second, third = (np.full((2, 2), value, bool) for value in (True, False, True))
+    output = EngineOutput(masks=[first, second, third], scores=[0.9, 0.2, 0.5], text="[SEG] [SEG] [SEG]")
+    kept, below = drop_low_scores(output, 0.5)  # a score equal to the threshold passes
+    assert [id(mask) for mask in kept.masks] == [id(first), id(third)]
+    assert kept.scores == [0.9, 0.5] and below == [0.2]
+    assert kept.text == output.text and output.scores == [0.9, 0.2, 0.5]  # the engine's output is left whole
+    assert drop_low_scores(output, 0.95)[1] == [0.9, 0.2, 0.5]
+
+
+def test_an_answer_with_every_mask_below_min_mask_score_is_not_found_with_the_score_and_threshold(harness):
+    h = harness(engine_options={"mask_score": 0.31}, min_mask_score=0.5)
+    h.put(1)
+    h.submit("cup and plate")
+    answer, = h.wait(1)
+    assert answer.status is Status.NOT_FOUND
+    assert answer.message == "best mask score 0.31 is below min_mask_score 0.5: refused"
+    assert answer.output.masks == [] and answer.output.scores == []
+    assert answer.output.text.startswith("turn 1: 2 region(s) for 'cup and plate'")  # the model's own text
+
+
+def test_scores_at_or_above_min_mask_score_are_kept_and_the_message_counts_the_dropped(harness):
+    h = harness(min_mask_score=0.5)
+    h.engine.segment = lambda image, text, **kw: EngineOutput(
+        masks=[np.ones(image.shape[:2], bool)] * 3, scores=[0.8, 0.4999, 0.5], text="[SEG] [SEG] [SEG]")
+    h.put(1)
+    h.submit("cup")
+    answer, = h.wait(1)
+    assert answer.status is Status.OK and answer.output.scores == [0.8, 0.5]
+    assert answer.message == "2 mask(s); 1 more scoring below min_mask_score 0.5 dropped (best 0.4999)"
+
+
 def test_an_engine_that_ignores_max_masks_gives_an_engine_error(harness):
     """One place decides which masks are kept, the engine: more than max_masks breaks its contract."""
-    from lisa_ros.core.types import EngineOutput
-
     h = harness(max_masks=2)
     h.engine.segment = lambda image, text, **kw: EngineOutput(
         masks=[np.zeros(image.shape[:2], bool)] * 3, scores=[1.0] * 3, text="x")
@@ -231,8 +269,6 @@ def test_preset_error_is_answered_without_the_engine(harness):
 
 
 def test_unusable_engine_output_is_an_engine_error(harness):
-    from lisa_ros.core.types import EngineOutput
-
     h = harness()
     h.engine.segment = lambda image, text, **kw: EngineOutput(masks=[np.zeros((2, 2), bool)], scores=[1.0], text="x")
     h.put(1)
