@@ -199,3 +199,35 @@ def test_an_answer_keeps_at_most_max_masks_and_says_how_many_were_dropped(lisa_i
     assert len(result.masks) == len(result.scores) == len(result.boxes) == 16
     assert result.status_message.startswith("16 of 20 masks kept") and "max_masks = 16" in result.status_message
     assert [b.y_offset for b in result.boxes] == list(range(0, 32, 2))  # equal scores: the first 16 parts
+
+
+def test_masks_below_min_mask_score_are_refused_on_topic_service_and_action_and_the_threshold_is_live(lisa_io):
+    """The plumbing engine scores every mask model.mask_score: 0.3 is below min_mask_score 0.5, so each path answers
+    NOT_FOUND with the best score and the threshold, the model's text stays the explanation, and the node answers
+    on; a lower threshold set at run time lets the masks through."""
+    from action_msgs.msg import GoalStatus
+
+    import action_goals as goals
+    from conftest import set_parameters
+    from lisa_ros.msg import SegmentationResult
+
+    io = lisa_io(params={"model.mask_score": 0.3, "min_mask_score": 0.5})
+    io.publish_frame(make_image_msg(width=8, height=6, stamp=(7, 0)))
+    refusal = "best mask score 0.30 is below min_mask_score 0.5: refused"
+    io.ask("the cup on the table")
+    on_topic, = io.results_for("the cup on the table")
+    on_service = io.call("the plate and the fork")
+    status, on_action = goals.Goal(goals.action_client(io.probe, io.node.topic("~/segment")), "the bowl").result()
+    assert status == GoalStatus.STATUS_SUCCEEDED  # an answer, as any NOT_FOUND
+    for result, instruction in ((on_topic, "the cup on the table"), (on_service, "the plate and the fork"),
+                                (on_action, "the bowl")):
+        assert (result.status, result.status_message) == (SegmentationResult.STATUS_NOT_FOUND, refusal), instruction
+        assert len(result.masks) == len(result.scores) == len(result.boxes) == 0
+        assert result.explanation.startswith("turn") and repr(instruction) in result.explanation
+    mask = wait_for(lambda: io.masks and io.masks[-1], 5, "~/mask")
+    assert set(bytes(mask.data)) == {0}  # the union of no masks
+    assert set_parameters(io, min_mask_score=1.5)["min_mask_score"][0] is False  # 0 .. 1
+    assert set_parameters(io, min_mask_score=0.25) == {"min_mask_score": (True, "")}
+    kept = io.call("the plate and the fork")
+    assert (kept.status, kept.status_message) == (SegmentationResult.STATUS_OK, "2 mask(s)")
+    assert list(kept.scores) == pytest.approx([0.3, 0.3])
