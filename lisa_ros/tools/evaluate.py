@@ -12,6 +12,11 @@ still gives the statuses, latency and mask statistics (masks per answer, area).
 is scored by the distance from its best target's centroid (the ~/target_point a grasping
 node takes) to that position; a sample without a point (no mask, no depth, a failure) keeps
 the reason and counts as not within the tolerance.
+
+Refusal calibration (``lisa_ros.tools.refusal``): with labelled negatives (frames whose ground
+truth is empty: the target is absent) and positives, the rates of masks given for absent targets
+and of present targets refused over a threshold on the answer's best mask score, and the
+``min_mask_score`` recommended for the node.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lisa_ros.core.types import Status
-from lisa_ros.tools import ground_truth, metrics, results_folder
+from lisa_ros.tools import ground_truth, metrics, refusal, results_folder
 
 POSITION_TOLERANCE_M = 0.05
 
@@ -77,6 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--position-tolerance", type=float, default=POSITION_TOLERANCE_M, metavar="METRES",
                         help="3D error: a centroid this close to the ground truth counts as within "
                         f"(default {POSITION_TOLERANCE_M})")
+    parser.add_argument("--max-false-acceptance", type=float, default=refusal.MAX_FALSE_ACCEPTANCE, metavar="RATE",
+                        help="refusal calibration (needs frames whose ground truth is empty: absent targets): the "
+                        "recommended min_mask_score is the lowest with at most this share of absent targets given "
+                        f"a mask (default {refusal.MAX_FALSE_ACCEPTANCE})")
     parser.add_argument("--report", help="report folder (default RESULTS/report)")
     parser.add_argument("--worst", type=int, default=8, help="worst cases shown in the report (default 8)")
     parser.add_argument("--note", default="", help="a line printed at the top of the report (e.g. which model and why)")
@@ -156,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
     if args.position_tolerance <= 0:
         print("error: --position-tolerance must be > 0 (metres)", file=sys.stderr)
         return 2
+    if not 0 <= args.max_false_acceptance < 1:
+        print("error: --max-false-acceptance must be in 0..1 (a rate, e.g. 0.05), below 1", file=sys.stderr)
+        return 2
     try:
         records = results_folder.read_records(root)
         truth = load_truth(args)
@@ -164,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     report_dir = Path(args.report) if args.report else root / "report"
-    summary = report.write_report(report_dir, root, samples, truth, args.note, args.worst, args.position_tolerance)
+    summary = report.write_report(report_dir, root, samples, truth, args.note, args.worst, args.position_tolerance,
+                                  args.max_false_acceptance)
     print(report.summary_text(summary))
     print(f"report: {report_dir / 'report.md'} (plots and per_sample.csv beside it)")
     if args.min_giou is not None and summary["gIoU"] is None:

@@ -7,6 +7,8 @@
     iou_histogram.png    how the IoUs spread          (only with ground truth)
     latency_histogram.png
     worst_cases.png      the lowest-IoU samples: prediction blue, ground truth green (idem)
+    refusal_calibration.png  false acceptance / false refusal against min_mask_score (with labelled negatives:
+                         lisa_ros.tools.refusal)
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from lisa_ros.core.stats import median_p95  # noqa: E402
 from lisa_ros.core.types import Status  # noqa: E402
-from lisa_ros.tools import metrics, results_folder, visual  # noqa: E402
+from lisa_ros.tools import metrics, refusal, results_folder, visual  # noqa: E402
 
 # Engines whose masks say nothing about LISA's quality.
 NOT_A_REAL_MODEL = ("tiny", "plumbing", "random")
@@ -49,7 +51,7 @@ def summarize_positions(samples, description: str | None, within_m: float) -> di
 
 
 def summarize_eval(samples, truth_description: str, note: str, position_description: str | None = None,
-              within_m: float = 0.05) -> dict:
+                   within_m: float = 0.05, max_false_acceptance: float = refusal.MAX_FALSE_ACCEPTANCE) -> dict:
     scored = [s for s in samples if s.scored]
     pairs = [(s.intersection, s.union) for s in scored]
     latencies = [s.record["total_ms"] for s in samples if "total_ms" in s.record]
@@ -84,6 +86,7 @@ def summarize_eval(samples, truth_description: str, note: str, position_descript
             "area_fraction_p95": area["p95"],
         },
         "position": summarize_positions(samples, position_description, within_m),
+        "refusal": refusal.calibrate(samples, max_false_acceptance),
         "model_ids": model_ids,
         "ground_truth": truth_description,
         "note": note,
@@ -139,7 +142,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
 def summary_text(summary: dict) -> str:
     rows = summary_rows(summary)
     width = max(len(name) for name, _ in rows)
-    lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    lines = [f"{name:<{width}}  {value}" for name, value in rows] + refusal.printed_lines(summary["refusal"])
     for line in (summary["note"], summary["model_warning"]):
         if line:
             lines.insert(0, f"NOTE: {line}")
@@ -238,6 +241,7 @@ def write_markdown(summary: dict, samples, path: Path) -> None:
                   "highest-scoring mask with a point, as on `~/target_point`) to its ground-truth position",
                   f"({position['ground_truth']}), in the depth optical frame; a sample without a point has no",
                   "error and is not within the tolerance."]
+    lines += refusal.markdown_lines(summary["refusal"])
     if summary["scored"]:
         lines += ["", "IoU of a sample: its masks (union) against its frame's ground truth; an empty prediction on an",
                   "empty ground truth scores 1, a failed request scores as an empty prediction.", "",
@@ -257,14 +261,17 @@ def write_markdown(summary: dict, samples, path: Path) -> None:
 
 
 def write_report(report_dir: Path, results_root: Path, samples, truth, note: str, worst: int,
-                 within_m: float = 0.05) -> dict:
+                 within_m: float = 0.05, max_false_acceptance: float = refusal.MAX_FALSE_ACCEPTANCE) -> dict:
     report_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize_eval(samples, truth.description, note, truth.position_description, within_m)
+    summary = summarize_eval(samples, truth.description, note, truth.position_description, within_m,
+                             max_false_acceptance)
     write_csv(samples, report_dir / "per_sample.csv")
     plot_latency_histogram(samples, report_dir / "latency_histogram.png")
     if summary["scored"]:
         plot_iou_histogram(samples, report_dir / "iou_histogram.png")
         plot_worst_cases(samples, results_root, report_dir / "worst_cases.png", worst)
+    if summary["refusal"] and summary["refusal"]["curve"]:
+        refusal.plot(summary["refusal"], report_dir / refusal.PLOT_FILE)
     write_markdown(summary, samples, report_dir / "report.md")
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
