@@ -78,13 +78,14 @@ def test_structured_refusals_keep_the_id_and_the_string_topic_keeps_node_ids(lis
 
 LIVE_VALID = {"max_queue": 2, "max_image_age": 1.5, "next_frame_timeout": 0.5, "inference_timeout": 0.0,
               "publish_overlay": True, "overlay_alpha": 0.25, "pairing_policy": "next", "max_instruction_chars": 50,
-              "max_masks": 3, "diagnostics_period": 0.2}
+              "max_masks": 3, "min_mask_score": 0.35, "diagnostics_period": 0.2}
 LIVE_INVALID = [("max_queue", 0, "range"), ("max_queue", "four", "max_queue must be an integer"),
                 ("max_image_age", -1.0, "range"), ("next_frame_timeout", 0.0, "next_frame_timeout must be > 0"),
                 ("inference_timeout", -0.5, "range"),
                 ("publish_overlay", "yes", "publish_overlay must be true or false"),
                 ("overlay_alpha", 1.5, "range"), ("pairing_policy", "oldest", "pairing_policy must be 'newest' or"),
                 ("max_instruction_chars", 0, "range"), ("max_masks", 1.5, "max_masks must be an integer"),
+                ("min_mask_score", 1.5, "range"), ("min_mask_score", "high", "min_mask_score must be a number"),
                 ("diagnostics_period", 0.0, "diagnostics_period must be > 0")]
 
 
