@@ -36,7 +36,7 @@ def answer_score(record: dict) -> float | None:
         return None
     if len(scores) != len(masks):
         raise ValueError(f"request {record['request']} has {len(masks)} masks but {len(scores)} scores in "
-                         "results.jsonl: refusal calibration needs each mask's score (replay again with this version)")
+                         "results.jsonl: refusal calibration needs each mask's score (lisa-ros replay records them)")
     return max(float(score) for score in scores)
 
 
