@@ -66,15 +66,37 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
             raise ValueError(f"the mask is {segmentation['size'][1]}x{segmentation['size'][0]} (size [h, w]) "
                              f"but its image is {width}x{height}")
         counts = segmentation["counts"]
+        runs = counts if isinstance(counts, list) else compressed_runs(counts)
+        if any(not isinstance(run, int) or run < 0 for run in runs) or sum(runs) != height * width:
+            raise ValueError(f"the RLE's runs do not cover its {width}x{height} pixels exactly: a corrupt mask")
         if isinstance(counts, list):
-            if sum(counts) != height * width:
-                raise ValueError(f"uncompressed RLE counts sum to {sum(counts)}, not {height}x{width} pixels")
             rle = mask_utils.frPyObjects(segmentation, height, width)
         else:
-            rle = {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+            rle = {"size": [height, width], "counts": counts.encode("ascii")}
     else:
         raise ValueError(f"segmentation must be polygons or an RLE {{size, counts}}, got {type(segmentation).__name__}")
     return mask_utils.decode(rle).astype(bool)
+
+
+def compressed_runs(counts: str) -> list[int]:
+    """The run lengths of COCO's compressed RLE string (pycocotools' rleFrString), read to check them first:
+    pycocotools' decoder writes runs past its buffer when a corrupt string's runs exceed the mask's size."""
+    if not isinstance(counts, str) or not counts.isascii():
+        raise ValueError("compressed RLE counts must be an ASCII string")
+    runs, position = [], 0
+    while position < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if position == len(counts):
+                raise ValueError("compressed RLE counts end inside a run")
+            chunk = ord(counts[position]) - 48
+            value |= (chunk & 0x1F) << shift
+            more = bool(chunk & 0x20)
+            position, shift = position + 1, shift + 5
+            if not more and chunk & 0x10:
+                value |= -1 << shift
+        runs.append(value + (runs[-2] if len(runs) > 2 else 0))
+    return runs
 
 
 def _polygons(mask: np.ndarray, mode: int) -> list[list[list[float]]]:

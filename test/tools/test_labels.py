@@ -139,6 +139,15 @@ def test_reasonseg_iou_bound_on_hard_masks(tmp_path, mask):
     assert metrics.iou(*metrics.intersection_union(back, mask)) >= label_formats.REASONSEG_MIN_IOU
 
 
+@pytest.mark.parametrize("shape", [(480, 640), (7, 3)])
+@pytest.mark.parametrize("density", [0.0, 0.02, 0.5, 1.0])
+def test_compressed_runs_are_pycocotools_runs(shape, density):
+    mask = np.random.default_rng(0).random(shape) < density
+    runs = label_formats.compressed_runs(label_formats.encode_rle(mask)["counts"])
+    changes = np.flatnonzero(np.diff(np.concatenate([[False], mask.flatten(order="F"), [not mask.flat[-1]]])))
+    assert runs == np.diff(np.concatenate([[0], changes])).tolist()  # column-major runs, zeros first
+
+
 def test_export_refuses_a_folder_in_use(results, exported, capsys):
     assert main(["export-labels", str(results), "--out", str(exported)]) == 2
     assert "not empty" in capsys.readouterr().err
@@ -312,6 +321,8 @@ BAD_COCO = {
     "absent and drawn": (lambda a, c: c["annotations"].append({**a, "id": 999, "category_id": 2, "segmentation": []}),
                          "is marked 'absent' and has its target drawn"),
     "bbox without a mask": (lambda a, c: a.update(segmentation=[]), "is empty"),
+    "runs past the image": (lambda a, c: a["segmentation"].update(  # pycocotools would write past its buffer
+        counts=label_formats.encode_rle(np.ones((960, 640), bool))["counts"]), "do not cover its 640x480 pixels"),
 }
 
 
