@@ -26,6 +26,7 @@ from lisa_ros.tools import label_formats, results_folder, visual
 COCO_FILE = "coco.json"
 IMAGES_DIR = "images"
 REASONSEG_DIR = "reasonseg"
+TARGET_ID, ABSENT_ID = 1, 2  # COCO category ids
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,27 @@ def reasonseg_stem(record: dict, shared_frame: bool) -> str:
     return f"{stem}_r{record['request']:04d}" if shared_frame else stem
 
 
+def coco_annotations(record: dict, masks: list, scores: list, image_id: int, first_id: int) -> list[dict]:
+    """A request's masks as RLE annotations; with none (NOT_FOUND), one ``absent`` annotation that a labeller
+    keeps (a negative) or replaces by the target drawn."""
+    annotations = []
+    for index, mask in enumerate(masks):
+        rle = label_formats.encode_rle(mask)
+        area, bbox = label_formats.rle_area_bbox(rle)
+        attributes = {label_formats.INSTRUCTION_ATTRIBUTE: record["instruction"], "request": record["request"]}
+        if index < len(scores):
+            attributes["score"] = scores[index]
+        annotations.append({"id": first_id + index, "image_id": image_id, "category_id": TARGET_ID, "iscrowd": 1,
+                            "segmentation": rle, "area": area, "bbox": bbox, "attributes": attributes})
+    if not masks:
+        height, width = record["image_size"]
+        annotations.append({"id": first_id, "image_id": image_id, "category_id": ABSENT_ID, "iscrowd": 0,
+                            "segmentation": [], "area": 0.0, "bbox": [0.0, 0.0, float(width), float(height)],
+                            "attributes": {label_formats.INSTRUCTION_ATTRIBUTE: record["instruction"],
+                                           "request": record["request"]}})
+    return annotations
+
+
 def export(results: Path, out: Path) -> dict:
     """Writes the export; returns its counts."""
     records = results_folder.read_records(results)
@@ -45,8 +67,8 @@ def export(results: Path, out: Path) -> dict:
     requests_per_frame = collections.Counter(r["frame"] for r in answered)
     (out / IMAGES_DIR).mkdir(parents=True)
     (out / REASONSEG_DIR).mkdir()
-    categories = [{"id": 1, "name": label_formats.TARGET_CATEGORY, "supercategory": ""},
-                  {"id": 2, "name": label_formats.ABSENT_CATEGORY, "supercategory": ""}]
+    categories = [{"id": TARGET_ID, "name": label_formats.TARGET_CATEGORY, "supercategory": ""},
+                  {"id": ABSENT_ID, "name": label_formats.ABSENT_CATEGORY, "supercategory": ""}]
     images, annotations, image_ids = [], [], {}
     for record in answered:
         frame = results / record["frame"]
@@ -57,20 +79,7 @@ def export(results: Path, out: Path) -> dict:
             shutil.copyfile(frame, out / IMAGES_DIR / frame.name)
         masks = [visual.read_mask(results / name) for name in record.get("masks", [])]
         scores = record.get("scores", [])
-        base = {"image_id": image_ids[record["frame"]], "iscrowd": 1}
-        for index, mask in enumerate(masks):
-            rle = label_formats.encode_rle(mask)
-            area, bbox = label_formats.rle_area_bbox(rle)
-            attributes = {label_formats.INSTRUCTION_ATTRIBUTE: record["instruction"], "request": record["request"]}
-            if index < len(scores):
-                attributes["score"] = scores[index]
-            annotations.append({**base, "id": len(annotations) + 1, "category_id": 1, "segmentation": rle,
-                                "area": area, "bbox": bbox, "attributes": attributes})
-        if not masks:  # the node found nothing: a labeller confirms (a negative) or draws the target instead
-            annotations.append({**base, "id": len(annotations) + 1, "category_id": 2, "segmentation": [],
-                                "area": 0.0, "bbox": [0.0, 0.0, float(width), float(height)], "iscrowd": 0,
-                                "attributes": {label_formats.INSTRUCTION_ATTRIBUTE: record["instruction"],
-                                               "request": record["request"]}})
+        annotations += coco_annotations(record, masks, scores, image_ids[record["frame"]], len(annotations) + 1)
         stem = reasonseg_stem(record, requests_per_frame[record["frame"]] > 1)
         image_name = stem + frame.suffix
         shutil.copyfile(frame, out / REASONSEG_DIR / image_name)
@@ -84,8 +93,8 @@ def export(results: Path, out: Path) -> dict:
             "licenses": [], "categories": categories, "images": images, "annotations": annotations}
     (out / COCO_FILE).write_text(json.dumps(coco, ensure_ascii=False) + "\n", encoding="utf-8")
     return {"requests": len(records), "exported": len(answered), "failed": len(records) - len(answered),
-            "images": len(images), "masks": sum(a["category_id"] == 1 for a in annotations),
-            "absent": sum(a["category_id"] == 2 for a in annotations)}
+            "images": len(images), "masks": sum(a["category_id"] == TARGET_ID for a in annotations),
+            "absent": sum(a["category_id"] == ABSENT_ID for a in annotations)}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ class Source:
     kind: str
     path: str
     labels: Iterator[Labelled]
-    skipped: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)  # requests left out (--skip-unlabelled)
 
     def tag(self, index: int) -> str:
         """A folder name for its files in the dataset, unique among the sources."""
@@ -207,9 +207,9 @@ def open_sources(args: argparse.Namespace) -> list[Source]:
             truth = ground_truth.PngFolderTruth(truth_path)
         else:
             truth = ground_truth.ReasonSegTruth(truth_path)
-        source = Source("results", results, iter(()))
-        source.labels = results_labels(Path(results), truth, args.skip_unlabelled, source.skipped)
-        sources.append(source)
+        skipped: list[str] = []
+        sources.append(Source("results", results, results_labels(Path(results), truth, args.skip_unlabelled, skipped),
+                              skipped))
     if not sources:
         raise ValueError("no source: pass --coco, --reasonseg or --results with its ground truth")
     return sources
