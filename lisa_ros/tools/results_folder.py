@@ -15,6 +15,7 @@ so ground truth can tell frames with equal stamps apart too.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -24,11 +25,18 @@ from lisa_ros.tools import visual
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
+FRAME_FILE = re.compile(r"^\d{5,}_(\d+)")  # save_frame's NNNNN_STAMP, and names made from it (export-labels)
 
 
 def frame_name(stamp_ns: int) -> str:
     """How frames are named in the results folder and matched to ground truth."""
     return str(stamp_ns)
+
+
+def stamp_of_frame_file(name: str) -> int | None:
+    """The header stamp (ns) in a frame file's name as save_frame writes it, or None for another name."""
+    match = FRAME_FILE.match(Path(name).name)
+    return int(match.group(1)) if match else None
 
 
 class ResultsFolder:
