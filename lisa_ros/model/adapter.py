@@ -98,13 +98,18 @@ class Adapter:
         return digest.hexdigest()[:12]
 
     def check_base(self, base_dir: Path) -> None:
-        """Refuses a base other than the one the adapter was trained on (its LoRA deltas would be noise there)."""
+        """Refuses a base other than the one the adapter was trained on (its LoRA deltas would be noise there).
+
+        ``checkpoint_identity`` hashes the base's resolved path too (on purpose: the description cache keeps
+        copies apart), so the same base files elsewhere are refused as well."""
         found = checkpoint_identity(base_dir)
         if found != self.base_identity:
             raise AdapterError(
                 f"adapter {self.directory} was trained on {self.base!r} (identity {self.base_identity}) but the "
                 f"base checkpoint {base_dir} has identity {found}. Fix: set model.path to the checkpoint the adapter "
-                f"was fine-tuned from, or fine-tune an adapter on {base_dir} (`lisa-ros finetune`)")
+                f"was fine-tuned from, or fine-tune an adapter on {base_dir} (`lisa-ros finetune`). The identity "
+                f"covers the base's resolved path: for a copy of the base on another machine, run `lisa-ros "
+                f"merge-adapter` where the adapter was trained and copy the merged checkpoint instead")
 
     def check_shapes(self, shapes: Mapping[str, tuple[int, ...]], base: str) -> None:
         """Every weight the adapter changes exists in ``shapes`` (released-checkpoint key -> shape) with its
