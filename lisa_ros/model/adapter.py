@@ -171,6 +171,7 @@ class Adapting:
 
 
 def adapter_name(directory: str | Path) -> str:
+    """The adapter's name in results and diagnostics: its directory's, as the base's model_id is its folder's."""
     return Path(directory).expanduser().resolve().name
 
 
