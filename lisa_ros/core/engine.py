@@ -86,6 +86,10 @@ class Engine(abc.ABC):
         (e.g. LISA checks a flag between generated tokens). Default: nothing.
         """
 
+    def diagnostics(self) -> dict[str, str]:
+        """What the loaded engine runs beyond ``model_id``, for /diagnostics (LISA: its adapter). Default: nothing."""
+        return {}
+
     def memory_stats(self) -> dict[str, float]:
         """Accelerator memory figures for diagnostics, e.g. {"gpu_allocated_mb": ...}."""
         return {}

@@ -14,6 +14,8 @@ LISA_OPTIONS: dict[str, tuple[Any, str]] = {
     "path": ("xinlai/LISA-7B-v1", "Hugging Face id, or a checkpoint directory (configure checks that its "
                                   "config, tokenizer and weights are there)"),
     "vision_tower": ("", "CLIP id or directory (\"\": the one the checkpoint's config names)"),
+    "adapter": ("", "LoRA adapter directory written by `lisa-ros finetune` (\"\": none), merged into the weights "
+                    "at load, before quantization (configure checks its files; results' model_id names it)"),
     "precision": ("int4", "fp32 | fp16 | bf16 | int8 | int4 (int4: LISA-7B in < 10 GB of GPU memory)"),
     "device": ("cuda", "cpu | cuda | cuda:N"),
     "max_new_tokens": (512, "longest answer, in tokens"),

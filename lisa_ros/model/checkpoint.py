@@ -14,7 +14,7 @@ import json
 import os
 import pickle
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -232,14 +232,20 @@ def convert_to_safetensors(source: Path, out_dir: Path) -> list[Path]:
         for item in source.iterdir():
             if item.is_file() and item.suffix != ".bin" and item.name != "pytorch_model.bin.index.json":
                 shutil.copy2(item, out_dir / item.name)
-    total = len(weights.files)
+    return write_safetensors_shards([read_tensors(shard) for shard in weights.files], out_dir)
+
+
+def write_safetensors_shards(shards: Sequence[Iterable[tuple[str, torch.Tensor]]], out_dir: Path) -> list[Path]:
+    """Writes each shard's (key, tensor) pairs to ``model-0000N-of-0000M.safetensors`` + the index, one shard in
+    memory at a time (a shard is iterated only when it is written), each renamed into place once complete."""
+    total = len(shards)
     weight_map: dict[str, str] = {}
     total_size = 0
     written = []
-    for number, shard in enumerate(weights.files, start=1):
+    for number, shard in enumerate(shards, start=1):
         name = f"model-{number:05d}-of-{total:05d}.safetensors"
         tensors, seen = {}, set()
-        for key, tensor in read_tensors(shard):
+        for key, tensor in shard:
             # safetensors refuses shared storage; pickles may share it between tensors.
             pointer = tensor.untyped_storage().data_ptr()
             tensor = tensor.clone() if pointer in seen else tensor.contiguous()

@@ -39,6 +39,7 @@ from lisa_ros.core.engine import Engine, EngineError, EngineOutOfMemory, Instruc
 from lisa_ros.core.engine_options import LISA_OPTIONS
 from lisa_ros.core.masks import best_mask_indices
 from lisa_ros.core.types import EngineOutput, Progress, ProgressCallback, Stage
+from lisa_ros.model.adapter import Adapter, adapted_tensors, adapter_name, adapter_problem, read_adapter
 from lisa_ros.model.checkpoint import (
     checkpoint_identity,
     local_checkpoint_problem,
@@ -48,7 +49,7 @@ from lisa_ros.model.checkpoint import (
 from lisa_ros.model.checkpoint_config import CONFIG_FILE, CheckpointError, load_lisa_config
 from lisa_ros.model.frame_cache import EncodedFrame, FrameCache
 from lisa_ros.model.generation import Generation, expanded_length, generate
-from lisa_ros.model.loading import PRECISIONS, Placement, TensorSource, load_lisa_model
+from lisa_ros.model.loading import PRECISIONS, Placement, TensorSource, checkpoint_tensors, load_lisa_model
 from lisa_ros.model.modeling import MASK_DECODE_BATCH, LisaModel, masks_per_call
 from lisa_ros.model.preprocess import CLIP_MODES
 from lisa_ros.model.tokenization import LisaTokenizer, Turn, build_prompt_ids
@@ -90,6 +91,8 @@ class _OptionChecks:
             problems.append("option 'path' must name a Hugging Face id or a directory")
         elif (problem := local_checkpoint_problem(self.path)) is not None:
             problems.append(f"option 'path': {problem}")
+        if self.adapter and (problem := adapter_problem(self.adapter)) is not None:
+            problems.append(f"option 'adapter': {problem}")
         if self.precision not in PRECISIONS:
             problems.append(f"option 'precision' must be one of {PRECISIONS}, got {self.precision!r}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
@@ -127,7 +130,10 @@ class LisaEngine(Engine):
         self._tensors = tensors
         path = Path(options.path).expanduser()
         self.model_id = path.name if path.is_dir() else options.path  # readable: logs and results
-        self.checkpoint_id = ""  # at load: model_id@checkpoint_identity, which keys the description cache
+        if options.adapter:
+            self.model_id += f"+{adapter_name(options.adapter)}"  # results say which adapter answered
+        self.checkpoint_id = ""  # at load: model_id@checkpoint_identity(+adapter identity): keys the description cache
+        self.adapter: Adapter | None = None  # while loaded with model.adapter
         self.model: LisaModel | None = None
         self.tokenizer: LisaTokenizer | None = None
         self.frame_cache: FrameCache | None = None  # while loaded; semantic mode shares it
@@ -165,15 +171,23 @@ class LisaEngine(Engine):
                                   f"Fix: set model.vision_tower "
                                   f"(e.g. openai/clip-vit-large-patch14 or a local directory)")
         clip_dir = resolve_vision_tower(tower, checkpoint_dir, **hub)
+        tensors, adapter = self._tensors, None
+        if options.adapter:
+            adapter = read_adapter(options.adapter)
+            adapter.check_base(checkpoint_dir)
+            tensors = adapted_tensors(tensors or checkpoint_tensors(checkpoint_dir, clip_dir), adapter)
         try:
             model = load_lisa_model(checkpoint_dir, clip_dir, config, Placement(device, options.precision),
-                                    tensors=self._tensors)
+                                    tensors=tensors)
         except torch.OutOfMemoryError as error:
             self._empty_device_cache()
             raise EngineOutOfMemory(f"out of memory loading {self.model_id} in {options.precision}. Fix: use "
                                     f"model.precision int4 (LISA-7B needs < 10 GB) or a larger GPU") from error
         self.model, self.tokenizer = model, tokenizer
+        self.adapter = adapter
         self.checkpoint_id = f"{self.model_id}@{checkpoint_identity(checkpoint_dir)}"
+        if adapter is not None:
+            self.checkpoint_id += f"+{adapter.identity}"  # an adapter's descriptions are its own
         self.frame_cache = FrameCache(model, size=options.frame_cache_size, clip_preprocess=options.clip_preprocess,
                                       sam_on_thread=device.type == "cuda")
         logger.info("loaded %s (%s on %s) in %.1f s", self.model_id, options.precision, device,
@@ -187,7 +201,7 @@ class LisaEngine(Engine):
         finally:
             self.frame_cache = None
             self._conversations.clear()
-            self.model = self.tokenizer = None
+            self.model = self.tokenizer = self.adapter = None
             gc.collect()
             self._empty_device_cache()
 
@@ -216,6 +230,11 @@ class LisaEngine(Engine):
             "gpu_reserved_mb": torch.cuda.memory_reserved(device) / mb,
             "gpu_peak_allocated_mb": torch.cuda.max_memory_allocated(device) / mb,
         }
+
+    def diagnostics(self) -> dict[str, str]:
+        if self.adapter is None:
+            return {}
+        return {"adapter": self.adapter.name, "adapter_identity": self.adapter.identity}
 
     def conversation(self, conversation_id: str = "default") -> list[Turn]:
         """The kept turns of a conversation (instruction, answer ids), oldest first."""

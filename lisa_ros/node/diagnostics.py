@@ -48,6 +48,7 @@ class NodeDiagnostics:
             # for its own here (its side of discovery can finish before the node's; lisa-ros replay does).
             "result_subscribers": self._result_pub.get_subscription_count(),
         }
+        values.update(engine.diagnostics() if engine is not None else {})
         targets = self._targets
         values.update(targets.diagnostics() if targets is not None else {})
         for kind in ("total", "inference", "queue_wait"):

@@ -14,6 +14,8 @@ COMMANDS = {
     "make-tiny-checkpoint": ("lisa_ros.tools.make_tiny_checkpoint",
                              "write a tiny random LISA checkpoint (tests, demo)"),
     "convert": ("lisa_ros.tools.convert_checkpoint", "convert a LISA .bin checkpoint to safetensors"),
+    "merge-adapter": ("lisa_ros.tools.merge_adapter",
+                      "merge a fine-tuned adapter into its base: a checkpoint in the released layout"),
     "make-sample-bag": ("lisa_ros.tools.make_sample_bag", "write the sample rosbag2 used by the demo"),
     "replay": ("lisa_ros.tools.replay", "replay a rosbag2 through a lisa_node and record its answers"),
     "eval": ("lisa_ros.tools.evaluate", "score predicted masks against ground truth (gIoU, cIoU, report)"),
