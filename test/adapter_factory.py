@@ -11,7 +11,7 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 
 from lisa_ros.model import adapter
-from lisa_ros.model.checkpoint import checkpoint_identity, resolve_vision_tower
+from lisa_ros.model.checkpoint import resolve_vision_tower, weights_identity
 from lisa_ros.model.checkpoint_config import load_lisa_config
 from lisa_ros.model.loading import Placement, checkpoint_key, load_lisa_model
 
@@ -41,7 +41,7 @@ def write_test_adapter(base_dir: Path, out_dir: Path, seed: int = 0, trained_dty
     peft_model.save_pretrained(out_dir)
     save_file(trained, str(out_dir / adapter.TRAINED_WEIGHTS))
     description = {"format": adapter.FORMAT, "name": out_dir.name, "base": base_dir.name,
-                   "base_identity": checkpoint_identity(base_dir), "created": "2026-12-07T00:00:00+00:00",
+                   "base_identity": weights_identity(base_dir), "created": "2026-12-07T00:00:00+00:00",
                    "recipe": RECIPE | {"lr": 3e-4, "epochs": 1}, "validation": {"gIoU": 0.0, "cIoU": 0.0, "epoch": 0},
                    "train_samples": 0}
     (out_dir / adapter.DESCRIPTION).write_text(json.dumps(description, indent=2))

@@ -27,9 +27,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from lisa_ros.model.checkpoint import (
-    checkpoint_identity,
     find_weight_files,
     read_tensors,
+    weights_identity,
     write_safetensors_shards,
 )
 from lisa_ros.model.checkpoint_config import CONFIG_FILE, CheckpointError, read_json
@@ -83,7 +83,7 @@ class Adapter:
     directory: Path
     name: str                        # the directory's name: what results' model_id and diagnostics show
     base: str                        # the model_id it was trained on (lisa_ros_adapter.json)
-    base_identity: str               # checkpoint_identity of that base
+    base_identity: str               # weights_identity of that base
     scale: float                     # lora_alpha / r (rsLoRA: lora_alpha / sqrt(r))
     lora: dict[str, LoraPair]        # released-checkpoint key of the updated weight -> its pair
     trained: dict[str, tuple[int, ...]]  # released-checkpoint key -> shape, in trained_modules.safetensors
@@ -100,16 +100,14 @@ class Adapter:
     def check_base(self, base_dir: Path) -> None:
         """Refuses a base other than the one the adapter was trained on (its LoRA deltas would be noise there).
 
-        ``checkpoint_identity`` hashes the base's resolved path too (on purpose: the description cache keeps
-        copies apart), so the same base files elsewhere are refused as well."""
-        found = checkpoint_identity(base_dir)
+        ``weights_identity`` hashes the base's files, not where they are: a copy of the base on the robot
+        (another cache folder, another machine) is accepted."""
+        found = weights_identity(base_dir)
         if found != self.base_identity:
             raise AdapterError(
                 f"adapter {self.directory} was trained on {self.base!r} (identity {self.base_identity}) but the "
                 f"base checkpoint {base_dir} has identity {found}. Fix: set model.path to the checkpoint the adapter "
-                f"was fine-tuned from, or fine-tune an adapter on {base_dir} (`lisa-ros finetune`). The identity "
-                f"covers the base's resolved path: for a copy of the base on another machine, run `lisa-ros "
-                f"merge-adapter` where the adapter was trained and copy the merged checkpoint instead")
+                f"was fine-tuned from, or fine-tune an adapter on {base_dir} (`lisa-ros finetune`).")
 
     def check_shapes(self, shapes: Mapping[str, tuple[int, ...]], base: str) -> None:
         """Every weight the adapter changes exists in ``shapes`` (released-checkpoint key -> shape) with its

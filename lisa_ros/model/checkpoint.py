@@ -142,7 +142,16 @@ def checkpoint_identity(directory: Path) -> str:
     tensors' CRCs). Folders of one name elsewhere, or rewritten with other weights, differ; the same files
     give the same digits."""
     directory = directory.resolve()
-    digest = hashlib.sha256(str(directory).encode())
+    return _files_digest(directory, hashlib.sha256(str(directory).encode()))
+
+
+def weights_identity(directory: Path) -> str:
+    """``checkpoint_identity`` without the path: the same files give the same digits on any machine (an adapter
+    trained on a workstation names its base this way, and the robot's copy of that base matches)."""
+    return _files_digest(directory.resolve(), hashlib.sha256())
+
+
+def _files_digest(directory: Path, digest) -> str:
     config = directory / CONFIG_FILE
     digest.update(config.read_bytes() if config.is_file() else b"")
     for path in sorted(p for p in directory.iterdir() if p.suffix in (".bin", ".safetensors") and p.is_file()):

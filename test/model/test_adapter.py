@@ -237,10 +237,10 @@ def test_an_adapter_with_a_wrong_shape_fails_load_naming_the_key(make_engine, ti
 
 def test_an_adapter_of_another_base_is_refused_naming_both(make_engine, tiny_7b, tiny_13b, adapter_dir, tmp_path):
     from lisa_ros.model.adapter import write_merged_checkpoint
-    from lisa_ros.model.checkpoint import checkpoint_identity
+    from lisa_ros.model.checkpoint import weights_identity
 
     expected = read_adapter(adapter_dir).base_identity
-    found = checkpoint_identity(tiny_13b.lisa_dir)
+    found = weights_identity(tiny_13b.lisa_dir)
     with pytest.raises(AdapterError) as refused:
         make_engine(tiny_13b.lisa_dir, adapter=str(adapter_dir))
     message = str(refused.value)
@@ -249,3 +249,13 @@ def test_an_adapter_of_another_base_is_refused_naming_both(make_engine, tiny_7b,
     with pytest.raises(AdapterError, match=found):
         write_merged_checkpoint(tiny_13b.lisa_dir, adapter_dir, tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_a_copy_of_the_base_elsewhere_is_the_adapters_base(tiny_7b, adapter_dir, tmp_path):
+    """The robot's copy of the base (another folder, another machine) must accept the workstation's adapter."""
+    copy = shutil.copytree(tiny_7b.lisa_dir, tmp_path / "robot" / "cache" / "lisa-tiny-7b")
+    read_adapter(adapter_dir).check_base(copy)  # raises AdapterError when refused
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5}))  # another model now
+    with pytest.raises(AdapterError, match="was trained on"):
+        read_adapter(adapter_dir).check_base(copy)
