@@ -51,6 +51,7 @@ from lisa_ros.model.generation import Generation, expanded_length, generate
 from lisa_ros.model.loading import PRECISIONS, Placement, TensorSource, load_lisa_model
 from lisa_ros.model.modeling import MASK_DECODE_BATCH, LisaModel, masks_per_call
 from lisa_ros.model.preprocess import CLIP_MODES
+from lisa_ros.model.quantization import BACKENDS, QUANTIZED_PRECISIONS
 from lisa_ros.model.tokenization import LisaTokenizer, Turn, build_prompt_ids
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ class _OptionChecks:
             problems.append(f"option 'path': {problem}")
         if self.precision not in PRECISIONS:
             problems.append(f"option 'precision' must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.quantization not in BACKENDS:
+            problems.append(f"option 'quantization' must be one of {BACKENDS}, got {self.quantization!r}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             problems.append(f"option 'device' must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.device == "cpu" and self.precision == "fp16":
@@ -166,8 +169,8 @@ class LisaEngine(Engine):
                                   f"(e.g. openai/clip-vit-large-patch14 or a local directory)")
         clip_dir = resolve_vision_tower(tower, checkpoint_dir, **hub)
         try:
-            model = load_lisa_model(checkpoint_dir, clip_dir, config, Placement(device, options.precision),
-                                    tensors=self._tensors)
+            placement = Placement(device, options.precision, options.quantization)
+            model = load_lisa_model(checkpoint_dir, clip_dir, config, placement, tensors=self._tensors)
         except torch.OutOfMemoryError as error:
             self._empty_device_cache()
             raise EngineOutOfMemory(f"out of memory loading {self.model_id} in {options.precision}. Fix: use "
@@ -176,7 +179,8 @@ class LisaEngine(Engine):
         self.checkpoint_id = f"{self.model_id}@{checkpoint_identity(checkpoint_dir)}"
         self.frame_cache = FrameCache(model, size=options.frame_cache_size, clip_preprocess=options.clip_preprocess,
                                       sam_on_thread=device.type == "cuda")
-        logger.info("loaded %s (%s on %s) in %.1f s", self.model_id, options.precision, device,
+        backend = f" {options.quantization}" if options.precision in QUANTIZED_PRECISIONS else ""
+        logger.info("loaded %s (%s%s on %s) in %.1f s", self.model_id, options.precision, backend, device,
                     time.perf_counter() - start)
 
     def unload(self) -> None:
