@@ -352,7 +352,9 @@ class LisaEngine(Engine):
         entry = self._conversations.pop(conversation_id, None) or _Conversation()
         if entry.turns and entry.frame_serial != frame_serial:
             logger.debug("conversation %r: new frame; history text kept, image replaced", conversation_id)
-        logger.debug("conversation %r answer: %s", conversation_id, self.tokenizer.decode_raw(turn.answer_ids))
+        if logger.isEnabledFor(logging.DEBUG):  # decoded only when logged: random-weight benchmark shapes emit ids
+            # past the tokenizer's pieces, which decode_raw refuses
+            logger.debug("conversation %r answer: %s", conversation_id, self.tokenizer.decode_raw(turn.answer_ids))
         entry.turns = (history + [turn])[-self.options.max_history_turns:]
         entry.frame_serial = frame_serial
         self._conversations[conversation_id] = entry

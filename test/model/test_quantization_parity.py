@@ -86,9 +86,10 @@ def mid_fp32(frame):
     return mid_answers("fp32", "bitsandbytes", frame)
 
 
-# Bounds a little under what both backends reach (docs/model.md has the figures): a backend that quantized the
-# [SEG] head or the projector, or a wrong group size, lands far below.
-MID_BOUNDS = {"int4": (0.25, 0.75), "int8": (0.75, 0.95)}  # (token agreement, mask IoU)
+# (token agreement, mask IoU): a little under what both backends reach (docs/model.md has the figures); a backend
+# that quantized the [SEG] head or the projector lands far below. int4 holds the masks only: with random weights the
+# first greedy token already differs for both backends (logit gaps smaller than 4-bit noise), and so does the rest.
+MID_BOUNDS = {"int4": (0.0, 0.8), "int8": (0.9, 0.95)}
 
 
 @pytest.mark.parametrize("precision, backend", CASES)
