@@ -36,7 +36,7 @@ NF4_BLOCKSIZE = 64  # bitsandbytes' default, set explicitly: the packed path dep
 # torchao's published LLaMA figures use (int4wo-64); 32 takes widths like the mid benchmark shape's 1376.
 # LLaMA-7B/13B widths (4096, 11008, 5120, 13824) all take 64.
 TORCHAO_GROUP_SIZES = (64, 32)
-TORCHAO_MIN_CAPABILITY = (8, 0)  # tinygemm's tensor-core kernels: Ampere and newer (Orin is 8.7, H100 9.0)
+TORCHAO_MIN_CAPABILITY = (8, 0)  # bf16 and tinygemm's tensor-core kernels: Ampere on (Orin is 8.7, H100 9.0)
 
 
 def _bnb():
@@ -107,13 +107,14 @@ def _bnb_layer(child: nn.Linear, precision: str, compute_dtype: torch.dtype, nam
 def _torchao_layer_maker(precision: str, device: torch.device):
     """(nn.Linear, precision, compute dtype, name) -> an empty TorchaoLinear; checks the device once, up front."""
     torchao = _torchao()
-    if precision == "int4" and device.type == "cuda":
+    if device.type == "cuda":
         capability = torch.cuda.get_device_capability(device)
         if capability < TORCHAO_MIN_CAPABILITY:
             raise EngineError(
-                f"model.quantization torchao runs int4 with tinygemm's tensor-core kernels, which need compute "
-                f"capability 8.0 or newer (Ampere, Jetson Orin, Hopper); {torch.cuda.get_device_name(device)} is "
-                f"{capability[0]}.{capability[1]}. Fix: set model.quantization to bitsandbytes")
+                f"model.quantization torchao computes in bf16 and runs int4 with tinygemm's tensor-core kernels, "
+                f"which need compute capability 8.0 or newer (Ampere, Jetson Orin, Hopper); "
+                f"{torch.cuda.get_device_name(device)} is {capability[0]}.{capability[1]}. Fix: set "
+                f"model.quantization to bitsandbytes")
 
     def make(child: nn.Linear, precision: str, compute_dtype: torch.dtype, name: str) -> TorchaoLinear:
         layer = TorchaoLinear(child.in_features, child.out_features, bias=child.bias is not None, device="meta")

@@ -52,9 +52,10 @@ def test_a_width_without_an_int4_group_is_refused_naming_the_layer(make_engine, 
         make_engine(tiny_mlp_width_120.lisa_dir, precision="int4", quantization="torchao")
 
 
-def test_int4_on_a_gpu_older_than_ampere_is_refused_before_loading(monkeypatch):
-    """tinygemm's CUDA kernels need sm_80+. The GPU is emulated: only the device query is replaced; the check runs
-    where the loader swaps the layers, before any weight is read or any CUDA memory is touched."""
+@pytest.mark.parametrize("precision", ["int4", "int8"])
+def test_a_gpu_older_than_ampere_is_refused_before_loading(monkeypatch, precision):
+    """bf16 compute and tinygemm's CUDA kernels need sm_80+. The GPU is emulated: only the device query is replaced;
+    the check runs where the loader swaps the layers, before any weight is read or any CUDA memory is touched."""
     from lisa_ros.core.engine import EngineError
     from lisa_ros.model import quantization
 
@@ -62,10 +63,13 @@ def test_int4_on_a_gpu_older_than_ampere_is_refused_before_loading(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
     decoder = nn.Sequential(nn.Linear(64, 64, device="meta"))
     with pytest.raises(EngineError, match=r"Tesla T4 is 7\.5.*model\.quantization to bitsandbytes"):
-        quantization.replace_linears(decoder, "int4", torch.bfloat16, "torchao", torch.device("cuda"))
+        quantization.replace_linears(decoder, precision, torch.bfloat16, "torchao", torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 7))  # Jetson Orin
-    assert quantization.replace_linears(decoder, "int4", torch.bfloat16, "torchao", torch.device("cuda")) == 1
-    assert decoder[0].torchao_config.int4_packing_format == "tile_packed_to_4d"
+    assert quantization.replace_linears(decoder, precision, torch.bfloat16, "torchao", torch.device("cuda")) == 1
+    expected = "Int4WeightOnlyConfig" if precision == "int4" else "Int8WeightOnlyConfig"
+    assert type(decoder[0].torchao_config).__name__ == expected
+    if precision == "int4":
+        assert decoder[0].torchao_config.int4_packing_format == "tile_packed_to_4d"  # CUDA's packing, not the CPU's
 
 
 def test_bitsandbytes_and_fp32_need_no_torchao_and_torchao_without_it_names_the_fix(tiny_7b):
