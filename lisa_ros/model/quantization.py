@@ -78,7 +78,7 @@ def replace_linears(root: nn.Module, precision: str, compute_dtype: torch.dtype,
         raise ValueError(f"precision {precision!r} is not quantized")
     if backend not in BACKENDS:
         raise ValueError(f"quantization backend {backend!r}: known {BACKENDS}")
-    make = _bnb_layer if backend == "bitsandbytes" else _torchao_layer_maker(precision, device)
+    make = _bnb_layer if backend == "bitsandbytes" else _torchao_layer_maker(device)
     count = 0
     for parent_name, parent in list(root.named_modules()):
         for name, child in list(parent.named_children()):
@@ -104,7 +104,7 @@ def _bnb_layer(child: nn.Linear, precision: str, compute_dtype: torch.dtype, nam
     return layer
 
 
-def _torchao_layer_maker(precision: str, device: torch.device):
+def _torchao_layer_maker(device: torch.device):
     """(nn.Linear, precision, compute dtype, name) -> an empty TorchaoLinear; checks the device once, up front."""
     torchao = _torchao()
     if device.type == "cuda":
