@@ -4,8 +4,8 @@
     pip install -e .[model]     # + the LISA model stack (torch, transformers, ...)
 
 Dependencies come from requirements/*.txt (one source of truth with scripts/setup.sh):
-core.txt -> install_requires; runtime.txt (less its ``-r core.txt``) -> [model]; int4, tools,
-test, lint -> the extras of those names. requirements/lock.txt pins them for CI.
+core.txt -> install_requires; runtime.txt (less its ``-r core.txt``) -> [model]; int4, torchao, tools,
+finetune, test, lint -> the extras of those names. requirements/lock.txt pins them for CI.
 
 The ROS 2 package (interfaces, node, launch) is built by colcon from package.xml
 and CMakeLists.txt, which ignore this file. ``lisa_ros.node`` needs rclpy and the
@@ -38,6 +38,7 @@ setup(
     extras_require={
         "model": requirements("runtime"),
         "int4": requirements("int4"),
+        "torchao": requirements("torchao"),
         "tools": requirements("tools"),
         "finetune": requirements("finetune"),
         "test": requirements("test"),

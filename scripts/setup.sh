@@ -25,13 +25,13 @@ cd "$repo"
 venv="$repo/.venv"
 base_python=python3
 layered=0
-groups=(runtime int4 tools finetune test lint)
+groups=(runtime int4 torchao tools finetune test lint)
 while [ $# -gt 0 ]; do
   case $1 in
     --venv) venv="$(realpath -m "$2")"; shift ;;
     --python) base_python="$2"; shift ;;
     --system-site-packages) layered=1 ;;
-    --runtime) groups=(runtime int4 tools) ;;
+    --runtime) groups=(runtime int4 torchao tools) ;;
     *) echo "setup.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift

@@ -17,6 +17,8 @@ LISA_OPTIONS: dict[str, tuple[Any, str]] = {
     "adapter": ("", "LoRA adapter directory written by `lisa-ros finetune` (\"\": none), merged into the weights "
                     "at load, before quantization (configure checks its files; results' model_id names it)"),
     "precision": ("int4", "fp32 | fp16 | bf16 | int8 | int4 (int4: LISA-7B in < 10 GB of GPU memory)"),
+    "quantization": ("bitsandbytes", "bitsandbytes | torchao: the int4/int8 backend (torchao: faster decode, "
+                                     "Jetson Orin from PyPI, GPUs sm_80+; docs/model.md 4-bit backends)"),
     "device": ("cuda", "cpu | cuda | cuda:N"),
     "max_new_tokens": (512, "longest answer, in tokens"),
     "clip_preprocess": ("center_crop", "center_crop | pad (pad: the LLM also sees the frame's left/right edges)"),

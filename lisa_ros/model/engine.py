@@ -52,6 +52,7 @@ from lisa_ros.model.generation import Generation, expanded_length, generate
 from lisa_ros.model.loading import PRECISIONS, Placement, TensorSource, checkpoint_tensors, load_lisa_model
 from lisa_ros.model.modeling import MASK_DECODE_BATCH, LisaModel, masks_per_call
 from lisa_ros.model.preprocess import CLIP_MODES
+from lisa_ros.model.quantization import BACKENDS, QUANTIZED_PRECISIONS
 from lisa_ros.model.tokenization import LisaTokenizer, Turn, build_prompt_ids
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ class _OptionChecks:
             problems.append(f"option 'adapter': {problem}")
         if self.precision not in PRECISIONS:
             problems.append(f"option 'precision' must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.quantization not in BACKENDS:
+            problems.append(f"option 'quantization' must be one of {BACKENDS}, got {self.quantization!r}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             problems.append(f"option 'device' must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.device == "cpu" and self.precision == "fp16":
@@ -177,8 +180,8 @@ class LisaEngine(Engine):
             adapter.check_base(checkpoint_dir)
             tensors = adapted_tensors(tensors or checkpoint_tensors(checkpoint_dir, clip_dir), adapter)
         try:
-            model = load_lisa_model(checkpoint_dir, clip_dir, config, Placement(device, options.precision),
-                                    tensors=tensors)
+            placement = Placement(device, options.precision, options.quantization)
+            model = load_lisa_model(checkpoint_dir, clip_dir, config, placement, tensors=tensors)
         except torch.OutOfMemoryError as error:
             self._empty_device_cache()
             raise EngineOutOfMemory(f"out of memory loading {self.model_id} in {options.precision}. Fix: use "
@@ -190,7 +193,8 @@ class LisaEngine(Engine):
             self.checkpoint_id += f"+{adapter.identity}"  # an adapter's descriptions are its own
         self.frame_cache = FrameCache(model, size=options.frame_cache_size, clip_preprocess=options.clip_preprocess,
                                       sam_on_thread=device.type == "cuda")
-        logger.info("loaded %s (%s on %s) in %.1f s", self.model_id, options.precision, device,
+        backend = f" {options.quantization}" if options.precision in QUANTIZED_PRECISIONS else ""
+        logger.info("loaded %s (%s%s on %s) in %.1f s", self.model_id, options.precision, backend, device,
                     time.perf_counter() - start)
 
     def unload(self) -> None:
@@ -367,7 +371,9 @@ class LisaEngine(Engine):
         entry = self._conversations.pop(conversation_id, None) or _Conversation()
         if entry.turns and entry.frame_serial != frame_serial:
             logger.debug("conversation %r: new frame; history text kept, image replaced", conversation_id)
-        logger.debug("conversation %r answer: %s", conversation_id, self.tokenizer.decode_raw(turn.answer_ids))
+        if logger.isEnabledFor(logging.DEBUG):  # decoded only when logged: random-weight benchmark shapes emit ids
+            # past the tokenizer's pieces, which decode_raw refuses
+            logger.debug("conversation %r answer: %s", conversation_id, self.tokenizer.decode_raw(turn.answer_ids))
         entry.turns = (history + [turn])[-self.options.max_history_turns:]
         entry.frame_serial = frame_serial
         self._conversations[conversation_id] = entry

@@ -37,13 +37,16 @@ class Placement:
 
     device: torch.device
     precision: str
+    quantization: str = "bitsandbytes"  # the int8/int4 backend (quantization.BACKENDS)
 
     @property
     def compute_dtype(self) -> torch.dtype:
         if self.precision in ("fp16", "bf16"):
             return torch.float16 if self.precision == "fp16" else torch.bfloat16
         if self.precision in quantization.QUANTIZED_PRECISIONS and self.device.type == "cuda":
-            return torch.float16  # the reference's compute dtype for 8-bit and 4-bit
+            # fp16: the reference's compute dtype for 8-bit and 4-bit; torchao's tinygemm int4 kernel takes bf16
+            # only (fp16 would be cast to bf16 and back around every decoder linear).
+            return torch.bfloat16 if self.quantization == "torchao" else torch.float16
         return torch.float32
 
     def dtype_for(self, name: str) -> torch.dtype:
@@ -109,7 +112,8 @@ def load_lisa_model(checkpoint_dir: Path, clip_dir: Path, config: LisaConfig, pl
         model = LisaModel(config, clip_config)
     state = model.state_dict(keep_vars=True)
     if placement.precision in quantization.QUANTIZED_PRECISIONS:
-        quantization.replace_linears(model.llm.model.layers, placement.precision, placement.compute_dtype)
+        quantization.replace_linears(model.llm.model.layers, placement.precision, placement.compute_dtype,
+                                     placement.quantization, placement.device)
     if tensors is None:
         tensors = checkpoint_tensors(checkpoint_dir, clip_dir, progress)
 

@@ -4,10 +4,10 @@
 
 Reads the node's params file (the one the node and the launch file take) with optional overrides and checks what
 makes a first start fail on a robot: Python, torch and CUDA, the GPU against the checkpoint and precision, the
-bitsandbytes kernel (a real quantized matmul on the device), the weights (local, in the Hugging Face cache, or the
-download configure will make), numpy / OpenCV against the ROS install, the DDS environment and the camera topic
-(publisher, type, QoS). Each problem comes with its fix. Exit status 1 when any check FAILs; warnings do not
-change it. Checks that need rclpy skip themselves when it cannot be imported.
+bitsandbytes or torchao kernel (a real quantized matmul on the device), the weights (local, in the Hugging Face
+cache, or the download configure will make), numpy / OpenCV against the ROS install, the DDS environment and the
+camera topic (publisher, type, QoS). Each problem comes with its fix. Exit status 1 when any check FAILs; warnings
+do not change it. Checks that need rclpy skip themselves when it cannot be imported.
 
 Each check is a small function returning ``Finding``s; those about GPUs take their numbers as arguments so they
 are tested without one.
@@ -274,24 +274,24 @@ def available_host_memory() -> tuple[float, float]:
 
 # -------------------------------------------------------------------------------------------- bitsandbytes
 
-def quantized_matmul_error(precision: str, device: str) -> float:
-    """Runs one bitsandbytes layer of ``precision`` forward on ``device`` as the loader builds them; returns its
-    relative error against the float matmul (raises whatever the kernel raises)."""
+def quantized_matmul_error(precision: str, device: str, backend: str = "bitsandbytes") -> float:
+    """Runs one ``backend`` layer of ``precision`` forward on ``device``, built and filled by the loader's own
+    functions; returns its relative error against the float matmul (raises whatever the kernel raises)."""
     import torch
+    from torch import nn
 
     from lisa_ros.model import quantization
+    from lisa_ros.model.loading import Placement
 
-    bnb = quantization._bnb()
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    target = torch.device(device)
+    dtype = Placement(target, precision, backend).compute_dtype
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(64, 128, generator=generator)
     inputs = torch.randn(4, 128, generator=generator).to(device, dtype)
-    if precision == "int4":
-        layer = bnb.nn.Linear4bit(128, 64, bias=False, compute_dtype=dtype, compress_statistics=True,
-                                  quant_type="nf4", device="meta")
-    else:
-        layer = bnb.nn.Linear8bitLt(128, 64, bias=False, has_fp16_weights=False, threshold=6.0, device="meta")
-    layer.weight = quantization.quantized_weight(layer, weight, dtype, torch.device(device))
+    layers = nn.Sequential(nn.Linear(128, 64, bias=False, device="meta"))
+    quantization.replace_linears(layers, precision, dtype, backend, target)
+    layer = layers[0]
+    layer.weight = quantization.quantized_weight(layer, weight, dtype, target)
     with torch.no_grad():
         out = layer.eval()(inputs).float().cpu()
     if device.startswith("cuda"):
@@ -317,7 +317,7 @@ def check_bitsandbytes(precision: str, device: str, machine: str,
         if machine == "aarch64":
             fix = ("on Jetson (Orin is sm_87) the PyPI aarch64 wheel is built for servers and fails at the first "
                    "4-bit kernel (bitsandbytes #1930): build bitsandbytes from source with "
-                   "-DCOMPUTE_CAPABILITY=87, or use model.precision fp16")
+                   "-DCOMPUTE_CAPABILITY=87, set model.quantization torchao (no build), or use model.precision fp16")
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return Finding(FAIL, "bitsandbytes", f"bitsandbytes {version} {precision} matmul on {device} failed: {message}",
                        fix)
@@ -327,6 +327,28 @@ def check_bitsandbytes(precision: str, device: str, machine: str,
                        "use model.precision fp16 / bf16, or another bitsandbytes build for this device")
     return Finding(OK, "bitsandbytes", f"bitsandbytes {version}: one {precision} matmul ran on {device} "
                                        f"(relative error {error:.3f})")
+
+
+def check_torchao(precision: str, device: str,
+                  run: Callable[[str, str, str], float] = quantized_matmul_error) -> Finding:
+    """model.quantization torchao: one torchao layer quantized and run on the device as the loader does it."""
+    if precision not in QUANTIZED_BYTES:
+        return Finding(SKIP, "torchao", f"precision {precision}: torchao not used")
+    try:
+        version = importlib.metadata.version("torchao")
+        error = run(precision, device, "torchao")
+    except importlib.metadata.PackageNotFoundError:
+        return Finding(FAIL, "torchao", "model.quantization torchao needs torchao, which is not installed",
+                       "pip install -r requirements/torchao.txt, or set model.quantization bitsandbytes")
+    except Exception as error:  # the refusal (a GPU older than sm_80) or the kernel's failure is the finding
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return Finding(FAIL, "torchao", f"torchao {version} {precision} matmul on {device} failed: {message}",
+                       "set model.quantization bitsandbytes, or use model.precision fp16")
+    if not error < 0.2:
+        return Finding(FAIL, "torchao", f"torchao {version} {precision} matmul on {device} ran but is wrong "
+                                        f"(relative error {error:.2f})", "set model.quantization bitsandbytes")
+    return Finding(OK, "torchao", f"torchao {version}: one {precision} matmul ran on {device} "
+                                  f"(relative error {error:.3f})")
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -750,7 +772,7 @@ def model_checks(settings: Settings) -> list[Finding]:
     if cuda.level == FAIL:
         need = f": the model needs about {_size(estimate.total_bytes)} ({estimate.explanation})" if estimate else ""
         findings.append(Finding(SKIP, "memory", f"no usable CUDA device (see cuda){need}"))
-        findings.append(Finding(SKIP, "bitsandbytes", "no usable CUDA device (see cuda)"))
+        findings.append(Finding(SKIP, settings.model("quantization"), "no usable CUDA device (see cuda)"))
         return findings
     if device.startswith("cuda"):
         index = torch.device(device).index or 0
@@ -767,7 +789,10 @@ def model_checks(settings: Settings) -> list[Finding]:
                                                 f"checkpoint's config.json"))
     else:
         findings.append(check_memory(free, total, estimate, where, precision))
-    findings.append(check_bitsandbytes(precision, device, platform.machine()))
+    if settings.model("quantization") == "torchao":
+        findings.append(check_torchao(precision, device))
+    else:
+        findings.append(check_bitsandbytes(precision, device, platform.machine()))
     return findings
 
 

@@ -25,16 +25,17 @@ DISTRIBUTIONS = {
     "accelerate": "accelerate", "sentencepiece": "sentencepiece", "segment_anything": "segment-anything",
     "tqdm": "tqdm", "bitsandbytes": "bitsandbytes", "rosbags": "rosbags", "apsw": "apsw",
     "matplotlib": "matplotlib", "skimage": "scikit-image", "pytest": "pytest", "sklearn": "scikit-learn",
-    "peft": "peft", "pycocotools": "pycocotools", "tensorboard": "tensorboard",
+    "peft": "peft", "pycocotools": "pycocotools", "tensorboard": "tensorboard", "torchao": "torchao",
 }
 FROM_ROS = {"rclpy", "rcl_interfaces", "std_msgs", "sensor_msgs", "geometry_msgs", "visualization_msgs",
             "vision_msgs", "std_srvs", "lifecycle_msgs", "diagnostic_msgs", "builtin_interfaces", "action_msgs",
             "unique_identifier_msgs", "ament_index_python", "launch", "launch_ros"}
 # the requirement files a subpackage's imports may come from (core.txt is `pip install .`)
-ALLOWED = {"core": {"core"}, "model": {"core", "runtime", "int4"},
-           "tools": {"core", "runtime", "int4", "tools"}, "node": {"core", "runtime", "int4", "tools"},
-           "training": {"core", "runtime", "int4", "tools", "finetune"}}
-RANGES = ("core", "runtime", "int4", "tools", "finetune", "test", "lint")
+ALLOWED = {"core": {"core"}, "model": {"core", "runtime", "int4", "torchao"},
+           "tools": {"core", "runtime", "int4", "torchao", "tools"},
+           "node": {"core", "runtime", "int4", "torchao", "tools"},
+           "training": {"core", "runtime", "int4", "torchao", "tools", "finetune"}}
+RANGES = ("core", "runtime", "int4", "torchao", "tools", "finetune", "test", "lint")
 PYPI_FILES = "https://files.pythonhosted.org/"
 
 
@@ -80,7 +81,7 @@ def test_each_subpackage_imports_only_what_its_requirement_files_declare():
 
 def test_every_declared_runtime_distribution_is_imported():
     imported = {DISTRIBUTIONS[m] for m in third_party_imports((REPO / "lisa_ros").rglob("*.py")) if m in DISTRIBUTIONS}
-    for name in ("core", "runtime", "int4", "tools"):
+    for name in ("core", "runtime", "int4", "torchao", "tools"):
         unused = set(declared(name)) - imported
         assert not unused, f"requirements/{name}.txt declares {unused}, which lisa_ros never imports"
 
@@ -114,7 +115,8 @@ def test_setup_py_extras_are_the_requirement_files():
 
     assert normal(install_requires) == as_strings["core"]
     assert {extra: normal(reqs) for extra, reqs in extras.items()} == {
-        "model": as_strings["runtime"], "int4": as_strings["int4"], "tools": as_strings["tools"],
+        "model": as_strings["runtime"], "int4": as_strings["int4"], "torchao": as_strings["torchao"],
+        "tools": as_strings["tools"],
         "finetune": as_strings["finetune"], "test": as_strings["test"], "lint": as_strings["lint"]}
 
 
@@ -140,9 +142,9 @@ def resolve_from_pypi(tmp_path, *args):
 
 def test_ranges_resolve_from_the_public_index_alone(tmp_path):
     versions = resolve_from_pypi(tmp_path, *(f"-rrequirements/{name}.txt"
-                                             for name in ("runtime", "int4", "tools", "finetune")))
+                                             for name in ("runtime", "int4", "torchao", "tools", "finetune")))
     assert {"peft", "torch", "transformers", "segment-anything", "numpy", "opencv-python-headless", "bitsandbytes",
-            "rosbags"} <= set(versions)
+            "torchao", "rosbags"} <= set(versions)
 
 
 def test_lock_resolves_from_the_public_index_alone_and_is_complete(tmp_path):

@@ -27,6 +27,14 @@ def tiny_13b(tmp_path_factory):
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny13b"), layout="13b", seed=1, train_steps=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_mlp_width_120(tmp_path_factory):
+    """A tiny checkpoint whose MLP width (gate_proj, up_proj outputs) is not a multiple of 32."""
+    from lisa_ros.model.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("width120"), seed=2, train_steps=0, intermediate_size=120)
+
+
 def _make_engine(path, **options):
     from lisa_ros.model.engine import LisaEngine
 

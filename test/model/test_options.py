@@ -31,6 +31,7 @@ def test_fields_and_defaults_are_the_declared_options():
 @pytest.mark.parametrize("options, named", [
     ({"pathh": "x"}, "pathh"),
     ({"precision": "fp8"}, "precision"),
+    ({"precision": "int4", "quantization": "gptq"}, "quantization"),
     ({"device": "gpu"}, "device"),
     ({"device": "cpu", "precision": "fp16"}, "fp16"),
     ({"max_new_tokens": 0}, "max_new_tokens"),
@@ -47,8 +48,10 @@ def test_bad_options_name_the_option(options, named):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "int8", "int4"])
-def test_cpu_precisions_accepted(precision):
-    LisaEngine.from_options({"device": "cpu", "precision": precision})
+@pytest.mark.parametrize("quantization", ["bitsandbytes", "torchao"])
+def test_cpu_precisions_accepted(precision, quantization):
+    assert LisaEngine.from_options({"device": "cpu", "precision": precision,
+                                    "quantization": quantization}).options.quantization == quantization
 
 
 def test_segment_before_load_is_refused():

@@ -56,14 +56,6 @@ def test_full_precision_load_never_imports_bitsandbytes(tiny_7b):
     assert "kernels" not in run.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_mlp_width_120(tmp_path_factory):
-    """A tiny checkpoint whose MLP width (gate_proj, up_proj outputs) is not a multiple of 32."""
-    from lisa_ros.model.tiny import write_tiny_checkpoint
-
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("width120"), seed=2, train_steps=0, intermediate_size=120)
-
-
 def test_int4_widths_the_packed_cpu_path_cannot_take_keep_the_unpacked_kernels(make_engine, tiny_mlp_width_120,
                                                                                 frame, monkeypatch):
     """On avx512_bf16 CPUs bitsandbytes repacks each 4-bit weight in blocks of 32 output rows and 64-column

@@ -53,6 +53,32 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
+
+@pytest.mark.parametrize("precision", ["int4", "int8"])
+def test_torchao_matmul_really_runs_on_the_cpu(precision):
+    pytest.importorskip("torchao")
+    finding = doctor.check_torchao(precision, "cpu")
+    assert finding.level == OK and f"one {precision} matmul ran on cpu" in finding.message
+
+
+def test_torchao_failures_name_the_other_backend():
+    def old_gpu(precision, device, backend):
+        raise RuntimeError("model.quantization torchao ... need compute capability 8.0 or newer")
+
+    failed = doctor.check_torchao("int4", "cuda", run=old_gpu)
+    assert failed.level == FAIL and "compute capability 8.0" in failed.message
+    assert "model.quantization bitsandbytes" in failed.fix
+    wrong = doctor.check_torchao("int8", "cuda", run=lambda precision, device, backend: 1.0)
+    assert wrong.level == FAIL and "wrong" in wrong.message
+    assert doctor.check_torchao("bf16", "cuda", run=old_gpu).level == SKIP
+
+
+def test_model_checks_run_the_chosen_backend(tiny_lisa_checkpoint):
+    pytest.importorskip("torchao")
+    findings = doctor.model_checks(_settings(model__path=str(tiny_lisa_checkpoint), model__device="cpu",
+                                             model__precision="int4", model__quantization="torchao"))
+    assert _levels(findings, "torchao") == [OK] and not _levels(findings, "bitsandbytes")
+
 # ------------------------------------------------------------------------------------- torch, CUDA, GPU
 
 def test_device_cuda_without_cuda_fails_with_the_fix(tiny_lisa_checkpoint):

@@ -68,12 +68,12 @@ def test_arguments_default_to_this_python_and_refuse_contradictions():
 
 
 def test_requirement_sets_follow_the_target(tmp_path):
-    for name in ("runtime", "tools", "finetune", "test", "lint", "ros", "int4"):
+    for name in ("runtime", "tools", "finetune", "test", "lint", "ros", "int4", "torchao"):
         (tmp_path / f"{name}.txt").write_text("")
     def names(leave_out):
         return [p.stem for p in offline_wheels.requirement_files(leave_out, requirements=tmp_path)]
-    assert names(set()) == ["runtime", "int4", "tools", "finetune", "test", "lint", "ros"]
-    assert names({"ros", "int4"}) == ["runtime", "tools", "finetune", "test", "lint"]
+    assert names(set()) == ["runtime", "int4", "torchao", "tools", "finetune", "test", "lint", "ros"]
+    assert names({"ros", "int4"}) == ["runtime", "torchao", "tools", "finetune", "test", "lint"]
     (tmp_path / "lint.txt").unlink()
     with pytest.raises(SystemExit, match="lint.txt"):
         offline_wheels.requirement_files({"ros"}, requirements=tmp_path)
@@ -121,7 +121,7 @@ def local_project(tmp_path, monkeypatch):
     make_wheel(index, "native", "1.0", tag="cp312-cp312-manylinux_2_28_aarch64")
     (requirements / "runtime.txt").write_text("needs-torch\n")
     (requirements / "int4.txt").write_text("bnb\n")
-    for name in ("tools", "finetune", "test", "lint"):
+    for name in ("torchao", "tools", "finetune", "test", "lint"):
         (requirements / f"{name}.txt").write_text("")
     (requirements / "ros.txt").write_text("ros-thing\n")
     (requirements / "lock.txt").write_text("torch==2.13.0\nneeds-torch==1.0\nshared-dep==1.0\n")
