@@ -74,9 +74,10 @@ def test_prompt_prefix_is_reused_with_the_compiled_step(compiled_engine, frame):
 
 
 def test_progress_and_cancellation_between_compiled_tokens(compiled_engine, frame):
+    ask = dict(frame_key="compiled-progress")
+    compiled_engine.segment(frame, "Hello!", **ask)  # keeps the frame's prompt prefix: every call below reuses it
     reports = []
-    out = compiled_engine.segment(frame, "Please segment the cup.", frame_key="compiled-progress",
-                                  progress=reports.append)
+    out = compiled_engine.segment(frame, "Please segment the cup.", progress=reports.append, **ask)
     generating = [r.tokens for r in reports if r.stage is Stage.GENERATING]
     assert generating == list(range(1, len(generating) + 1)) and len(generating) >= 4
     assert reports[-1].stage is Stage.DECODING and len(out.masks) == 1
@@ -86,10 +87,9 @@ def test_progress_and_cancellation_between_compiled_tokens(compiled_engine, fram
             compiled_engine.cancel()
 
     with pytest.raises(EngineError, match="cancelled after 3 tokens"):
-        compiled_engine.segment(frame, "Please segment the cup.", frame_key="compiled-progress",
-                                progress=cancel_at_third)
+        compiled_engine.segment(frame, "Please segment the cup.", progress=cancel_at_third, **ask)
     # The cancelled request left the static cache in use: the next one starts afresh and answers alike.
-    again = compiled_engine.segment(frame, "Please segment the cup.", frame_key="compiled-progress")
+    again = compiled_engine.segment(frame, "Please segment the cup.", **ask)
     assert again.text == out.text and np.array_equal(again.masks[0], out.masks[0])
 
 
