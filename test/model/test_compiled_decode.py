@@ -75,9 +75,11 @@ def test_prompt_prefix_is_reused_with_the_compiled_step(compiled_engine, frame):
 
 def test_progress_and_cancellation_between_compiled_tokens(compiled_engine, frame):
     ask = dict(frame_key="compiled-progress")
-    compiled_engine.segment(frame, "Hello!", **ask)  # keeps the frame's prompt prefix: every call below reuses it
+    # Keeps the frame's prompt prefix: every call below reuses it (each in its own conversation: same prompt).
+    compiled_engine.segment(frame, "Hello!", conversation_id="p0", **ask)
     reports = []
-    out = compiled_engine.segment(frame, "Please segment the cup.", progress=reports.append, **ask)
+    out = compiled_engine.segment(frame, "Please segment the cup.", progress=reports.append, conversation_id="p1",
+                                  **ask)
     generating = [r.tokens for r in reports if r.stage is Stage.GENERATING]
     assert generating == list(range(1, len(generating) + 1)) and len(generating) >= 4
     assert reports[-1].stage is Stage.DECODING and len(out.masks) == 1
@@ -87,9 +89,10 @@ def test_progress_and_cancellation_between_compiled_tokens(compiled_engine, fram
             compiled_engine.cancel()
 
     with pytest.raises(EngineError, match="cancelled after 3 tokens"):
-        compiled_engine.segment(frame, "Please segment the cup.", progress=cancel_at_third, **ask)
+        compiled_engine.segment(frame, "Please segment the cup.", progress=cancel_at_third, conversation_id="p2",
+                                **ask)
     # The cancelled request left the static cache in use: the next one starts afresh and answers alike.
-    again = compiled_engine.segment(frame, "Please segment the cup.", **ask)
+    again = compiled_engine.segment(frame, "Please segment the cup.", conversation_id="p3", **ask)
     assert again.text == out.text and np.array_equal(again.masks[0], out.masks[0])
 
 
