@@ -31,6 +31,7 @@ sys.path.append(str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import common  # noqa: E402
+import report  # noqa: E402
 from lisa_ros.model.sam import SamConfig, build_sam, use_sdpa_attention  # noqa: E402
 from lisa_ros.model.tiny import TINY_SAM  # noqa: E402
 
@@ -54,8 +55,8 @@ def encoder_estimate(rows: dict) -> dict:
     estimate = {}
     for column in ("eager_ms", "sdpa_ms", "compiled_ms"):
         if column in rows["global_block_64x64"]:
-            estimate[column] = {"median": round(global_count * rows["global_block_64x64"][column]["median"]
-                                                + windowed_count * rows["windowed_block_14x14"][column]["median"], 1)}
+            estimate[column] = round(global_count * rows["global_block_64x64"][column]["median"]
+                                     + windowed_count * rows["windowed_block_14x14"][column]["median"], 1)
     return estimate
 
 
@@ -115,16 +116,12 @@ def main(argv: list[str] | None = None) -> int:
                     speedup_compiled_vs_sdpa=round(common.median(sdpa) / common.median(compiled), 2),
                     max_abs_difference_compiled=(eager_out.float() - compiled_out.float()).abs().max().item())
                 print(f"{name}: compiled {common.median(compiled):.1f} ms (compile {compile_s:.1f} s)", flush=True)
-        if not args.encoder:
-            rows["vit_h_encoder_estimate"] = encoder_estimate(rows)
     suffix = "cuda" if device.type == "cuda" else "cpu"
     result = {"device": args.device, "dtype": args.dtype, "sam": args.sam, "repeats": args.repeats, "rows": rows,
+              "vit_h_encoder_estimate_ms": None if args.encoder else encoder_estimate(rows),
               "machine": common.machine(args.device), "note": args.note}
     path = common.write_result(f"sam_attention_{suffix}_{args.dtype}", result, args.out)
-    print(common.markdown_table(["case", "eager ms", "SDPA ms", "speedup", "compiled ms", "max abs diff"],
-                                [[k, v["eager_ms"]["median"], v["sdpa_ms"]["median"], v.get("speedup"),
-                                  v.get("compiled_ms", {}).get("median"), f"{v.get('max_abs_difference', 0):.1e}"]
-                                 for k, v in rows.items()]))
+    print(report.sam_attention_table(result))
     print(f"written {path}")
     return 0
 
