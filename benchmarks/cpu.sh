@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every CPU benchmark in sequence, as committed in benchmarks/results/ (about 20 minutes on 2 cores):
+# Every CPU benchmark in sequence, as committed in benchmarks/results/ (about 30 minutes on 2 cores):
 #
 #   bash benchmarks/cpu.sh [--note "machine shared with test runs"]
 #
@@ -18,6 +18,9 @@ python -P benchmarks/engine_vs_reference.py --shape mid --repeats 5 "${note[@]}"
 python -P benchmarks/prefix_cache.py --shape mid "${note[@]}"
 python -P benchmarks/tiny_cpu.py "${note[@]}"
 python -P benchmarks/full_size.py --smoke "${note[@]}"
-python -P benchmarks/sam_attention.py --repeats 3 "${note[@]}"
+python -P benchmarks/sam_attention.py --repeats 3 --compile "${note[@]}"
+python -P benchmarks/sam_attention.py --repeats 3 --compile --dtype bf16 "${note[@]}"
+python -P benchmarks/compiled_decode.py --shape tiny "${note[@]}"
+python -P benchmarks/compiled_decode.py --shape mid "${note[@]}"
 python -P benchmarks/stream.py --minutes "${STREAM_MINUTES:-5}" "${note[@]}"
 python -P benchmarks/report.py --update-readme
