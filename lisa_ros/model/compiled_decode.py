@@ -14,12 +14,12 @@ unchanged; ``start`` copies that cache into the static one before the first step
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import shutil
 import time
 
 import torch
+from torch.utils._triton import has_triton_package
 from transformers.cache_utils import DynamicCache, StaticCache
 
 from lisa_ros.model.modeling import LisaModel
@@ -34,7 +34,7 @@ def compile_problem(device: torch.device) -> str | None:
     if device.type == "cpu" and not any(shutil.which(name) for name in ("c++", "g++", "clang++")):
         return ("model.compile on the CPU needs a C++ compiler (torch inductor builds its kernels with one). "
                 "Fix: install g++ (apt-get install g++) or set model.compile false")
-    if device.type == "cuda" and importlib.util.find_spec("triton") is None:
+    if device.type == "cuda" and not has_triton_package():
         return ("model.compile on CUDA needs triton (torch inductor's GPU kernels). Fix: install the triton "
                 "that matches this torch, or set model.compile false")
     return None
