@@ -119,7 +119,8 @@ def sam_attention_table(result: dict) -> str:
 def sam_attention() -> str:
     parts = []
     for result in _load("sam_attention_*.json"):
-        parts.append(f"#### {result['device']} {result['dtype']}\n\nMachine: {common.machine_line(result['machine'])}."
+        compiled = " and compiled" if any("compiled_ms" in row for row in result["rows"].values()) else ""
+        parts.append(f"#### {result['device']} {result['dtype']}{compiled}\n\nMachine: {common.machine_line(result['machine'])}."
                      f"  \nCommand: `{result['command']}`\n\n" + sam_attention_table(result))
     return "\n\n".join(parts)
 
