@@ -42,6 +42,7 @@ def graphs_compiled() -> int:
 def test_compiled_decoding_gives_the_tokens_and_masks_of_eager_decoding(compiled_engine, engine, frame):
     other = np.ascontiguousarray(frame[::-1])
     graphs = graphs_compiled()
+    assert graphs > 0  # the engine's load traced the step
     for frame_key, conversation, instruction, forced in REQUESTS:
         image = frame if frame_key == "f" else other
         outputs = [e.segment(image, instruction, frame_key=f"compiled-{frame_key}", conversation_id=conversation,
