@@ -120,8 +120,9 @@ def sam_attention() -> str:
     parts = []
     for result in _load("sam_attention_*.json"):
         compiled = " and compiled" if any("compiled_ms" in row for row in result["rows"].values()) else ""
-        parts.append(f"#### {result['device']} {result['dtype']}{compiled}\n\nMachine: {common.machine_line(result['machine'])}."
-                     f"  \nCommand: `{result['command']}`\n\n" + sam_attention_table(result))
+        parts.append(f"#### {result['device']} {result['dtype']}{compiled}\n\n"
+                     f"Machine: {common.machine_line(result['machine'])}.  \nCommand: `{result['command']}`\n\n"
+                     + sam_attention_table(result))
     return "\n\n".join(parts)
 
 
