@@ -120,11 +120,6 @@ class CompiledDecodeStep:
             return self._graph_output.clone()  # the next replay rewrites the graph's output
         return self._compiled(self._token).clone()
 
-    @property
-    def length(self) -> int:
-        """Positions the cache holds (prompt and fed tokens)."""
-        return int(self.cache.layers[0].cumulative_length)
-
     def _set_length(self, length: int) -> None:
         for layer in self.cache.layers:
             layer.cumulative_length.fill_(length)  # in place: the compiled step reads it at its static address
