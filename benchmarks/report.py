@@ -102,15 +102,43 @@ def tiny_cpu() -> str:
     return "\n\n".join(f"{_header(r)}\n{module.table(r['rows'])}" for r in _load("tiny_cpu.json"))
 
 
+def sam_attention_table(result: dict) -> str:
+    """One sam_attention JSON: eager vs SDPA (and compiled, when measured) per case, and the ViT-H estimate."""
+    rows = [[k, v["eager_ms"]["median"], v["sdpa_ms"]["median"], v["speedup"],
+             v.get("compiled_ms", {}).get("median"), v.get("compile_s"),
+             f"{v['max_abs_difference']:.1e} (of {v['max_abs_output']:.1e})"] for k, v in result["rows"].items()]
+    estimate = result.get("vit_h_encoder_estimate_ms")
+    if estimate:
+        rows.append(["ViT-H encoder, estimated (4 global + 28 windowed blocks)", estimate["eager_ms"],
+                     estimate["sdpa_ms"], round(estimate["eager_ms"] / estimate["sdpa_ms"], 2),
+                     estimate.get("compiled_ms"), None, ""])
+    return common.markdown_table(["case", "eager ms", "SDPA ms", "speedup", "SDPA compiled ms", "compile s",
+                                  "max abs diff"], rows)
+
+
 def sam_attention() -> str:
     parts = []
     for result in _load("sam_attention_*.json"):
-        rows = [[k, v["eager_ms"]["median"], v["sdpa_ms"]["median"], v["speedup"],
-                 f"{v['max_abs_difference']:.1e} (of {v['max_abs_output']:.1e})"] for k, v in result["rows"].items()]
-        parts.append(f"#### {result['device']} {result['dtype']}\n\nMachine: {common.machine_line(result['machine'])}."
-                     f"  \nCommand: `{result['command']}`\n\n"
-                     + common.markdown_table(["case", "eager ms", "SDPA ms", "speedup", "max abs diff"], rows))
+        compiled = " and compiled" if any("compiled_ms" in row for row in result["rows"].values()) else ""
+        parts.append(f"#### {result['device']} {result['dtype']}{compiled}\n\n"
+                     f"Machine: {common.machine_line(result['machine'])}.  \nCommand: `{result['command']}`\n\n"
+                     + sam_attention_table(result))
     return "\n\n".join(parts)
+
+
+def compiled_decode() -> str:
+    rows, headers = [], []
+    for r in _load("compiled_decode_*.json"):
+        headers.append(f"Machine: {common.machine_line(r['machine'])}.  \nCommand: `{r['command']}`")
+        rows.append([f"{r['shape']} {r['precision']} {r['device']}", r["prompt_positions"],
+                     r["decode_ms_per_token"]["eager"]["median"], r["decode_ms_per_token"]["compiled"]["median"],
+                     r["speedup"], r["decode_compile_s"], r["same_tokens"],
+                     f"{r['max_abs_difference_seg_hidden']:.1e} (of {r['max_abs_seg_hidden']:.1e})"])
+    if not rows:
+        return ""
+    return "\n\n".join(headers) + "\n\n" + common.markdown_table(
+        ["model", "prompt positions", "eager decode ms/token", "compiled ms/token", "speedup",
+         "compile s (at configure)", "same tokens", "max abs diff [SEG] state"], rows)
 
 
 def prefix_cache() -> str:
@@ -159,6 +187,7 @@ def report() -> str:
                 ("4. Tiny checkpoint on the CPU (regression baseline)", tiny_cpu),
                 ("Second instruction on a frame: prompt-prefix KV cache (now in the engine)", prefix_cache),
                 ("SAM encoder attention: eager vs SDPA (now in the engine)", sam_attention),
+                ("Compiled decode step (`model.compile`) vs eager decoding", compiled_decode),
                 ("Semantic mode: N categories batched vs N single-instruction requests", semantic)]
     out = []
     for title, fn in sections:

@@ -8,8 +8,13 @@ same thing with ``torch.nn.functional.scaled_dot_product_attention`` and the
 decomposed relative-position term as an additive mask. This script measures one
 ViT-H-sized block (global and windowed), or the whole ViT-H encoder with
 ``--encoder``, both ways in the same run, and the largest difference of the outputs.
+``--compile`` adds the SDPA version through ``torch.compile`` (its first call, the compile, timed
+apart). In block mode the ViT-H encoder's cost is estimated from the blocks (4 global and 28
+windowed; patch embedding and neck left out), as a whole ViT-H encoder takes ~30 s per call on a
+small CPU.
 
     python -P benchmarks/sam_attention.py                              # CPU, fp32, blocks
+    python -P benchmarks/sam_attention.py --dtype bf16 --compile       # CPU, bf16, blocks, + compiled
     python -P benchmarks/sam_attention.py --device cuda --dtype fp16 --encoder
     python -P benchmarks/sam_attention.py --sam tiny --encoder         # the tiny checkpoint's SAM: a dry run
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import time
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
@@ -25,6 +31,7 @@ sys.path.append(str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import common  # noqa: E402
+import report  # noqa: E402
 from lisa_ros.model.sam import SamConfig, build_sam, use_sdpa_attention  # noqa: E402
 from lisa_ros.model.tiny import TINY_SAM  # noqa: E402
 
@@ -40,6 +47,19 @@ def bench(fn, encoder, repeats: int, sync) -> tuple[torch.Tensor, list[float]]:
     return out, times
 
 
+def encoder_estimate(rows: dict) -> dict:
+    """ViT-H's 32 blocks from the measured two: 4 global, 28 windowed (medians, ms)."""
+    config = SamConfig()
+    global_count = len(config.encoder_global_attn_indexes)
+    windowed_count = config.encoder_depth - global_count
+    estimate = {}
+    for column in ("eager_ms", "sdpa_ms", "compiled_ms"):
+        if column in rows["global_block_64x64"]:
+            estimate[column] = round(global_count * rows["global_block_64x64"][column]["median"]
+                                     + windowed_count * rows["windowed_block_14x14"][column]["median"], 1)
+    return estimate
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -47,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder", action="store_true", help="the whole image encoder, not single blocks")
     parser.add_argument("--sam", default="vit_h", choices=("vit_h", "tiny"),
                         help="vit_h (released checkpoints) or the tiny checkpoint's SAM (a dry run, --encoder only)")
+    parser.add_argument("--compile", action="store_true", help="also the SDPA version through torch.compile")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--note", default="")
     parser.add_argument("--out", default=None)
@@ -84,13 +105,23 @@ def main(argv: list[str] | None = None) -> int:
                           "max_abs_difference": difference, "max_abs_output": scale}
             print(f"{name}: eager {common.median(eager):.1f} ms, sdpa {common.median(sdpa):.1f} ms, "
                   f"max |diff| {difference:.2e} (outputs up to {scale:.2e})", flush=True)
+            if args.compile:
+                compiled_fn = torch.compile(fn)
+                tick = time.perf_counter()
+                common.timed(compiled_fn, sdpa_encoder, sync=sync)  # the compile
+                compile_s = time.perf_counter() - tick
+                compiled_out, compiled = bench(compiled_fn, sdpa_encoder, args.repeats, sync)
+                rows[name].update(
+                    compiled_ms=common.summary(compiled), compile_s=round(compile_s, 1),
+                    speedup_compiled_vs_sdpa=round(common.median(sdpa) / common.median(compiled), 2),
+                    max_abs_difference_compiled=(eager_out.float() - compiled_out.float()).abs().max().item())
+                print(f"{name}: compiled {common.median(compiled):.1f} ms (compile {compile_s:.1f} s)", flush=True)
     suffix = "cuda" if device.type == "cuda" else "cpu"
     result = {"device": args.device, "dtype": args.dtype, "sam": args.sam, "repeats": args.repeats, "rows": rows,
+              "vit_h_encoder_estimate_ms": None if args.encoder else encoder_estimate(rows),
               "machine": common.machine(args.device), "note": args.note}
     path = common.write_result(f"sam_attention_{suffix}_{args.dtype}", result, args.out)
-    print(common.markdown_table(["case", "eager ms", "SDPA ms", "speedup", "max abs diff"],
-                                [[k, v["eager_ms"]["median"], v["sdpa_ms"]["median"], v["speedup"],
-                                  f"{v['max_abs_difference']:.1e}"] for k, v in rows.items()]))
+    print(report.sam_attention_table(result))
     print(f"written {path}")
     return 0
 

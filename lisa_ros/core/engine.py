@@ -94,6 +94,10 @@ class Engine(abc.ABC):
         """Accelerator memory figures for diagnostics, e.g. {"gpu_allocated_mb": ...}."""
         return {}
 
+    def load_stats(self) -> dict[str, float]:
+        """What the last ``load`` took, for diagnostics, e.g. {"load_s": ..., "decode_compile_s": ...}."""
+        return {}
+
 
 # Engine type -> "module:Class", imported on first use: the core names its engines but never imports
 # them (lisa_ros.model imports the core, not the other way round), and the plumbing engine needs no torch.

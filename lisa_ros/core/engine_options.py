@@ -24,6 +24,9 @@ LISA_OPTIONS: dict[str, tuple[Any, str]] = {
     "clip_preprocess": ("center_crop", "center_crop | pad (pad: the LLM also sees the frame's left/right edges)"),
     "frame_cache_size": (4, "frames whose CLIP features and SAM embedding are kept (0 = none)"),
     "max_history_turns": (4, "conversation memory in turns (0 = stateless, like the reference)"),
+    "compile": (False, "compile the single-token decode step once at configure (static KV cache, torch.compile, "
+                        "CUDA graph on CUDA): faster batch-1 decoding on a GPU for a configure that takes longer; "
+                        "needs a C++ compiler on the CPU, triton on CUDA"),
     "local_files_only": (False, "never touch the network (offline robots)"),
     "revision": ("", "Hugging Face hub revision (\"\": the default branch)"),
     "cache_dir": ("", "Hugging Face hub cache (\"\": the default)"),

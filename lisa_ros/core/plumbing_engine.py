@@ -40,6 +40,7 @@ class PlumbingEngine(Engine):
         self.load_error, self.mask_score = values["load_error"], values["mask_score"]
         self.model_id = "plumbing"
         self.loaded = False
+        self._load_s: float | None = None
         self.cache_clears = 0
         self.segments_started = 0  # lets tests wait until a call is really running
         self._turns: dict[str, int] = {}
@@ -66,6 +67,7 @@ class PlumbingEngine(Engine):
         return cls(**kwargs)
 
     def load(self) -> None:
+        start = time.perf_counter()
         self._unloaded.clear()
         self._cancelled.clear()
         if self.load_delay_s > 0:
@@ -73,6 +75,10 @@ class PlumbingEngine(Engine):
         if self.load_error:
             raise EngineError(self.load_error)
         self.loaded = True
+        self._load_s = time.perf_counter() - start
+
+    def load_stats(self) -> dict[str, float]:
+        return {"load_s": round(self._load_s, 3)} if self.loaded else {}
 
     def segment(self, image: np.ndarray, instruction: str, *, frame_key: Hashable,
                 conversation_id: str = "default", progress: ProgressCallback | None = None,

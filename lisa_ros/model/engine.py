@@ -47,6 +47,7 @@ from lisa_ros.model.checkpoint import (
     resolve_vision_tower,
 )
 from lisa_ros.model.checkpoint_config import CONFIG_FILE, CheckpointError, load_lisa_config
+from lisa_ros.model.compiled_decode import CompiledDecodeStep, compile_problem
 from lisa_ros.model.frame_cache import EncodedFrame, FrameCache
 from lisa_ros.model.generation import Generation, expanded_length, generate
 from lisa_ros.model.loading import PRECISIONS, Placement, TensorSource, checkpoint_tensors, load_lisa_model
@@ -103,6 +104,8 @@ class _OptionChecks:
         if self.device == "cpu" and self.precision == "fp16":
             problems.append("option 'precision' fp16 needs device cuda (CPU fp16 kernels are slow or missing); "
                             "use fp32 or bf16 on the CPU")
+        if self.compile and (problem := compile_problem(torch.device(self.device.split(":")[0]))) is not None:
+            problems.append(f"option 'compile': {problem}")
         if self.clip_preprocess not in CLIP_MODES:
             problems.append(f"option 'clip_preprocess' must be one of {CLIP_MODES}, got {self.clip_preprocess!r}")
         for name, low, high in (("max_new_tokens", 1, 8192), ("frame_cache_size", 0, 256),
@@ -142,6 +145,8 @@ class LisaEngine(Engine):
         self.frame_cache: FrameCache | None = None  # while loaded; semantic mode shares it
         self._conversations: collections.OrderedDict[str, _Conversation] = collections.OrderedDict()
         self._cancel = threading.Event()
+        self._decode_step: CompiledDecodeStep | None = None  # model.compile: built and compiled at load
+        self._load_stats: dict[str, float] = {}
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> LisaEngine:
@@ -186,16 +191,35 @@ class LisaEngine(Engine):
             self._empty_device_cache()
             raise EngineOutOfMemory(f"out of memory loading {self.model_id} in {options.precision}. Fix: use "
                                     f"model.precision int4 (LISA-7B needs < 10 GB) or a larger GPU") from error
-        self.model, self.tokenizer = model, tokenizer
+        load_s = time.perf_counter() - start
+        decode_step = self._compile_decode_step(model) if options.compile else None
+        self.model, self.tokenizer, self._decode_step = model, tokenizer, decode_step
         self.adapter = adapter
+        self._load_stats = {"load_s": round(load_s, 2)}
+        if decode_step is not None:
+            self._load_stats["decode_compile_s"] = round(decode_step.compile_seconds, 2)
         self.checkpoint_id = f"{self.model_id}@{checkpoint_identity(checkpoint_dir)}"
         if adapter is not None:
             self.checkpoint_id += f"+{adapter.identity}"  # an adapter's descriptions are its own
         self.frame_cache = FrameCache(model, size=options.frame_cache_size, clip_preprocess=options.clip_preprocess,
                                       sam_on_thread=device.type == "cuda")
         backend = f" {options.quantization}" if options.precision in QUANTIZED_PRECISIONS else ""
-        logger.info("loaded %s (%s%s on %s) in %.1f s", self.model_id, options.precision, backend, device,
-                    time.perf_counter() - start)
+        logger.info("loaded %s (%s%s on %s) in %.1f s", self.model_id, options.precision, backend, device, load_s)
+
+    def _compile_decode_step(self, model: LisaModel) -> CompiledDecodeStep:
+        """``model.compile``: the decode step compiled (and warmed up) now, so no request pays for it."""
+        try:
+            decode_step = CompiledDecodeStep(model)
+            decode_step.warm_up()
+        except torch.OutOfMemoryError as error:
+            self._empty_device_cache()
+            raise EngineOutOfMemory(f"out of memory compiling the decode step of {self.model_id} (its static KV "
+                                    f"cache holds the whole context). Fix: set model.compile false or use "
+                                    f"model.precision int4") from error
+        except Exception as error:  # inductor/dynamo raise many types; each is a configuration the user can drop
+            raise EngineError(f"compiling the decode step failed ({type(error).__name__}: {error}). Fix: set "
+                              f"model.compile false (eager decoding gives the same answers)") from error
+        return decode_step
 
     def unload(self) -> None:
         """Frees everything, GPU memory included (the caller has nothing to clean up, even if this raises)."""
@@ -205,7 +229,8 @@ class LisaEngine(Engine):
         finally:
             self.frame_cache = None
             self._conversations.clear()
-            self.model = self.tokenizer = self.adapter = None
+            self.model = self.tokenizer = self.adapter = self._decode_step = None
+            self._load_stats = {}
             gc.collect()
             self._empty_device_cache()
 
@@ -239,6 +264,9 @@ class LisaEngine(Engine):
         if self.adapter is None:
             return {}
         return {"adapter": self.adapter.name, "adapter_identity": self.adapter.identity}
+
+    def load_stats(self) -> dict[str, float]:
+        return dict(self._load_stats)
 
     def conversation(self, conversation_id: str = "default") -> list[Turn]:
         """The kept turns of a conversation (instruction, answer ids), oldest first."""
@@ -307,7 +335,8 @@ class LisaEngine(Engine):
                 progress(Progress(Stage.GENERATING, tokens=len(answer), text=functools.cache(lambda: decode(answer))))
         return generate(model, prompt, frame.clip_features, eos_id=tokenizer.eos_id, seg_id=tokenizer.seg_id,
                         max_new_tokens=max_new_tokens, forced_ids=forced, cancel=self._cancel,
-                        prefix=frame.prompt_prefix, keep_prefix=self.options.frame_cache_size > 0, on_token=on_token)
+                        prefix=frame.prompt_prefix, keep_prefix=self.options.frame_cache_size > 0, on_token=on_token,
+                        decode_step=self._decode_step)
 
     def _masks(self, frame: EncodedFrame, seg_hidden: torch.Tensor, source_size: tuple[int, int],
                max_masks: int | None, timings: dict[str, float], progress: ProgressCallback | None

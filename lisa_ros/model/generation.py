@@ -3,7 +3,9 @@
 It returns, per generated ``[SEG]``, the last-layer hidden state of the position
 that predicted it. ``forced_ids`` replaces the argmax by a scripted answer (the
 hidden states are still the model's own): a random tiny model never emits
-``[SEG]``, and benchmarks compare both paths on the same token sequence.
+``[SEG]``, and benchmarks compare both paths on the same token sequence. With a
+``CompiledDecodeStep`` (``model.compile``) the prefill is the same and the tokens after it
+go through the compiled step over its static cache.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from lisa_ros.core.engine import EngineError
+from lisa_ros.model.compiled_decode import CompiledDecodeStep
 from lisa_ros.model.modeling import LisaModel
 from lisa_ros.model.tokenization import IMAGE_PLACEHOLDER
 
@@ -68,7 +71,7 @@ def generate(
     model: LisaModel, prompt_ids: Sequence[int], image_features: torch.Tensor, *, eos_id: int, seg_id: int,
     max_new_tokens: int, forced_ids: Sequence[int] | None = None, cancel: threading.Event | None = None,
     prefix: PromptPrefix | None = None, keep_prefix: bool = False,
-    on_token: Callable[[Sequence[int], bool], None] | None = None,
+    on_token: Callable[[Sequence[int], bool], None] | None = None, decode_step: CompiledDecodeStep | None = None,
 ) -> Generation:
     """Prefill the prompt once, then one cached step per token; stops at EOS or ``max_new_tokens``.
 
@@ -79,6 +82,7 @@ def generate(
     between tokens, ends a call that overran its deadline (raises
     GenerationCancelled) so the next request need not wait behind it.
     ``on_token(ids so far, last)`` is called after each token (the list is read-only to it).
+    ``decode_step`` (compiled once, shared by every call) decodes the tokens after the prefill.
     """
     if forced_ids is not None:
         max_new_tokens = min(max_new_tokens, len(forced_ids))
@@ -101,6 +105,8 @@ def generate(
     synchronize(model.device)
     prefill_ms = (time.perf_counter() - start) * 1000
     start = time.perf_counter()
+    if decode_step is not None:
+        decode_step.start(cache, fed_tokens=max_new_tokens - 1)  # the last token is never fed
     tokens: list[int] = []
     seg_hidden: list[torch.Tensor] = []
     embeddings = model.llm.get_input_embeddings()
@@ -116,8 +122,11 @@ def generate(
             on_token(tokens, last)
         if last:
             break
-        step = embeddings(torch.tensor([[token]], device=model.device))  # (1, 1, hidden_size)
-        hidden = model.decoder_hidden(step, cache)[:, -1]
+        if decode_step is not None:
+            hidden = decode_step(token)  # (1, hidden_size)
+        else:
+            step = embeddings(torch.tensor([[token]], device=model.device))  # (1, 1, hidden_size)
+            hidden = model.decoder_hidden(step, cache)[:, -1]
     synchronize(model.device)
     return Generation(tokens, _stack(seg_hidden, model), prefill_ms, (time.perf_counter() - start) * 1000,
                       prefix, reused)

@@ -60,6 +60,7 @@ class NodeDiagnostics:
         if engine is not None:
             try:
                 values.update(engine.memory_stats())
+                values.update(engine.load_stats())
             except Exception as error:
                 values["memory_stats_error"] = repr(error)
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]

@@ -111,6 +111,7 @@ def test_masks_are_boolean_at_the_source_size_with_one_score_each(case, engine):
     # One key, another size (e.g. two unstamped frames): the masks follow the image, not a cache.
     assert_well_formed(case.ask(engine, FRAME[:20], "f1", "default"), 20, 64)
     assert all(isinstance(v, float) for v in engine.memory_stats().values())
+    assert all(isinstance(v, float) for v in engine.load_stats().values())
 
 
 def test_reset_forgets_one_conversation_or_all(case, engine):

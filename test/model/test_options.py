@@ -38,6 +38,7 @@ def test_fields_and_defaults_are_the_declared_options():
     ({"max_new_tokens": True}, "max_new_tokens"),
     ({"frame_cache_size": -1}, "frame_cache_size"),
     ({"local_files_only": 1}, "local_files_only"),
+    ({"compile": "true"}, "compile"),
     ({"clip_preprocess": "stretch"}, "clip_preprocess"),
     ({"path": " "}, "path"),
     ({"max_history_turns": "2"}, "max_history_turns"),
