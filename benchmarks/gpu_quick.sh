@@ -87,6 +87,12 @@ print(f"torch {torch.__version__} (the machine one, {torch.__file__})")' "$machi
   PYTHON="$venv/bin/python"
 }
 
+# The oldest torch the check supports (benchmarks/torch_api.py OLDEST_TORCH: torchao's kernels load from 2.11 on;
+# test/benchmarks/test_torch_api.py checks the code's torch calls against 2.11's sources).
+"$PYTHON" -c '
+import sys, torch
+have = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+sys.exit(0 if have >= (2, 11) else f"torch {torch.__version__}: the GPU check needs torch >= 2.11")' || exit 2
 if [ -n "$wheels" ]; then
   install_from_folder
 fi
