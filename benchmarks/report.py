@@ -98,6 +98,9 @@ def backends() -> str:
                          ["precision / backend", "load s (with compile)", "8-token answer ms",
                           "2nd instr. same frame ms", "decode tokens/s (8-token)", "decode tokens/s (64-token)",
                           "GPU weights MB", "GPU peak MB", "started (UTC)"], rows))
+    if not parts:
+        parts.append("**No result yet**: `bash benchmarks/gpu_quick.sh` (steps 1-4) measures these rows in one run "
+                     "on a CUDA machine, offline from a wheel folder if need be.")
     return "\n\n".join(parts)
 
 

@@ -233,3 +233,14 @@ def test_the_documented_commands_are_valid_arguments():
         args = offline_wheels.parse_args(shlex.split(command))
         assert args.output == Path("wheels")
     assert "LISA_WHEELS=/path/to/wheels scripts/setup.sh" in section
+
+
+def test_the_documented_gpu_check_commands_are_valid_arguments():
+    """The offline GPU check's folder command, as benchmarks/README.md and docs/benchmarks.md give it, parses."""
+    commands = [line.split("scripts/offline_wheels.py", 1)[1].split("#", 1)[0]
+                for doc in ("benchmarks/README.md", "docs/benchmarks.md")
+                for line in (REPO / doc).read_text().splitlines() if "scripts/offline_wheels.py gpu-wheels" in line]
+    assert len(commands) == 2
+    for command in commands:
+        args = offline_wheels.parse_args(shlex.split(command))
+        assert args.gpu_check and args.no_torch and args.python_version == "3.12"
