@@ -59,7 +59,7 @@ import glob, json, site, sys
 dirs = [p for p in dict.fromkeys(site.getsitepackages() + sys.path) if p.endswith(("site-packages", "dist-packages"))]
 (target,) = glob.glob(f"{sys.argv[1]}/lib/python*/site-packages")
 with open(f"{target}/zz_machine_packages.pth", "w") as pth:
-    pth.write(f"import site; [site.addsitedir(d) for d in {json.dumps(dirs)}]\n")
+    pth.write(f"import site; list(map(site.addsitedir, {json.dumps(dirs)}))\n")  # no comprehension: exec scope
 PY
   local machine_torch
   machine_torch="$("$PYTHON" -c 'import torch; print(torch.__version__)')" || { echo "!! no torch on this machine"; exit 2; }
@@ -73,7 +73,7 @@ PY
   done
   local requirements=(-r requirements/runtime.txt -r requirements/int4.txt)
   [ -f requirements/torchao.txt ] && requirements+=(-r requirements/torchao.txt)
-  "$venv/bin/python" -m pip --isolated install --no-index --find-links "$wheels" --only-binary=:all: \
+  "$venv/bin/python" -m pip --isolated install --quiet --no-index --find-links "$wheels" --only-binary=:all: \
     --disable-pip-version-check --no-warn-script-location -c "$pins" "${requirements[@]}" || {
     echo "!! the folder and this machine's packages do not satisfy the requirements (the line above names what"
     echo "   is missing): rebuild the folder with scripts/offline_wheels.py --gpu-check --provided NAME for less"
@@ -84,6 +84,8 @@ import sys, torch
 if torch.__version__ != sys.argv[1]:
     sys.exit(f"torch {torch.__version__} in the venv is not the machine torch {sys.argv[1]}")
 print(f"torch {torch.__version__} (the machine one, {torch.__file__})")' "$machine_torch" || exit 2
+  echo "from the folder: $(cd "$venv"/lib/python*/site-packages && ls -d *.dist-info 2>/dev/null | sed 's/\.dist-info$//' \
+    | tr '\n' ' ')"
   PYTHON="$venv/bin/python"
 }
 
