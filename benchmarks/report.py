@@ -84,8 +84,11 @@ def backends() -> str:
     for (shape, device), results in sorted(groups.items()):
         if len(results) < 2:
             continue
+        results = sorted(results, key=lambda r: r["machine_start"]["date_utc"])
+        tokens = {name: next((r["results"][name]["generated_tokens"] for r in results if name in r["results"]), "-")
+                  for name in ("short", "long")}
         rows = []
-        for result in sorted(results, key=lambda r: r["machine_start"]["date_utc"]):
+        for result in results:
             short, long = (result["results"].get(name, {}) for name in ("short", "long"))
             rows.append([backend_label(result), result["load_s"], short.get("engine_ms", {}).get("median"),
                          short.get("engine_same_frame_ms", {}).get("median"), short.get("decode_tokens_per_s"),
@@ -95,8 +98,9 @@ def backends() -> str:
         parts.append(f"#### {shape} on {device}\n\nMachine: {machine}.\n"
                      + (f"Targets (fast backend): {BACKEND_TARGETS}.\n" if shape == "7b" else "") + "\n"
                      + common.markdown_table(
-                         ["precision / backend", "load s (with compile)", "8-token answer ms",
-                          "2nd instr. same frame ms", "decode tokens/s (8-token)", "decode tokens/s (64-token)",
+                         ["precision / backend", "load s (with compile)", f"{tokens['short']}-token answer ms",
+                          "2nd instr. same frame ms", f"decode tokens/s ({tokens['short']}-token)",
+                          f"decode tokens/s ({tokens['long']}-token)",
                           "GPU weights MB", "GPU peak MB", "started (UTC)"], rows))
     if not parts:
         parts.append("**No result yet**: `bash benchmarks/gpu_quick.sh` (steps 1-4) measures these rows in one run "

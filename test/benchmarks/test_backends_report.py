@@ -15,9 +15,10 @@ import report  # noqa: E402
 
 
 def result(precision: str, options: dict, started: str, shape: str = "7b", device: str = "cuda") -> dict:
-    answer = {"engine_ms": {"median": 120.0}, "engine_same_frame_ms": {"median": 60.0}, "decode_tokens_per_s": 140.0}
+    answer = {"engine_ms": {"median": 120.0}, "engine_same_frame_ms": {"median": 60.0}, "decode_tokens_per_s": 140.0,
+              "generated_tokens": 8}
     return {"shape": shape, "device": device, "precision": precision, "engine_options": options, "load_s": 30.0,
-            "results": {"short": answer, "long": dict(answer, decode_tokens_per_s=150.0)},
+            "results": {"short": answer, "long": dict(answer, decode_tokens_per_s=150.0, generated_tokens=64)},
             "gpu_weights_mb": 4000.0, "gpu_peak_engine_mb": 6000.0,
             "machine_start": {"date_utc": started, "gpu": "NVIDIA H100", "torch": "2.11.0"}}
 
@@ -36,6 +37,8 @@ def test_the_backends_of_one_shape_and_device_side_by_side(tmp_path, monkeypatch
     lines = [line for line in text.splitlines() if line.startswith("| ") and "ms" not in line]
     assert [line.split(" | ")[0] for line in lines] == ["| int4 bitsandbytes", "| int4 torchao compiled", "| bf16"]
     assert "#### 7b on cuda" in text and "mid on cpu" not in text and "decode >= 100 tokens/s" in text
+    assert "| 8-token answer ms |" in text and "| decode tokens/s (64-token) |" in text
+    assert "Machine: 2026-12-08 10:00:00 UTC" in text  # the run's first result
     assert "| 30.0 | 120.0 | 60.0 | 140.0 | 150.0 | 4000.0 | 6000.0 | 2026-12-08 10:02:00 |" in text
 
 
