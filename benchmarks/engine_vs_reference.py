@@ -18,6 +18,12 @@ until the end), so a run cut off by a time limit still leaves its figures.
     python -P benchmarks/engine_vs_reference.py                       # tiny checkpoint, CPU
     python -P benchmarks/engine_vs_reference.py --shape mid           # random mid-size model, CPU
     python -P benchmarks/engine_vs_reference.py --shape 7b --precision int4 --device cuda   # GPU targets
+    python -P benchmarks/engine_vs_reference.py --shape 7b --precision int4 --device cuda \
+        --quantization torchao --compile --no-reference   # the second 4-bit backend, compiled decode step
+
+``--quantization`` / ``--compile`` set the engine options ``model.quantization`` / ``model.compile``
+(issue 21; the default is the engine's own) and name the result after them; every answer length
+also records decode tokens/s: decoder steps after the prefill per second of the decode phase.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ import torch  # noqa: E402
 
 import common  # noqa: E402
 import models  # noqa: E402
+from lisa_ros.core.engine_options import LISA_OPTIONS  # noqa: E402
 from lisa_ros.model.generation import expanded_length  # noqa: E402
 from lisa_ros.model.reference import reference_segment  # noqa: E402
 from lisa_ros.model.tokenization import build_prompt_ids  # noqa: E402
@@ -80,6 +87,31 @@ def mask_agreement(engine_masks: list[np.ndarray], reference_masks: list[np.ndar
     return 1.0 if union == 0 else round(inter / union, 4)
 
 
+def engine_options(args: argparse.Namespace) -> dict:
+    """The engine options the command line sets (none: the engine's defaults, as the node would run)."""
+    options = {}
+    if args.quantization is not None:
+        options["quantization"] = args.quantization
+    if args.compile:
+        options["compile"] = True
+    return options
+
+
+def decode_tokens_per_s(generated_tokens: int, decode_ms: float) -> float | None:
+    """Decoder steps per second after the prefill (the prefill's hidden state gives the first token)."""
+    return round((generated_tokens - 1) / (decode_ms / 1000), 1) if decode_ms > 0 and generated_tokens > 1 else None
+
+
+def result_name(args: argparse.Namespace) -> str:
+    """engine_vs_reference_<shape>_<precision>[_<quantization>][_compiled]_<cpu|cuda>."""
+    parts = [args.shape, args.precision]
+    if args.quantization is not None:
+        parts.append(args.quantization)
+    if args.compile:
+        parts.append("compiled")
+    return "_".join(["engine_vs_reference", *parts, "cuda" if args.device.startswith("cuda") else "cpu"])
+
+
 def run(args: argparse.Namespace, on_update=None) -> dict:
     """The result; ``on_update(partial result)`` after the load and after each answer length."""
     device = torch.device(args.device)
@@ -89,7 +121,7 @@ def run(args: argparse.Namespace, on_update=None) -> dict:
     tick = time.perf_counter()
     if is_cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    engine = models.load_engine(args.shape, args.precision, args.device, args.checkpoint)
+    engine = models.load_engine(args.shape, args.precision, args.device, args.checkpoint, **engine_options(args))
     load_s = time.perf_counter() - tick
     model, tokenizer = engine.model, engine.tokenizer
     weights_mb = torch.cuda.memory_allocated(device) / 2 ** 20 if is_cuda else None
@@ -103,13 +135,15 @@ def run(args: argparse.Namespace, on_update=None) -> dict:
     # Warm-up: kernels, allocator, bitsandbytes repacking, lazy imports.
     for index in range(args.warmup):
         engine.segment(image, INSTRUCTION, frame_key=("warmup", index), force_answer=sequences[next(iter(sequences))])
-        reference_segment(model, tokenizer, image, INSTRUCTION, forced_ids=sequences[next(iter(sequences))])
+        if args.reference:
+            reference_segment(model, tokenizer, image, INSTRUCTION, forced_ids=sequences[next(iter(sequences))])
     engine.clear_caches()
 
     rows = {}
     peak_engine = 0.0
     result = {
         "shape": args.shape, "precision": args.precision, "device": args.device,
+        "engine_options": engine_options(args), "reference": args.reference,
         "frame": f"{args.width}x{args.height}", "repeats": args.repeats, "warmup": args.warmup,
         "load_s": round(load_s, 2), "parameters_millions": models.parameter_count(model),
         "decoder_weight_dtypes": models.weight_dtypes(model),
@@ -130,28 +164,33 @@ def run(args: argparse.Namespace, on_update=None) -> dict:
                                      sync=sync)
             if is_cuda:
                 peak_engine = max(peak_engine, torch.cuda.max_memory_allocated(device) / 2 ** 20)
-            ref, ms_ref = common.timed(reference_segment, model, tokenizer, image, INSTRUCTION, forced_ids=ids,
-                                       sync=sync)
-            if ref.token_ids != ids[:len(ref.token_ids)]:
-                raise RuntimeError("the reference did not follow the forced answer")
+            ms_ref = None
+            if args.reference:
+                ref, ms_ref = common.timed(reference_segment, model, tokenizer, image, INSTRUCTION, forced_ids=ids,
+                                           sync=sync)
+                if ref.token_ids != ids[:len(ref.token_ids)]:
+                    raise RuntimeError("the reference did not follow the forced answer")
+                reference.append(ms_ref)
+                agreement.append(mask_agreement(out1.masks, ref.masks))
             first.append(ms1)
             second.append(ms2)
-            reference.append(ms_ref)
             phases_first.append(out1.timings_ms)
             phases_second.append(out2.timings_ms)
-            agreement.append(mask_agreement(out1.masks, ref.masks))
-            print(f"  {name} #{repeat}: engine {ms1:.1f} ms, same frame {ms2:.1f} ms, reference {ms_ref:.1f} ms",
-                  flush=True)
-        engine_ms, second_ms, reference_ms = (common.summary(v) for v in (first, second, reference))
+            print(f"  {name} #{repeat}: engine {ms1:.1f} ms, same frame {ms2:.1f} ms, reference "
+                  + (f"{ms_ref:.1f} ms" if ms_ref is not None else "not run"), flush=True)
+        engine_ms, second_ms = common.summary(first), common.summary(second)
+        reference_ms = common.summary(reference) if reference else None
+        phases = {k: common.median(p.get(k, 0.0) for p in phases_first) for k in phases_first[0]}
         rows[name] = {
             "generated_tokens": len(ids),
             "prompt_tokens_with_image": expanded_length(prompt, image_tokens),
             "engine_ms": engine_ms,
             "engine_same_frame_ms": second_ms,
             "reference_ms": reference_ms,
-            "speedup_vs_reference": round(reference_ms["median"] / engine_ms["median"], 2),
+            "speedup_vs_reference": round(reference_ms["median"] / engine_ms["median"], 2) if reference_ms else None,
             "same_frame_speedup": round(engine_ms["median"] / second_ms["median"], 2),
-            "engine_phases_ms": {k: common.median(p.get(k, 0.0) for p in phases_first) for k in phases_first[0]},
+            "decode_tokens_per_s": decode_tokens_per_s(len(ids), phases["decode"]),
+            "engine_phases_ms": phases,
             "engine_same_frame_phases_ms": {k: common.median(p.get(k, 0.0) for p in phases_second)
                                             for k in phases_second[0]},
             "mask_iou_engine_vs_reference": agreement,
@@ -170,11 +209,12 @@ def table(result: dict) -> str:
     rows = []
     for name, row in result["results"].items():
         rows.append([f"{result['shape']} {result['precision']} {result['device']}", name, row["generated_tokens"],
-                     row["reference_ms"]["median"], row["engine_ms"]["median"], row["speedup_vs_reference"],
-                     row["engine_same_frame_ms"]["median"], row["same_frame_speedup"]])
+                     (row["reference_ms"] or {}).get("median"), row["engine_ms"]["median"],
+                     row["speedup_vs_reference"], row["engine_same_frame_ms"]["median"], row["same_frame_speedup"],
+                     row.get("decode_tokens_per_s")])
     return common.markdown_table(
-        ["model", "answer", "tokens", "reference ms", "engine ms", "speedup", "same frame ms", "same-frame speedup"],
-        rows)
+        ["model", "answer", "tokens", "reference ms", "engine ms", "speedup", "same frame ms", "same-frame speedup",
+         "decode tokens/s"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="tiny checkpoint directory (default: written to the cache)")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quantization", default=None,
+                        help="engine option model.quantization (the 4-bit backend; default: the engine's)")
+    parser.add_argument("--compile", action="store_true", help="engine option model.compile: compiled decode step")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="time the engine only (the reference path's figures are in the default run)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--short-tokens", type=int, default=8)
@@ -195,9 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="free text stored with the result (e.g. machine load)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<name>.json)")
     args = parser.parse_args(argv)
+    missing = [f"model.{key}" for key in engine_options(args) if key not in LISA_OPTIONS]
+    if missing:
+        parser.error(f"this lisa_ros has no engine option {' / '.join(missing)} (issue 21's backend and compiled "
+                     f"decode step): run a version that has it, or leave out --quantization / --compile")
     if args.threads:
         torch.set_num_threads(args.threads)
-    name = f"engine_vs_reference_{args.shape}_{args.precision}_{'cuda' if args.device.startswith('cuda') else 'cpu'}"
+    name = result_name(args)
     result = run(args, on_update=lambda partial: common.write_result(name, partial, args.out))
     path = common.write_result(name, result, args.out)
     print(f"\n{common.machine_line(result['machine_start'])}\n")

@@ -43,8 +43,8 @@ def engine_vs_reference() -> str:
         for name, row in result["results"].items():
             p = row["engine_phases_ms"]
             rows.append([name, row["generated_tokens"], row["prompt_tokens_with_image"],
-                         row["reference_ms"]["median"], row["engine_ms"]["median"], row["speedup_vs_reference"],
-                         row["engine_same_frame_ms"]["median"], row["same_frame_speedup"],
+                         (row["reference_ms"] or {}).get("median"), row["engine_ms"]["median"],
+                         row["speedup_vs_reference"], row["engine_same_frame_ms"]["median"], row["same_frame_speedup"],
                          p.get("clip"), p.get("prefill"), p.get("decode"), p.get("sam_encoder"),
                          p.get("mask_decode"), str(sorted(set(map(str, row["mask_iou_engine_vs_reference"]))))])
         memory = ""
@@ -52,12 +52,59 @@ def engine_vs_reference() -> str:
             memory = (f"GPU memory: weights {result['gpu_weights_mb']} MB, peak during engine requests "
                       f"{result['gpu_peak_engine_mb']} MB.\n\n")
         parts.append(
-            f"#### {result['shape']} {result['precision']} on {result['device']} "
+            f"#### {result['shape']} {backend_label(result)} on {result['device']} "
             f"(frame {result['frame']}, {result['repeats']} repeats, medians)\n\n{_header(result)}\n{memory}"
             + common.markdown_table(
                 ["answer", "tokens", "prompt tokens", "reference ms", "engine ms", "speedup", "2nd instr. same "
                  "frame ms", "same-frame speedup", "engine CLIP", "prefill", "decode", "SAM enc.", "mask dec.",
                  "mask IoU vs ref"], rows))
+    return "\n\n".join(parts)
+
+
+def backend_label(result: dict) -> str:
+    """precision, 4-bit backend (the engine's default for int4/int8: bitsandbytes), compiled decode step."""
+    options = result.get("engine_options") or {}
+    label = result["precision"]
+    if result["precision"] in ("int4", "int8"):
+        label += f" {options.get('quantization', 'bitsandbytes')}"
+    return label + (" compiled" if options.get("compile") else "")
+
+
+# Issue 21's targets for the fast 4-bit backend on an H100-class GPU, LISA-7B shape, batch 1.
+BACKEND_TARGETS = "8-token answer <= 150 ms end to end, decode >= 100 tokens/s, peak GPU memory < 10 GB"
+
+
+def backends() -> str:
+    """The precisions and 4-bit backends of one shape and device side by side (what gpu_quick.sh measures in one
+    run; each row's date shows whether they were)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for result in _load("engine_vs_reference_*.json"):
+        groups.setdefault((result["shape"], result["device"]), []).append(result)
+    parts = []
+    for (shape, device), results in sorted(groups.items()):
+        if len(results) < 2:
+            continue
+        results = sorted(results, key=lambda r: r["machine_start"]["date_utc"])
+        tokens = {name: next((r["results"][name]["generated_tokens"] for r in results if name in r["results"]), "-")
+                  for name in ("short", "long")}
+        rows = []
+        for result in results:
+            short, long = (result["results"].get(name, {}) for name in ("short", "long"))
+            rows.append([backend_label(result), result["load_s"], short.get("engine_ms", {}).get("median"),
+                         short.get("engine_same_frame_ms", {}).get("median"), short.get("decode_tokens_per_s"),
+                         long.get("decode_tokens_per_s"), result.get("gpu_weights_mb"),
+                         result.get("gpu_peak_engine_mb"), result["machine_start"]["date_utc"]])
+        machine = common.machine_line(results[0]["machine_start"])
+        parts.append(f"#### {shape} on {device}\n\nMachine: {machine}.\n"
+                     + (f"Targets (fast backend): {BACKEND_TARGETS}.\n" if shape == "7b" else "") + "\n"
+                     + common.markdown_table(
+                         ["precision / backend", "load s (with compile)", f"{tokens['short']}-token answer ms",
+                          "2nd instr. same frame ms", f"decode tokens/s ({tokens['short']}-token)",
+                          f"decode tokens/s ({tokens['long']}-token)",
+                          "GPU weights MB", "GPU peak MB", "started (UTC)"], rows))
+    if not parts:
+        parts.append("**No result yet**: `bash benchmarks/gpu_quick.sh` (steps 1-4) measures these rows in one run "
+                     "on a CUDA machine, offline from a wheel folder if need be.")
     return "\n\n".join(parts)
 
 
@@ -104,9 +151,10 @@ def tiny_cpu() -> str:
 
 def sam_attention_table(result: dict) -> str:
     """One sam_attention JSON: eager vs SDPA (and compiled, when measured) per case, and the ViT-H estimate."""
-    rows = [[k, v["eager_ms"]["median"], v["sdpa_ms"]["median"], v["speedup"],
+    rows = [[k, v["eager_ms"]["median"], v["sdpa_ms"]["median"], v.get("speedup"),
              v.get("compiled_ms", {}).get("median"), v.get("compile_s"),
-             f"{v['max_abs_difference']:.1e} (of {v['max_abs_output']:.1e})"] for k, v in result["rows"].items()]
+             f"{v['max_abs_difference']:.1e} (of {v['max_abs_output']:.1e})" if "max_abs_difference" in v else None]
+            for k, v in result["rows"].items()]
     estimate = result.get("vit_h_encoder_estimate_ms")
     if estimate:
         rows.append(["ViT-H encoder, estimated (4 global + 28 windowed blocks)", estimate["eager_ms"],
@@ -181,6 +229,8 @@ def semantic() -> str:
 
 def report() -> str:
     sections = [("1. Engine vs reference path (same run, same machine)", engine_vs_reference),
+                ("1b. Precisions and 4-bit backends side by side (bitsandbytes, torchao, compiled decode step)",
+                 backends),
                 ("2. Full-size shapes, random weights", full_size),
                 ("3a. Node plumbing overhead over DDS (zero-cost engine)", plumbing),
                 ("3b. 30 Hz stream with a slow engine", stream),

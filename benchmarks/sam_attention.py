@@ -15,7 +15,7 @@ small CPU.
 
     python -P benchmarks/sam_attention.py                              # CPU, fp32, blocks
     python -P benchmarks/sam_attention.py --dtype bf16 --compile       # CPU, bf16, blocks, + compiled
-    python -P benchmarks/sam_attention.py --device cuda --dtype fp16 --encoder
+    python -P benchmarks/sam_attention.py --device cuda --dtype fp16 --encoder --compile   # benchmarks/gpu_quick.sh
     python -P benchmarks/sam_attention.py --sam tiny --encoder         # the tiny checkpoint's SAM: a dry run
 """
 from __future__ import annotations
@@ -31,7 +31,6 @@ sys.path.append(str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import common  # noqa: E402
-import report  # noqa: E402
 from lisa_ros.model.sam import SamConfig, build_sam, use_sdpa_attention  # noqa: E402
 from lisa_ros.model.tiny import TINY_SAM  # noqa: E402
 
@@ -55,8 +54,8 @@ def encoder_estimate(rows: dict) -> dict:
     estimate = {}
     for column in ("eager_ms", "sdpa_ms", "compiled_ms"):
         if column in rows["global_block_64x64"]:
-            estimate[column] = round(global_count * rows["global_block_64x64"][column]["median"]
-                                     + windowed_count * rows["windowed_block_14x14"][column]["median"], 1)
+            estimate[column] = {"median": round(global_count * rows["global_block_64x64"][column]["median"]
+                                                + windowed_count * rows["windowed_block_14x14"][column]["median"], 1)}
     return estimate
 
 
@@ -68,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sam", default="vit_h", choices=("vit_h", "tiny"),
                         help="vit_h (released checkpoints) or the tiny checkpoint's SAM (a dry run, --encoder only)")
     parser.add_argument("--compile", action="store_true", help="also the SDPA version through torch.compile")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile's backend (gpu_quick's CPU dry run: aot_eager, tracing without code "
+                             "generation)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--note", default="")
     parser.add_argument("--out", default=None)
@@ -94,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             global_index = SamConfig().encoder_global_attn_indexes[0]
             cases["global_block_64x64"] = lambda encoder: encoder.blocks[global_index](tokens)
             cases["windowed_block_14x14"] = lambda encoder: encoder.blocks[0](tokens)
+        suffix = "cuda" if device.type == "cuda" else "cpu"
         rows = {}
+        result = {"device": args.device, "dtype": args.dtype, "sam": args.sam, "repeats": args.repeats, "rows": rows,
+                  "machine": common.machine(args.device), "note": args.note}
         for name, fn in cases.items():
             eager_out, eager = bench(fn, eager_encoder, args.repeats, sync)
             sdpa_out, sdpa = bench(fn, sdpa_encoder, args.repeats, sync)
@@ -106,22 +111,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: eager {common.median(eager):.1f} ms, sdpa {common.median(sdpa):.1f} ms, "
                   f"max |diff| {difference:.2e} (outputs up to {scale:.2e})", flush=True)
             if args.compile:
-                compiled_fn = torch.compile(fn)
+                common.write_result(f"sam_attention_{suffix}_{args.dtype}", result, args.out)  # a compile may overrun
+                compiled_fn = torch.compile(fn, backend=args.compile_backend)
                 tick = time.perf_counter()
                 common.timed(compiled_fn, sdpa_encoder, sync=sync)  # the compile
                 compile_s = time.perf_counter() - tick
                 compiled_out, compiled = bench(compiled_fn, sdpa_encoder, args.repeats, sync)
                 rows[name].update(
                     compiled_ms=common.summary(compiled), compile_s=round(compile_s, 1),
+                    compile_backend=args.compile_backend,
                     speedup_compiled_vs_sdpa=round(common.median(sdpa) / common.median(compiled), 2),
                     max_abs_difference_compiled=(eager_out.float() - compiled_out.float()).abs().max().item())
                 print(f"{name}: compiled {common.median(compiled):.1f} ms (compile {compile_s:.1f} s)", flush=True)
-    suffix = "cuda" if device.type == "cuda" else "cpu"
-    result = {"device": args.device, "dtype": args.dtype, "sam": args.sam, "repeats": args.repeats, "rows": rows,
-              "vit_h_encoder_estimate_ms": None if args.encoder else encoder_estimate(rows),
-              "machine": common.machine(args.device), "note": args.note}
+        if not args.encoder:
+            rows["vit_h_encoder_estimate"] = encoder_estimate(rows)
     path = common.write_result(f"sam_attention_{suffix}_{args.dtype}", result, args.out)
-    print(report.sam_attention_table(result))
+    print(common.markdown_table(["case", "eager ms", "SDPA ms", "speedup", "compiled ms", "max abs diff"],
+                                [[k, v["eager_ms"]["median"], v["sdpa_ms"]["median"], v.get("speedup"),
+                                  v.get("compiled_ms", {}).get("median"), f"{v.get('max_abs_difference', 0):.1e}"]
+                                 for k, v in rows.items()]))
     print(f"written {path}")
     return 0
 

@@ -9,6 +9,8 @@ holds binary wheels only, for one target Python version and platform, at the loc
     scripts/offline_wheels.py wheels/                       # this machine's Python and platform
     scripts/offline_wheels.py wheels-jetson/ --python-version 3.10 \
         --platform manylinux_2_35_aarch64 --no-torch --no-ros   # JetPack 6 (its own torch, apt ROS)
+    scripts/offline_wheels.py wheels-gpu/ --gpu-check --python-version 3.12 \
+        --platform manylinux_2_28_x86_64      # benchmarks/gpu_quick.sh on a CUDA image with its own torch
 
 Stdlib only: it runs before anything is installed. After the download it checks that every
 wheel fits the target (Python tag, ABI, platform) and prints the folder's size and file count.
@@ -32,9 +34,18 @@ REQUIREMENTS = REPO / "requirements"
 # replay/eval tools, fine-tuning, the tests and the linter (not with --runtime), ROS 2's PyPI wheels (not with an
 # apt ROS).
 SETS = ("runtime", "int4", "torchao", "tools", "finetune", "test", "lint", "ros")
+# What benchmarks/gpu_quick.sh imports (the engine, both 4-bit backends) ...
+GPU_CHECK_SETS = ("runtime", "int4", "torchao")
+# ... on a CUDA image with its own PyTorch: what such an image (an NVIDIA PyTorch container, this project's
+# GPU machines) already holds is left out (stand-ins while resolving), so the folder is the packages it lacks or
+# holds too old: transformers, bitsandbytes, torchao, segment-anything (about 60 MB for x86_64). The GPU check's
+# install names whatever the machine turns out to lack; --provided gives another list.
+GPU_CHECK_PROVIDED = ("numpy", "opencv-python-headless", "pillow", "pyyaml", "huggingface-hub", "tokenizers",
+                      "safetensors", "accelerate", "sentencepiece", "tqdm", "regex", "typer", "packaging", "psutil")
 LOCK = "lock"
-# A target that brings its own torch gets a stand-in of this local version while resolving, so
-# nothing pulls PyPI's torch (and its CUDA wheels) into the folder; the stand-in is removed after.
+# A target that brings its own torch (or another provided package) gets a stand-in of this local version
+# while resolving, so nothing pulls PyPI's torch (and its CUDA wheels) into the folder; the stand-in is removed
+# after.
 PROVIDED_LABEL = "provided.by.target"
 # Pure-Python packages that PyPI serves as source only, by the set that needs them (empy: rosidl's
 # code generator): built here at the lock's version into a py3-none-any wheel, which fits every target.
@@ -50,9 +61,10 @@ def this_platform() -> str:
     return f"manylinux_{major}_{minor}_{platform.machine()}"
 
 
-def requirement_files(leave_out: set[str], requirements: Path | None = None) -> list[Path]:
+def requirement_files(leave_out: set[str], requirements: Path | None = None,
+                      sets: tuple[str, ...] = SETS) -> list[Path]:
     """The requirement files the target installs, in setup's order; a missing one is an error."""
-    names = [name for name in SETS if name not in leave_out]
+    names = [name for name in sets if name not in leave_out]
     files = [(requirements or REQUIREMENTS) / f"{name}.txt" for name in names]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
@@ -82,26 +94,27 @@ def pinned_names(lines: list[str]) -> dict[str, str]:
 
 
 def write_constraints(scratch: Path, lock: Path | None, target: list[Path],
-                      no_torch: bool) -> tuple[list[Path], str | None]:
-    """pip's constraint files: the lock less what the target pins, and the target's pins (torch left
-    out of both with --no-torch); and the torch version the target names, if it does."""
+                      provided: set[str]) -> tuple[list[Path], dict[str, str]]:
+    """pip's constraint files: the lock less what the target pins, and the target's pins (what the target
+    provides, normalised names, left out of both); and the versions the target names for what it provides."""
     pins: dict[str, str] = {}
     for path in target:
         pins.update(pinned_names(path.read_text(encoding="utf-8").splitlines()))
-    torch_pin = re.search(r"===?\s*([^\s;,]+)", pins.get("torch", ""))
-    torch_version = torch_pin.group(1).split("+")[0] if torch_pin else None
-    if no_torch:
-        pins.pop("torch", None)
+    versions = {}
+    for name in provided:
+        pin = re.search(r"===?\s*([^\s;,]+)", pins.pop(name, ""))
+        if pin:
+            versions[name] = pin.group(1).split("+")[0]
     files = []
     if lock is not None:
         kept = [line for name, line in pinned_names(lock.read_text(encoding="utf-8").splitlines()).items()
-                if name not in pins and not (no_torch and name == "torch")]
+                if name not in pins and name not in provided]
         files.append(scratch / "lock.txt")
         files[-1].write_text("\n".join(kept) + "\n", encoding="utf-8")
     if pins:
         files.append(scratch / "target.txt")
         files[-1].write_text("\n".join(pins.values()) + "\n", encoding="utf-8")
-    return files, torch_version
+    return files, versions
 
 
 def write_stand_in_wheel(folder: Path, name: str, version: str) -> Path:
@@ -211,6 +224,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also take torch from this index URL or wheel folder, e.g. "
                              "https://download.pytorch.org/whl/cpu for the CPU build (PyPI's Linux x86_64 "
                              "torch is the CUDA build with about 3 GB of nvidia-* wheels)")
+    parser.add_argument("--gpu-check", action="store_true",
+                        help="only what benchmarks/gpu_quick.sh needs on a CUDA machine with its own torch "
+                             "(requirements/runtime, int4, torchao; implies --no-torch and --provided "
+                             f"{','.join(GPU_CHECK_PROVIDED)})")
+    parser.add_argument("--provided", action="append", metavar="NAME[,NAME...]",
+                        help="distributions the target already has: stand-ins while resolving, none of them or "
+                             "their own dependencies in the folder (the lock's version, or -c's); --provided '' "
+                             "with --gpu-check: none but torch")
     parser.add_argument("--no-ros", action="store_true",
                         help="the target has ROS 2 from apt: leave out requirements/ros.txt")
     parser.add_argument("--no-int4", action="store_true",
@@ -228,8 +249,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not re.fullmatch(r"3\.\d+", args.python_version):
         parser.error(f"--python-version wants MAJOR.MINOR such as 3.12, not {args.python_version!r}")
+    if args.gpu_check:
+        args.no_torch = True
     if args.no_torch and args.torch_from:
-        parser.error("--torch-from makes no sense with --no-torch")
+        parser.error("--torch-from makes no sense with --no-torch (or --gpu-check)")
+    if args.provided is None:
+        args.provided = list(GPU_CHECK_PROVIDED) if args.gpu_check else []
+    else:
+        args.provided = [name.strip() for value in args.provided for name in value.split(",") if name.strip()]
     args.platforms = args.platforms or [this_platform()]
     return args
 
@@ -258,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     leave_out = {name for name, flag in (("ros", args.no_ros), ("int4", args.no_int4)) if flag}
     if args.runtime:
         leave_out |= {"finetune", "test", "lint"}
-    files = requirement_files(leave_out)
+    sets = GPU_CHECK_SETS if args.gpu_check else SETS
+    files = requirement_files(leave_out, sets=sets)
+    provided = {_normalise(name) for name in args.provided} | ({"torch"} if args.no_torch else set())
     lock = REQUIREMENTS / f"{LOCK}.txt"
     for path in [lock, *args.constraint]:
         if not path.is_file():
@@ -269,18 +298,21 @@ def main(argv: list[str] | None = None) -> int:
         local = Path(scratch) / "wheels"  # built and stand-in wheels, offered to pip beside the index
         local.mkdir()
         find_links = [str(local)]
-        constraints, torch_version = write_constraints(Path(scratch), None if args.no_lock else lock,
-                                                       args.constraint, args.no_torch)
-        stand_in = None
-        if args.no_torch:
-            version = f"{torch_version or locked_version(lock, 'torch')}+{PROVIDED_LABEL}"
-            stand_in = write_stand_in_wheel(local, "torch", version)
-            pin = Path(scratch) / "torch-provided.txt"
-            pin.write_text(f"torch=={version}\n", encoding="utf-8")
-            constraints.append(pin)
-        elif args.torch_from and not args.torch_from.startswith(("http://", "https://")):
+        constraints, target_versions = write_constraints(Path(scratch), None if args.no_lock else lock,
+                                                         args.constraint, provided)
+        stand_ins = []
+        if provided:
+            pins = []
+            for name in sorted(provided):
+                version = f"{target_versions.get(name) or locked_version(lock, name)}+{PROVIDED_LABEL}"
+                stand_ins.append(write_stand_in_wheel(local, name, version))
+                pins.append(f"{name}=={version}")
+            constraints.append(Path(scratch) / "provided.txt")
+            constraints[-1].write_text("\n".join(pins) + "\n", encoding="utf-8")
+        if args.torch_from and not args.torch_from.startswith(("http://", "https://")):
             find_links.append(args.torch_from)  # a folder of wheels
-        for name in (name for name, needed_by in SOURCE_ONLY.items() if needed_by not in leave_out):
+        chosen = set(sets) - leave_out
+        for name in (name for name, needed_by in SOURCE_ONLY.items() if needed_by in chosen):
             build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(local),
                      f"{name}=={locked_version(lock, name)}"]
             print("$", " ".join(build), flush=True)
@@ -288,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         command = pip_download_command(args, files, constraints, find_links)
         print("$", " ".join(command), flush=True)
         subprocess.run(command, check=True)
-        if stand_in is not None:
+        for stand_in in stand_ins:
             (args.output / stand_in.name).unlink(missing_ok=True)
     bad = misfits(args.output, args.python_version, args.platforms)
     if bad:
@@ -300,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.output}: {len(wheels)} wheels, {size / 1e6:.1f} MB, for Python {args.python_version} on "
           f"{', '.join(args.platforms)} in {time.monotonic() - started:.0f} s; torch: "
           f"{', '.join(torch_wheels) or 'none (the target brings its own)'}")
-    print(f"install on the target: LISA_WHEELS={os.path.abspath(args.output)} scripts/setup.sh")
+    if args.gpu_check:
+        print(f"on the GPU machine: bash benchmarks/gpu_quick.sh --wheels {os.path.abspath(args.output)}")
+    else:
+        print(f"install on the target: LISA_WHEELS={os.path.abspath(args.output)} scripts/setup.sh")
     return 0
 
 

@@ -9,6 +9,8 @@
 #  3. A cross-target build (download only): Python 3.12 on manylinux_2_39_aarch64, --no-torch
 #     --no-ros (an Ubuntu 24.04 arm64 robot with apt ROS and its own torch); every file must be a
 #     cp312 / abi3 / py3 wheel for aarch64 or any platform, and no torch or nvidia-* wheel.
+#  4. The offline GPU check's folder (benchmarks/gpu_quick.sh --wheels): --gpu-check for Python 3.12 on
+#     manylinux_2_28_x86_64 (a CUDA image with its own torch); no torch or nvidia-* wheel, under 60 MB.
 # Prints the time and disk of each step. Work folder: LISA_OFFLINE_WORK (default a temporary one,
 # removed at the end). Heavy: about 700 MB of downloads and a full venv; not part of pytest.
 set -euo pipefail
@@ -82,8 +84,20 @@ torches="$(find "$work/aarch64" -type f \( -name 'torch-*' -o -name 'nvidia_*' -
 [ -z "$torches" ] || { printf 'torch in a --no-torch folder:\n%s\n' "$torches" >&2; exit 1; }
 echo "every file is a cp312/abi3/py3 wheel for aarch64 or any platform, and none is torch"
 
+printf '\n==> GPU check folder: Python 3.12, manylinux_2_28_x86_64, --gpu-check\n'
+start=$(date +%s)
+rm -rf "$work/gpu-check"
+"${clean_env[@]}" python3 "$repo/scripts/offline_wheels.py" "$work/gpu-check" --gpu-check \
+  --python-version 3.12 --platform manylinux_2_28_x86_64
+gpu_s=$(elapsed "$start")
+torches="$(find "$work/gpu-check" -type f \( -name 'torch-*' -o -name 'nvidia_*' -o -name 'triton-*' \) -printf '%f\n')"
+[ -z "$torches" ] || { printf 'torch in the GPU check folder:\n%s\n' "$torches" >&2; exit 1; }
+gpu_bytes="$(find "$work/gpu-check" -type f -printf '%s\n' | awk '{ total += $1 } END { print total }')"
+[ "$gpu_bytes" -lt 60000000 ] || { echo "the GPU check folder is $gpu_bytes bytes, over 60 MB" >&2; exit 1; }
+
 printf '\n==> offline install: ok\n'
 echo "build (this machine): ${build_s} s, $(find "$work/wheels" -type f | wc -l) wheels, $(size "$work/wheels")"
 echo "setup from the folder (fresh clone, no index: venv + colcon build): ${setup_s} s; venv $(size "$work/clone/.venv")"
 echo "demo after it: ${demo_s} s"
 echo "cross-target build (cp312 aarch64, no torch, no ROS): ${cross_s} s, $(find "$work/aarch64" -type f | wc -l) wheels, $(size "$work/aarch64")"
+echo "GPU check folder (cp312 x86_64, --gpu-check): ${gpu_s} s, $(find "$work/gpu-check" -type f | wc -l) wheels, $gpu_bytes bytes"

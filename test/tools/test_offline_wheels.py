@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("offline_wheels", REPO / "scripts" / "offline_wheels.py")
@@ -62,7 +63,14 @@ def test_arguments_default_to_this_python_and_refuse_contradictions():
     assert args.platforms == [offline_wheels.this_platform()]
     assert args.platforms[0].startswith("manylinux_2_")
     assert not (args.no_torch or args.no_ros or args.no_int4 or args.runtime or args.no_lock)
-    for bad in (["out", "--python-version", "3"], ["out", "--no-torch", "--torch-from", "https://x"]):
+    assert args.provided == []
+    gpu = offline_wheels.parse_args(["out", "--gpu-check"])
+    assert gpu.no_torch and gpu.provided == list(offline_wheels.GPU_CHECK_PROVIDED)
+    assert offline_wheels.parse_args(["out", "--gpu-check", "--provided", ""]).provided == []
+    assert offline_wheels.parse_args(["out", "--provided", "numpy,pillow", "--provided", "pyyaml"]).provided == [
+        "numpy", "pillow", "pyyaml"]
+    for bad in (["out", "--python-version", "3"], ["out", "--no-torch", "--torch-from", "https://x"],
+                ["out", "--gpu-check", "--torch-from", "https://x"]):
         with pytest.raises(SystemExit):
             offline_wheels.parse_args(bad)
 
@@ -84,10 +92,13 @@ def test_the_targets_pins_replace_the_locks_and_name_the_provided_torch(tmp_path
     lock.write_text("# the lock\nnumpy==2.4.6\ntorch==2.13.0\nscipy==1.17.1\n")
     target.write_text("numpy==1.26.4  # apt's python3-numpy\ntorch==2.5.0a0+872d972e41.nv24.08\n")
     (scratch := tmp_path / "scratch").mkdir()
-    files, torch_version = offline_wheels.write_constraints(scratch, lock, [target], no_torch=True)
-    assert torch_version == "2.5.0a0"
+    files, versions = offline_wheels.write_constraints(scratch, lock, [target], provided={"torch"})
+    assert versions == {"torch": "2.5.0a0"}
     assert [f.read_text().split() for f in files] == [["scipy==1.17.1"], ["numpy==1.26.4"]]
-    files, _ = offline_wheels.write_constraints(scratch, None, [target], no_torch=False)
+    files, versions = offline_wheels.write_constraints(scratch, lock, [target], provided={"torch", "scipy"})
+    assert versions == {"torch": "2.5.0a0"}  # scipy: the target names no version, the lock's pin is left out
+    assert [f.read_text().split() for f in files] == [[], ["numpy==1.26.4"]]
+    files, _ = offline_wheels.write_constraints(scratch, None, [target], provided=set())
     assert [f.read_text().splitlines() for f in files] == [["numpy==1.26.4", "torch==2.5.0a0+872d972e41.nv24.08"]]
 
 
@@ -175,6 +186,33 @@ def test_a_layered_target_gets_the_ranges_under_its_own_pins(local_project):
                                                "bnb-1.0-py3-none-any.whl"}
 
 
+def test_gpu_check_folder_is_the_engine_and_both_backends_less_what_the_target_provides(local_project, capsys):
+    """benchmarks/gpu_quick.sh's folder: runtime + int4 + torchao only (no tools, no ROS), no torch and nothing
+    only torch needs, and a provided distribution stands in (at the lock's version) instead of being downloaded."""
+    requirements, index = local_project / "requirements", local_project / "index"
+    (requirements / "torchao.txt").write_text("ao-kernels\n")
+    make_wheel(index, "ao-kernels", "1.0", requires=["torch>=2"])
+    (requirements / "tools.txt").write_text("native\n")
+    out = local_project / "wheels"
+    arguments = [str(out), "--gpu-check", "--python-version", "3.12", "--platform", "manylinux_2_39_aarch64"]
+    offline_wheels.main([*arguments, "--provided", "shared-dep"])
+    assert folder(out) == {"needs_torch", "bnb", "ao_kernels"}
+    assert "bash benchmarks/gpu_quick.sh --wheels" in capsys.readouterr().out
+    out = local_project / "wheels-2"
+    offline_wheels.main([str(out), *arguments[1:], "--provided", ""])
+    assert folder(out) == {"needs_torch", "shared_dep", "bnb", "ao_kernels"}
+    (requirements / "torchao.txt").unlink()
+    with pytest.raises(SystemExit, match="torchao.txt"):
+        offline_wheels.main([str(local_project / "wheels-3"), *arguments[1:]])
+
+
+def test_what_a_gpu_image_provides_is_pinned_in_the_lock():
+    """The stand-ins take the lock's versions: a default provided name the lock lacks would stop the build."""
+    pins = {canonicalize_name(line.split("==")[0])
+            for line in (REPO / "requirements" / "lock.txt").read_text().splitlines() if "==" in line}
+    assert {canonicalize_name(name) for name in offline_wheels.GPU_CHECK_PROVIDED} <= pins
+
+
 def test_a_wheel_for_another_platform_in_the_folder_fails_the_build(local_project):
     (local_project / "requirements" / "tools.txt").write_text("native\n")
     out = local_project / "wheels"
@@ -195,3 +233,14 @@ def test_the_documented_commands_are_valid_arguments():
         args = offline_wheels.parse_args(shlex.split(command))
         assert args.output == Path("wheels")
     assert "LISA_WHEELS=/path/to/wheels scripts/setup.sh" in section
+
+
+def test_the_documented_gpu_check_commands_are_valid_arguments():
+    """The offline GPU check's folder command, as benchmarks/README.md and docs/benchmarks.md give it, parses."""
+    commands = [line.split("scripts/offline_wheels.py", 1)[1].split("#", 1)[0]
+                for doc in ("benchmarks/README.md", "docs/benchmarks.md")
+                for line in (REPO / doc).read_text().splitlines() if "scripts/offline_wheels.py gpu-wheels" in line]
+    assert len(commands) == 2
+    for command in commands:
+        args = offline_wheels.parse_args(shlex.split(command))
+        assert args.gpu_check and args.no_torch and args.python_version == "3.12"
