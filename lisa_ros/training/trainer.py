@@ -375,8 +375,9 @@ class Trainer:
             self._write_adapter(self.out / "adapter", None)
 
     def _write_adapter(self, directory: Path, validation: dict | None) -> None:
+        """Named after the run (OUT's name): the node reports "<model>+<name>"."""
         with replaced_directory(directory) as staging:
-            self._write_adapter_files(staging, validation, directory.name)
+            self._write_adapter_files(staging, validation, self.out.name)
 
     def _write_adapter_files(self, directory: Path, validation: dict | None, name: str) -> None:
         info = {
