@@ -159,7 +159,9 @@ def test_validation_scores_free_run_answers_like_the_eval(checkpoint, dataset):
 
 
 def tensors(directory):
-    return {**load_file(directory / "adapter_model.safetensors"), **load_file(directory / "trained_modules.safetensors")}
+    """An adapter directory's LoRA and trained-module tensors."""
+    return {key: value for name in ("adapter_model.safetensors", "trained_modules.safetensors")
+            for key, value in load_file(directory / name).items()}
 
 
 def test_ctrl_c_then_resume_ends_where_an_uninterrupted_run_ends(checkpoint, dataset, tmp_path):
