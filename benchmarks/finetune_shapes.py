@@ -6,7 +6,7 @@ use describes); `lisa-ros finetune`'s trainer, LISA's recipe with PEFT, on a few
 examples, can. Free-run validation: greedy answers, no [SEG] = empty mask, negatives score 1
 when refused. The CLIP and SAM encoders stay frozen and random, as the recipe freezes them.
 
-    python -P benchmarks/finetune_shapes.py [--train-scenes 240] [--epochs 4] [--lr 1e-3] ...
+    python -P benchmarks/finetune_shapes.py [--train-scenes 240] [--epochs 4] [--lr 3e-3] ...
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def main() -> int:
     parser.add_argument("--train-scenes", type=int, default=240)
     parser.add_argument("--val-scenes", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-3,
-                        help="default 1e-3: the tiny SAM decoder starts random, not pretrained as LISA's (3e-4)")
+    parser.add_argument("--lr", type=float, default=3e-3,
+                        help="default 3e-3: the tiny SAM decoder starts random, not pretrained like LISA's (3e-4)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--grad-accumulation", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)

@@ -109,6 +109,10 @@ class RunOptions:
     cache_dir: str | None = None
     local_files_only: bool = False
 
+    @property
+    def hub(self) -> dict:
+        return dict(revision=self.revision, cache_dir=self.cache_dir, local_files_only=self.local_files_only)
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainingPlacement(Placement):
@@ -132,7 +136,7 @@ class Base:
 
 def load_base(options: RunOptions) -> Base:
     """The base checkpoint through the node's resolution and loader."""
-    hub = dict(revision=options.revision, cache_dir=options.cache_dir, local_files_only=options.local_files_only)
+    hub = options.hub
     checkpoint_dir = resolve_checkpoint(options.model, **hub)
     config = load_lisa_config(checkpoint_dir)
     tower = options.vision_tower or config.vision_tower
@@ -258,9 +262,12 @@ class Trainer:
         self.val_samples = load_split(dataset_dir, "val") if (Path(dataset_dir) / "val.jsonl").is_file() else []
         if not self.train_samples:
             raise DatasetError(f"{dataset_dir}/train.jsonl has no samples")
+        # Bad data is refused before the (for a 7B, minutes long) model load.
+        tokenizer = base.tokenizer if base else LisaTokenizer.from_directory(
+            resolve_checkpoint(options.model, **options.hub))
+        check_samples(self.train_samples + self.val_samples, tokenizer, options.progress)
         self.base = base or load_base(options)
         self.model, self.tokenizer = self.base.model, self.base.tokenizer
-        check_samples(self.train_samples + self.val_samples, self.tokenizer, options.progress)
         self.peft_model = add_lora(self.model, recipe, quantized=options.precision in QUANTIZED_PRECISIONS,
                                    gradient_checkpointing=options.gradient_checkpointing)
         self.parameters = [p for _, p in trained_parameters(self.model)]
