@@ -228,17 +228,26 @@ def check_samples(samples: list[Sample], tokenizer: LisaTokenizer, progress: boo
 
 def validate(model: LisaModel, tokenizer: LisaTokenizer, cache: FeatureCache, samples: list[Sample],
              max_new_tokens: int, progress: bool = False) -> dict:
-    """gIoU / cIoU of free-run answers, as ``lisa-ros eval`` scores them (a negative's truth is empty)."""
+    """gIoU / cIoU of free-run answers, as ``lisa-ros eval`` scores them (a negative's truth is empty, so
+    it scores 1 only when refused); also the positives' gIoU and the negatives refused, which tell the
+    masks' quality from the refusals'."""
     was_training = model.training
     model.eval()
-    pairs = []
+    pairs, positives, refused = [], [], 0
     for sample in tqdm(samples, desc="Validating", unit="sample", disable=not progress, leave=False):
         image, masks = sample.load()
         predicted, _ = predict_mask(model, tokenizer, cache.get(str(sample.image), image), sample.instruction,
                                     max_new_tokens)
         pairs.append(metrics.intersection_union(predicted, masks.any(0)))
+        if sample.negative:
+            refused += not predicted.any()
+        else:
+            positives.append(pairs[-1])
     model.train(was_training)
-    return {"gIoU": round(metrics.giou(pairs), 6), "cIoU": round(metrics.ciou(pairs), 6), "samples": len(pairs)}
+    negatives = len(pairs) - len(positives)
+    return {"gIoU": round(metrics.giou(pairs), 6), "cIoU": round(metrics.ciou(pairs), 6), "samples": len(pairs),
+            "positive_gIoU": round(metrics.giou(positives), 6) if positives else None,
+            "negatives": negatives, "negatives_refused": refused}
 
 
 class Trainer:

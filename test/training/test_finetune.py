@@ -156,6 +156,7 @@ def test_validation_scores_free_run_answers_like_the_eval(checkpoint, dataset):
     negatives = sum(s.negative for s in samples)
     assert 0 < negatives < len(samples)
     assert scores["gIoU"] == pytest.approx(negatives / len(samples)) and scores["cIoU"] == 0.0
+    assert (scores["positive_gIoU"], scores["negatives"], scores["negatives_refused"]) == (0.0, negatives, negatives)
 
 
 def tensors(directory):
