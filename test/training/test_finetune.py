@@ -247,3 +247,12 @@ def test_shapes_task_is_a_valid_training_set(dataset):
         if not sample.negative:  # the mask covers pixels of the kind's colour
             rgb = next(k.rgb for k in KINDS if k.name == kind)
             assert np.abs(image[masks[0]].astype(int) - rgb).max() <= 15
+
+
+def test_make_shapes_task_command_writes_a_loadable_set_and_repeats_itself(tmp_path, capsys):
+    for name in ("a", "b"):
+        assert cli.main(["make-shapes-task", str(tmp_path / name), "--train-scenes", "3", "--val-scenes", "2"]) == 0
+    assert "finetune" in capsys.readouterr().out
+    assert len(load_split(tmp_path / "a", "train")) >= 3 and len(load_split(tmp_path / "a", "val")) >= 2
+    for path in sorted((tmp_path / "a").rglob("*.*")):
+        assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes(), path.name
