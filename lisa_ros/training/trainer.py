@@ -319,7 +319,9 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, desc="Fine-tuning", unit="step",
                    disable=not self.options.progress)
         try:
-            for epoch in range(self.step // self.steps_per_epoch, self.recipe.epochs):
+            # An epoch whose steps are done but whose validation is not (Ctrl-C in between) is run again: its
+            # steps are skipped, its validation is not.
+            for epoch in range(min(self.step // self.steps_per_epoch, self.validated_epochs), self.recipe.epochs):
                 for index, micro_batches in enumerate(self._epoch_steps(epoch)):
                     if epoch * self.steps_per_epoch + index < self.step:
                         continue  # done before the resume point
