@@ -26,6 +26,9 @@ COMMANDS = {
     "figure": ("lisa_ros.tools.figure", "draw a replay's frame, mask, 3D point and tracked mask into one PNG"),
     "params": ("lisa_ros.tools.reference",
                "the node's parameters; --markdown writes the parameter, launch and interface reference pages"),
+    "finetune": ("lisa_ros.tools.finetune", "fine-tune LISA on a training set with LoRA (LISA's recipe, PEFT)"),
+    "make-shapes-task": ("lisa_ros.tools.make_shapes_task",
+                         "write the generated shapes task (a training set for trying finetune on a CPU)"),
     "doctor": ("lisa_ros.tools.doctor", "preflight on the robot: GPU, weights, numpy/OpenCV vs ROS, DDS, camera topic"),
 }
 
