@@ -169,8 +169,14 @@ class Adapting:
 
 
 def adapter_name(directory: str | Path) -> str:
-    """The adapter's name in results and diagnostics: its directory's, as the base's model_id is its folder's."""
-    return Path(directory).expanduser().resolve().name
+    """The adapter's name in results and diagnostics: the ``name`` ``lisa-ros finetune`` wrote (its run's
+    folder, e.g. ``kitchen-v1``: the adapter itself is always ``RUN/adapter``), else its directory's."""
+    directory = Path(directory).expanduser().resolve()
+    try:
+        name = json.loads((directory / DESCRIPTION).read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError):
+        name = None  # read_adapter reports what is wrong with the file
+    return name if isinstance(name, str) and name.strip() else directory.name
 
 
 def read_adapter(directory: str | Path) -> Adapter:

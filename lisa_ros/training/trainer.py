@@ -32,7 +32,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from lisa_ros.model.checkpoint import checkpoint_identity, resolve_checkpoint, resolve_vision_tower
+from lisa_ros.model import adapter as adapter_files
+from lisa_ros.model.checkpoint import resolve_checkpoint, resolve_vision_tower, weights_identity
 from lisa_ros.model.checkpoint_config import CheckpointError, load_lisa_config
 from lisa_ros.model.loading import Placement, checkpoint_key, load_lisa_model
 from lisa_ros.model.modeling import LisaModel
@@ -46,9 +47,6 @@ from lisa_ros.training.losses import Losses, LossWeights
 logger = logging.getLogger(__name__)
 
 TRAINING_PRECISIONS = ("fp32", "bf16", "int4")
-ADAPTER_FORMAT = "lisa_ros.adapter/1"
-ADAPTER_INFO_FILE = "lisa_ros_adapter.json"
-TRAINED_MODULES_FILE = "trained_modules.safetensors"
 # Parameter-name prefixes of the modules trained in full (besides LoRA).
 TRAINED_PREFIXES = ("llm.lm_head.", "llm.model.embed_tokens.", "text_hidden_fcs.", "visual_model.mask_decoder.")
 LOG_FIELDS = ("step", "epoch", "loss", "ce", "bce", "dice", "lr", "seconds")
@@ -191,21 +189,21 @@ def write_adapter(directory: Path, peft_model: peft.PeftModel, model: LisaModel,
     peft_model.save_pretrained(str(directory), save_embedding_layers=False)
     trained = {checkpoint_key(key): parameter.detach().cpu().contiguous()
                for key, parameter in model.named_parameters() if key.startswith(TRAINED_PREFIXES)}
-    save_file(trained, str(directory / TRAINED_MODULES_FILE))
-    info = {"format": ADAPTER_FORMAT, "name": name, **info,
+    save_file(trained, str(directory / adapter_files.TRAINED_WEIGHTS))
+    info = {"format": adapter_files.FORMAT, "name": name, **info,
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
-    (directory / ADAPTER_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    (directory / adapter_files.DESCRIPTION).write_text(json.dumps(info, indent=2) + "\n")
 
 
 def read_adapter_weights(directory: Path, peft_model: peft.PeftModel, model: LisaModel) -> None:
     """Puts an adapter directory's LoRA and trained-module tensors back into the model (resume)."""
-    result = peft.set_peft_model_state_dict(peft_model, load_file(str(directory / "adapter_model.safetensors")))
+    result = peft.set_peft_model_state_dict(peft_model, load_file(str(directory / adapter_files.LORA_WEIGHTS)))
     if result.unexpected_keys:
         raise CheckpointError(f"{directory}: LoRA tensors {result.unexpected_keys[:4]} do not fit this model")
     by_key = {checkpoint_key(n): p for n, p in model.named_parameters() if n.startswith(TRAINED_PREFIXES)}
-    tensors = load_file(str(directory / TRAINED_MODULES_FILE))
+    tensors = load_file(str(directory / adapter_files.TRAINED_WEIGHTS))
     if set(tensors) != set(by_key):
-        raise CheckpointError(f"{directory / TRAINED_MODULES_FILE} holds other modules than this run trains")
+        raise CheckpointError(f"{directory / adapter_files.TRAINED_WEIGHTS} holds other modules than this run trains")
     with torch.no_grad():
         for key, tensor in tensors.items():
             by_key[key].copy_(tensor)
@@ -399,7 +397,7 @@ class Trainer:
 
     def _write_adapter_files(self, directory: Path, validation: dict | None, name: str) -> None:
         info = {
-            "base": self.base.name, "base_identity": checkpoint_identity(self.base.checkpoint_dir),
+            "base": self.base.name, "base_identity": weights_identity(self.base.checkpoint_dir),
             "recipe": {**dataclasses.asdict(self.recipe), "warmup_steps": self.warmup_steps,
                        "total_steps": self.total_steps, "precision": self.options.precision},
             "validation": None if validation is None else {k: validation[k] for k in ("gIoU", "cIoU", "epoch")},
@@ -485,8 +483,6 @@ def _parts(losses: Losses) -> dict[str, float]:
 
 def merged_output(out: Path, checkpoint_dir: Path) -> Path:
     """``--merge``: the best adapter merged into the base, in the released layout (``lisa_ros.model.adapter``)."""
-    from lisa_ros.model.adapter import write_merged_checkpoint
-
     merged = out / "merged"
-    write_merged_checkpoint(checkpoint_dir, out / "adapter", merged)
+    adapter_files.write_merged_checkpoint(checkpoint_dir, out / "adapter", merged)
     return merged

@@ -20,6 +20,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+from lisa_ros.model.adapter import read_adapter  # noqa: E402
 from lisa_ros.model.loading import checkpoint_key, parameter_name  # noqa: E402
 from lisa_ros.tools import cli  # noqa: E402
 from lisa_ros.training.dataset import DatasetError, load_split  # noqa: E402
@@ -110,8 +111,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(checkpoint, dataset):
 
 def test_finetune_writes_the_adapter_of_the_spec(checkpoint, dataset, tmp_path):
     out = tmp_path / "kitchen-v1"
-    assert finetune(dataset, checkpoint, out) == 0
+    assert finetune(dataset, checkpoint, out, "--merge") == 0
     adapter = out / "adapter"
+    read_adapter(adapter).check_base(checkpoint)  # the node's reader takes it as the base's adapter
     assert {"adapter_config.json", "adapter_model.safetensors", "trained_modules.safetensors",
             "lisa_ros_adapter.json"} <= {p.name for p in adapter.iterdir()}
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -140,6 +142,8 @@ def test_finetune_writes_the_adapter_of_the_spec(checkpoint, dataset, tmp_path):
     assert [int(r["step"]) for r in rows] == list(range(1, steps + 1))
     assert set(rows[0]) == {"step", "epoch", "loss", "ce", "bce", "dice", "lr", "seconds"}
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    merged = load_base(RunOptions(model=str(out / "merged"), progress=False)).model.state_dict()  # the plain loader
+    assert torch.equal(merged["llm.lm_head.weight"], trained["lm_head.weight"].bfloat16().float())  # base's dtype
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(checkpoint, dataset, tmp_path, capsys):
