@@ -20,8 +20,10 @@
 #     torchao, model.compile true; engine only) -> engine_vs_reference_7b_int4_torchao_compiled_cuda.json;
 #  3. the second backend eager -> engine_vs_reference_7b_int4_torchao_cuda.json;
 #  4. bf16 -> engine_vs_reference_7b_bf16_cuda.json;
-#  5. SAM ViT-H image encoder at 1024, fp16: eager vs SDPA vs torch.compile -> sam_attention_cuda_fp16.json.
-# Each step has a time budget (STEP1_S..STEP5_S seconds, below; 10 s more to die when killed), so the command
+#  5. SAM ViT-H image encoder at 1024, fp16: eager vs SDPA vs torch.compile -> sam_attention_cuda_fp16.json;
+#  6. QLoRA training steps of `lisa-ros finetune --precision int4 --gradient-checkpointing` on the LISA-7B shape:
+#     seconds per step and peak GPU memory -> qlora_step_7b_cuda.json.
+# Each step has a time budget (STEP1_S..STEP6_S seconds, below; 10 s more to die when killed), so the command
 # ends within 7 minutes whatever the machine; a step that fails or overruns does not stop the next one, and the
 # exit status says whether any did. Then `benchmarks/report.py` renders the rows side by side.
 # The full sweep: bash benchmarks/gpu.sh (15-20 min).
@@ -103,11 +105,14 @@ if [ "$dry_run" = 1 ]; then
   json() { echo "$out_dir/engine_vs_reference_tiny-random_$1_cpu.json"; }
   sam=(--sam tiny --device cpu --dtype fp32 --encoder --compile --compile-backend aot_eager --repeats 1
        --out "$out_dir/sam_attention_cpu_fp32_tiny.json")
+  qlora=(--shape tiny-random --device cpu --steps 2 --width 64 --height 48
+         --out "$out_dir/qlora_step_tiny-random_cpu.json")
 else
   "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'CUDA is not available')" || exit 2
   shape=(--shape 7b --device cuda --repeats 3)
   json() { echo "$out_dir/engine_vs_reference_7b_$1_cuda.json"; }
   sam=(--device cuda --dtype fp16 --encoder --compile --repeats 5 --out "$out_dir/sam_attention_cuda_fp16.json")
+  qlora=(--shape 7b --device cuda --steps 3 --out "$out_dir/qlora_step_7b_cuda.json")
 fi
 mkdir -p "$out_dir"
 failed=0
@@ -123,14 +128,12 @@ step() {  # step BUDGET_S SCRIPT ARGS...
   fi
 }
 evr=benchmarks/engine_vs_reference.py
-step "${STEP1_S:-105}" "$evr" "${shape[@]}" --precision int4 --out "$(json int4)" "${extra[@]}"
-step "${STEP2_S:-95}" "$evr" "${shape[@]}" --precision int4 --quantization torchao --compile --no-reference \
+step "${STEP1_S:-95}" "$evr" "${shape[@]}" --precision int4 --out "$(json int4)" "${extra[@]}"
+step "${STEP2_S:-80}" "$evr" "${shape[@]}" --precision int4 --quantization torchao --compile --no-reference \
   --out "$(json int4_torchao_compiled)" "${extra[@]}"
-step "${STEP3_S:-50}" "$evr" "${shape[@]}" --precision int4 --quantization torchao --no-reference \
+step "${STEP3_S:-40}" "$evr" "${shape[@]}" --precision int4 --quantization torchao --no-reference \
   --out "$(json int4_torchao)" "${extra[@]}"
-step "${STEP4_S:-40}" "$evr" "${shape[@]}" --precision bf16 --no-reference --out "$(json bf16)" "${extra[@]}"
-step "${STEP5_S:-55}" benchmarks/sam_attention.py "${sam[@]}" "${extra[@]}"
-# == QLoRA step, LISA-7B shape (GPU memory, seconds per step): to be wired once `lisa-ros finetune` lands
-# (branch i20-train), as `step "${STEP6_S:-...}" <its script> ...`; its budget comes out of the steps above,
-# whose sum with 10 s per step to die stays within 400 s (the rest: the venv) (test/benchmarks/test_gpu_quick.py checks it). ==
+step "${STEP4_S:-35}" "$evr" "${shape[@]}" --precision bf16 --no-reference --out "$(json bf16)" "${extra[@]}"
+step "${STEP5_S:-45}" benchmarks/sam_attention.py "${sam[@]}" "${extra[@]}"
+step "${STEP6_S:-45}" benchmarks/qlora_step.py "${qlora[@]}" "${extra[@]}"
 exit "$failed"

@@ -7,7 +7,9 @@
 #
 # On the CPU with the tiny generated checkpoint (as scripts/demo.sh): the numbers show the loop
 # works, not LISA's quality, and "after" is scored on frames the adapter was trained on (the
-# sample bag has 10 instructions). The held-out figure is benchmarks/finetune_shapes.py's.
+# sample bag has 10 instructions). The held-out figure is benchmarks/finetune_shapes.py's. The
+# learning rate is 10x LISA's 3e-4 because the tiny checkpoint's SAM decoder starts random, not
+# pretrained; for real LISA weights keep the recipe's defaults (FINETUNE_ARGS="--device cuda ...").
 #
 # Usage: scripts/adapt_demo.sh [OUT_DIR]    (default results/adapt; replaced if it exists)
 #        LISA_MODEL=DIR_OR_ID LISA_CONFIG=config/lisa.yaml FINETUNE_ARGS="--device cuda --precision int4" ...
@@ -17,7 +19,7 @@ cd "$repo"
 out="${1:-results/adapt}"
 config="${LISA_CONFIG:-config/lisa_cpu.yaml}"
 model="${LISA_MODEL:-}"
-read -r -a finetune_args <<< "${FINETUNE_ARGS:---epochs 3 --grad-accumulation 1 --lr 3e-3}"
+read -r -a finetune_args <<< "${FINETUNE_ARGS:---epochs 20 --grad-accumulation 1 --lr 3e-3}"
 
 bash scripts/setup.sh
 # shellcheck source=ros_env.sh
@@ -42,10 +44,10 @@ lisa_ros export-labels "$out/before" --out "$out/labels"
 step "3. import labels into a training set (the bag's ground truth stands in for corrected labels)"
 lisa_ros import-labels --out "$out/dataset" --results "$out/before" --gt-bag data/sample_bag --split-window-s 2
 step "4. fine-tune a LoRA adapter (LISA's recipe)"
-lisa_ros finetune "$out/dataset" --model "$model" --out "$out/finetune" "${finetune_args[@]}"
+lisa_ros finetune "$out/dataset" --model "$model" --out "$out/sample-adapter" "${finetune_args[@]}"
 step "5. replay with the adapter served by lisa_node (model.adapter)"
 lisa_ros replay data/sample_bag --output "$out/after" --start-node --node-params "$config" \
-  --node-param "model.path:=$model" --node-param "model.adapter:=$out/finetune/adapter"
+  --node-param "model.path:=$model" --node-param "model.adapter:=$out/sample-adapter/adapter"
 step "6. score before and after against the bag's ground truth"
 lisa_ros eval "$out/before" --gt-bag data/sample_bag --note "before adaptation: $model"
-lisa_ros eval "$out/after" --gt-bag data/sample_bag --note "after adaptation: $model + $out/finetune/adapter"
+lisa_ros eval "$out/after" --gt-bag data/sample_bag --note "after adaptation: $model + $out/sample-adapter/adapter"

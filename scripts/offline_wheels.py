@@ -34,11 +34,12 @@ REQUIREMENTS = REPO / "requirements"
 # replay/eval tools, fine-tuning, the tests and the linter (not with --runtime), ROS 2's PyPI wheels (not with an
 # apt ROS).
 SETS = ("runtime", "int4", "torchao", "tools", "finetune", "test", "lint", "ros")
-# What benchmarks/gpu_quick.sh imports (the engine, both 4-bit backends) ...
-GPU_CHECK_SETS = ("runtime", "int4", "torchao")
+# What benchmarks/gpu_quick.sh imports (the engine, both 4-bit backends, peft for its QLoRA step) ...
+GPU_CHECK_SETS = ("runtime", "int4", "torchao", "finetune")
 # ... on a CUDA image with its own PyTorch: what such an image (an NVIDIA PyTorch container, this project's
 # GPU machines) already holds is left out (stand-ins while resolving), so the folder is the packages it lacks or
-# holds too old: transformers, bitsandbytes, torchao, segment-anything (about 60 MB for x86_64). The GPU check's
+# holds too old: transformers, bitsandbytes, torchao, segment-anything (just under 60 MB for x86_64), and peft
+# (0.5 MB). The GPU check's
 # install names whatever the machine turns out to lack; --provided gives another list.
 GPU_CHECK_PROVIDED = ("numpy", "opencv-python-headless", "pillow", "pyyaml", "huggingface-hub", "tokenizers",
                       "safetensors", "accelerate", "sentencepiece", "tqdm", "regex", "typer", "packaging", "psutil")

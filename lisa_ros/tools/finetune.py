@@ -86,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
         return status
     best = f" (validation gIoU {trainer.best['gIoU']:.4f}, epoch {trainer.best['epoch']})" if trainer.best else ""
     print(f"adapter: {out / 'adapter'}{best}; last: {out / 'last'}; log: {out / 'log.csv'}")
+    base = next((entry for entry in trainer.history if entry["epoch"] == 0), None)
+    if trainer.best and base and trainer.best["gIoU"] < base["gIoU"]:
+        print(f"warning: the adapter scores below the base on the validation split (gIoU {trainer.best['gIoU']:.4f} "
+              f"against {base['gIoU']:.4f}): do not deploy it. Fix: more or better labels, more epochs, another "
+              f"--lr", file=sys.stderr)
     if args.merge:
         print(f"merged checkpoint: {merged_output(out, trainer.base.checkpoint_dir)}")
     return 0
