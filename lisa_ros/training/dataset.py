@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 FORMAT = "lisa_ros.dataset/1"
 SPLITS = ("train", "val")
@@ -70,15 +71,20 @@ class Sample:
 
 
 def _read(sample: Sample, path: Path, flags: int) -> np.ndarray:
-    data = np.fromfile(path, np.uint8) if path.is_file() else None
-    if data is None:
+    """Decodes ``path`` after reading its size from the header alone (Pillow opens lazily)."""
+    if not path.is_file():
         raise DatasetError(f"sample {sample.id!r}: {path} does not exist")
-    header = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)  # cheap: checks the size before a full decode
-    if header is None:
+    try:
+        with Image.open(path) as header:
+            width, height = header.size
+    except (OSError, Image.DecompressionBombError) as error:
+        raise DatasetError(f"sample {sample.id!r}: {path} is not a readable image ({error})") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DatasetError(f"sample {sample.id!r}: {path} is {width}x{height}, larger than {MAX_IMAGE_PIXELS} pixels")
+    decoded = cv2.imdecode(np.fromfile(path, np.uint8), flags)
+    if decoded is None:
         raise DatasetError(f"sample {sample.id!r}: {path} is not a readable image")
-    if header.shape[0] * header.shape[1] * 64 > MAX_IMAGE_PIXELS:
-        raise DatasetError(f"sample {sample.id!r}: {path} is larger than {MAX_IMAGE_PIXELS} pixels")
-    return cv2.imdecode(data, flags)
+    return decoded
 
 
 def sample_from_record(root: Path, record: dict, where: str) -> Sample:
