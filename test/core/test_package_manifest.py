@@ -19,6 +19,7 @@ ROSDEP_KEYS = {
     "torch": None, "transformers": None, "tokenizers": None, "huggingface_hub": None, "safetensors": None,
     "accelerate": None, "bitsandbytes": None, "segment_anything": None, "sentencepiece": None, "rosbags": None,
     "apsw": None,  # bag_io reads rosbag2's sqlite3 files with it (as rosbags does): requirements/tools.txt
+    "pycocotools": None, "peft": None, "torchao": None,  # requirements/tools.txt, finetune.txt, torchao.txt
 }
 
 
