@@ -53,7 +53,7 @@ after="$("$venv/bin/python" -c "$report")"
 echo "  in the venv: $after"
 [ "$after" = "$below" ] || { echo "FAIL: setup replaced numpy, cv2 or torch of the layer below" >&2; exit 1; }
 own_site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-shadowing=$(find "$own_site" -maxdepth 1 -iname '*.dist-info' | grep -iE '/(numpy|opencv|torch|nvidia|triton|cuda)' || true)
+shadowing=$(find "$own_site" -maxdepth 1 -iname '*.dist-info' | grep -iE '/(numpy|opencv[a-z_]*|torch|triton|nvidia[a-z0-9_]*|cuda[a-z0-9_]*)-[0-9]' || true)
 [ -z "$shadowing" ] || { echo "FAIL: pip put these into the venv: $shadowing" >&2; exit 1; }
 echo "  kept: numpy, cv2, torch from the layer below; no numpy, OpenCV, torch or CUDA package in the venv"
 
